@@ -1,0 +1,225 @@
+package config
+
+import (
+	"crypto/tls"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+)
+
+// Config is the whole validated configuration of iha-leader: InstanceHA's
+// four files and environment, plus IHA's own keys in the same `config:` map.
+type Config struct {
+	Settings Settings
+	Cloud    Cloud
+	Fencing  Fencing
+	// UDPPort is the kdump listener port (env UDP_PORT, default 7410).
+	UDPPort int
+	// Files records where each part came from, for messages and summaries.
+	Files Files
+	// Warnings are non-fatal findings (unknown keys, plain-HTTP Redfish…),
+	// each naming the file and key.
+	Warnings []string
+}
+
+// Files names the files a Config was read from.
+type Files struct {
+	Config, Clouds, Secure, Fencing string
+}
+
+// Detection modes (DETECTION_MODE).
+const (
+	DetectNova   = "nova"
+	DetectGossip = "gossip"
+	DetectBoth   = "both"
+)
+
+// Settings is the `config:` map of config.yaml. Field comments give the key;
+// defaults and ranges are in Defaults() and in the key table of keys.go.
+// Values built in code (tests, dev mode) are not range-checked: ranges apply
+// to what operators write in files.
+type Settings struct {
+	// InstanceHA keys (reference/instanceha-behaviour.md §2.3).
+	EvacuableTag                string        // EVACUABLE_TAG
+	Delta                       time.Duration // DELTA, seconds
+	Poll                        time.Duration // POLL, seconds
+	Threshold                   int           // THRESHOLD, percent
+	Workers                     int           // WORKERS
+	Delay                       time.Duration // DELAY, seconds
+	LogLevel                    string        // LOGLEVEL: DEBUG INFO WARNING ERROR CRITICAL
+	SmartEvacuation             bool          // SMART_EVACUATION
+	OrchestratedRestart         bool          // ORCHESTRATED_RESTART
+	ReservedHosts               bool          // RESERVED_HOSTS
+	ForceReservedHostEvacuation bool          // FORCE_RESERVED_HOST_EVACUATION
+	TaggedImages                bool          // TAGGED_IMAGES
+	TaggedFlavors               bool          // TAGGED_FLAVORS
+	TaggedAggregates            bool          // TAGGED_AGGREGATES
+	LeaveDisabled               bool          // LEAVE_DISABLED
+	ForceEnable                 bool          // FORCE_ENABLE
+	CheckKdump                  bool          // CHECK_KDUMP
+	KdumpTimeout                time.Duration // KDUMP_TIMEOUT, seconds
+	CheckHeartbeat              bool          // CHECK_HEARTBEAT
+	HeartbeatTimeout            time.Duration // HEARTBEAT_TIMEOUT, seconds
+	HeartbeatCliffThreshold     int           // HEARTBEAT_CLIFF_THRESHOLD, percent
+	HeartbeatCliffMaxCycles     int           // HEARTBEAT_CLIFF_MAX_CYCLES
+	Disabled                    bool          // DISABLED (env INSTANCEHA_DISABLED=True forces it)
+	SSLVerify                   bool          // SSL_VERIFY
+	SSLCABundle                 string        // SSL_CA_BUNDLE
+	SSLCertPath                 string        // SSL_CERT_PATH
+	SSLKeyPath                  string        // SSL_KEY_PATH
+	FencingTimeout              time.Duration // FENCING_TIMEOUT, seconds
+	HashInterval                time.Duration // HASH_INTERVAL, seconds
+	MetricsLogInterval          time.Duration // METRICS_LOG_INTERVAL, seconds (seed document)
+	SkipServersWithName         []string      // SKIP_SERVERS_WITH_NAME, fnmatch globs
+	EvacuationMaxThreads        int           // EVACUATION_MAX_THREADS
+	EvacuationRetries           int           // EVACUATION_RETRIES
+	EvacuationStagger           time.Duration // EVACUATION_STAGGER, seconds
+	EvacuationTimeout           time.Duration // EVACUATION_TIMEOUT, seconds
+	MaxHostsPerCycle            int           // MAX_HOSTS_PER_CYCLE
+	K8sAPICheckInterval         time.Duration // K8S_API_CHECK_INTERVAL, seconds
+
+	// IHA keys.
+	NodeName           string        // NODE_NAME: this leader's Raft server id (default: short host name)
+	RaftAddr           string        // RAFT_ADDR: host:port Raft listens on and advertises (default 127.0.0.1:7420)
+	RaftPeers          []string      // RAFT_PEERS: "id=host:port" voters to bootstrap with (empty: this node alone)
+	DataDir            string        // DATA_DIR: Raft log, stable store and snapshots (default /var/lib/iha)
+	APIAddr            string        // API_ADDR: status API listen address (default 127.0.0.1:7421)
+	DetectionMode      string        // DETECTION_MODE: nova | gossip | both (default both)
+	QuickEvacuateLevel int           // QUICK_EVACUATE_LEVEL: 1 force-down only, 2 power off then force-down (default), 3 power off and wait for Nova
+	NovaReportInterval time.Duration // NOVA_REPORT_INTERVAL: Nova's report_interval, seconds (default 10)
+	NovaAPITimeout     time.Duration // NOVA_API_TIMEOUT: per Nova request, seconds (default 30)
+	EvacuationGrace    time.Duration // EVACUATION_GRACE: an accepted evacuation with no migration yet counts as in progress this long, seconds (default 60)
+}
+
+// Defaults returns InstanceHA's defaults plus IHA's.
+func Defaults() Settings {
+	return Settings{
+		EvacuableTag:            "evacuable",
+		Delta:                   30 * time.Second,
+		Poll:                    45 * time.Second,
+		Threshold:               50,
+		Workers:                 4,
+		LogLevel:                "INFO",
+		TaggedImages:            true,
+		TaggedFlavors:           true,
+		TaggedAggregates:        true,
+		KdumpTimeout:            30 * time.Second,
+		HeartbeatTimeout:        120 * time.Second,
+		HeartbeatCliffThreshold: 50,
+		HeartbeatCliffMaxCycles: 3,
+		SSLVerify:               true,
+		FencingTimeout:          30 * time.Second,
+		HashInterval:            60 * time.Second,
+		MetricsLogInterval:      3600 * time.Second,
+		EvacuationMaxThreads:    32,
+		EvacuationRetries:       5,
+		EvacuationTimeout:       300 * time.Second,
+		MaxHostsPerCycle:        10,
+		K8sAPICheckInterval:     15 * time.Second,
+
+		RaftAddr:           "127.0.0.1:7420",
+		DataDir:            "/var/lib/iha",
+		APIAddr:            "127.0.0.1:7421",
+		DetectionMode:      DetectBoth,
+		QuickEvacuateLevel: 2,
+		NovaReportInterval: 10 * time.Second,
+		NovaAPITimeout:     30 * time.Second,
+		EvacuationGrace:    60 * time.Second,
+	}
+}
+
+// Cloud is the OpenStack connection for OS_CLOUD, merged from clouds.yaml
+// and secure.yaml. It holds credentials, so it never prints them: use
+// AuthOptions only to authenticate.
+type Cloud struct {
+	Name       string // the OS_CLOUD entry used
+	AuthURL    string
+	RegionName string
+	Interface  string // public, internal or admin
+	Endpoint   gophercloud.EndpointOpts
+	TLS        *tls.Config
+	// NoAuth is set for clouds.yaml entries with `auth_type: noauth` (an IHA
+	// extension for labs without Keystone): requests go straight to these
+	// endpoints with this token.
+	NoAuth *NoAuth
+
+	auth gophercloud.AuthOptions // has the password or application credential secret
+}
+
+// NoAuth describes a Nova (and Glance) without Keystone.
+type NoAuth struct {
+	ComputeURL string // e.g. http://127.0.0.1:8774/v2.1
+	ImageURL   string // e.g. http://127.0.0.1:9292
+	Token      Secret // sent as X-Auth-Token, e.g. "admin:admin"
+}
+
+// AuthOptions returns the Keystone options, password included. Call it
+// only to authenticate; never log the result.
+func (c Cloud) AuthOptions() gophercloud.AuthOptions { return c.auth }
+
+// WithAuthOptions returns a copy of c with the given Keystone options (for
+// tests and dev mode).
+func (c Cloud) WithAuthOptions(o gophercloud.AuthOptions) Cloud { c.auth = o; return c }
+
+// String describes the cloud without credentials.
+func (c Cloud) String() string {
+	return "cloud " + c.Name + " at " + c.AuthURL + " region " + c.RegionName
+}
+
+// Fencing is fencing.yaml's `FencingConfig:` map.
+type Fencing struct {
+	// Hosts in file order; each key is a host name as written (short or FQDN).
+	Hosts []FenceHost
+}
+
+// Fencing agents.
+const (
+	AgentIPMI    = "ipmi"
+	AgentRedfish = "redfish"
+	AgentBMH     = "bmh"
+	AgentNoop    = "noop"
+)
+
+// FenceHost is one entry of FencingConfig.
+type FenceHost struct {
+	Name      string        // the key in fencing.yaml
+	Agent     string        // ipmi | redfish | bmh | noop (lower-cased)
+	IPAddr    string        // ipmi, redfish
+	IPPort    int           // ipmi (required), redfish (default 443)
+	Login     string        // ipmi, redfish
+	Passwd    Secret        // ipmi, redfish
+	UUID      string        // redfish: system id (default System.Embedded.1)
+	TLS       bool          // redfish: https (default false, as InstanceHA)
+	Timeout   time.Duration // per-host override of FENCING_TIMEOUT (0: use FENCING_TIMEOUT)
+	Token     Secret        // bmh: bearer token
+	Host      string        // bmh: BareMetalHost name
+	Namespace string        // bmh
+	APIURL    string        // bmh: Kubernetes API URL (IHA; default https://kubernetes.default.svc)
+	CAFile    string        // bmh: CA bundle (IHA; default the service-account ca.crt)
+	// Address is an optional metal3-style BMC address (ipmi://h:p,
+	// redfish+https://h:p/redfish/v1/Systems/ID) that can replace
+	// ipaddr/ipport/tls/uuid (IHA extension).
+	Address string
+}
+
+// ShortName is the text before the first dot.
+func ShortName(host string) string {
+	for i := 0; i < len(host); i++ {
+		if host[i] == '.' {
+			return host[:i]
+		}
+	}
+	return host
+}
+
+// Lookup returns the entry whose short name equals the short name of host,
+// first match in file order, as InstanceHA does.
+func (f Fencing) Lookup(host string) (FenceHost, bool) {
+	want := ShortName(host)
+	for _, h := range f.Hosts {
+		if ShortName(h.Name) == want {
+			return h, true
+		}
+	}
+	return FenceHost{}, false
+}

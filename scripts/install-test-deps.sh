@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that `make test` needs: the real peers the
+# tests start (ipmi_sim, ipmitool, fence_kdump_send, rpm tools…). Idempotent
+# and safe on a shared machine: a private download directory and a dpkg lock
+# timeout (see reference/real-peers.md).
+set -euo pipefail
+
+PKGS=(
+  openipmi        # ipmi_sim: a real IPMI LAN BMC (fence/ipmi tests)
+  ipmitool        # reference IPMI client (test cross-checks)
+  fence-agents    # /usr/libexec/fence-agents/fence_kdump_send (agent kdump tests)
+  iproute2        # ip netns for network tests
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+cache="${IHA_APT_CACHE:-/var/tmp/iha-apt-cache}"
+mkdir -p "$cache/partial"
+APT_OPTS=(-o "Dir::Cache::Archives=$cache" -o DPkg::Lock::Timeout=900 -y -q)
+export DEBIAN_FRONTEND=noninteractive
+# An update is needed on a fresh machine; a stale list only costs a retry.
+$SUDO apt-get "${APT_OPTS[@]}" update >/dev/null || true
+$SUDO apt-get "${APT_OPTS[@]}" install --no-install-recommends "${missing[@]}"
