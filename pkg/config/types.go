@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -222,4 +223,28 @@ func (f Fencing) Lookup(host string) (FenceHost, bool) {
 		}
 	}
 	return FenceHost{}, false
+}
+
+// GoString describes the cloud without credentials, so that %#v of a Config
+// cannot print the password held in the unexported auth options.
+func (c Cloud) GoString() string { return "config.Cloud{" + c.String() + "}" }
+
+// MarshalJSON describes the cloud without credentials or TLS key material.
+func (c Cloud) MarshalJSON() ([]byte, error) {
+	type noAuth struct {
+		ComputeURL string `json:"compute_url"`
+		ImageURL   string `json:"image_url,omitempty"`
+		Token      Secret `json:"token"`
+	}
+	v := struct {
+		Name       string  `json:"name"`
+		AuthURL    string  `json:"auth_url"`
+		RegionName string  `json:"region_name"`
+		Interface  string  `json:"interface"`
+		NoAuth     *noAuth `json:"noauth,omitempty"`
+	}{Name: c.Name, AuthURL: c.AuthURL, RegionName: c.RegionName, Interface: c.Interface}
+	if c.NoAuth != nil {
+		v.NoAuth = &noAuth{c.NoAuth.ComputeURL, c.NoAuth.ImageURL, c.NoAuth.Token}
+	}
+	return json.Marshal(v)
 }

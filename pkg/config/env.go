@@ -1,0 +1,58 @@
+package config
+
+import "os"
+
+// Env looks up an environment variable, as os.LookupEnv does. Tests pass a
+// map (MapEnv) so that they never read or change the process environment.
+type Env func(key string) (string, bool)
+
+// OSEnv is the process environment.
+func OSEnv() Env { return os.LookupEnv }
+
+// MapEnv is an environment made of m.
+func MapEnv(m map[string]string) Env {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// Environment variables and their defaults (InstanceHA's).
+const (
+	EnvConfigPath  = "INSTANCEHA_CONFIG_PATH"
+	EnvCloudsPath  = "CLOUDS_CONFIG_PATH"
+	EnvSecurePath  = "SECURE_CONFIG_PATH"
+	EnvFencingPath = "FENCING_CONFIG_PATH"
+	EnvCloud       = "OS_CLOUD"
+	EnvUDPPort     = "UDP_PORT"
+	EnvDisabled    = "INSTANCEHA_DISABLED"
+
+	DefaultConfigPath  = "/var/lib/instanceha/config.yaml"
+	DefaultCloudsPath  = "/home/cloud-admin/.config/openstack/clouds.yaml"
+	DefaultSecurePath  = "/home/cloud-admin/.config/openstack/secure.yaml"
+	DefaultFencingPath = "/secrets/fencing.yaml"
+	DefaultCloud       = "overcloud"
+	DefaultUDPPort     = 7410
+)
+
+// envVar describes one environment variable for the reference.
+type envVar struct {
+	Name, Default, Meaning string
+}
+
+var envVars = []envVar{
+	{EnvConfigPath, DefaultConfigPath, "path of config.yaml"},
+	{EnvCloudsPath, DefaultCloudsPath, "path of clouds.yaml"},
+	{EnvSecurePath, DefaultSecurePath, "path of secure.yaml (passwords; merged over clouds.yaml)"},
+	{EnvFencingPath, DefaultFencingPath, "path of fencing.yaml"},
+	{EnvCloud, DefaultCloud, "entry of clouds.yaml to use"},
+	{EnvUDPPort, "7410", "kdump UDP listener port, 1–65535 (unlike InstanceHA, a bad value is an error)"},
+	{EnvDisabled, "unset", "exactly `True` forces DISABLED=true; any other value leaves the file's DISABLED"},
+}
+
+func lookup(env Env, key, def string) string {
+	if env == nil {
+		return def
+	}
+	if v, ok := env(key); ok && v != "" {
+		return v
+	}
+	return def
+}

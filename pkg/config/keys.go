@@ -1,0 +1,212 @@
+package config
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The key table: every key of config.yaml's `config:` map, in the order of
+// the reference. It is the one place that says what a key is; parsing
+// (settings.go), validation, `iha config check` and ReferenceMarkdown all
+// read it. Defaults come from Defaults(), so they are written once.
+
+// Origins of keys.
+const (
+	originInstanceHA = "InstanceHA"
+	originIHA        = "IHA"
+)
+
+type kind int
+
+const (
+	kindInt     kind = iota // integer (count, percent), or seconds when dur is set
+	kindBool                // YAML bool or true/1/yes/on/enabled, false/0/no/off/disabled
+	kindString              // any scalar
+	kindPath                // a file that must exist and be readable when set
+	kindList                // YAML list or comma-separated string
+	kindEnum                // one of enum (case-insensitive)
+	kindAddr                // host:port
+	kindPeers               // list of id=host:port
+	kindIgnored             // accepted and ignored (shipped upstream but unused)
+)
+
+type keySpec struct {
+	Name     string
+	Kind     kind
+	Origin   string
+	Min, Max int
+	Unit     string // for ints: "seconds", "percent" or ""
+	Enum     []string
+	Upper    bool // enum values are upper-case (else lower-case)
+	Meaning  string
+	// DocDefault replaces the rendering of the default in the reference
+	// (for defaults computed at load time).
+	DocDefault string
+
+	// Exactly one accessor is set, matching Kind.
+	intp  func(*Settings) *int
+	durp  func(*Settings) *time.Duration
+	boolp func(*Settings) *bool
+	strp  func(*Settings) *string
+	listp func(*Settings) *[]string
+}
+
+func intKey(name, origin string, lo, hi int, unit, meaning string, p func(*Settings) *int) keySpec {
+	return keySpec{Name: name, Kind: kindInt, Origin: origin, Min: lo, Max: hi, Unit: unit, Meaning: meaning, intp: p}
+}
+
+func secKey(name, origin string, lo, hi int, meaning string, p func(*Settings) *time.Duration) keySpec {
+	return keySpec{Name: name, Kind: kindInt, Origin: origin, Min: lo, Max: hi, Unit: "seconds", Meaning: meaning, durp: p}
+}
+
+func boolKey(name, origin, meaning string, p func(*Settings) *bool) keySpec {
+	return keySpec{Name: name, Kind: kindBool, Origin: origin, Meaning: meaning, boolp: p}
+}
+
+func strKey(name string, k kind, origin, meaning string, p func(*Settings) *string) keySpec {
+	return keySpec{Name: name, Kind: k, Origin: origin, Meaning: meaning, strp: p}
+}
+
+var keyTable = []keySpec{
+	// InstanceHA keys, reference/instanceha-behaviour.md §2.3.
+	strKey("EVACUABLE_TAG", kindString, originInstanceHA, "tag / metadata key that marks images, flavors and aggregates as evacuable", func(s *Settings) *string { return &s.EvacuableTag }),
+	secKey("DELTA", originInstanceHA, 10, 300, "a nova-compute whose `updated_at` is older than this is stale", func(s *Settings) *time.Duration { return &s.Delta }),
+	secKey("POLL", originInstanceHA, 15, 600, "time between two polls of Nova's services", func(s *Settings) *time.Duration { return &s.Poll }),
+	intKey("THRESHOLD", originInstanceHA, 0, 100, "percent", "no evacuation when more than this share of the computes fail at once", func(s *Settings) *int { return &s.Threshold }),
+	intKey("WORKERS", originInstanceHA, 1, 100, "", "hosts recovered concurrently", func(s *Settings) *int { return &s.Workers }),
+	secKey("DELAY", originInstanceHA, 0, 300, "wait after fencing and disabling, before evacuating", func(s *Settings) *time.Duration { return &s.Delay }),
+	{Name: "LOGLEVEL", Kind: kindEnum, Origin: originInstanceHA, Enum: []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, Upper: true, Meaning: "log verbosity", strp: func(s *Settings) *string { return &s.LogLevel }},
+	boolKey("SMART_EVACUATION", originInstanceHA, "track every evacuation until it completes", func(s *Settings) *bool { return &s.SmartEvacuation }),
+	boolKey("ORCHESTRATED_RESTART", originInstanceHA, "evacuate in priority phases (implies tracking)", func(s *Settings) *bool { return &s.OrchestratedRestart }),
+	boolKey("RESERVED_HOSTS", originInstanceHA, "enable a spare host (disabled with \"reserved\" in its reason) to replace a failed one", func(s *Settings) *bool { return &s.ReservedHosts }),
+	boolKey("FORCE_RESERVED_HOST_EVACUATION", originInstanceHA, "evacuate onto the reserved host that was enabled", func(s *Settings) *bool { return &s.ForceReservedHostEvacuation }),
+	boolKey("TAGGED_IMAGES", originInstanceHA, "only evacuate servers whose image carries EVACUABLE_TAG", func(s *Settings) *bool { return &s.TaggedImages }),
+	boolKey("TAGGED_FLAVORS", originInstanceHA, "only evacuate servers whose flavor carries EVACUABLE_TAG", func(s *Settings) *bool { return &s.TaggedFlavors }),
+	boolKey("TAGGED_AGGREGATES", originInstanceHA, "only recover hosts in aggregates that carry EVACUABLE_TAG", func(s *Settings) *bool { return &s.TaggedAggregates }),
+	boolKey("LEAVE_DISABLED", originInstanceHA, "never re-enable an evacuated host", func(s *Settings) *bool { return &s.LeaveDisabled }),
+	boolKey("FORCE_ENABLE", originInstanceHA, "re-enable a host without waiting for its migrations to finish", func(s *Settings) *bool { return &s.ForceEnable }),
+	boolKey("CHECK_KDUMP", originInstanceHA, "listen for fence_kdump notices and let a dumping host finish", func(s *Settings) *bool { return &s.CheckKdump }),
+	secKey("KDUMP_TIMEOUT", originInstanceHA, 5, 300, "how long to wait for a kdump notice", func(s *Settings) *time.Duration { return &s.KdumpTimeout }),
+	boolKey("CHECK_HEARTBEAT", originInstanceHA, "listen for compute heartbeats and use them as a gate", func(s *Settings) *bool { return &s.CheckHeartbeat }),
+	secKey("HEARTBEAT_TIMEOUT", originInstanceHA, 30, 600, "heartbeat freshness and grace period", func(s *Settings) *time.Duration { return &s.HeartbeatTimeout }),
+	intKey("HEARTBEAT_CLIFF_THRESHOLD", originInstanceHA, 10, 100, "percent", "a drop of this share of heartbeats in one cycle is a cliff (network, not hosts)", func(s *Settings) *int { return &s.HeartbeatCliffThreshold }),
+	intKey("HEARTBEAT_CLIFF_MAX_CYCLES", originInstanceHA, 1, 20, "", "cycles after which a cliff expires", func(s *Settings) *int { return &s.HeartbeatCliffMaxCycles }),
+	boolKey("DISABLED", originInstanceHA, "detect and report, but neither fence nor evacuate (re-enable still runs)", func(s *Settings) *bool { return &s.Disabled }),
+	boolKey("SSL_VERIFY", originInstanceHA, "verify BMC certificates", func(s *Settings) *bool { return &s.SSLVerify }),
+	strKey("SSL_CA_BUNDLE", kindPath, originInstanceHA, "CA bundle for BMC HTTPS (must exist when set)", func(s *Settings) *string { return &s.SSLCABundle }),
+	strKey("SSL_CERT_PATH", kindPath, originInstanceHA, "client certificate for BMC HTTPS, with SSL_KEY_PATH (must exist when set)", func(s *Settings) *string { return &s.SSLCertPath }),
+	strKey("SSL_KEY_PATH", kindPath, originInstanceHA, "client key for BMC HTTPS, with SSL_CERT_PATH (must exist when set)", func(s *Settings) *string { return &s.SSLKeyPath }),
+	secKey("FENCING_TIMEOUT", originInstanceHA, 5, 120, "per fencing request, and the wait for power off", func(s *Settings) *time.Duration { return &s.FencingTimeout }),
+	secKey("HASH_INTERVAL", originInstanceHA, 30, 300, "refresh period of the liveness hash", func(s *Settings) *time.Duration { return &s.HashInterval }),
+	secKey("METRICS_LOG_INTERVAL", originInstanceHA, 300, 86400, "period of the metrics summary in the log", func(s *Settings) *time.Duration { return &s.MetricsLogInterval }),
+	{Name: "SKIP_SERVERS_WITH_NAME", Kind: kindList, Origin: originInstanceHA, Meaning: "servers whose name matches one of these fnmatch globs are not evacuated", DocDefault: "(empty)", listp: func(s *Settings) *[]string { return &s.SkipServersWithName }},
+	intKey("EVACUATION_MAX_THREADS", originInstanceHA, 1, 512, "", "evacuations in flight in total (divided among WORKERS)", func(s *Settings) *int { return &s.EvacuationMaxThreads }),
+	intKey("EVACUATION_RETRIES", originInstanceHA, 1, 20, "", "evacuate attempts per server", func(s *Settings) *int { return &s.EvacuationRetries }),
+	secKey("EVACUATION_STAGGER", originInstanceHA, 0, 60, "pause between two evacuate requests", func(s *Settings) *time.Duration { return &s.EvacuationStagger }),
+	secKey("EVACUATION_TIMEOUT", originInstanceHA, 60, 3600, "how long one server's evacuation is tracked", func(s *Settings) *time.Duration { return &s.EvacuationTimeout }),
+	intKey("MAX_HOSTS_PER_CYCLE", originInstanceHA, 1, 200, "", "hosts fenced per poll cycle at most", func(s *Settings) *int { return &s.MaxHostsPerCycle }),
+	secKey("K8S_API_CHECK_INTERVAL", originInstanceHA, 5, 120, "period of the Kubernetes API reachability probe", func(s *Settings) *time.Duration { return &s.K8sAPICheckInterval }),
+	{Name: "WATCHDOG_TIMEOUT", Kind: kindIgnored, Origin: originInstanceHA, Meaning: "shipped in InstanceHA's sample but unused there: accepted and ignored", DocDefault: "–"},
+
+	// IHA keys.
+	{Name: "NODE_NAME", Kind: kindString, Origin: originIHA, Meaning: "this leader's Raft server id", DocDefault: "short host name", strp: func(s *Settings) *string { return &s.NodeName }},
+	strKey("RAFT_ADDR", kindAddr, originIHA, "host:port Raft listens on and advertises to its peers", func(s *Settings) *string { return &s.RaftAddr }),
+	{Name: "RAFT_PEERS", Kind: kindPeers, Origin: originIHA, Meaning: "`id=host:port` voters to bootstrap the Raft group with (list or comma-separated); empty: this node alone", DocDefault: "(empty)", listp: func(s *Settings) *[]string { return &s.RaftPeers }},
+	strKey("DATA_DIR", kindString, originIHA, "directory of the Raft log, stable store and snapshots", func(s *Settings) *string { return &s.DataDir }),
+	strKey("API_ADDR", kindAddr, originIHA, "listen address of the status API (`:port` listens on every address)", func(s *Settings) *string { return &s.APIAddr }),
+	{Name: "DETECTION_MODE", Kind: kindEnum, Origin: originIHA, Enum: []string{DetectNova, DetectGossip, DetectBoth}, Meaning: "witnesses a failure verdict needs: `nova` (InstanceHA's rule), `gossip`, or `both`", strp: func(s *Settings) *string { return &s.DetectionMode }},
+	intKey("QUICK_EVACUATE_LEVEL", originIHA, 1, 3, "", "1 force-down without power-off; 2 power off, then force-down; 3 power off and wait for Nova", func(s *Settings) *int { return &s.QuickEvacuateLevel }),
+	secKey("NOVA_REPORT_INTERVAL", originIHA, 1, 300, "Nova's `report_interval`: how often a live nova-compute heartbeats", func(s *Settings) *time.Duration { return &s.NovaReportInterval }),
+	secKey("NOVA_API_TIMEOUT", originIHA, 1, 300, "timeout of one Nova API request", func(s *Settings) *time.Duration { return &s.NovaAPITimeout }),
+	secKey("EVACUATION_GRACE", originIHA, 0, 3600, "an accepted evacuation with no migration record yet counts as in progress this long", func(s *Settings) *time.Duration { return &s.EvacuationGrace }),
+}
+
+// keyIndex maps a key name to its entry in keyTable.
+var keyIndex = func() map[string]*keySpec {
+	m := make(map[string]*keySpec, len(keyTable))
+	for i := range keyTable {
+		m[keyTable[i].Name] = &keyTable[i]
+	}
+	return m
+}()
+
+// KeyNames returns every config.yaml key, in reference order.
+func KeyNames() []string {
+	names := make([]string, len(keyTable))
+	for i, k := range keyTable {
+		names[i] = k.Name
+	}
+	return names
+}
+
+// render gives the value of k in s as it would be written in config.yaml.
+func (k *keySpec) render(s *Settings) string {
+	switch {
+	case k.intp != nil:
+		return strconv.Itoa(*k.intp(s))
+	case k.durp != nil:
+		return strconv.FormatInt(int64(*k.durp(s)/time.Second), 10)
+	case k.boolp != nil:
+		return strconv.FormatBool(*k.boolp(s))
+	case k.strp != nil:
+		return *k.strp(s)
+	case k.listp != nil:
+		return strings.Join(*k.listp(s), ",")
+	}
+	return ""
+}
+
+// allowed describes the accepted values of k.
+func (k *keySpec) allowed() string {
+	switch k.Kind {
+	case kindInt:
+		r := strconv.Itoa(k.Min) + "–" + strconv.Itoa(k.Max)
+		if k.Unit != "" {
+			r += " " + k.Unit
+		}
+		return r
+	case kindBool:
+		return "true/false, yes/no, on/off, 1/0, enabled/disabled"
+	case kindEnum:
+		return strings.Join(k.Enum, ", ")
+	case kindAddr:
+		return "host:port, port 1–65535"
+	case kindPeers:
+		return "id=host:port, ..."
+	case kindPath:
+		return "path of a readable file"
+	case kindList:
+		return "a YAML list or a comma-separated string"
+	}
+	return ""
+}
+
+// typeName names k's type for the reference.
+func (k *keySpec) typeName() string {
+	switch k.Kind {
+	case kindInt:
+		if k.Unit == "seconds" {
+			return "int (s)"
+		}
+		if k.Unit == "percent" {
+			return "int (%)"
+		}
+		return "int"
+	case kindBool:
+		return "bool"
+	case kindString:
+		return "string"
+	case kindPath:
+		return "path"
+	case kindList:
+		return "list"
+	case kindEnum:
+		return "enum"
+	case kindAddr:
+		return "host:port"
+	case kindPeers:
+		return "list of id=host:port"
+	}
+	return "any"
+}

@@ -1,0 +1,114 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Load reads the whole configuration from the paths InstanceHA uses
+// (INSTANCEHA_CONFIG_PATH, CLOUDS_CONFIG_PATH, SECURE_CONFIG_PATH,
+// FENCING_CONFIG_PATH, with their defaults) and the environment env.
+//
+// It returns either a complete, valid Config or nil and a *Problems listing
+// every problem of every file; nothing is half-applied. Warnings go to
+// Config.Warnings (or Problems.Warnings) and to logger. No secret is ever
+// part of an error, a warning or a log record.
+func Load(env Env, logger *slog.Logger) (*Config, error) {
+	return load(Files{
+		Config:  lookup(env, EnvConfigPath, DefaultConfigPath),
+		Clouds:  lookup(env, EnvCloudsPath, DefaultCloudsPath),
+		Secure:  lookup(env, EnvSecurePath, DefaultSecurePath),
+		Fencing: lookup(env, EnvFencingPath, DefaultFencingPath),
+	}, env, logger)
+}
+
+// LoadDir is Load with the four files taken from dir (config.yaml,
+// clouds.yaml, secure.yaml, fencing.yaml); the path variables of env still
+// win when they are set. `iha config check --dir` uses it.
+func LoadDir(dir string, env Env, logger *slog.Logger) (*Config, error) {
+	return load(Files{
+		Config:  lookup(env, EnvConfigPath, filepath.Join(dir, "config.yaml")),
+		Clouds:  lookup(env, EnvCloudsPath, filepath.Join(dir, "clouds.yaml")),
+		Secure:  lookup(env, EnvSecurePath, filepath.Join(dir, "secure.yaml")),
+		Fencing: lookup(env, EnvFencingPath, filepath.Join(dir, "fencing.yaml")),
+	}, env, logger)
+}
+
+// hostname is os.Hostname; a variable so that tests can vary it.
+var hostname = os.Hostname
+
+func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if env == nil {
+		env = MapEnv(nil)
+	}
+	c := &collector{}
+
+	// 1. config.yaml: missing means every default, as in InstanceHA.
+	def := Defaults()
+	if h, err := hostname(); err == nil {
+		def.NodeName = ShortName(h)
+	}
+	settings := def
+	data, err := os.ReadFile(files.Config)
+	switch {
+	case err == nil:
+		settings = parseSettings(files.Config, data, def, c)
+	case os.IsNotExist(err):
+		c.warn(files.Config + ": does not exist: every setting has its default")
+	default:
+		readFile(files.Config, true, "", c)
+	}
+	if settings.NodeName == "" {
+		c.add(Problem{File: files.Config, Key: "NODE_NAME", Reason: "is not set and the host name is unknown"})
+	}
+
+	// 2. Environment.
+	if v, _ := env(EnvDisabled); v == "True" {
+		settings.Disabled = true
+	}
+	udpPort := DefaultUDPPort
+	if v, ok := env(EnvUDPPort); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		switch {
+		case err != nil:
+			c.add(Problem{File: "environment", Key: EnvUDPPort, Value: strconv.Quote(v), Reason: "is not an integer", Allowed: "1–65535"})
+		case n < 1 || n > 65535:
+			c.add(Problem{File: "environment", Key: EnvUDPPort, Value: strconv.Quote(v), Reason: "is out of range", Allowed: "1–65535"})
+		default:
+			udpPort = n
+		}
+	}
+	cloudName := lookup(env, EnvCloud, DefaultCloud)
+
+	// 3. clouds.yaml + secure.yaml.
+	cloud := loadCloud(files.Clouds, files.Secure, cloudName, c)
+
+	// 4. fencing.yaml.
+	var fencing Fencing
+	if data, ok := readFile(files.Fencing, true, "without it no host can be fenced, so none is evacuated", c); ok {
+		fencing = parseFencing(files.Fencing, data, c)
+	}
+
+	problems, warnings := c.finish()
+	for _, w := range warnings {
+		logger.Warn(w, "phase", "config")
+	}
+	if len(problems) > 0 {
+		return nil, &Problems{Items: problems, Warnings: warnings}
+	}
+	return &Config{
+		Settings: settings,
+		Cloud:    cloud,
+		Fencing:  fencing,
+		UDPPort:  udpPort,
+		Files:    files,
+		Warnings: warnings,
+	}, nil
+}

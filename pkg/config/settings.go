@@ -1,0 +1,291 @@
+package config
+
+import (
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// parseSettings reads config.yaml's `config:` map over def. Every problem
+// goes to c; the returned Settings is only meaningful when c has none.
+func parseSettings(file string, data []byte, def Settings, c *collector) Settings {
+	s := def
+	root, ok := parseYAML(file, data, c)
+	if !ok {
+		return s
+	}
+	if root == nil {
+		c.warn(file + ": file is empty: every setting has its default")
+		return s
+	}
+	if root.Kind != yaml.MappingNode {
+		c.add(Problem{File: file, Line: root.Line, Reason: "must be a map with a `config:` key, not " + shown(root)})
+		return s
+	}
+	var cfg *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := resolve(root.Content[i]), resolve(root.Content[i+1])
+		if k.Value == "config" {
+			cfg = v
+			continue
+		}
+		c.warn(file + ": " + k.Value + ": unknown top-level key, ignored (settings go under `config:`)")
+	}
+	if cfg == nil {
+		c.warn(file + ": no `config:` map: every setting has its default")
+		return s
+	}
+	if isNull(cfg) {
+		return s
+	}
+	if cfg.Kind != yaml.MappingNode {
+		c.add(Problem{File: file, Line: cfg.Line, Key: "config", Value: shown(cfg), Reason: "is not a map"})
+		return s
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(cfg.Content); i += 2 {
+		k, v := resolve(cfg.Content[i]), resolve(cfg.Content[i+1])
+		name := k.Value
+		if line, dup := seen[name]; dup {
+			c.add(Problem{File: file, Line: k.Line, Key: name, Reason: "is set twice (first at line " + strconv.Itoa(line) + ")"})
+			continue
+		}
+		seen[name] = k.Line
+		spec := keyIndex[name]
+		if spec == nil {
+			c.warn(file + ":" + strconv.Itoa(k.Line) + ": " + name + ": unknown key, ignored" + suggest(name, KeyNames()))
+			continue
+		}
+		spec.apply(file, v, &s, c)
+	}
+	crossCheck(file, seen, &s, c)
+	return s
+}
+
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// apply parses v as the value of k into s, or records a problem.
+func (k *keySpec) apply(file string, v *yaml.Node, s *Settings, c *collector) {
+	bad := func(reason string) {
+		c.add(Problem{File: file, Line: v.Line, Key: k.Name, Value: shown(v), Reason: reason, Allowed: k.allowed()})
+	}
+	if k.Kind == kindIgnored {
+		return
+	}
+	if isNull(v) {
+		switch k.Kind {
+		case kindPath, kindList, kindPeers:
+			k.setZero(s)
+		case kindString:
+			if k.Name != "NODE_NAME" { // NODE_NAME: keep the host name default
+				bad("has no value")
+			}
+		default:
+			c.add(Problem{File: file, Line: v.Line, Key: k.Name, Reason: "has no value", Allowed: k.allowed()})
+		}
+		return
+	}
+	switch k.Kind {
+	case kindInt:
+		n, ok := nodeInt(v)
+		if !ok {
+			bad("is not an integer")
+			return
+		}
+		if n < k.Min || n > k.Max {
+			bad("is out of range")
+			return
+		}
+		if k.durp != nil {
+			*k.durp(s) = time.Duration(n) * time.Second
+		} else {
+			*k.intp(s) = n
+		}
+	case kindBool:
+		b, ok := nodeBool(v)
+		if !ok {
+			bad("is not a boolean")
+			return
+		}
+		*k.boolp(s) = b
+	case kindString, kindPath:
+		str, ok := nodeString(v)
+		if !ok {
+			bad("must be a single value")
+			return
+		}
+		str = strings.TrimSpace(str)
+		switch {
+		case k.Kind == kindString && str == "":
+			bad("must not be empty")
+			return
+		case k.Name == "NODE_NAME" && !nodeNameRE.MatchString(str):
+			c.add(Problem{File: file, Line: v.Line, Key: k.Name, Value: shown(v), Reason: "is not a valid node name", Allowed: "1–64 of A-Z a-z 0-9 . _ -"})
+			return
+		}
+		*k.strp(s) = str
+	case kindEnum:
+		str, ok := nodeString(v)
+		if !ok {
+			bad("is not one of the allowed values")
+			return
+		}
+		str = strings.TrimSpace(str)
+		if k.Upper {
+			str = strings.ToUpper(str)
+		} else {
+			str = strings.ToLower(str)
+		}
+		for _, e := range k.Enum {
+			if e == str {
+				*k.strp(s) = str
+				return
+			}
+		}
+		bad("is not one of the allowed values")
+	case kindAddr:
+		str, ok := nodeString(v)
+		if !ok {
+			bad("is not host:port")
+			return
+		}
+		str = strings.TrimSpace(str)
+		if reason := checkHostPort(str, k.Name == "RAFT_ADDR"); reason != "" {
+			bad(reason)
+			return
+		}
+		*k.strp(s) = str
+	case kindList:
+		l, ok := nodeList(v)
+		if !ok {
+			bad("is not a list of strings")
+			return
+		}
+		*k.listp(s) = l
+	case kindPeers:
+		l, ok := nodeList(v)
+		if !ok {
+			bad("is not a list of id=host:port")
+			return
+		}
+		ids, addrs := map[string]bool{}, map[string]bool{}
+		good := true
+		for _, p := range l {
+			id, addr, found := strings.Cut(p, "=")
+			id, addr = strings.TrimSpace(id), strings.TrimSpace(addr)
+			reason := ""
+			switch {
+			case !found || !nodeNameRE.MatchString(id):
+				reason = "is not id=host:port"
+			case checkHostPort(addr, true) != "":
+				reason = checkHostPort(addr, true)
+			case ids[id]:
+				reason = "repeats the id " + strconv.Quote(id)
+			case addrs[addr]:
+				reason = "repeats the address " + addr
+			}
+			if reason != "" {
+				c.add(Problem{File: file, Line: v.Line, Key: k.Name, Value: strconv.Quote(p), Reason: reason, Allowed: k.allowed()})
+				good = false
+				continue
+			}
+			ids[id], addrs[addr] = true, true
+		}
+		if good {
+			*k.listp(s) = l
+		}
+	}
+}
+
+func (k *keySpec) setZero(s *Settings) {
+	switch {
+	case k.strp != nil:
+		*k.strp(s) = ""
+	case k.listp != nil:
+		*k.listp(s) = nil
+	}
+}
+
+// checkHostPort returns why addr is not a usable host:port, or "".
+// advertised addresses need a concrete host.
+func checkHostPort(addr string, advertised bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "is not host:port"
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return "has a port out of range"
+	}
+	if advertised {
+		if host == "" {
+			return "needs a host other peers can reach"
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return "needs a host other peers can reach, not " + host
+		}
+	}
+	return ""
+}
+
+// crossCheck looks at keys together once each is valid on its own.
+func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
+	if s.CheckHeartbeat && s.HeartbeatTimeout < s.Delta {
+		c.warn(file + ": HEARTBEAT_TIMEOUT (" + secs(s.HeartbeatTimeout) + ") is shorter than DELTA (" + secs(s.Delta) +
+			"): a host can lose its heartbeat grace before Nova calls it stale")
+	}
+	if !s.SSLVerify {
+		c.warn(file + ": SSL_VERIFY is false: BMC certificates are not verified")
+	}
+	for _, p := range []struct {
+		key, path string
+	}{{"SSL_CA_BUNDLE", s.SSLCABundle}, {"SSL_CERT_PATH", s.SSLCertPath}, {"SSL_KEY_PATH", s.SSLKeyPath}} {
+		if p.path == "" {
+			continue
+		}
+		if reason := checkReadable(p.path); reason != "" {
+			c.add(Problem{File: file, Line: seen[p.key], Key: p.key, Value: strconv.Quote(p.path), Reason: reason})
+		}
+	}
+	if (s.SSLCertPath == "") != (s.SSLKeyPath == "") {
+		c.add(Problem{File: file, Key: "SSL_CERT_PATH", Reason: "and SSL_KEY_PATH must be set together"})
+	}
+	if len(s.RaftPeers) > 0 && s.NodeName != "" {
+		found := false
+		for _, p := range s.RaftPeers {
+			if id, _, _ := strings.Cut(p, "="); strings.TrimSpace(id) == s.NodeName {
+				found = true
+			}
+		}
+		if !found {
+			c.warn(file + ": RAFT_PEERS does not list NODE_NAME " + strconv.Quote(s.NodeName) + ": this node is not a voter at bootstrap")
+		}
+	}
+}
+
+// checkReadable returns why path cannot be read, or "".
+func checkReadable(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return "does not exist"
+		}
+		return "cannot be read"
+	}
+	if st.IsDir() {
+		return "is a directory, not a file"
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "cannot be read"
+	}
+	_ = f.Close()
+	return ""
+}
+
+func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) + "s" }

@@ -1,0 +1,458 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The defaults of reference/instanceha-behaviour.md §2.3 and of IHA's keys,
+// written independently of Defaults() so that a mistake in either shows.
+func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
+	want := map[string]string{
+		"EVACUABLE_TAG": "evacuable", "DELTA": "30", "POLL": "45", "THRESHOLD": "50", "WORKERS": "4",
+		"DELAY": "0", "LOGLEVEL": "INFO", "SMART_EVACUATION": "false", "ORCHESTRATED_RESTART": "false",
+		"RESERVED_HOSTS": "false", "FORCE_RESERVED_HOST_EVACUATION": "false", "TAGGED_IMAGES": "true",
+		"TAGGED_FLAVORS": "true", "TAGGED_AGGREGATES": "true", "LEAVE_DISABLED": "false",
+		"FORCE_ENABLE": "false", "CHECK_KDUMP": "false", "KDUMP_TIMEOUT": "30", "CHECK_HEARTBEAT": "false",
+		"HEARTBEAT_TIMEOUT": "120", "HEARTBEAT_CLIFF_THRESHOLD": "50", "HEARTBEAT_CLIFF_MAX_CYCLES": "3",
+		"DISABLED": "false", "SSL_VERIFY": "true", "SSL_CA_BUNDLE": "", "SSL_CERT_PATH": "", "SSL_KEY_PATH": "",
+		"FENCING_TIMEOUT": "30", "HASH_INTERVAL": "60", "METRICS_LOG_INTERVAL": "3600",
+		"SKIP_SERVERS_WITH_NAME": "", "EVACUATION_MAX_THREADS": "32", "EVACUATION_RETRIES": "5",
+		"EVACUATION_STAGGER": "0", "EVACUATION_TIMEOUT": "300", "MAX_HOSTS_PER_CYCLE": "10",
+		"K8S_API_CHECK_INTERVAL": "15", "WATCHDOG_TIMEOUT": "",
+		"NODE_NAME": "", "RAFT_ADDR": "127.0.0.1:7420", "RAFT_PEERS": "", "DATA_DIR": "/var/lib/iha",
+		"API_ADDR": "127.0.0.1:7421", "DETECTION_MODE": "both", "QUICK_EVACUATE_LEVEL": "2",
+		"NOVA_REPORT_INTERVAL": "10", "NOVA_API_TIMEOUT": "30", "EVACUATION_GRACE": "60",
+	}
+	for _, content := range []string{"config: {}\n", "-", "", "config:\n"} {
+		name := content
+		if name == "-" {
+			name = "missing file"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := mustLoad(t, fixture(t, map[string]string{"config.yaml": content}), nil)
+			if len(keyTable) != len(want) {
+				t.Errorf("key table has %d keys, test knows %d", len(keyTable), len(want))
+			}
+			for i := range keyTable {
+				k := &keyTable[i]
+				w, ok := want[k.Name]
+				if !ok {
+					t.Errorf("%s: no documented default in this test", k.Name)
+					continue
+				}
+				if k.Name == "NODE_NAME" {
+					h, _ := os.Hostname()
+					w = ShortName(h)
+				}
+				if got := k.render(&cfg.Settings); got != w {
+					t.Errorf("%s = %q, want %q", k.Name, got, w)
+				}
+			}
+			if cfg.UDPPort != 7410 {
+				t.Errorf("UDPPort = %d, want 7410", cfg.UDPPort)
+			}
+		})
+	}
+}
+
+func TestMissingConfigFileWarnsAndUsesDefaults(t *testing.T) {
+	cfg := mustLoad(t, fixture(t, map[string]string{"config.yaml": "-"}), nil)
+	if !hasWarning(cfg.Warnings, "config.yaml", "does not exist") {
+		t.Errorf("no warning about the missing file: %q", cfg.Warnings)
+	}
+}
+
+// One row per class of value; want is the parsed value rendered, or the
+// problem text expected.
+func TestConfigValues(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string // the line(s) under config:
+		key     string
+		want    string // rendered value when the load succeeds
+		problem string // expected problem text when it fails
+	}{
+		{"int as YAML int", "DELTA: 60", "DELTA", "60", ""},
+		{"int as numeric string", `DELTA: "60"`, "DELTA", "60", ""},
+		{"int at the lower bound", "DELTA: 10", "DELTA", "10", ""},
+		{"int at the upper bound", "DELTA: 300", "DELTA", "300", ""},
+		{"int below range", "DELTA: 5", "", "", "config.yaml:2: DELTA: 5 is out of range (allowed 10–300 seconds)"},
+		{"int above range as string", `POLL: "601"`, "", "", `POLL: "601" is out of range (allowed 15–600 seconds)`},
+		{"int wrong type", "THRESHOLD: fifty", "", "", `THRESHOLD: "fifty" is not an integer (allowed 0–100 percent)`},
+		{"int as float", "WORKERS: 4.5", "", "", `WORKERS: 4.5 is not an integer`},
+		{"int as list", "WORKERS: [4]", "", "", `WORKERS: a list is not an integer`},
+		{"int without value", "WORKERS:", "", "", `WORKERS: has no value (allowed 1–100)`},
+		{"bool YAML true", "SMART_EVACUATION: true", "SMART_EVACUATION", "true", ""},
+		{"bool string yes", `SMART_EVACUATION: "yes"`, "SMART_EVACUATION", "true", ""},
+		{"bool string Enabled", "SMART_EVACUATION: Enabled", "SMART_EVACUATION", "true", ""},
+		{"bool string 1", `SMART_EVACUATION: "1"`, "SMART_EVACUATION", "true", ""},
+		{"bool string off", "TAGGED_IMAGES: off", "TAGGED_IMAGES", "false", ""},
+		{"bool string FALSE", `TAGGED_IMAGES: "FALSE"`, "TAGGED_IMAGES", "false", ""},
+		{"bool string disabled", "TAGGED_IMAGES: disabled", "TAGGED_IMAGES", "false", ""},
+		{"bool bad string", "CHECK_KDUMP: maybe", "", "", `CHECK_KDUMP: "maybe" is not a boolean`},
+		{"bool YAML int is ambiguous", "CHECK_KDUMP: 1", "", "", `CHECK_KDUMP: 1 is not a boolean`},
+		{"enum lower-case accepted", "LOGLEVEL: debug", "LOGLEVEL", "DEBUG", ""},
+		{"enum bad", "LOGLEVEL: VERBOSE", "", "", `LOGLEVEL: "VERBOSE" is not one of the allowed values (allowed DEBUG, INFO, WARNING, ERROR, CRITICAL)`},
+		{"detection mode upper-case", "DETECTION_MODE: Gossip", "DETECTION_MODE", "gossip", ""},
+		{"detection mode bad", "DETECTION_MODE: ping", "", "", `DETECTION_MODE: "ping" is not one of the allowed values (allowed nova, gossip, both)`},
+		{"list YAML", `SKIP_SERVERS_WITH_NAME: ["test-*", "tmp-?"]`, "SKIP_SERVERS_WITH_NAME", "test-*,tmp-?", ""},
+		{"list comma string", `SKIP_SERVERS_WITH_NAME: "test-*, tmp-? ,"`, "SKIP_SERVERS_WITH_NAME", "test-*,tmp-?", ""},
+		{"list of maps", "SKIP_SERVERS_WITH_NAME: [{a: b}]", "", "", `SKIP_SERVERS_WITH_NAME: a list is not a list of strings`},
+		{"string", "EVACUABLE_TAG: ha", "EVACUABLE_TAG", "ha", ""},
+		{"string empty", `EVACUABLE_TAG: ""`, "", "", `EVACUABLE_TAG: "" must not be empty`},
+		{"string as map", "EVACUABLE_TAG: {a: b}", "", "", `EVACUABLE_TAG: a map must be a single value`},
+		{"watchdog accepted and ignored", "WATCHDOG_TIMEOUT: 30", "DELTA", "30", ""},
+		{"IHA level", "QUICK_EVACUATE_LEVEL: 3", "QUICK_EVACUATE_LEVEL", "3", ""},
+		{"IHA level out of range", "QUICK_EVACUATE_LEVEL: 4", "", "", "QUICK_EVACUATE_LEVEL: 4 is out of range (allowed 1–3)"},
+		{"IHA grace zero", "EVACUATION_GRACE: 0", "EVACUATION_GRACE", "0", ""},
+		{"IHA report interval out of range", "NOVA_REPORT_INTERVAL: 0", "", "", "NOVA_REPORT_INTERVAL: 0 is out of range (allowed 1–300 seconds)"},
+		{"IHA api timeout out of range", "NOVA_API_TIMEOUT: 301", "", "", "NOVA_API_TIMEOUT: 301 is out of range (allowed 1–300 seconds)"},
+		{"raft addr", "RAFT_ADDR: 127.0.0.2:7420", "RAFT_ADDR", "127.0.0.2:7420", ""},
+		{"raft addr ipv6", `RAFT_ADDR: "[::1]:7420"`, "RAFT_ADDR", "[::1]:7420", ""},
+		{"raft addr without port", "RAFT_ADDR: 127.0.0.1", "", "", `RAFT_ADDR: "127.0.0.1" is not host:port`},
+		{"raft addr port out of range", "RAFT_ADDR: 127.0.0.1:70000", "", "", `RAFT_ADDR: "127.0.0.1:70000" has a port out of range`},
+		{"raft addr unspecified", "RAFT_ADDR: 0.0.0.0:7420", "", "", `RAFT_ADDR: "0.0.0.0:7420" needs a host other peers can reach`},
+		{"api addr on every address", `API_ADDR: ":7421"`, "API_ADDR", ":7421", ""},
+		{"raft peers list", "NODE_NAME: a\n  RAFT_PEERS: [a=127.0.0.1:7420, b=127.0.0.2:7420]", "RAFT_PEERS", "a=127.0.0.1:7420,b=127.0.0.2:7420", ""},
+		{"raft peers string", `NODE_NAME: b
+  RAFT_PEERS: "a=127.0.0.1:7420,b=127.0.0.2:7420"`, "RAFT_PEERS", "a=127.0.0.1:7420,b=127.0.0.2:7420", ""},
+		{"raft peers without id", "RAFT_PEERS: [127.0.0.1:7420]", "", "", `RAFT_PEERS: "127.0.0.1:7420" is not id=host:port`},
+		{"raft peers duplicate id", "RAFT_PEERS: [a=127.0.0.1:7420, a=127.0.0.2:7420]", "", "", `RAFT_PEERS: "a=127.0.0.2:7420" repeats the id "a"`},
+		{"node name", "NODE_NAME: ctl-1", "NODE_NAME", "ctl-1", ""},
+		{"node name with space", `NODE_NAME: "ctl 1"`, "", "", `NODE_NAME: "ctl 1" is not a valid node name`},
+		{"duplicate key", "DELTA: 30\n  DELTA: 40", "", "", "config.yaml:3: DELTA: is set twice (first at line 2)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := fixture(t, map[string]string{"config.yaml": "config:\n  " + tt.yaml + "\n"})
+			cfg, p, _ := loadDir(t, dir, nil)
+			if tt.problem != "" {
+				if p == nil {
+					t.Fatalf("loaded, want problem %q", tt.problem)
+				}
+				assertContainsAll(t, p.Error(), tt.problem)
+				if len(p.Items) != 1 {
+					t.Errorf("%d problems, want 1", len(p.Items))
+				}
+				return
+			}
+			if p != nil {
+				t.Fatalf("unexpected problems:\n%v", p)
+			}
+			if got := keyIndex[tt.key].render(&cfg.Settings); got != tt.want {
+				t.Errorf("%s = %q, want %q", tt.key, got, tt.want)
+			}
+			if len(cfg.Warnings) != 0 {
+				t.Errorf("unexpected warnings: %q", cfg.Warnings)
+			}
+		})
+	}
+}
+
+func TestDurationsAreSeconds(t *testing.T) {
+	cfg := mustLoad(t, fixture(t, map[string]string{"config.yaml": "config:\n  DELTA: 12\n  EVACUATION_GRACE: 7\n"}), nil)
+	if cfg.Settings.Delta != 12*time.Second || cfg.Settings.EvacuationGrace != 7*time.Second {
+		t.Errorf("Delta %v, EvacuationGrace %v", cfg.Settings.Delta, cfg.Settings.EvacuationGrace)
+	}
+}
+
+func TestMalformedYAMLNamesFileAndLine(t *testing.T) {
+	dir := fixture(t, map[string]string{"config.yaml": "config:\n  DELTA: 30\n  POLL: [45\n  WORKERS: 4\n"})
+	p := mustFail(t, dir, nil)
+	if len(p.Items) != 1 {
+		t.Fatalf("want one problem, got %v", p)
+	}
+	it := p.Items[0]
+	if filepath.Base(it.File) != "config.yaml" || it.Line == 0 || !strings.Contains(it.Reason, "malformed YAML") {
+		t.Errorf("problem = %+v, want config.yaml, a line number and 'malformed YAML'", it)
+	}
+}
+
+func TestConfigTopLevelShape(t *testing.T) {
+	tests := []struct{ name, yaml, problem, warning string }{
+		{"not a map", "- a\n- b\n", "must be a map with a `config:` key", ""},
+		{"config is a list", "config: [1]\n", "config: a list is not a map", ""},
+		{"no config key", "settings: {}\n", "", "no `config:` map"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, p, _ := loadDir(t, fixture(t, map[string]string{"config.yaml": tt.yaml}), nil)
+			if tt.problem != "" {
+				if p == nil {
+					t.Fatal("loaded, want a problem")
+				}
+				assertContainsAll(t, p.Error(), tt.problem)
+				return
+			}
+			if p != nil {
+				t.Fatalf("problems: %v", p)
+			}
+			if !hasWarning(cfg.Warnings, tt.warning) {
+				t.Errorf("warnings %q lack %q", cfg.Warnings, tt.warning)
+			}
+		})
+	}
+}
+
+func TestUnknownKeyIsAWarningWithASuggestion(t *testing.T) {
+	dir := fixture(t, map[string]string{"config.yaml": "config:\n  DELTAA: 30\n  poll: 45\n  FROBNICATE: 1\n"})
+	cfg, _, logs := loadDir(t, dir, nil)
+	if cfg == nil {
+		t.Fatal("unknown keys must not fail the load")
+	}
+	for _, w := range [][]string{
+		{"config.yaml:2: DELTAA: unknown key", "did you mean DELTA?"},
+		{"config.yaml:3: poll: unknown key", "did you mean POLL?"},
+		{"config.yaml:4: FROBNICATE: unknown key, ignored"},
+	} {
+		if !hasWarning(cfg.Warnings, w...) {
+			t.Errorf("no warning with %q in %q", w, cfg.Warnings)
+		}
+	}
+	if hasWarning(cfg.Warnings, "FROBNICATE", "did you mean") {
+		t.Errorf("suggestion for a key close to nothing: %q", cfg.Warnings)
+	}
+	assertContainsAll(t, logs, "DELTAA", "level=WARN")
+}
+
+func TestEveryProblemIsReportedAtOnce(t *testing.T) {
+	dir := fixture(t, map[string]string{
+		"config.yaml": "config:\n  DELTA: 5\n  POLL: x\n  LOGLEVEL: LOUD\n  CHECK_KDUMP: perhaps\n  SSL_CA_BUNDLE: /nonexistent/ca.pem\n",
+		"clouds.yaml": "clouds:\n  overcloud:\n    auth:\n      auth_url: https://k:5000/v3\n      username: admin\n",
+		"fencing.yaml": "FencingConfig:\n  compute-0:\n    agent: ipmi\n    ipaddr: not-an-ip\n    ipport: 99999\n" +
+			"    login: admin\n    passwd: ipmi-pass-2\n  compute-1:\n    agent: magic\n",
+	})
+	if err := os.Remove(filepath.Join(dir, "secure.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	p := mustFail(t, dir, map[string]string{"UDP_PORT": "0"})
+	text := p.Error()
+	assertContainsAll(t, text,
+		"DELTA: 5 is out of range",
+		`POLL: "x" is not an integer`,
+		`LOGLEVEL: "LOUD" is not one of the allowed values`,
+		`CHECK_KDUMP: "perhaps" is not a boolean`,
+		`SSL_CA_BUNDLE: "/nonexistent/ca.pem" does not exist`,
+		`environment: UDP_PORT: "0" is out of range (allowed 1–65535)`,
+		"overcloud: region_name: is missing",
+		"overcloud: auth.password: is missing",
+		`compute-0: ipaddr: "not-an-ip" is not an IP address`,
+		"compute-0: ipport: 99999 is out of range (allowed 1–65535)",
+		`compute-1: agent: "magic" is not a fencing agent (allowed ipmi, redfish, bmh, noop)`,
+	)
+	if n := strings.Count(text, "\n") + 1; n != len(p.Items) || n < 11 {
+		t.Errorf("%d lines for %d problems", n, len(p.Items))
+	}
+}
+
+func TestInstanceHADisabledEnv(t *testing.T) {
+	tests := []struct {
+		env, file string
+		want      bool
+	}{
+		{"True", "false", true},
+		{"true", "false", false}, // only the exact string counts, as upstream
+		{"1", "false", false},
+		{"", "true", true},
+		{"False", "true", true}, // the variable can force, never clear
+		{"unset", "false", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.env+"/"+tt.file, func(t *testing.T) {
+			env := map[string]string{"INSTANCEHA_DISABLED": tt.env}
+			if tt.env == "unset" {
+				env = nil
+			}
+			cfg := mustLoad(t, fixture(t, map[string]string{"config.yaml": "config:\n  DISABLED: " + tt.file + "\n"}), env)
+			if cfg.Settings.Disabled != tt.want {
+				t.Errorf("Disabled = %v, want %v", cfg.Settings.Disabled, tt.want)
+			}
+		})
+	}
+}
+
+func TestUDPPortEnv(t *testing.T) {
+	tests := []struct {
+		value   string
+		want    int
+		problem string
+	}{
+		{"unset", 7410, ""},
+		{"7500", 7500, ""},
+		{"1", 1, ""},
+		{"65535", 65535, ""},
+		{"0", 0, `UDP_PORT: "0" is out of range`},
+		{"65536", 0, `UDP_PORT: "65536" is out of range`},
+		{"kdump", 0, `UDP_PORT: "kdump" is not an integer`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			env := map[string]string{"UDP_PORT": tt.value}
+			if tt.value == "unset" {
+				env = nil
+			}
+			cfg, p, _ := loadDir(t, fixture(t, nil), env)
+			if tt.problem != "" {
+				if p == nil {
+					t.Fatal("loaded, want a problem")
+				}
+				assertContainsAll(t, p.Error(), tt.problem)
+				return
+			}
+			if p != nil {
+				t.Fatal(p)
+			}
+			if cfg.UDPPort != tt.want {
+				t.Errorf("UDPPort = %d, want %d", cfg.UDPPort, tt.want)
+			}
+		})
+	}
+}
+
+func TestEnvironmentOverridesPaths(t *testing.T) {
+	dir := fixture(t, nil)
+	other := fixture(t, map[string]string{
+		"config.yaml":  "config:\n  DELTA: 99\n",
+		"clouds.yaml":  strings.ReplaceAll(baseClouds, "regionOne", "regionX"),
+		"secure.yaml":  strings.ReplaceAll(baseSecure, "secure-pass-1", "other-pass"),
+		"fencing.yaml": strings.ReplaceAll(baseFencing, "compute-0", "compute-9"),
+	})
+	env := map[string]string{
+		"INSTANCEHA_CONFIG_PATH": filepath.Join(other, "config.yaml"),
+		"CLOUDS_CONFIG_PATH":     filepath.Join(other, "clouds.yaml"),
+		"SECURE_CONFIG_PATH":     filepath.Join(other, "secure.yaml"),
+		"FENCING_CONFIG_PATH":    filepath.Join(other, "fencing.yaml"),
+	}
+	for _, name := range []string{"LoadDir", "Load"} {
+		t.Run(name, func(t *testing.T) {
+			var cfg *Config
+			var err error
+			if name == "LoadDir" {
+				cfg, err = LoadDir(dir, MapEnv(env), nil)
+			} else {
+				cfg, err = Load(MapEnv(env), nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Files{Config: env["INSTANCEHA_CONFIG_PATH"], Clouds: env["CLOUDS_CONFIG_PATH"], Secure: env["SECURE_CONFIG_PATH"], Fencing: env["FENCING_CONFIG_PATH"]}
+			if cfg.Files != want {
+				t.Errorf("Files = %+v, want %+v", cfg.Files, want)
+			}
+			if cfg.Settings.Delta != 99*time.Second || cfg.Cloud.RegionName != "regionX" || cfg.Cloud.AuthOptions().Password != "other-pass" {
+				t.Errorf("read the wrong files: delta %v region %s", cfg.Settings.Delta, cfg.Cloud.RegionName)
+			}
+			if _, ok := cfg.Fencing.Lookup("compute-9"); !ok {
+				t.Error("fencing.yaml not read from FENCING_CONFIG_PATH")
+			}
+		})
+	}
+	t.Run("LoadDir without env reads dir", func(t *testing.T) {
+		cfg, err := LoadDir(dir, MapEnv(nil), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Files.Config != filepath.Join(dir, "config.yaml") || cfg.Cloud.RegionName != "regionOne" {
+			t.Errorf("Files = %+v", cfg.Files)
+		}
+	})
+	t.Run("Load defaults", func(t *testing.T) {
+		_, err := Load(MapEnv(nil), nil)
+		if err == nil {
+			t.Skip("this machine has InstanceHA's files at their default paths")
+		}
+		assertContainsAll(t, err.Error(), DefaultCloudsPath, DefaultFencingPath)
+	})
+}
+
+func TestCrossChecks(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, yaml, problem, warning string }{
+		{"heartbeat timeout shorter than delta", "CHECK_HEARTBEAT: true\n  HEARTBEAT_TIMEOUT: 30\n  DELTA: 60", "", "HEARTBEAT_TIMEOUT (30s) is shorter than DELTA (60s)"},
+		{"heartbeat off: no warning", "HEARTBEAT_TIMEOUT: 30\n  DELTA: 60", "", ""},
+		{"CA bundle exists", "SSL_CA_BUNDLE: " + ca, "", ""},
+		{"CA bundle missing", "SSL_CA_BUNDLE: " + ca + ".missing", `SSL_CA_BUNDLE: "` + ca + `.missing" does not exist`, ""},
+		{"CA bundle is a directory", "SSL_CA_BUNDLE: " + dir, "is a directory", ""},
+		{"cert without key", "SSL_CERT_PATH: " + ca, "SSL_CERT_PATH: and SSL_KEY_PATH must be set together", ""},
+		{"key missing", "SSL_CERT_PATH: " + ca + "\n  SSL_KEY_PATH: " + ca + ".key", `SSL_KEY_PATH: "` + ca + `.key" does not exist`, ""},
+		{"SSL_VERIFY off warns", "SSL_VERIFY: false", "", "SSL_VERIFY is false"},
+		{"node not among peers", "NODE_NAME: c\n  RAFT_PEERS: a=127.0.0.1:1,b=127.0.0.1:2", "", "RAFT_PEERS does not list NODE_NAME"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, p, _ := loadDir(t, fixture(t, map[string]string{"config.yaml": "config:\n  " + tt.yaml + "\n"}), nil)
+			if tt.problem != "" {
+				if p == nil {
+					t.Fatal("loaded, want a problem")
+				}
+				assertContainsAll(t, p.Error(), tt.problem)
+				return
+			}
+			if p != nil {
+				t.Fatal(p)
+			}
+			if tt.warning == "" && len(cfg.Warnings) > 0 {
+				t.Errorf("unexpected warnings %q", cfg.Warnings)
+			}
+			if tt.warning != "" && !hasWarning(cfg.Warnings, tt.warning) {
+				t.Errorf("warnings %q lack %q", cfg.Warnings, tt.warning)
+			}
+		})
+	}
+}
+
+func TestNodeNameDefaultsToShortHostName(t *testing.T) {
+	orig := hostname
+	t.Cleanup(func() { hostname = orig })
+	hostname = func() (string, error) { return "ctl-2.example.com", nil }
+	cfg := mustLoad(t, fixture(t, nil), nil)
+	if cfg.Settings.NodeName != "ctl-2" {
+		t.Errorf("NodeName = %q, want ctl-2", cfg.Settings.NodeName)
+	}
+	cfg = mustLoad(t, fixture(t, map[string]string{"config.yaml": "config:\n  NODE_NAME:\n"}), nil)
+	if cfg.Settings.NodeName != "ctl-2" {
+		t.Errorf("NODE_NAME without value: NodeName = %q, want the host name", cfg.Settings.NodeName)
+	}
+}
+
+func TestKeyTableCoversEverySettingsField(t *testing.T) {
+	// Every Settings field is set by exactly one key: a field added to
+	// Settings without a key would never be read from config.yaml.
+	var s Settings
+	seen := map[uintptr]string{}
+	base := reflect.ValueOf(&s).Pointer()
+	for i := range keyTable {
+		k := &keyTable[i]
+		var p uintptr
+		switch {
+		case k.intp != nil:
+			p = reflect.ValueOf(k.intp(&s)).Pointer()
+		case k.durp != nil:
+			p = reflect.ValueOf(k.durp(&s)).Pointer()
+		case k.boolp != nil:
+			p = reflect.ValueOf(k.boolp(&s)).Pointer()
+		case k.strp != nil:
+			p = reflect.ValueOf(k.strp(&s)).Pointer()
+		case k.listp != nil:
+			p = reflect.ValueOf(k.listp(&s)).Pointer()
+		default:
+			continue
+		}
+		if other, dup := seen[p-base]; dup {
+			t.Errorf("%s and %s set the same field", k.Name, other)
+		}
+		seen[p-base] = k.Name
+	}
+	if n := reflect.TypeOf(s).NumField(); n != len(seen) {
+		t.Errorf("Settings has %d fields, the key table sets %d", n, len(seen))
+	}
+}
