@@ -155,7 +155,7 @@ func suggest(name string, known []string) string {
 		if strings.EqualFold(k, name) {
 			return " (did you mean " + k + "?)"
 		}
-		if d := levenshtein(strings.ToUpper(name), k); d < bestD {
+		if d := levenshtein(strings.ToLower(name), strings.ToLower(k)); d < bestD {
 			best, bestD = k, d
 		}
 	}
