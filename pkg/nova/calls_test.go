@@ -39,16 +39,21 @@ func TestCallsSendTheDocumentedRequests(t *testing.T) {
 			wantQuery: url.Values{"binary": {"nova-compute"}},
 		},
 		{
-			name:      "list services on a host filters by host and binary",
-			route:     "GET /compute/v2.1/os-services",
-			answer:    func(t *testing.T) func(http.ResponseWriter, *http.Request) { return fixture(t, "services.json", 200) },
-			call:      func(ctx context.Context, c *Client) error { _, err := c.ListServicesOnHost(ctx, "compute-1", "nova-compute"); return err },
+			name:   "list services on a host filters by host and binary",
+			route:  "GET /compute/v2.1/os-services",
+			answer: func(t *testing.T) func(http.ResponseWriter, *http.Request) { return fixture(t, "services.json", 200) },
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.ListServicesOnHost(ctx, "compute-1", "nova-compute")
+				return err
+			},
 			wantQuery: url.Values{"binary": {"nova-compute"}, "host": {"compute-1"}},
 		},
 		{
-			name:   "update service sends force-down, status and reason in one PUT",
-			route:  "PUT /compute/v2.1/os-services/e81d66a4-ddd3-4aba-8a84-171d1cb4d339",
-			answer: func(t *testing.T) func(http.ResponseWriter, *http.Request) { return fixture(t, "service_update.json", 200) },
+			name:  "update service sends force-down, status and reason in one PUT",
+			route: "PUT /compute/v2.1/os-services/e81d66a4-ddd3-4aba-8a84-171d1cb4d339",
+			answer: func(t *testing.T) func(http.ResponseWriter, *http.Request) {
+				return fixture(t, "service_update.json", 200)
+			},
 			call: func(ctx context.Context, c *Client) error {
 				_, err := c.UpdateService(ctx, "e81d66a4-ddd3-4aba-8a84-171d1cb4d339", ServiceUpdate{
 					ForcedDown: ptr(true), Status: ptr("disabled"), DisabledReason: ptr("instanceha evacuation: 2026-11-21T13:40:00")})
@@ -57,9 +62,11 @@ func TestCallsSendTheDocumentedRequests(t *testing.T) {
 			wantBody: `{"forced_down": true, "status": "disabled", "disabled_reason": "instanceha evacuation: 2026-11-21T13:40:00"}`,
 		},
 		{
-			name:   "update service sends only the fields set",
-			route:  "PUT /compute/v2.1/os-services/e81d66a4-ddd3-4aba-8a84-171d1cb4d339",
-			answer: func(t *testing.T) func(http.ResponseWriter, *http.Request) { return fixture(t, "service_update.json", 200) },
+			name:  "update service sends only the fields set",
+			route: "PUT /compute/v2.1/os-services/e81d66a4-ddd3-4aba-8a84-171d1cb4d339",
+			answer: func(t *testing.T) func(http.ResponseWriter, *http.Request) {
+				return fixture(t, "service_update.json", 200)
+			},
 			call: func(ctx context.Context, c *Client) error {
 				_, err := c.UpdateService(ctx, "e81d66a4-ddd3-4aba-8a84-171d1cb4d339", ServiceUpdate{ForcedDown: ptr(false)})
 				return err
@@ -67,10 +74,15 @@ func TestCallsSendTheDocumentedRequests(t *testing.T) {
 			wantBody: `{"forced_down": false}`,
 		},
 		{
-			name:      "list servers asks every project on one host",
-			route:     "GET /compute/v2.1/servers/detail",
-			answer:    func(t *testing.T) func(http.ResponseWriter, *http.Request) { return fixture(t, "servers_page2.json", 200) },
-			call:      func(ctx context.Context, c *Client) error { _, err := c.ListServers(ctx, "compute-1.example.com"); return err },
+			name:  "list servers asks every project on one host",
+			route: "GET /compute/v2.1/servers/detail",
+			answer: func(t *testing.T) func(http.ResponseWriter, *http.Request) {
+				return fixture(t, "servers_page2.json", 200)
+			},
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.ListServers(ctx, "compute-1.example.com")
+				return err
+			},
 			wantQuery: url.Values{"all_tenants": {"1"}, "host": {"compute-1.example.com"}},
 		},
 		{
@@ -172,9 +184,11 @@ func TestCallsSendTheDocumentedRequests(t *testing.T) {
 			wantBody: `{"remove_host": {"host": "compute-4"}}`,
 		},
 		{
-			name:      "list flavors asks public and private ones",
-			route:     "GET /compute/v2.1/flavors/detail",
-			answer:    func(t *testing.T) func(http.ResponseWriter, *http.Request) { return fixture(t, "flavors_embedded.json", 200) },
+			name:  "list flavors asks public and private ones",
+			route: "GET /compute/v2.1/flavors/detail",
+			answer: func(t *testing.T) func(http.ResponseWriter, *http.Request) {
+				return fixture(t, "flavors_embedded.json", 200)
+			},
 			call:      func(ctx context.Context, c *Client) error { _, err := c.ListFlavors(ctx); return err },
 			wantQuery: url.Values{"is_public": {"None"}},
 		},
