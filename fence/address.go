@@ -4,124 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/ihaproject/iha/pkg/config"
 )
 
-// Address is a parsed metal3-style BMC address such as
-// "ipmi://10.0.0.5:623" or
-// "redfish+https://10.0.0.5/redfish/v1/Systems/System.Embedded.1".
-type Address struct {
-	Agent    string // config.AgentIPMI or config.AgentRedfish
-	Host     string // IP literal or DNS name, without brackets
-	Port     int    // explicit port, or the scheme's default
-	TLS      bool   // redfish: https
-	SystemID string // redfish: the last element of /redfish/v1/Systems/<id>; "" to discover
-}
-
-// Errors of the address parser.
+// Errors of address and host checks.
 var (
 	// ErrBadAddress: a BMC address or host that cannot be used.
 	ErrBadAddress = errors.New("invalid BMC address")
 )
-
-// redfishSchemes maps the metal3 scheme spellings we accept to "use TLS".
-// metal3 treats a bare "redfish://" as https.
-var redfishSchemes = map[string]bool{
-	"redfish":             true,
-	"redfish+https":       true,
-	"redfish+http":        false,
-	"idrac-redfish":       true,
-	"idrac-redfish+https": true,
-	"idrac-redfish+http":  false,
-}
-
-const systemsPrefix = "/redfish/v1/Systems/"
-
-// ParseAddress parses a metal3-style BMC address. It accepts ipmi:// and the
-// redfish schemes (redfish, redfish+http, redfish+https and their idrac-
-// variants). A Redfish path, when present, must be /redfish/v1/Systems/<id>.
-// Credentials inside the URL are refused: they belong in login/passwd, where
-// they are redacted.
-func ParseAddress(s string) (Address, error) {
-	if s == "" {
-		return Address{}, fmt.Errorf("%w: empty", ErrBadAddress)
-	}
-	if len(s) > 2048 {
-		return Address{}, fmt.Errorf("%w: longer than 2048 bytes", ErrBadAddress)
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		// url.Error quotes the input; it has no credentials we accept, but
-		// keep the message short and free of the raw text anyway.
-		return Address{}, fmt.Errorf("%w: not a URL", ErrBadAddress)
-	}
-	if u.User != nil {
-		return Address{}, fmt.Errorf("%w: credentials in the URL are not allowed; use login and passwd", ErrBadAddress)
-	}
-	if u.Opaque != "" || u.Host == "" {
-		return Address{}, fmt.Errorf("%w: %q has no host (want scheme://host[:port])", ErrBadAddress, u.Scheme)
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return Address{}, fmt.Errorf("%w: query and fragment are not allowed", ErrBadAddress)
-	}
-	var a Address
-	scheme := strings.ToLower(u.Scheme)
-	useTLS, isRedfish := redfishSchemes[scheme]
-	switch {
-	case scheme == "ipmi":
-		a.Agent = config.AgentIPMI
-		a.Port = 623
-		if u.Path != "" && u.Path != "/" {
-			return Address{}, fmt.Errorf("%w: ipmi address takes no path", ErrBadAddress)
-		}
-	case isRedfish:
-		a.Agent = config.AgentRedfish
-		a.TLS = useTLS
-		a.Port = 80
-		if a.TLS {
-			a.Port = 443
-		}
-		id, err := systemID(u.Path)
-		if err != nil {
-			return Address{}, err
-		}
-		a.SystemID = id
-	default:
-		return Address{}, fmt.Errorf("%w: unknown scheme %q (want ipmi, redfish, redfish+http or redfish+https)", ErrBadAddress, u.Scheme)
-	}
-	a.Host = u.Hostname()
-	if err := CheckBMCHost(a.Host); err != nil {
-		return Address{}, err
-	}
-	if p := u.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return Address{}, fmt.Errorf("%w: port %q out of range 1-65535", ErrBadAddress, p)
-		}
-		a.Port = n
-	} else if strings.HasSuffix(u.Host, ":") {
-		return Address{}, fmt.Errorf("%w: empty port", ErrBadAddress)
-	}
-	return a, nil
-}
-
-func systemID(path string) (string, error) {
-	if path == "" || path == "/" || path == "/redfish/v1" || path == "/redfish/v1/" {
-		return "", nil
-	}
-	if !strings.HasPrefix(path, systemsPrefix) {
-		return "", fmt.Errorf("%w: redfish path must be %s<id>", ErrBadAddress, systemsPrefix)
-	}
-	id := strings.TrimSuffix(strings.TrimPrefix(path, systemsPrefix), "/")
-	if err := checkSystemID(id); err != nil {
-		return "", err
-	}
-	return id, nil
-}
 
 // CheckSystemID reports whether id can be used as a Redfish system id in a
 // URL path: non-empty, at most 255 bytes, one path element of printable ASCII.
@@ -191,17 +83,19 @@ func validDNSName(h string) bool {
 	return true
 }
 
-// ApplyAddress returns h with its Address (if any) folded into IPAddr,
-// IPPort, TLS and UUID, and Agent filled from the scheme when empty. An
-// address whose scheme names another agent than h.Agent, or that disagrees
-// with an ipaddr also given, is an error.
+// ApplyAddress returns h with its metal3-style Address (if any), parsed by
+// config.ParseBMCAddress, folded into IPAddr, IPPort, TLS and UUID, and Agent
+// filled from the scheme when empty. config.Load already does this for
+// files; the registry does it again for entries built in code. An address
+// whose scheme names another agent than h.Agent, or that disagrees with an
+// ipaddr also given, is an error.
 func ApplyAddress(h config.FenceHost) (config.FenceHost, error) {
 	if h.Address == "" {
 		return h, nil
 	}
-	a, err := ParseAddress(h.Address)
+	a, err := config.ParseBMCAddress(h.Address)
 	if err != nil {
-		return h, err
+		return h, fmt.Errorf("%w: address %w", ErrBadAddress, err)
 	}
 	agent := strings.ToLower(h.Agent)
 	if agent == "" {
@@ -216,7 +110,7 @@ func ApplyAddress(h config.FenceHost) (config.FenceHost, error) {
 	h.IPPort = a.Port
 	h.TLS = a.TLS
 	if a.SystemID != "" {
-		if h.UUID != "" && h.UUID != a.SystemID {
+		if h.UUID != "" && h.UUID != config.DefaultRedfishUUID && h.UUID != a.SystemID {
 			return h, fmt.Errorf("%w: address system %s disagrees with uuid %s", ErrBadAddress, a.SystemID, h.UUID)
 		}
 		h.UUID = a.SystemID
