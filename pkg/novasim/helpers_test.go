@@ -58,7 +58,7 @@ func newTestSim(t *testing.T, opts Options, fake bool) *testEnv {
 
 func (e *testEnv) login(t *testing.T) string {
 	t.Helper()
-	body := `{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"name":"Default"},"password":"secret"}}},"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}`
+	body := `{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"name":"Default"},"password":"` + e.opts.Password + `"}}},"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}`
 	resp, err := http.Post(e.AuthURL()+"/auth/tokens", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
