@@ -318,8 +318,13 @@ func checkCloud(cloudsPath, securePath, name string, m map[string]any, c *collec
 		bad(file, "auth", "", "is not a map", "")
 		return cl
 	}
-	for k, v := range auth {
-		switch v.(type) {
+	authKeys := make([]string, 0, len(auth))
+	for k := range auth {
+		authKeys = append(authKeys, k)
+	}
+	sort.Strings(authKeys)
+	for _, k := range authKeys {
+		switch auth[k].(type) {
 		case map[string]any, []any:
 			bad(both, "auth."+k, "", "must be a single value", "")
 		case bool:
@@ -328,14 +333,23 @@ func checkCloud(cloudsPath, securePath, name string, m map[string]any, c *collec
 			}
 		}
 	}
+	// get reads a scalar of auth; values of the wrong type were reported
+	// by the loop above.
 	get := func(k string) string {
-		if _, ok := auth[k].(bool); ok {
+		switch auth[k].(type) {
+		case bool, map[string]any, []any:
 			return ""
 		}
 		return str(auth, k, "auth.")
 	}
 	need := func(keys ...string) {
 		for _, k := range keys {
+			if v, present := auth[k]; present && v != nil && get(k) == "" {
+				switch v.(type) {
+				case bool, map[string]any, []any:
+					continue // already reported
+				}
+			}
 			if get(k) == "" {
 				f := file
 				if secretAuthKeys[k] {

@@ -56,7 +56,10 @@ func ReferenceMarkdown() string {
 			}
 			d := k.DocDefault
 			if d == "" {
-				d = "`" + k.render(&def) + "`"
+				d = "(none)"
+				if r := k.render(&def); r != "" {
+					d = "`" + r + "`"
+				}
 			}
 			allowed := ""
 			switch k.Kind {
