@@ -11,12 +11,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
+	tokens3 "github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
 	"github.com/ihaproject/iha/pkg/config"
 )
 
@@ -282,23 +284,68 @@ func (c *Client) authenticate(ctx context.Context) (*gophercloud.ServiceClient, 
 	if eo.Availability == "" && c.cloud.Interface != "" {
 		eo.Availability = gophercloud.Availability(strings.TrimSuffix(c.cloud.Interface, "URL"))
 	}
-	sc, err := openstack.NewComputeV2(c.provider, eo)
+	computeURL, err := c.endpointURL("compute", eo)
 	if err != nil {
-		return nil, &APIError{Op: "find compute endpoint in the catalog", Err: &cleanError{msg: c.scrub(err.Error()), cause: err}}
+		return nil, &APIError{Op: "find the compute endpoint in the catalog", Err: &cleanError{msg: c.scrub(err.Error()), cause: err}}
 	}
-	// Keep the catalog's endpoint as given but make sure of the slash that
-	// gophercloud's URL joining needs.
-	sc.Endpoint = slash(sc.Endpoint)
+	sc := &gophercloud.ServiceClient{ProviderClient: c.provider, Endpoint: slash(computeURL), Type: "compute"}
 	var img *gophercloud.ServiceClient
-	ic, ierr := openstack.NewImageV2(c.provider, eo)
+	imageURL, ierr := c.endpointURL("image", eo)
 	if ierr == nil {
-		img = imageClient(c.provider, ic.Endpoint)
+		img = imageClient(c.provider, imageURL)
 	}
 	c.mu.Lock()
 	c.compute, c.image, c.imageErr = sc, img, ierr
 	c.mu.Unlock()
 	c.log.Info("nova authenticated", "op", op, "compute", sc.Endpoint, "elapsed", time.Since(start))
 	return sc, nil
+}
+
+// catalogResult is what Keystone v3 token results offer.
+type catalogResult interface {
+	ExtractServiceCatalog() (*tokens3.ServiceCatalog, error)
+}
+
+// endpointURL finds a service's URL in the token's catalog. Unlike
+// gophercloud's EndpointLocator it does no version discovery: that would
+// be an extra request per service at every authentication, and a Glance
+// that is down at that moment would leave the client without an image
+// endpoint for good. Keystone v2 catalogs go through gophercloud.
+func (c *Client) endpointURL(serviceType string, eo gophercloud.EndpointOpts) (string, error) {
+	eo.ApplyDefaults(serviceType)
+	cr, ok := c.provider.GetAuthResult().(catalogResult)
+	if !ok {
+		var sc *gophercloud.ServiceClient
+		var err error
+		if serviceType == "image" {
+			sc, err = openstack.NewImageV2(c.provider, eo)
+		} else {
+			sc, err = openstack.NewComputeV2(c.provider, eo)
+		}
+		if err != nil {
+			return "", err
+		}
+		return sc.Endpoint, nil
+	}
+	cat, err := cr.ExtractServiceCatalog()
+	if err != nil {
+		return "", err
+	}
+	for _, e := range cat.Entries {
+		if !slices.Contains(eo.Types(), e.Type) || (eo.Name != "" && e.Name != eo.Name) {
+			continue
+		}
+		for _, ep := range e.Endpoints {
+			if gophercloud.Availability(ep.Interface) != eo.Availability {
+				continue
+			}
+			if eo.Region != "" && ep.Region != eo.Region && ep.RegionID != eo.Region {
+				continue
+			}
+			return ep.URL, nil
+		}
+	}
+	return "", fmt.Errorf("no %s endpoint with interface %s in region %q in the catalog", serviceType, eo.Availability, eo.Region)
 }
 
 // versionDoc is Nova's GET / (unversioned: "versions") or GET /v2.1

@@ -3,6 +3,8 @@ package nova
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"regexp"
@@ -37,6 +39,10 @@ type cleanError struct {
 
 func (e *cleanError) Error() string        { return e.msg }
 func (e *cleanError) Is(target error) bool { return errors.Is(e.cause, target) }
+
+// Format prints the scrubbed message whatever the verb: %#v must not reach
+// the cause.
+func (e *cleanError) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, e.msg) }
 
 // wrapErr turns anything gophercloud returns into an *APIError.
 func (c *Client) wrapErr(op string, err error) *APIError {
