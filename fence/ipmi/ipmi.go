@@ -171,11 +171,30 @@ func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logge
 	return f, nil
 }
 
+// String describes the fencer without credentials.
+//
+// Fencer formats and logs itself (String, Format, LogValue, all on the
+// value so that a copy is covered too) because fmt prints unexported fields
+// raw: the redaction of the password's config.Secret would not apply
+// inside this struct.
+func (f Fencer) String() string {
+	return "ipmi fencer of " + f.name + " at " + f.Address() + " as " + f.user
+}
+
+// Format prints String for every verb, %d and %#v included.
+func (f Fencer) Format(s fmt.State, _ rune) { _, _ = s.Write([]byte(f.String())) }
+
+// LogValue is what slog prints for a Fencer.
+func (f Fencer) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("host", f.name), slog.String("bmc", f.Address()),
+		slog.String("login", f.user), slog.Duration("timeout", f.timeout))
+}
+
 // Driver returns "ipmi".
 func (f *Fencer) Driver() string { return Driver }
 
 // Address says where the BMC is, without credentials: ipmi://ip:port.
-func (f *Fencer) Address() string {
+func (f Fencer) Address() string {
 	return "ipmi://" + netip.AddrPortFrom(f.ip, uint16(f.port)).String()
 }
 

@@ -67,20 +67,7 @@ func Scale(d time.Duration) time.Duration {
 // It fails the test if ipmi_sim is missing or never answers.
 func Start(tb testing.TB, o Options) *BMC {
 	tb.Helper()
-	if _, err := exec.LookPath("ipmi_sim"); err != nil {
-		tb.Fatalf("ipmi_sim not found (Debian package openipmi, see scripts/install-test-deps.sh): %v", err)
-	}
-	if o.User == "" {
-		o.User = "admin"
-	}
-	if o.Password == "" {
-		o.Password = "ipmi-sim-pw"
-	}
-	for _, v := range []string{o.User, o.Password} {
-		if strings.Trim(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
-			tb.Fatalf("simbmc: user and password must be letters, digits, - or _ (lan.conf quoting)")
-		}
-	}
+	o = check(tb, o)
 	var lastErr error
 	// A free port can be taken by someone else between our probe and
 	// ipmi_sim's bind: try a few ports.
@@ -96,9 +83,31 @@ func Start(tb testing.TB, o Options) *BMC {
 	return nil
 }
 
+// check fails the test if ipmi_sim is missing or o cannot be written to
+// lan.conf, and fills in defaults.
+func check(tb testing.TB, o Options) Options {
+	tb.Helper()
+	if _, err := exec.LookPath("ipmi_sim"); err != nil {
+		tb.Fatalf("ipmi_sim not found (Debian package openipmi, see scripts/install-test-deps.sh): %v", err)
+	}
+	if o.User == "" {
+		o.User = "admin"
+	}
+	if o.Password == "" {
+		o.Password = "ipmi-sim-pw"
+	}
+	for _, v := range []string{o.User, o.Password} {
+		if strings.Trim(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+			tb.Fatalf("simbmc: user and password must be letters, digits, - or _ (lan.conf quoting)")
+		}
+	}
+	return o
+}
+
 // StartN runs n BMCs in parallel.
 func StartN(tb testing.TB, n int, o Options) []*BMC {
 	tb.Helper()
+	o = check(tb, o)
 	out := make([]*BMC, n)
 	var wg sync.WaitGroup
 	errs := make(chan string, n)
@@ -183,7 +192,8 @@ alive() {
 	[ -s "$pidf" ] || return 1
 	pid=$(cat "$pidf")
 	[ -r "/proc/$pid/stat" ] || return 1
-	state=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+	state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+	[ -n "$state" ] || return 1
 	[ "$state" != Z ] && [ "$state" != X ]
 }
 dev=$1; op=$2; shift 2
@@ -201,6 +211,14 @@ set)
 		power)
 			if [ "$v" = 0 ]; then
 				[ -e "$dir/stuck" ] && continue
+				if [ -s "$dir/offdelay" ]; then
+					# A slow BMC: accept now, power off later.
+					if alive; then
+						pid=$(cat "$pidf")
+						(sleep "$(cat "$dir/offdelay")"; kill -9 "$pid") </dev/null >/dev/null 2>&1 &
+					fi
+					continue
+				fi
 				if alive; then kill -9 "$(cat "$pidf")"; fi
 				i=0
 				while alive && [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done
@@ -386,6 +404,22 @@ func (b *BMC) SetStuck(tb testing.TB, stuck bool) {
 	var err error
 	if stuck {
 		err = os.WriteFile(p, nil, 0o600)
+	} else if err = os.Remove(p); errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// SetOffDelay makes the BMC accept power down at once but cut the power d
+// later, as real servers do (0: at once).
+func (b *BMC) SetOffDelay(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	p := filepath.Join(b.dir, "offdelay")
+	var err error
+	if d > 0 {
+		err = os.WriteFile(p, []byte(strconv.FormatFloat(d.Seconds(), 'f', 3, 64)), 0o600)
 	} else if err = os.Remove(p); errors.Is(err, os.ErrNotExist) {
 		err = nil
 	}
