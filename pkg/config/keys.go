@@ -210,3 +210,29 @@ func (k *keySpec) typeName() string {
 	}
 	return "any"
 }
+
+// Change is a setting whose value differs from its default.
+type Change struct {
+	Key, Value, Default string
+}
+
+// Changes lists the config.yaml keys of s whose value differs from the
+// default, in reference order (for `iha config check`). NODE_NAME's default
+// is the short host name.
+func (s Settings) Changes() []Change {
+	def := Defaults()
+	if h, err := hostname(); err == nil {
+		def.NodeName = ShortName(h)
+	}
+	var out []Change
+	for i := range keyTable {
+		k := &keyTable[i]
+		if k.Kind == kindIgnored {
+			continue
+		}
+		if v, d := k.render(&s), k.render(&def); v != d {
+			out = append(out, Change{Key: k.Name, Value: v, Default: d})
+		}
+	}
+	return out
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/ihaproject/iha/pkg/config"
+)
+
+const samples = "../../deploy/config"
+
+// withEnv makes `iha config` see only env for the rest of the test.
+func withEnv(t *testing.T, env map[string]string) {
+	t.Helper()
+	orig := configEnv
+	t.Cleanup(func() { configEnv = orig })
+	configEnv = func() config.Env { return config.MapEnv(env) }
+}
+
+func runIHA(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), args, &out, &errOut)
+	t.Logf("iha %s → %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	return code, out.String(), errOut.String()
+}
+
+func TestConfigCheckUsage(t *testing.T) {
+	withEnv(t, nil)
+	tests := []struct {
+		args []string
+		code int
+	}{
+		{[]string{"config"}, 2},
+		{[]string{"config", "lint"}, 2},
+		{[]string{"config", "check", "extra"}, 2},
+		{[]string{"config", "check", "--bogus"}, 2},
+		{[]string{"config", "check", "--help"}, 0},
+		{[]string{"config", "--help"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runIHA(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d", code, tt.code)
+			}
+			if stdout != "" || !strings.Contains(stderr, "usage: iha config check") {
+				t.Errorf("usage must go to stderr")
+			}
+		})
+	}
+}
+
+func TestConfigCheckSamplesPass(t *testing.T) {
+	withEnv(t, nil)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", samples)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0: the samples in deploy/config must be valid", code)
+	}
+	for _, want := range []string{
+		"configuration OK",
+		"cloud: overcloud auth https://keystone.example.com:5000/v3 region regionOne interface internal",
+		"kdump UDP port: 7410",
+		"settings: all defaults",
+		"fencing: 5 host(s)",
+		"bmh:     compute-3.example.com",
+		"ipmi:    compute-0.example.com",
+		"noop:    compute-4.example.com",
+		"redfish: compute-1.example.com, compute-2.example.com",
+		"agent noop never powers the host off",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+	if strings.Contains(stdout, "change-me") || strings.Contains(stdout, "admin:admin") {
+		t.Error("summary prints a secret")
+	}
+}
+
+func TestConfigSampleListsEveryKeyWithItsDefault(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(samples, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range config.KeyNames() {
+		if !regexp.MustCompile(`(?m)^  (# )?` + k + `:`).Match(data) {
+			t.Errorf("deploy/config/config.yaml does not show %s", k)
+		}
+	}
+	// "settings: all defaults" in TestConfigCheckSamplesPass checks the values.
+}
+
+func TestConfigCheckOtherCloudFromEnvironment(t *testing.T) {
+	withEnv(t, map[string]string{"OS_CLOUD": "lab", "UDP_PORT": "7500"})
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", samples)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"cloud: lab (noauth) compute http://127.0.0.1:8774/v2.1 image http://127.0.0.1:9292 region RegionOne", "kdump UDP port: 7500"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+	if strings.Contains(stdout, "admin:admin") {
+		t.Error("summary prints the noauth token")
+	}
+}
+
+func TestConfigCheckNonDefaultSettings(t *testing.T) {
+	dir := copySamples(t)
+	writeFile(t, filepath.Join(dir, "config.yaml"), "config:\n  DELTA: 60\n  DETECTION_MODE: nova\n  FROBNICATE: 1\n")
+	withEnv(t, nil)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", dir)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"DELTA = 60 (default 30)", "DETECTION_MODE = nova (default both)", "FROBNICATE: unknown key"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+}
+
+func TestConfigCheckReportsEveryProblem(t *testing.T) {
+	dir := copySamples(t)
+	writeFile(t, filepath.Join(dir, "config.yaml"), "config:\n  DELTA: 5\n  LOGLEVEL: LOUD\n")
+	writeFile(t, filepath.Join(dir, "fencing.yaml"), "FencingConfig:\n  c0: {agent: ipmi, ipaddr: 127.0.0.1, ipport: 99999, login: a, passwd: planted-secret-42}\n")
+	withEnv(t, nil)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", dir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		"configuration has 3 problem(s):",
+		"config.yaml:2: DELTA: 5 is out of range (allowed 10–300 seconds)",
+		`config.yaml:3: LOGLEVEL: "LOUD" is not one of the allowed values`,
+		"fencing.yaml:2: c0: ipport: 99999 is out of range (allowed 1–65535)",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+
+	code, stdout, _ = runIHA(t, "config", "check", "--dir", dir, "--json")
+	if code != 1 {
+		t.Fatalf("--json: exit %d, want 1", code)
+	}
+	var res struct {
+		OK       bool
+		Problems []struct{ File, Key, Reason, Text string }
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("--json output is not JSON: %v", err)
+	}
+	if res.OK || len(res.Problems) != 3 || res.Problems[0].Key != "DELTA" || res.Problems[0].Reason != "is out of range" {
+		t.Errorf("JSON result = %+v", res)
+	}
+	if strings.Contains(stdout, "planted-secret-42") {
+		t.Error("JSON prints a secret")
+	}
+}
+
+func TestConfigCheckJSONSummary(t *testing.T) {
+	withEnv(t, nil)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", samples, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var res struct {
+		OK      bool
+		Cloud   struct{ Name, AuthURL, RegionName string } `json:"cloud"`
+		UDPPort int                                        `json:"udp_port"`
+		Fencing map[string][]string
+		Warning []string `json:"warnings"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK || res.UDPPort != 7410 || len(res.Fencing["redfish"]) != 2 || len(res.Warning) == 0 {
+		t.Errorf("JSON = %+v", res)
+	}
+	if strings.Contains(stdout, "change-me") {
+		t.Error("JSON prints a secret")
+	}
+}
+
+func TestConfigCheckMissingDir(t *testing.T) {
+	withEnv(t, nil)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", filepath.Join(t.TempDir(), "nothing"))
+	if code != 1 || !strings.Contains(stdout, "clouds.yaml: does not exist") || !strings.Contains(stdout, "fencing.yaml: does not exist") {
+		t.Errorf("exit %d", code)
+	}
+}
+
+func copySamples(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"config.yaml", "clouds.yaml", "secure.yaml", "fencing.yaml"} {
+		data, err := os.ReadFile(filepath.Join(samples, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, f), string(data))
+	}
+	return dir
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
