@@ -362,9 +362,13 @@ func TestEnvironmentOverridesPaths(t *testing.T) {
 		}
 	})
 	t.Run("Load defaults", func(t *testing.T) {
-		_, err := Load(MapEnv(nil), nil)
-		if err == nil {
-			t.Skip("this machine has InstanceHA's files at their default paths")
+		cfg, err := Load(MapEnv(nil), nil)
+		if err == nil { // a machine with InstanceHA's files in place
+			want := Files{DefaultConfigPath, DefaultCloudsPath, DefaultSecurePath, DefaultFencingPath}
+			if cfg.Files != want {
+				t.Errorf("Files = %+v, want %+v", cfg.Files, want)
+			}
+			return
 		}
 		assertContainsAll(t, err.Error(), DefaultCloudsPath, DefaultFencingPath)
 	})
