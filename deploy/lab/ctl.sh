@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# ctl.sh stop|kill|start|restart|freeze|thaw|power HOST
+#   stop, kill  SIGKILL every process of HOST (power loss); idempotent
+#   start       start HOST's nova-compute again (new PID recorded); idempotent
+#   restart     graceful: TERM (KILL after 30 s), then start
+#   freeze/thaw SIGSTOP/SIGCONT HOST's processes (a hung host)
+#   power       prints power:1 or power:0
+# ctl.sh bmc HOST get power | set power 0|1 | set reset 1 | set boot X
+#   the ipmi_sim chassis_control protocol.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+usage() { echo "usage: ctl.sh stop|kill|start|restart|freeze|thaw|power HOST" >&2; exit 2; }
+[ $# -ge 2 ] || usage
+op=$1 host=$2
+[[ $host =~ ^[A-Za-z0-9._-]+$ ]] || usage
+[ -f "$ETC/nova/$host.conf" ] || { echo "ctl.sh: unknown host $host" >&2; exit 1; }
+
+signal_host() {
+  local f
+  for f in $(host_pidfiles "$host"); do
+    kill "-$1" -- "-$(cat "$f")" 2>/dev/null || kill "-$1" "$(cat "$f")" 2>/dev/null || true
+  done
+}
+
+case "$op" in
+  stop | kill) power_off "$host" ;;
+  start) power_on "$host" ;;
+  restart)
+    for f in $(host_pidfiles "$host"); do stop_group "$f" 30; done
+    power_on "$host"
+    ;;
+  freeze) signal_host STOP ;;
+  thaw) signal_host CONT ;;
+  power) echo "power:$(power_state "$host")" ;;
+  bmc)
+    shift 2
+    case "${1:-} ${2:-}" in
+      "get power") echo "power:$(power_state "$host")" ;;
+      "set power")
+        case "${3:-}" in
+          0) power_off "$host" >>"$LOGS/bmc-$host.power.log" 2>&1 ;;
+          1) power_on "$host" >>"$LOGS/bmc-$host.power.log" 2>&1 ;;
+          *) exit 1 ;;
+        esac
+        ;;
+      "set reset")
+        { power_off "$host" && power_on "$host"; } >>"$LOGS/bmc-$host.power.log" 2>&1 ;;
+      "set boot") ;;
+      *) exit 1 ;;
+    esac
+    ;;
+  *) usage ;;
+esac

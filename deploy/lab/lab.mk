@@ -1,0 +1,24 @@
+# Real-Nova lab targets (included by the top-level Makefile).
+# LAB_COMPUTES sets the number of fake-driver computes.
+LAB_COMPUTES ?= 3
+LAB_SH := deploy/lab
+
+.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-test
+
+lab-install: ## install the lab's Debian packages (real Nova, MariaDB, RabbitMQ, ipmi_sim), idempotent
+	$(LAB_SH)/install.sh
+
+lab-up: lab-install ## start a real Nova (Zed) with LAB_COMPUTES fake computes and their ipmi_sim BMCs on 127.0.0.1
+	$(LAB_SH)/up.sh $(LAB_COMPUTES)
+
+lab-down: ## stop exactly the processes the lab started and verify they are gone
+	$(LAB_SH)/down.sh
+
+lab-status: ## show the lab's recorded processes and Nova's view of the computes
+	$(LAB_SH)/status.sh
+
+lab-contract: ## run the novasim contract suite against the running lab (make lab-up first)
+	. $(LAB_SH)/.state/env && go test -race -count=1 -run Contract ./pkg/novasim/ -v
+
+lab-test: lab-install ## up, check, contract, down: verifies no recorded process survives
+	go test -tags lab -count=1 -timeout 30m -v ./deploy/lab/labtest/
