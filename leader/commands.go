@@ -1,0 +1,169 @@
+package leader
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// CommandType names a replicated command. The string is what is stored in
+// the log: never change one, add a new one.
+type CommandType string
+
+// Command types. Each has a body type below.
+const (
+	CmdDetect       CommandType = "host.detect"      // DetectCmd
+	CmdStepBegin    CommandType = "step.begin"       // StepBeginCmd
+	CmdStepEnd      CommandType = "step.end"         // StepEndCmd
+	CmdPlan         CommandType = "host.plan"        // PlanCmd
+	CmdServer       CommandType = "server.update"    // ServerCmd
+	CmdPhase        CommandType = "host.phase"       // PhaseCmd
+	CmdEvent        CommandType = "event"            // EventCmd
+	CmdPause        CommandType = "settings.pause"   // PauseCmd
+	CmdMaintenance  CommandType = "host.maintenance" // MaintenanceCmd
+	CmdConfirmFence CommandType = "host.confirm"     // ConfirmCmd
+	CmdForget       CommandType = "host.forget"      // ForgetCmd
+)
+
+// commandVersion is the envelope version this build writes. Apply accepts
+// versions up to it.
+const commandVersion = 1
+
+// Command is the envelope of every log entry: a type, a version, the time
+// the leader decided it (the FSM's only clock), and the body.
+type Command struct {
+	Type    CommandType `json:"t"`
+	Version int         `json:"v"`
+	At      time.Time   `json:"at"`
+	// Ignorable marks a command that an older FSM may skip during a
+	// rolling upgrade instead of panicking on it.
+	Ignorable bool            `json:"ign,omitempty"`
+	Body      json.RawMessage `json:"b"`
+}
+
+// DetectCmd opens a recovery record for a host (no-op if one is active).
+type DetectCmd struct {
+	Host      string   `json:"host"`
+	ServiceID string   `json:"service_id"`
+	Zone      string   `json:"zone,omitempty"`
+	Evidence  Evidence `json:"evidence"`
+	Level     int      `json:"level"`
+	Kdump     bool     `json:"kdump,omitempty"`
+	Adopted   bool     `json:"adopted,omitempty"`
+	// Phase to start in; empty means detected. Adopted hosts whose
+	// evacuation InstanceHA finished start in reenabling.
+	Phase Phase `json:"phase,omitempty"`
+	// Reason explains a record opened as skipped.
+	Reason string `json:"reason,omitempty"`
+}
+
+// StepBeginCmd records the intent of a side effect. The response of Apply
+// is the OpID of this entry.
+type StepBeginCmd struct {
+	Host     string `json:"host"`
+	Step     string `json:"step"`
+	ServerID string `json:"server_id,omitempty"`
+	// Target is the reserved host a StepReserve claims. The FSM refuses a
+	// claim on a host that another active recovery holds.
+	Target string `json:"target,omitempty"`
+}
+
+// StepEndCmd records the result of a side effect.
+type StepEndCmd struct {
+	Host     string       `json:"host"`
+	Step     string       `json:"step"`
+	ServerID string       `json:"server_id,omitempty"`
+	OpID     OpID         `json:"op"`
+	OK       bool         `json:"ok"`
+	Detail   string       `json:"detail,omitempty"`
+	Fence    *FenceResult `json:"fence,omitempty"`    // StepFence
+	Reserved string       `json:"reserved,omitempty"` // StepReserve
+	// Server fields for StepEvacuate.
+	ServerState ServerState `json:"server_state,omitempty"`
+	MigrationID int         `json:"migration_id,omitempty"`
+	To          string      `json:"to,omitempty"`
+}
+
+// PlanCmd records the servers to evacuate.
+type PlanCmd struct {
+	Host    string          `json:"host"`
+	Servers []*ServerRecord `json:"servers"`
+}
+
+// ServerCmd updates one server's progress outside a step (tracking).
+type ServerCmd struct {
+	Host        string      `json:"host"`
+	ServerID    string      `json:"server_id"`
+	State       ServerState `json:"state"`
+	MigrationID int         `json:"migration_id,omitempty"`
+	To          string      `json:"to,omitempty"`
+	Error       string      `json:"error,omitempty"`
+}
+
+// PhaseCmd moves a record to a phase (e.g. evacuated, failed, skipped).
+type PhaseCmd struct {
+	Host   string `json:"host"`
+	Phase  Phase  `json:"phase"`
+	From   Phase  `json:"from,omitempty"` // if set, apply only when the record is in this phase
+	Reason string `json:"reason,omitempty"`
+}
+
+// EventCmd appends an event.
+type EventCmd struct {
+	Host    string `json:"host,omitempty"`
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+	Warning bool   `json:"warning,omitempty"`
+}
+
+// PauseCmd sets DISABLED at run time.
+type PauseCmd struct {
+	Paused bool   `json:"paused"`
+	By     string `json:"by"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// MaintenanceCmd puts a host in or out of maintenance.
+type MaintenanceCmd struct {
+	Host   string `json:"host"`
+	On     bool   `json:"on"`
+	By     string `json:"by"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ConfirmCmd records an operator's confirmation that a host is off.
+type ConfirmCmd struct {
+	Host   string `json:"host"`
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+}
+
+// ForgetCmd removes a finished record.
+type ForgetCmd struct {
+	Host string `json:"host"`
+	By   string `json:"by"`
+}
+
+// EncodeCommand builds a log entry.
+func EncodeCommand(t CommandType, at time.Time, body any) ([]byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", t, err)
+	}
+	return json.Marshal(Command{Type: t, Version: commandVersion, At: at.UTC(), Body: b})
+}
+
+// DecodeCommand parses a log entry's envelope.
+func DecodeCommand(data []byte) (Command, error) {
+	var c Command
+	if err := json.Unmarshal(data, &c); err != nil {
+		return c, fmt.Errorf("decode command: %w", err)
+	}
+	if c.Type == "" {
+		return c, fmt.Errorf("decode command: no type")
+	}
+	if c.Version < 1 {
+		return c, fmt.Errorf("decode command %s: bad version %d", c.Type, c.Version)
+	}
+	return c, nil
+}

@@ -1,0 +1,400 @@
+package leader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ihaproject/iha/pkg/nova"
+)
+
+// rebuildingTaskStates are task states of a server being evacuated.
+var rebuildingTaskStates = map[string]bool{"rebuilding": true, "rebuild_block_device_mapping": true, "rebuild_spawning": true}
+
+// migrationSkew tolerates clock differences between us and Nova when
+// matching a migration to an intent.
+const migrationSkew = 2 * time.Minute
+
+// evacuateStep evacuates every planned server that is not finished, in the
+// configured mode, then moves the record on: evacuated when all are done,
+// failed when any gave up, otherwise it waits for the next cycle.
+func (r *Reconciler) evacuateStep(ctx context.Context, rec *HostRecord) error {
+	smart := r.cfg.SmartEvacuation || r.cfg.OrchestratedRestart
+	var todo []*ServerRecord
+	for _, s := range rec.Servers {
+		switch s.State {
+		case ServerPending:
+			todo = append(todo, s)
+		case ServerRequested:
+			if smart || s.Pending != nil {
+				todo = append(todo, s)
+			}
+		}
+	}
+	if len(todo) > 0 {
+		if smart {
+			groups := [][]*ServerRecord{todo}
+			if r.cfg.OrchestratedRestart {
+				groups = phases(todo)
+			}
+			for _, g := range groups {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r.runPhase(ctx, rec, g)
+			}
+		} else {
+			for _, s := range todo {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if _, err := r.evacuateOne(ctx, rec, s); err != nil && isStoreErr(err) {
+					return err
+				}
+				r.stagger(ctx)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	rec = r.store.FSM().Host(rec.Host)
+	if rec == nil || rec.Phase != PhaseEvacuating {
+		return errWait
+	}
+	var failed, open int
+	for _, s := range rec.Servers {
+		switch s.State {
+		case ServerFailed:
+			failed++
+		case ServerPending:
+			open++
+		case ServerRequested:
+			if smart {
+				open++
+			}
+		}
+	}
+	if open > 0 {
+		return errWait
+	}
+	if failed > 0 {
+		r.returnReservedHost(ctx, rec)
+		return r.failHost(ctx, rec, fmt.Sprintf("%d of %d servers could not be evacuated", failed, len(rec.Servers)))
+	}
+	_, err := r.apply(ctx, CmdPhase, PhaseCmd{Host: rec.Host, Phase: PhaseEvacuated, From: PhaseEvacuating,
+		Reason: fmt.Sprintf("all %d servers handled", len(rec.Servers))})
+	return err
+}
+
+// isStoreErr tells a failure to commit (stop working) from a Nova failure
+// (recorded, go on with the next server).
+func isStoreErr(err error) bool {
+	var ae *nova.APIError
+	return !errors.As(err, &ae)
+}
+
+func (r *Reconciler) stagger(ctx context.Context) {
+	if r.cfg.EvacuationStagger > 0 {
+		r.sleep(ctx, r.cfg.EvacuationStagger)
+	}
+}
+
+// runPhase evacuates and tracks one group of servers concurrently, with at
+// most max(1, EVACUATION_MAX_THREADS/WORKERS) at once (R10.11).
+func (r *Reconciler) runPhase(ctx context.Context, rec *HostRecord, group []*ServerRecord) {
+	n := max(1, r.cfg.EvacuationMaxThreads/max(1, r.cfg.Workers))
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for i, s := range group {
+		if i > 0 && s.State == ServerPending {
+			r.stagger(ctx)
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		go func(s *ServerRecord) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.smartOne(ctx, rec, s)
+		}(s)
+	}
+	wg.Wait()
+}
+
+// findEvacuation looks for evidence that an evacuate call for this server
+// was accepted since `since`: an evacuation migration from the host, or the
+// server already elsewhere or rebuilding.
+func (r *Reconciler) findEvacuation(ctx context.Context, host, id string, since time.Time) (accepted bool, mig nova.Migration, srv nova.Server, err error) {
+	migs, err := r.nova.ListMigrations(ctx, nova.MigrationQuery{InstanceUUID: id, MigrationType: "evacuation",
+		ChangesSince: since.Add(-migrationSkew), Limit: 1000})
+	if err != nil {
+		return false, mig, srv, err
+	}
+	if m, ok := newestFrom(migs, host, since.Add(-migrationSkew)); ok {
+		return true, m, srv, nil
+	}
+	srv, err = r.nova.GetServer(ctx, id)
+	if err != nil {
+		return false, mig, srv, err
+	}
+	if srv.Host != "" && srv.Host != host {
+		return true, mig, srv, nil
+	}
+	return rebuildingTaskStates[srv.TaskState], mig, srv, nil
+}
+
+// newestFrom returns the newest evacuation migration from host created at
+// or after since.
+func newestFrom(migs []nova.Migration, host string, since time.Time) (nova.Migration, bool) {
+	sort.Slice(migs, func(i, j int) bool { return migs[i].CreatedAt.After(migs[j].CreatedAt) })
+	for _, m := range migs {
+		if (m.SourceCompute == "" || m.SourceCompute == host) && !m.CreatedAt.Before(since) {
+			return m, true
+		}
+	}
+	return nova.Migration{}, false
+}
+
+// evacuateOne makes sure one evacuate call for the server has been accepted
+// since its intent, calling Nova only when nothing shows that an earlier
+// call (possibly by a previous leader) was. It returns the server's state.
+func (r *Reconciler) evacuateOne(ctx context.Context, rec *HostRecord, s *ServerRecord) (ServerState, error) {
+	host := rec.Host
+	var op OpID
+	if s.Pending != nil && s.Pending.Step == StepEvacuate {
+		op = s.Pending.OpID
+		accepted, mig, srv, err := r.findEvacuation(ctx, host, s.ID, s.Pending.At)
+		if err != nil {
+			return s.State, err
+		}
+		if accepted {
+			r.log.Info("evacuation of an unrecorded intent was accepted before the failover; not calling again",
+				"host", host, "server_id", s.ID, "op", op, "migration", mig.ID)
+			to := mig.DestCompute
+			if to == "" && srv.Host != host {
+				to = srv.Host
+			}
+			return ServerRequested, r.end(ctx, StepEndCmd{Host: host, Step: StepEvacuate, ServerID: s.ID, OpID: op, OK: true,
+				ServerState: ServerRequested, MigrationID: mig.ID, To: to, Detail: "accepted before failover"})
+		}
+	} else {
+		if rec.Adopted || s.Attempts > 0 {
+			// R10.5: a recovery started by someone else (or an earlier
+			// attempt of ours) may have evacuated it already.
+			accepted, mig, srv, err := r.findEvacuation(ctx, host, s.ID, r.now().Add(-time.Hour))
+			if err == nil && accepted && (mig.ID == 0 || !finishedBad(mig.Status)) {
+				st := ServerRequested
+				to := mig.DestCompute
+				if srv.Host != "" && srv.Host != host {
+					to = srv.Host
+				}
+				_, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: st, MigrationID: mig.ID, To: to})
+				return st, err
+			}
+		}
+		var err error
+		if op, err = r.begin(ctx, host, StepEvacuate, s.ID, ""); err != nil {
+			return s.State, err
+		}
+		s.Attempts++
+	}
+	// R10.3: a stuck task state blocks evacuate; reset it first.
+	srv, err := r.nova.GetServer(ctx, s.ID)
+	switch {
+	case errors.Is(err, nova.ErrNotFound):
+		return ServerDone, r.end(ctx, StepEndCmd{Host: host, Step: StepEvacuate, ServerID: s.ID, OpID: op, OK: true,
+			ServerState: ServerDone, Detail: "server no longer exists"})
+	case err == nil && srv.Host != "" && srv.Host != host:
+		return ServerDone, r.end(ctx, StepEndCmd{Host: host, Step: StepEvacuate, ServerID: s.ID, OpID: op, OK: true,
+			ServerState: ServerDone, To: srv.Host, Detail: "already on " + srv.Host})
+	case err == nil && srv.TaskState != "":
+		if rerr := r.nova.ResetState(ctx, s.ID, "error"); rerr != nil {
+			r.log.Warn("reset-state before evacuate failed", "host", host, "server_id", s.ID, "err", rerr)
+		}
+	}
+	target := ""
+	if r.cfg.ForceReservedHostEvacuation && rec.ReservedHost != "" {
+		target = rec.ReservedHost
+	}
+	eerr := r.nova.Evacuate(ctx, s.ID, target)
+	if eerr != nil && target != "" && (errors.Is(eerr, nova.ErrConflict) || errors.Is(eerr, nova.ErrServer)) {
+		r.log.Warn("evacuate to reserved host refused; retrying without a target", "host", host, "server_id", s.ID, "err", eerr)
+		eerr = r.nova.Evacuate(ctx, s.ID, "")
+	}
+	if eerr != nil {
+		st := ServerPending
+		if s.Attempts >= max(1, r.cfg.EvacuationRetries) {
+			st = ServerFailed
+		}
+		r.log.Error("evacuate refused", "host", host, "server_id", s.ID, "attempt", s.Attempts, "err", eerr)
+		if err := r.end(ctx, StepEndCmd{Host: host, Step: StepEvacuate, ServerID: s.ID, OpID: op, OK: false,
+			ServerState: st, Detail: eerr.Error()}); err != nil {
+			return s.State, err
+		}
+		return st, eerr
+	}
+	r.log.Info("evacuate accepted", "host", host, "server_id", s.ID, "name", s.Name, "op", op, "target", target)
+	return ServerRequested, r.end(ctx, StepEndCmd{Host: host, Step: StepEvacuate, ServerID: s.ID, OpID: op, OK: true,
+		ServerState: ServerRequested, To: target, Detail: "accepted"})
+}
+
+func finishedBad(status string) bool {
+	return status == "error" || status == "failed" || status == "cancelled"
+}
+
+// smartOne is the tracked per-server procedure of SMART_EVACUATION and
+// ORCHESTRATED_RESTART (R10.4–R10.8), with W16 fixed: an accepted
+// evacuation that has no migration yet is in progress for EVACUATION_GRACE.
+func (r *Reconciler) smartOne(ctx context.Context, rec *HostRecord, s *ServerRecord) {
+	host := rec.Host
+	if err := r.nova.Lock(ctx, s.ID, LockReason); err != nil {
+		r.log.Debug("lock failed (ignored)", "server_id", s.ID, "err", err)
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := r.nova.Unlock(uctx, s.ID); err != nil {
+			r.log.Debug("unlock failed", "server_id", s.ID, "err", err)
+		}
+	}()
+	start := r.now()
+	if s.State == ServerPending || s.Pending != nil {
+		st, err := r.evacuateOne(ctx, rec, s)
+		if err != nil || st != ServerRequested {
+			return
+		}
+		r.sleep(ctx, r.first)
+	}
+	errorsSeen, apiErrors := 0, 0
+	for ctx.Err() == nil {
+		cur := r.store.FSM().Host(host)
+		if cur == nil {
+			return
+		}
+		s = cur.Server(s.ID)
+		if s == nil || s.State != ServerRequested {
+			return
+		}
+		if r.now().Sub(start) > r.cfg.EvacuationTimeout && r.now().Sub(maxTime(r.termStart, s.RequestedAt)) > r.cfg.EvacuationTimeout {
+			_, _ = r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed,
+				Error: fmt.Sprintf("not rebuilt within EVACUATION_TIMEOUT %s", r.cfg.EvacuationTimeout)})
+			return
+		}
+		migs, err := r.nova.ListMigrations(ctx, nova.MigrationQuery{InstanceUUID: s.ID, MigrationType: "evacuation",
+			ChangesSince: r.now().Add(-r.migrationWindow()), Limit: 1000})
+		if err != nil {
+			if apiErrors++; apiErrors >= 10 {
+				_, _ = r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed, Error: "tracking: " + err.Error()})
+				return
+			}
+			r.sleep(ctx, r.track)
+			continue
+		}
+		apiErrors = 0
+		m, found := newestFrom(migs, host, s.RequestedAt.Add(-migrationSkew))
+		switch {
+		case found && (m.Status == "done" || m.Status == "completed"):
+			r.log.Info("server evacuated", "host", host, "server_id", s.ID, "to", m.DestCompute, "migration", m.ID)
+			if _, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerDone, MigrationID: m.ID, To: m.DestCompute}); err != nil {
+				return
+			}
+			r.restoreState(ctx, s)
+			return
+		case found && finishedBad(m.Status), !found && r.now().Sub(maxTime(start, s.RequestedAt)) > r.cfg.EvacuationGrace:
+			errorsSeen++
+			why := "no evacuation migration appeared within EVACUATION_GRACE"
+			if found {
+				why = fmt.Sprintf("migration %d %s", m.ID, m.Status)
+			}
+			if s.Attempts >= max(1, r.cfg.EvacuationRetries) {
+				_, _ = r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed, MigrationID: m.ID,
+					Error: fmt.Sprintf("%s after %d attempts", why, s.Attempts)})
+				return
+			}
+			r.log.Warn("evacuation failed; retrying", "host", host, "server_id", s.ID, "why", why, "attempt", s.Attempts)
+			if err := r.nova.ResetState(ctx, s.ID, "error"); err != nil {
+				r.log.Warn("reset-state failed", "server_id", s.ID, "err", err)
+			}
+			if _, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerPending, Error: why}); err != nil {
+				return
+			}
+			cur = r.store.FSM().Host(host)
+			if cur == nil || cur.Server(s.ID) == nil {
+				return
+			}
+			if st, err := r.evacuateOne(ctx, cur, cur.Server(s.ID)); err != nil || st != ServerRequested {
+				return
+			}
+			start = r.now()
+		}
+		r.sleep(ctx, r.track)
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// restoreState is R10.8: a SHUTOFF server is stopped again, an ERROR one
+// reset to error, if the rebuild changed that.
+func (r *Reconciler) restoreState(ctx context.Context, s *ServerRecord) {
+	if s.OrigStatus != "SHUTOFF" && s.OrigStatus != "ERROR" {
+		return
+	}
+	srv, err := r.nova.GetServer(ctx, s.ID)
+	if err != nil || srv.Status == s.OrigStatus {
+		return
+	}
+	if s.OrigStatus == "SHUTOFF" {
+		err = r.nova.Stop(ctx, s.ID)
+	} else {
+		err = r.nova.ResetState(ctx, s.ID, "error")
+	}
+	if err != nil {
+		r.log.Warn("could not restore the server's status", "server_id", s.ID, "status", s.OrigStatus, "err", err)
+	}
+}
+
+// unlockLeftovers unlocks servers a crashed leader left locked.
+func (r *Reconciler) unlockLeftovers(ctx context.Context, rec *HostRecord) {
+	for _, s := range rec.Servers {
+		if s.State == ServerSkipped {
+			continue
+		}
+		srv, err := r.nova.GetServer(ctx, s.ID)
+		if err == nil && srv.Locked && srv.LockedReason == LockReason {
+			_ = r.nova.Unlock(ctx, s.ID)
+		}
+	}
+}
+
+// returnReservedHost is R7.5: after a failed evacuation, a reserved host
+// that received nothing goes back to the pool.
+func (r *Reconciler) returnReservedHost(ctx context.Context, rec *HostRecord) {
+	if rec.ReservedHost == "" {
+		return
+	}
+	servers, err := r.nova.ListServers(ctx, rec.ReservedHost)
+	if err != nil || len(servers) > 0 {
+		return
+	}
+	svc, err := r.service(ctx, rec.ReservedHost)
+	if err != nil {
+		return
+	}
+	reason := Marker(ReservedReturnPrefix, "", r.now())
+	if _, err := r.nova.UpdateService(ctx, svc.ID, nova.ServiceUpdate{Status: ptr("disabled"), DisabledReason: ptr(reason)}); err != nil {
+		r.log.Warn("could not return reserved host to the pool", "host", rec.Host, "reserved", rec.ReservedHost, "err", err)
+	}
+}

@@ -1,0 +1,235 @@
+package leader
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Peer is one voter of the Raft group.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// NodeConfig configures a Raft node.
+type NodeConfig struct {
+	ID      string // server id (NODE_NAME)
+	Addr    string // host:port to listen on and advertise (RAFT_ADDR)
+	DataDir string // bolt store and snapshots live here
+	// Peers is the voter set to bootstrap with when the data directory has
+	// no Raft state. Empty means this node alone.
+	Peers []Peer
+	// Transport replaces the TCP transport (tests use raft's in-memory one).
+	Transport raft.Transport
+	// Timing scales raft's default timeouts (1 = raft defaults); tests may
+	// use less than 1 for faster elections.
+	Timing float64
+	Logger *slog.Logger
+}
+
+// Node is one voter: raft, its bolt stores, the FSM, and the leadership
+// notifications.
+type Node struct {
+	id        string
+	raft      *raft.Raft
+	fsm       *FSM
+	store     *raftboltdb.BoltStore
+	transport raft.Transport
+	notify    chan bool
+	log       *slog.Logger
+}
+
+// OpenNode opens (or creates) the node's state in DataDir and starts raft.
+func OpenNode(cfg NodeConfig) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ID == "" {
+		return nil, errors.New("raft: node id is empty (set NODE_NAME)")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("raft: data directory: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("raft: open %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+	}
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: slogWriter(cfg.Logger.With("component", "raft"))})
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, hl)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft: snapshot store: %w", err)
+	}
+	trans := cfg.Transport
+	if trans == nil {
+		addr, err := net.ResolveTCPAddr("tcp", cfg.Addr)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("raft: RAFT_ADDR %q: %w", cfg.Addr, err)
+		}
+		trans, err = raft.NewTCPTransportWithLogger(cfg.Addr, addr, 3, 10*time.Second, hl)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("raft: listen on %s: %w", cfg.Addr, err)
+		}
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hl
+	if cfg.Timing > 0 && cfg.Timing != 1 {
+		scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) * cfg.Timing) }
+		rc.HeartbeatTimeout = scale(rc.HeartbeatTimeout)
+		rc.ElectionTimeout = scale(rc.ElectionTimeout)
+		rc.LeaderLeaseTimeout = scale(rc.LeaderLeaseTimeout)
+		rc.CommitTimeout = scale(rc.CommitTimeout)
+	}
+	// Raft blocks on NotifyCh; the monitor drains it promptly, and the
+	// buffer absorbs flaps (Consul uses 10).
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+	fsm := NewFSM()
+	logs := raft.LogStore(store)
+	if cache, err := raft.NewLogCache(512, store); err == nil {
+		logs = cache
+	}
+	has, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft: read state: %w", err)
+	}
+	if !has {
+		peers := cfg.Peers
+		if len(peers) == 0 {
+			peers = []Peer{{ID: cfg.ID, Addr: string(trans.LocalAddr())}}
+		}
+		var servers []raft.Server
+		for _, p := range peers {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+		}
+		if err := raft.BootstrapCluster(rc, logs, store, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("raft: bootstrap: %w", err)
+		}
+		cfg.Logger.Info("raft bootstrapped", "voters", len(servers))
+	}
+	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, trans)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft: start: %w", err)
+	}
+	return &Node{id: cfg.ID, raft: r, fsm: fsm, store: store, transport: trans, notify: notify, log: cfg.Logger}, nil
+}
+
+// FSM returns the node's replica of the state.
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// ID is the node's server id.
+func (n *Node) ID() string { return n.id }
+
+// IsLeader reports whether this node is the Raft leader right now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's address and id, empty if unknown.
+func (n *Node) Leader() (addr, id string) {
+	a, i := n.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// State is raft's state name (Leader, Follower, Candidate, Shutdown).
+func (n *Node) State() string { return n.raft.State().String() }
+
+// Stats returns raft's statistics.
+func (n *Node) Stats() map[string]string { return n.raft.Stats() }
+
+// Notify delivers every leadership transition, in order.
+func (n *Node) Notify() <-chan bool { return n.notify }
+
+// applyTimeout bounds one Apply; commit normally takes milliseconds.
+const applyTimeout = 10 * time.Second
+
+// Apply commits a command and returns the FSM's response. An error means the
+// outcome is unknown only for raft.ErrLeadershipLost; callers treat any
+// error as "stop and let the next reconcile re-read the state".
+func (n *Node) Apply(ctx context.Context, t CommandType, at time.Time, body any) (any, error) {
+	data, err := EncodeCommand(t, at, body)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f := n.raft.Apply(data, applyTimeout)
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft apply %s: %w", t, err)
+	}
+	if e, ok := f.Response().(error); ok {
+		return nil, e
+	}
+	return f.Response(), nil
+}
+
+// Barrier waits until every entry committed before it is applied locally.
+func (n *Node) Barrier(timeout time.Duration) error {
+	return n.raft.Barrier(timeout).Error()
+}
+
+// VerifyLeader confirms with a quorum that this node is still the leader.
+func (n *Node) VerifyLeader() error { return n.raft.VerifyLeader().Error() }
+
+// Shutdown stops the node. A leader of a multi-voter group first transfers
+// leadership so the others do not wait for an election timeout.
+func (n *Node) Shutdown() error {
+	if n.IsLeader() {
+		if cf := n.raft.GetConfiguration(); cf.Error() == nil && len(cf.Configuration().Servers) > 1 {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer before shutdown failed", "err", err)
+			}
+		}
+	}
+	err := n.raft.Shutdown().Error()
+	if c, ok := n.transport.(io.Closer); ok {
+		_ = c.Close()
+	}
+	if cerr := n.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// slogWriter turns hclog's text lines into slog records.
+func slogWriter(l *slog.Logger) io.Writer {
+	pr, pw := io.Pipe()
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			lvl := slog.LevelInfo
+			switch {
+			case strings.Contains(line, "[ERROR]"):
+				lvl = slog.LevelError
+			case strings.Contains(line, "[WARN]"):
+				lvl = slog.LevelWarn
+			case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
+				lvl = slog.LevelDebug
+			}
+			if i := strings.Index(line, "]"); i > 0 && i+1 < len(line) && strings.Contains(line[:i+1], "[") {
+				line = strings.TrimSpace(line[i+1:])
+			}
+			l.Log(context.Background(), lvl, line)
+		}
+	}()
+	return pw
+}

@@ -1,0 +1,516 @@
+package leader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ihaproject/iha/fence"
+	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/nova"
+)
+
+// Nova is what the leader needs of Nova and Glance (pkg/nova's *Client
+// implements it). Implementations return *nova.APIError.
+type Nova interface {
+	ListServices(ctx context.Context, binary string) ([]nova.Service, error)
+	ListServicesOnHost(ctx context.Context, host, binary string) ([]nova.Service, error)
+	UpdateService(ctx context.Context, id string, u nova.ServiceUpdate) (nova.Service, error)
+	ListServers(ctx context.Context, host string) ([]nova.Server, error)
+	GetServer(ctx context.Context, id string) (nova.Server, error)
+	Evacuate(ctx context.Context, id, targetHost string) error
+	Lock(ctx context.Context, id, reason string) error
+	Unlock(ctx context.Context, id string) error
+	ResetState(ctx context.Context, id, state string) error
+	Stop(ctx context.Context, id string) error
+	ListMigrations(ctx context.Context, q nova.MigrationQuery) ([]nova.Migration, error)
+	ListAggregates(ctx context.Context) ([]nova.Aggregate, error)
+	ListFlavors(ctx context.Context) ([]nova.Flavor, error)
+	ListImages(ctx context.Context) ([]nova.Image, error)
+}
+
+// Store is the replicated state as the reconciler uses it (*Node).
+type Store interface {
+	Apply(ctx context.Context, t CommandType, at time.Time, body any) (any, error)
+	FSM() *FSM
+}
+
+// ReconcilerConfig wires a Reconciler.
+type ReconcilerConfig struct {
+	Settings config.Settings
+	Nova     Nova
+	Fencers  fence.Lookup
+	Store    Store
+	Logger   *slog.Logger
+	// Now is the clock (tests may replace it). Default time.Now.
+	Now func() time.Time
+	// TrackInterval is how often a smart evacuation polls its migration
+	// (upstream: 5 s) and InitialTrackDelay the wait after an accepted
+	// evacuate (upstream: 10 s). Tests and dev mode shorten them.
+	TrackInterval     time.Duration
+	InitialTrackDelay time.Duration
+	// RetryBackoff is the base of fencing/enable retries (upstream 1 s).
+	RetryBackoff time.Duration
+}
+
+// Reconciler is the leader-only subsystem that judges hosts and drives
+// their recovery. One Reconciler runs per leadership term: Run returns when
+// ctx is cancelled (leadership lost or shutdown) after its workers stopped.
+type Reconciler struct {
+	cfg     config.Settings
+	nova    Nova
+	fence   fence.Lookup
+	store   Store
+	log     *slog.Logger
+	now     func() time.Time
+	track   time.Duration
+	first   time.Duration
+	backoff time.Duration
+
+	sem     chan struct{} // WORKERS
+	mu      sync.Mutex
+	running map[string]bool
+	wg      sync.WaitGroup
+	// termStart is when this term's reconciler started: timeouts of work
+	// inherited from an earlier leader count from here, not from a clock
+	// we cannot trust across a failover.
+	termStart time.Time
+
+	tagMu  sync.Mutex
+	tagIx  TagIndex
+	tagAt  time.Time
+	tagSet bool
+
+	ready     atomic.Bool
+	failures  atomic.Int32
+	lastPoll  atomic.Int64 // unix nanos of the last successful poll
+	lastSkips map[string]string
+	stale     bool // AllServicesStale reported, to log it once per episode
+}
+
+// NewReconciler builds a reconciler for one leadership term.
+func NewReconciler(c ReconcilerConfig) *Reconciler {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.TrackInterval <= 0 {
+		c.TrackInterval = 5 * time.Second
+	}
+	if c.InitialTrackDelay <= 0 {
+		c.InitialTrackDelay = 10 * time.Second
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = time.Second
+	}
+	workers := max(c.Settings.Workers, 1)
+	return &Reconciler{cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
+		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff,
+		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}}
+}
+
+// Ready reports whether the last poll cycles reached Nova (readiness).
+func (r *Reconciler) Ready() bool { return r.ready.Load() }
+
+// LastPoll is when the last poll cycle succeeded (zero if never).
+func (r *Reconciler) LastPoll() time.Time {
+	n := r.lastPoll.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// maxBackoff caps the poll back-off after Nova failures (R3.4).
+const maxBackoff = 300 * time.Second
+
+// Run polls Nova every POLL and drives recoveries until ctx ends. The
+// caller has already made the FSM current with a Barrier for this term.
+func (r *Reconciler) Run(ctx context.Context) error {
+	r.termStart = r.now()
+	r.log.Info("reconciler starting", "poll", r.cfg.Poll, "delta", r.cfg.Delta, "mode", r.cfg.DetectionMode,
+		"quick_evacuate_level", r.cfg.QuickEvacuateLevel)
+	defer r.wg.Wait()
+	reconciled := false
+	for {
+		wait := r.cfg.Poll
+		if !reconciled {
+			if err := r.startupReconcile(ctx); err != nil {
+				r.log.Warn("startup reconciliation skipped: Nova not reachable", "err", err)
+			} else {
+				reconciled = true
+			}
+		}
+		start := r.now()
+		if err := r.Cycle(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			n := r.failures.Add(1)
+			if n >= 3 {
+				r.ready.Store(false)
+			}
+			wait = min(r.cfg.Poll*time.Duration(1<<min(n, 16)), maxBackoff)
+			r.log.Error("poll cycle failed", "err", err, "consecutive_failures", n, "retry_in", wait)
+		} else {
+			r.failures.Store(0)
+			r.ready.Store(true)
+			r.lastPoll.Store(r.now().UnixNano())
+			r.log.Debug("poll cycle done", "took", r.now().Sub(start))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// startupReconcile is R17.1: hosts forced down and down but not disabled,
+// with no record of ours, are adopted (upstream writes the "(recovered)"
+// marker so that its resume rule picks them up; we open a record, and the
+// disable step writes that marker).
+func (r *Reconciler) startupReconcile(ctx context.Context) error {
+	svcs, err := r.nova.ListServices(ctx, "nova-compute")
+	if err != nil {
+		return err
+	}
+	fsm := r.store.FSM()
+	for _, s := range svcs {
+		if !(s.ForcedDown && s.State == "down" && !disabled(s)) {
+			continue
+		}
+		if rec := fsm.Host(s.Host); rec != nil && rec.Phase.Active() {
+			continue
+		}
+		r.log.Warn("orphaned forced-down host found: adopting its recovery", "host", s.Host)
+		if err := r.detect(ctx, s, Evidence{Source: "orphan", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt, ForcedDown: true,
+			Note: "forced down but not disabled at leader start (R17.1)"}, true, ""); err != nil {
+			return err
+		}
+		_, _ = r.apply(ctx, CmdEvent, EventCmd{Host: s.Host, Kind: "OrphanedHostRecovered", Message: "forced down but not disabled: recovery adopted"})
+	}
+	return nil
+}
+
+func (r *Reconciler) apply(ctx context.Context, t CommandType, body any) (any, error) {
+	return r.store.Apply(ctx, t, r.now(), body)
+}
+
+func (r *Reconciler) paused() bool {
+	return r.cfg.Disabled || r.store.FSM().Settings().Paused
+}
+
+func (r *Reconciler) detect(ctx context.Context, s nova.Service, ev Evidence, adopted bool, phase Phase) error {
+	ev.Mode = r.cfg.DetectionMode
+	_, err := r.apply(ctx, CmdDetect, DetectCmd{Host: s.Host, ServiceID: s.ID, Zone: s.Zone, Evidence: ev,
+		Level: r.cfg.QuickEvacuateLevel, Adopted: adopted, Phase: phase})
+	return err
+}
+
+// skip records that a failed host is not recovered, once per reason.
+func (r *Reconciler) skip(ctx context.Context, s nova.Service, reason string, now time.Time) {
+	if rec := r.store.FSM().Host(s.Host); rec != nil && rec.Phase == PhaseSkipped && rec.Reason == reason {
+		return
+	}
+	r.log.Warn("failed host not recovered", "host", s.Host, "reason", reason)
+	_, err := r.apply(ctx, CmdDetect, DetectCmd{Host: s.Host, ServiceID: s.ID, Zone: s.Zone, Phase: PhaseSkipped, Reason: reason,
+		Level: r.cfg.QuickEvacuateLevel,
+		Evidence: Evidence{Mode: r.cfg.DetectionMode, Source: "nova", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt,
+			Stale: IsStale(s, now, r.cfg.Delta)}})
+	if err != nil {
+		r.log.Warn("could not record skipped host", "host", s.Host, "err", err)
+	}
+}
+
+func (r *Reconciler) event(ctx context.Context, host, kind, msg string, warn bool) {
+	if _, err := r.apply(ctx, CmdEvent, EventCmd{Host: host, Kind: kind, Message: msg, Warning: warn}); err != nil {
+		r.log.Warn("could not record event", "kind", kind, "err", err)
+	}
+}
+
+// Cycle is one poll: read the compute services, categorise, run the gate
+// chain on new failures, admit them, start workers, and re-enable hosts
+// that came back. It makes one Nova call when nothing has failed.
+func (r *Reconciler) Cycle(ctx context.Context) error {
+	now := r.now()
+	svcs, err := r.nova.ListServices(ctx, "nova-compute")
+	if err != nil {
+		return fmt.Errorf("list compute services: %w", err)
+	}
+	fsm := r.store.FSM()
+	settings := fsm.Settings()
+	records := map[string]*HostRecord{}
+	for _, h := range fsm.Hosts() {
+		records[h.Host] = h
+	}
+	byHost := make(map[string]nova.Service, len(svcs))
+	for _, s := range svcs {
+		byHost[s.Host] = s
+	}
+	cats := Categorize(svcs, now, r.cfg.Delta)
+
+	var cands, resume []nova.Service
+	var inflight []string
+	for h, rec := range records {
+		if rec.Phase.Active() {
+			inflight = append(inflight, h)
+		}
+	}
+	for _, s := range cats.NewFailures {
+		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
+			continue // G2: already in recovery
+		}
+		if _, m := settings.Maintenance[s.Host]; m {
+			continue // a host in maintenance is never a new failure
+		}
+		cands = append(cands, s)
+	}
+	for _, s := range cats.Resume {
+		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
+			continue
+		}
+		resume = append(resume, s)
+	}
+	// A host judged failed but not yet fenced that is healthy again is
+	// let go: nothing was done to it.
+	for _, rec := range records {
+		if rec.Phase != PhaseDetected || rec.Pending != nil || rec.Adopted {
+			continue
+		}
+		if s, ok := byHost[rec.Host]; ok && s.State == "up" && !IsStale(s, now, r.cfg.Delta) && !s.ForcedDown && !disabled(s) {
+			r.log.Info("host is healthy again before it was fenced: recovery dropped", "host", rec.Host)
+			_, _ = r.apply(ctx, CmdPhase, PhaseCmd{Host: rec.Host, Phase: PhaseSkipped, From: PhaseDetected,
+				Reason: "host reported up again before it was fenced"})
+		}
+	}
+	if len(cands)+len(resume) > 0 {
+		if err := r.admit(ctx, svcs, cands, resume, inflight, now); err != nil {
+			return err
+		}
+	} else {
+		r.stale = false
+	}
+	r.launchWorkers(ctx)
+	r.reenable(ctx, byHost, cats, now)
+	return nil
+}
+
+// admit runs the gate chain (behaviour §4) and opens records.
+func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Service, inflight []string, now time.Time) error {
+	// G4: all services stale → Nova or our clock is broken.
+	if AllServicesStale(svcs, len(cands)) {
+		if !r.stale {
+			r.stale = true
+			msg := fmt.Sprintf("all %d active compute services look failed: suspect Nova or clock trouble, not acting", activeServices(svcs))
+			r.log.Error(msg)
+			r.event(ctx, "", "AllServicesStale", msg, true)
+		}
+		return nil
+	}
+	r.stale = false
+	for _, s := range cands {
+		r.log.Warn("compute is down", "host", s.Host, "state", s.State, "updated_at", s.UpdatedAt,
+			"stale", IsStale(s, now, r.cfg.Delta))
+	}
+	// G5: evacuability.
+	var ix TagIndex
+	if len(cands) > 0 {
+		ix = r.tagIndex(ctx, true)
+	}
+	var admitted []nova.Service
+	for _, s := range cands {
+		if !ix.HostInScope(r.cfg, s.Host) {
+			r.skip(ctx, s, "host is not in an aggregate tagged "+r.cfg.EvacuableTag+" (TAGGED_AGGREGATES)", now)
+			continue
+		}
+		servers, err := r.nova.ListServers(ctx, s.Host)
+		if err != nil {
+			r.log.Warn("cannot list servers of failed host; keeping it", "host", s.Host, "err", err)
+			admitted = append(admitted, s)
+			continue
+		}
+		if len(servers) == 0 {
+			r.skip(ctx, s, "no servers on the host: nothing to evacuate", now)
+			continue
+		}
+		if !anyPending(ix.SelectServers(r.cfg, s.Host, servers, false)) {
+			r.skip(ctx, s, "no evacuable server on the host (status, name or tags)", now)
+			continue
+		}
+		admitted = append(admitted, s)
+	}
+	// G6: global threshold, on the new candidates that remain.
+	if len(admitted) > 0 {
+		var scope map[string]bool
+		if r.cfg.TaggedAggregates {
+			scope = ix.EvacuableHosts
+		}
+		pct := ThresholdPercent(svcs, admitted, scope)
+		if ThresholdExceeded(pct, r.cfg.Threshold) {
+			reason := fmt.Sprintf("THRESHOLD exceeded: %.1f%% of computes failed or in recovery > %d%%; suspect a partition, not acting",
+				pct, r.cfg.Threshold)
+			key := fmt.Sprintf("threshold:%d", len(admitted))
+			if r.lastSkips[""] != key {
+				r.lastSkips[""] = key
+				r.event(ctx, "", "ThresholdExceeded", reason, true)
+			}
+			for _, s := range admitted {
+				r.skip(ctx, s, reason, now)
+			}
+			return nil
+		}
+		delete(r.lastSkips, "")
+	}
+	// G7: per-aggregate limit.
+	if r.cfg.TaggedAggregates && len(admitted) > 0 {
+		aggs, err := r.nova.ListAggregates(ctx)
+		if err == nil {
+			blocked := AggregateLimited(aggs, r.cfg.EvacuableTag, admitted, inflight)
+			kept := admitted[:0:0]
+			for _, s := range admitted {
+				if a, ok := blocked[s.Host]; ok {
+					r.skip(ctx, s, "aggregate "+a+" exceeds "+MaxFailuresKey, now)
+					continue
+				}
+				kept = append(kept, s)
+			}
+			admitted = kept
+		}
+	}
+	if len(admitted) == 0 && len(resume) == 0 {
+		return nil
+	}
+	// G8: rate limit.
+	if n := r.cfg.MaxHostsPerCycle; n > 0 && len(admitted) > n {
+		r.event(ctx, "", "FencingRateLimited", fmt.Sprintf("%d failed hosts, %d admitted this cycle (MAX_HOSTS_PER_CYCLE), the rest next cycle", len(admitted), n), true)
+		admitted = admitted[:n]
+	}
+	// G9: DISABLED / paused.
+	if r.paused() {
+		r.log.Warn("DISABLED is true (or recovery is paused), not evacuating", "failed_hosts", len(admitted), "to_resume", len(resume))
+		return nil
+	}
+	// G10: a scheduler must be up to place the servers.
+	scheds, serr := r.nova.ListServices(ctx, "nova-scheduler")
+	if !SchedulerUp(scheds, serr) {
+		r.event(ctx, "", "SchedulerDown", "no nova-scheduler is up: not starting recoveries", true)
+		return nil
+	}
+	for _, s := range admitted {
+		ev := Evidence{Source: "nova", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt, Stale: IsStale(s, now, r.cfg.Delta),
+			Note: fmt.Sprintf("DELTA %s", r.cfg.Delta)}
+		r.log.Warn("host judged failed", "host", s.Host, "verdict", "failed", "nova_state", s.State,
+			"updated_at", s.UpdatedAt, "stale", ev.Stale)
+		if err := r.detect(ctx, s, ev, false, ""); err != nil {
+			return err
+		}
+	}
+	for _, s := range resume {
+		r.log.Warn("resuming a recovery marked in Nova", "host", s.Host, "disabled_reason", s.DisabledReason)
+		ev := Evidence{Source: "marker", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt, ForcedDown: s.ForcedDown,
+			DisabledReason: s.DisabledReason}
+		if err := r.detect(ctx, s, ev, true, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tagCacheTTL is upstream's cache TTL for tagged images and flavors.
+const tagCacheTTL = 300 * time.Second
+
+// tagIndex returns the tag index, refreshed when forced or older than the
+// TTL. Fetch errors give empty lists (fail-open, as upstream).
+func (r *Reconciler) tagIndex(ctx context.Context, refresh bool) TagIndex {
+	r.tagMu.Lock()
+	defer r.tagMu.Unlock()
+	if r.tagSet && !refresh && r.now().Sub(r.tagAt) < tagCacheTTL {
+		return r.tagIx
+	}
+	var images []nova.Image
+	var flavors []nova.Flavor
+	var err error
+	if r.cfg.TaggedImages {
+		if images, err = r.nova.ListImages(ctx); err != nil {
+			r.log.Warn("cannot list images; treating none as tagged", "err", err)
+		}
+	}
+	if r.cfg.TaggedFlavors {
+		if flavors, err = r.nova.ListFlavors(ctx); err != nil {
+			r.log.Warn("cannot list flavors; treating none as tagged", "err", err)
+		}
+	}
+	var aggs []nova.Aggregate
+	var aggErr error
+	if r.cfg.TaggedAggregates {
+		if aggs, aggErr = r.nova.ListAggregates(ctx); aggErr != nil {
+			r.log.Warn("cannot list aggregates; not filtering by aggregate", "err", aggErr)
+		}
+	}
+	r.tagIx = BuildTagIndex(r.cfg, images, flavors, aggs, aggErr)
+	r.tagAt, r.tagSet = r.now(), true
+	return r.tagIx
+}
+
+// launchWorkers starts a worker for every active record that needs work
+// and has none.
+func (r *Reconciler) launchWorkers(ctx context.Context) {
+	paused := r.paused()
+	for _, rec := range r.store.FSM().Hosts() {
+		if !rec.Phase.Active() || rec.Phase == PhaseReenabling {
+			continue
+		}
+		if paused && (rec.Phase == PhaseDetected || rec.Phase == PhaseFencing && rec.Pending == nil) {
+			continue
+		}
+		r.mu.Lock()
+		if r.running[rec.Host] {
+			r.mu.Unlock()
+			continue
+		}
+		r.running[rec.Host] = true
+		r.mu.Unlock()
+		r.wg.Add(1)
+		go func(host string) {
+			defer r.wg.Done()
+			defer func() {
+				r.mu.Lock()
+				delete(r.running, host)
+				r.mu.Unlock()
+			}()
+			select {
+			case r.sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-r.sem }()
+			r.recoverHost(ctx, host)
+		}(rec.Host)
+	}
+}
+
+// WaitIdle waits until no worker runs (tests, dev mode).
+func (r *Reconciler) WaitIdle() { r.wg.Wait() }
+
+// errWait means a step cannot proceed yet; the next cycle tries again.
+var errWait = errors.New("waiting")
+
+// hostShort is for log lines.
+func hostShort(h string) string { return config.ShortName(h) }
+
+func containsAny(s string, subs ...string) bool {
+	for _, x := range subs {
+		if strings.Contains(s, x) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,141 @@
+package leader
+
+import (
+	"strings"
+
+	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/nova"
+)
+
+// TagInMap is R6.1: an exact key decides by its value ("true",
+// case-insensitive); otherwise any key containing the tag (case-sensitive)
+// with a true value matches. "yes" and "1" are not true.
+func TagInMap(m map[string]string, tag string) bool {
+	if v, ok := m[tag]; ok {
+		return strings.EqualFold(v, "true")
+	}
+	for k, v := range m {
+		if strings.Contains(k, tag) && strings.EqualFold(v, "true") {
+			return true
+		}
+	}
+	return false
+}
+
+// TagInList is R6.2: the tag is an element or a case-sensitive substring of
+// an element; no value check.
+func TagInList(l []string, tag string) bool {
+	for _, s := range l {
+		if strings.Contains(s, tag) {
+			return true
+		}
+	}
+	return false
+}
+
+// TagIndex is what a cycle knows about tagged images, flavors and
+// aggregates (R6.4, R6.9).
+type TagIndex struct {
+	Tag             string
+	Images          map[string]bool // evacuable image ids
+	AnyTaggedFlavor bool
+	// EvacuableHosts are the hosts of tagged aggregates; nil when aggregate
+	// scoping is off or the aggregate list could not be read (fail-open).
+	EvacuableHosts map[string]bool
+}
+
+// BuildTagIndex computes the index from Nova's lists.
+func BuildTagIndex(s config.Settings, images []nova.Image, flavors []nova.Flavor, aggs []nova.Aggregate, aggErr error) TagIndex {
+	ix := TagIndex{Tag: s.EvacuableTag, Images: map[string]bool{}}
+	if s.TaggedImages {
+		for _, im := range images {
+			if TagInList(im.Tags, s.EvacuableTag) || TagInMap(im.Properties, s.EvacuableTag) {
+				ix.Images[im.ID] = true
+			}
+		}
+	}
+	if s.TaggedFlavors {
+		for _, f := range flavors {
+			if TagInMap(f.ExtraSpecs, s.EvacuableTag) {
+				ix.AnyTaggedFlavor = true
+				break
+			}
+		}
+	}
+	if s.TaggedAggregates && aggErr == nil {
+		ix.EvacuableHosts = map[string]bool{}
+		for _, a := range aggs {
+			if TagInMap(a.Metadata, s.EvacuableTag) {
+				for _, h := range a.Hosts {
+					ix.EvacuableHosts[h] = true
+				}
+			}
+		}
+	}
+	return ix
+}
+
+// filtersImagesOrFlavors reports whether R6.5's image/flavor filter applies:
+// some kind is enabled and has at least one tagged resource.
+func (ix TagIndex) filtersImagesOrFlavors(s config.Settings) bool {
+	return (s.TaggedImages && len(ix.Images) > 0) || (s.TaggedFlavors && ix.AnyTaggedFlavor)
+}
+
+// ServerEvacuable is R6.5–R6.7 for one server: fail-open when nothing is
+// tagged; otherwise image match OR flavor match.
+func (ix TagIndex) ServerEvacuable(s config.Settings, srv nova.Server) bool {
+	if !s.TaggedImages && !s.TaggedFlavors {
+		return true
+	}
+	if !ix.filtersImagesOrFlavors(s) {
+		return true
+	}
+	if s.TaggedImages && srv.ImageID != "" && ix.Images[srv.ImageID] {
+		return true
+	}
+	if s.TaggedFlavors && ix.AnyTaggedFlavor && TagInMap(srv.FlavorExtraSpecs, ix.Tag) {
+		return true
+	}
+	return false
+}
+
+// HostInScope is R6.9/R6.10: with TAGGED_AGGREGATES, only hosts of tagged
+// aggregates are recovered (fail-closed when no aggregate is tagged,
+// fail-open when the list could not be read).
+func (ix TagIndex) HostInScope(s config.Settings, host string) bool {
+	if !s.TaggedAggregates || ix.EvacuableHosts == nil {
+		return true
+	}
+	return ix.EvacuableHosts[host]
+}
+
+// SelectServers is R6.11–R6.13 (and the admission check R6.8 with the same
+// status filter, fixing W14): it returns every server of the host with its
+// plan: pending, or skipped with the reason.
+func (ix TagIndex) SelectServers(s config.Settings, host string, servers []nova.Server, resuming bool) []*ServerRecord {
+	out := make([]*ServerRecord, 0, len(servers))
+	for _, srv := range servers {
+		r := &ServerRecord{ID: srv.ID, Name: srv.Name, OrigStatus: srv.Status, From: host, State: ServerPending,
+			Priority: restartPriority(srv.Metadata), Group: strings.TrimSpace(srv.Metadata[RestartGroupKey])}
+		switch {
+		case !evacuableStatus(srv.Status, resuming):
+			r.State, r.Error = ServerSkipped, "status "+srv.Status+" is not evacuated"
+		case NameSkipped(srv.Name, s.SkipServersWithName):
+			r.State, r.Error = ServerSkipped, "name matches SKIP_SERVERS_WITH_NAME"
+		case !ix.ServerEvacuable(s, srv):
+			r.State, r.Error = ServerSkipped, "image and flavor not tagged "+ix.Tag
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// anyPending reports whether a plan has a server to evacuate.
+func anyPending(plan []*ServerRecord) bool {
+	for _, r := range plan {
+		if r.State == ServerPending {
+			return true
+		}
+	}
+	return false
+}
