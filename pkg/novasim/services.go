@@ -11,6 +11,8 @@ import (
 // service is one row of Nova's services table. Its heartbeat is not a
 // goroutine: while running, the process reports at hbStart + k×ReportInterval
 // (k ≥ 0), and every read computes the latest report from the clock.
+// Times are Unix nanoseconds or seconds: the list of 1,000 computes reads
+// them on every poll.
 type service struct {
 	intID          int
 	uuid           string
@@ -22,28 +24,45 @@ type service struct {
 	forcedDown     bool
 
 	running      bool
-	hbStart      time.Time // first report of the current run (may lie in the future after a restart)
-	lastHB       time.Time // last report of earlier runs, not truncated; zero = never
-	adminUpdated time.Time // last admin update of the row, truncated
-	createdAt    time.Time // truncated
+	hbStart      int64 // ns: first report of the current run (may lie in the future after a restart)
+	lastHB       int64 // ns: last report of earlier runs; 0 = never
+	adminUpdated int64 // s: last admin update of the row; 0 = never
+	createdAt    int64 // s
 
 	cleanupAt time.Time           // pending restart cleanup; zero = none
 	guests    map[string]struct{} // instances the hypervisor holds (computes only)
 
 	prefix []byte // `"binary":…,"host":…,"zone":…,` for the list fast path
+	// updated_at as last formatted: it changes once per report interval,
+	// so the list rarely formats a time.
+	updSec int64
+	updFmt []byte
 }
 
-// lastHeartbeat is the time of the latest report at or before now.
-func (sv *service) lastHeartbeat(now time.Time, ri time.Duration) time.Time {
-	if sv.running && !now.Before(sv.hbStart) {
-		k := now.Sub(sv.hbStart) / ri
-		return sv.hbStart.Add(k * ri)
+func floorSec(ns int64) int64 {
+	if ns >= 0 {
+		return ns / 1e9
+	}
+	return (ns - 1e9 + 1) / 1e9
+}
+
+func secTime(sec int64) time.Time {
+	if sec == 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, 0).UTC()
+}
+
+// lastHeartbeat is the time (ns) of the latest report at or before now; 0 = none.
+func (sv *service) lastHeartbeat(now, ri int64) int64 {
+	if sv.running && now >= sv.hbStart {
+		return sv.hbStart + (now-sv.hbStart)/ri*ri
 	}
 	return sv.lastHB
 }
 
 func (sv *service) stop(now time.Time, ri time.Duration) {
-	sv.lastHB = sv.lastHeartbeat(now, ri)
+	sv.lastHB = sv.lastHeartbeat(now.UnixNano(), int64(ri))
 	sv.running = false
 }
 
@@ -52,42 +71,51 @@ func (sv *service) start(now time.Time, ri, delay time.Duration) {
 		sv.stop(now, ri)
 	}
 	sv.running = true
-	sv.hbStart = now.Add(delay)
+	sv.hbStart = now.Add(delay).UnixNano()
 }
 
-// lastSeenUp is Nova's last_seen_up column: the last report, whole seconds.
-func (sv *service) lastSeenUp(now time.Time, ri time.Duration) time.Time {
+// lastSeenUpSec is Nova's last_seen_up column: the last report in whole
+// seconds; 0 = never.
+func (sv *service) lastSeenUpSec(now, ri int64) int64 {
 	hb := sv.lastHeartbeat(now, ri)
-	if hb.IsZero() {
-		return time.Time{}
+	if hb == 0 {
+		return 0
 	}
-	return trunc(hb)
+	return floorSec(hb)
 }
 
-// updatedAt is Nova's updated_at column: bumped by every report and by
+// updatedAtSec is Nova's updated_at column: bumped by every report and by
 // every admin update of the row, whole seconds.
-func (sv *service) updatedAt(now time.Time, ri time.Duration) time.Time {
-	u := sv.lastSeenUp(now, ri)
-	if sv.adminUpdated.After(u) {
-		u = sv.adminUpdated
-	}
-	return u
+func (sv *service) updatedAtSec(now, ri int64) int64 {
+	return max(sv.lastSeenUpSec(now, ri), sv.adminUpdated)
 }
 
-// isUp is nova.servicegroup.drivers.db.DbDriver.is_up.
-func (sv *service) isUp(now time.Time, ri, downTime time.Duration) bool {
+// isUpNs is nova.servicegroup.drivers.db.DbDriver.is_up.
+func (sv *service) isUpNs(now, ri, downTime int64) bool {
 	if sv.forcedDown {
 		return false
 	}
-	last := sv.lastSeenUp(now, ri)
-	if last.IsZero() {
+	last := sv.lastSeenUpSec(now, ri)
+	if last == 0 {
 		last = sv.createdAt
 	}
-	elapsed := now.Sub(last)
+	elapsed := now - last*1e9
 	if elapsed < 0 {
 		elapsed = -elapsed
 	}
 	return elapsed <= downTime
+}
+
+func (sv *service) isUp(now time.Time, ri, downTime time.Duration) bool {
+	return sv.isUpNs(now.UnixNano(), int64(ri), int64(downTime))
+}
+
+func (sv *service) lastSeenUp(now time.Time, ri time.Duration) time.Time {
+	return secTime(sv.lastSeenUpSec(now.UnixNano(), int64(ri)))
+}
+
+func (sv *service) updatedAt(now time.Time, ri time.Duration) time.Time {
+	return secTime(sv.updatedAtSec(now.UnixNano(), int64(ri)))
 }
 
 func (sv *service) status() string {
@@ -108,7 +136,8 @@ func (sv *service) appendStatic(b []byte) []byte {
 	return b
 }
 
-// appendJSON renders the service as os-services shows it at microversion mv.
+// appendServiceJSON renders the service as os-services shows it at
+// microversion mv. Call with s.mu held (it caches into sv).
 func (s *Sim) appendServiceJSON(b []byte, sv *service, now time.Time, mv int) []byte {
 	b = append(b, sv.prefix...)
 	b = append(b, `,"id":`...)
@@ -124,18 +153,22 @@ func (s *Sim) appendServiceJSON(b []byte, sv *service, now time.Time, mv int) []
 	} else {
 		b = append(b, `,"status":"enabled"`...)
 	}
-	if sv.isUp(now, s.opts.ReportInterval, s.opts.ServiceDownTime) {
+	nowNs, ri := now.UnixNano(), int64(s.opts.ReportInterval)
+	if sv.isUpNs(nowNs, ri, int64(s.opts.ServiceDownTime)) {
 		b = append(b, `,"state":"up"`...)
 	} else {
 		b = append(b, `,"state":"down"`...)
 	}
 	b = append(b, `,"updated_at":`...)
-	if u := sv.updatedAt(now, s.opts.ReportInterval); u.IsZero() {
+	if sec := sv.updatedAtSec(nowNs, ri); sec == 0 {
 		b = append(b, "null"...)
 	} else {
-		b = append(b, '"')
-		b = u.UTC().AppendFormat(b, novaDBTime)
-		b = append(b, '"')
+		if sv.updFmt == nil || sec != sv.updSec {
+			sv.updSec = sec
+			sv.updFmt = secTime(sec).AppendFormat(append(sv.updFmt[:0], '"'), novaDBTime)
+			sv.updFmt = append(sv.updFmt, '"')
+		}
+		b = append(b, sv.updFmt...)
 	}
 	b = append(b, `,"disabled_reason":`...)
 	if sv.disabledReason == "" {
@@ -157,7 +190,7 @@ func (s *Sim) serviceStateLocked(sv *service, now time.Time) ServiceState {
 	st := ServiceState{
 		ID: sv.uuid, IntID: sv.intID, Host: sv.host, Binary: sv.binary, Zone: sv.zone,
 		Status: sv.status(), State: "down", ForcedDown: sv.forcedDown, DisabledReason: sv.disabledReason,
-		UpdatedAt: sv.updatedAt(now, s.opts.ReportInterval).UTC(), LastSeenUp: sv.lastSeenUp(now, s.opts.ReportInterval).UTC(),
+		UpdatedAt: sv.updatedAt(now, s.opts.ReportInterval), LastSeenUp: sv.lastSeenUp(now, s.opts.ReportInterval),
 		Running: sv.running,
 	}
 	if sv.isUp(now, s.opts.ReportInterval, s.opts.ServiceDownTime) {
@@ -315,7 +348,7 @@ func (s *Sim) serviceUpdate253(c *call) {
 		sv.forcedDown = forced
 	}
 	if changed {
-		sv.adminUpdated = trunc(now)
+		sv.adminUpdated = now.Unix()
 	}
 	b := append([]byte(`{"service":`), s.appendServiceJSON(nil, sv, now, c.mv)...)
 	s.mu.Unlock()
@@ -401,7 +434,7 @@ func (s *Sim) serviceUpdateLegacy(c *call) {
 		out["forced_down"] = forced
 	}
 	if changed {
-		sv.adminUpdated = trunc(now)
+		sv.adminUpdated = now.Unix()
 	}
 	writeJSON(c.w, 200, map[string]any{"service": out})
 }

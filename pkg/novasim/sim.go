@@ -335,9 +335,9 @@ func (s *Sim) newServiceLocked(host, binary, zone string, now time.Time) *servic
 		host:      host,
 		binary:    binary,
 		zone:      zone,
-		createdAt: trunc(now),
+		createdAt: now.Unix(),
 		running:   true,
-		hbStart:   now,
+		hbStart:   now.UnixNano(),
 		guests:    map[string]struct{}{},
 	}
 	sv.prefix = sv.appendStatic(nil)
