@@ -308,8 +308,19 @@ func (f *Fencer) once(ctx context.Context, fn func(context.Context, session) err
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer release(ctx, s)
 	return fn(ctx, s)
+}
+
+// release closes s. Closing asks the BMC to end the session (bounded by
+// closeTimeout) so that its few session slots stay free; when ctx is done
+// the caller must not wait for that, so it happens in the background.
+func release(ctx context.Context, s session) {
+	if ctx.Err() != nil {
+		go s.Close()
+		return
+	}
+	s.Close()
 }
 
 // waitOff reads the status now and then every poll interval until the BMC
@@ -320,7 +331,7 @@ func (f *Fencer) waitOff(ctx context.Context, s session) error {
 	cur := s
 	defer func() {
 		if cur != nil && cur != s {
-			cur.Close()
+			release(ctx, cur)
 		}
 	}()
 	tick := time.NewTicker(f.poll)
@@ -345,7 +356,7 @@ func (f *Fencer) waitOff(ctx context.Context, s session) error {
 				f.log.Debug("fencing: status read failed while waiting for off", "host", f.name,
 					"phase", "fencing", "err", scrub(err, f.pass))
 				if cur != s {
-					cur.Close()
+					release(ctx, cur)
 				}
 				cur = nil
 			default:

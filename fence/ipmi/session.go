@@ -31,11 +31,15 @@ func (f *Fencer) dialIPMI(ctx context.Context) (session, error) {
 	c.WithInterface(client.InterfaceLanplus).WithCipherSuiteID(f.cipher).
 		WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator)
 	if err := c.Connect(ctx); err != nil {
-		// A cancelled context makes Close skip the Close Session exchange
-		// and only release the socket.
-		dead, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = c.Close(dead)
+		// Release the socket in the background: go-ipmi's Close takes a
+		// lock that an abandoned read may hold for up to its 1 s read
+		// timeout. A cancelled context makes Close skip the Close Session
+		// exchange: there is no session to end.
+		go func() {
+			dead, cancel := context.WithCancel(context.Background())
+			cancel()
+			_ = c.Close(dead)
+		}()
 		return nil, err
 	}
 	return &ipmiSession{c: c}, nil

@@ -196,6 +196,8 @@ alive() {
 	[ -n "$state" ] || return 1
 	[ "$state" != Z ] && [ "$state" != X ]
 }
+# A slow BMC: every chassis request waits (ipmi_sim waits for this script).
+if [ -s "$dir/slow" ]; then sleep "$(cat "$dir/slow")"; fi
 dev=$1; op=$2; shift 2
 case $op in
 get)
@@ -404,6 +406,40 @@ func (b *BMC) SetStuck(tb testing.TB, stuck bool) {
 	var err error
 	if stuck {
 		err = os.WriteFile(p, nil, 0o600)
+	} else if err = os.Remove(p); errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// PowerOffHost kills the host process directly (not through IPMI), as a
+// pulled power cord would, and waits until it is gone.
+func (b *BMC) PowerOffHost(tb testing.TB) {
+	tb.Helper()
+	pid := b.HostPID()
+	if !alive(pid) {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	deadline := time.Now().Add(Scale(5 * time.Second))
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("host process %d survived SIGKILL", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// SetSlow makes every chassis request (status, power) wait d before the
+// BMC answers; 0 restores normal speed for requests that start later.
+func (b *BMC) SetSlow(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	p := filepath.Join(b.dir, "slow")
+	var err error
+	if d > 0 {
+		err = os.WriteFile(p, []byte(strconv.FormatFloat(d.Seconds(), 'f', 3, 64)), 0o600)
 	} else if err = os.Remove(p); errors.Is(err, os.ErrNotExist) {
 		err = nil
 	}
