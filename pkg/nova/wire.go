@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The wire types below decode Nova's and Glance's JSON leniently: a field of
@@ -41,12 +42,11 @@ func parseTime(s string) time.Time {
 type wireTime time.Time
 
 func (t *wireTime) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) != nil {
+	if b = bytes.TrimSpace(b); len(b) == 0 || b[0] != '"' {
 		*t = wireTime{}
 		return nil
 	}
-	*t = wireTime(parseTime(s))
+	*t = wireTime(parseTime(rawToString(b)))
 	return nil
 }
 
@@ -129,6 +129,10 @@ func rawToString(b []byte) string {
 		return ""
 	}
 	if b[0] == '"' {
+		// Fast path: most values have no escapes.
+		if n := len(b); n >= 2 && b[n-1] == '"' && bytes.IndexByte(b[1:n-1], '\\') < 0 && bytes.IndexByte(b[1:n-1], '"') < 0 && utf8.Valid(b[1:n-1]) {
+			return string(b[1 : n-1])
+		}
 		var s string
 		if json.Unmarshal(b, &s) == nil {
 			return s
