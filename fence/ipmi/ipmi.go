@@ -44,6 +44,9 @@ var ErrInvalidConfig = errors.New("invalid ipmi configuration")
 // before the deadline. Internal: callers see fence.ErrTimeout.
 var errNotConfirmed = errors.New("not confirmed off")
 
+// errBudget is the cause of a call's context when its timeout passed.
+var errBudget = errors.New("fencing timeout reached")
+
 var loginRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 
 // Option changes a default of the driver (tests, tuning).
@@ -208,7 +211,7 @@ func (f *Fencer) Timeout() time.Duration { return f.timeout }
 // fence.ErrTimeout. Safe to call again after any failure.
 func (f *Fencer) PowerOff(ctx context.Context) error {
 	start := time.Now()
-	octx, cancel := context.WithTimeout(ctx, f.timeout)
+	octx, cancel := context.WithTimeoutCause(ctx, f.timeout, errBudget)
 	defer cancel()
 	f.log.Info("fencing: powering off through IPMI", "host", f.name, "phase", "fencing",
 		"bmc", f.Address(), "timeout", f.timeout)
@@ -244,7 +247,7 @@ func (f *Fencer) PowerOff(ctx context.Context) error {
 // PowerOn asks the BMC to power the host on and returns once the request
 // was accepted; it does not wait for the host to be up.
 func (f *Fencer) PowerOn(ctx context.Context) error {
-	octx, cancel := context.WithTimeout(ctx, f.timeout)
+	octx, cancel := context.WithTimeoutCause(ctx, f.timeout, errBudget)
 	defer cancel()
 	attempts, err := f.retry(octx, fence.OpPowerOn, func(ctx context.Context, s session) error {
 		return s.PowerUp(ctx)
@@ -260,7 +263,7 @@ func (f *Fencer) PowerOn(ctx context.Context) error {
 
 // PowerState reads the chassis power; it changes nothing.
 func (f *Fencer) PowerState(ctx context.Context) (fence.PowerState, error) {
-	octx, cancel := context.WithTimeout(ctx, f.timeout)
+	octx, cancel := context.WithTimeoutCause(ctx, f.timeout, errBudget)
 	defer cancel()
 	var on bool
 	attempts, err := f.retry(octx, fence.OpPowerState, func(ctx context.Context, s session) error {
@@ -313,10 +316,12 @@ func (f *Fencer) once(ctx context.Context, fn func(context.Context, session) err
 }
 
 // release closes s. Closing asks the BMC to end the session (bounded by
-// closeTimeout) so that its few session slots stay free; when ctx is done
-// the caller must not wait for that, so it happens in the background.
+// closeTimeout) so that its few session slots stay free. When the caller
+// cancelled, it must not wait for that, so it happens in the background;
+// when only our own timeout passed, the BMC is answering and the call
+// closes what it opened before returning.
 func release(ctx context.Context, s session) {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errBudget) {
 		go s.Close()
 		return
 	}

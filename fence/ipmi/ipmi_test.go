@@ -280,6 +280,8 @@ func TestPowerOffOutcomes(t *testing.T) {
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("PowerOff = %v, want %v", err, tc.want)
 			}
+			b.mu.Lock()
+			defer b.mu.Unlock()
 			if b.dials != tc.wantDials || b.downs != tc.wantDowns {
 				t.Errorf("dials %d downs %d, want %d and %d", b.dials, b.downs, tc.wantDials, tc.wantDowns)
 			}
