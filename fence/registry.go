@@ -134,7 +134,9 @@ func build(h config.FenceHost, s config.Settings, logger *slog.Logger, drivers m
 	if !ok {
 		return fail(fmt.Errorf("agent %s is %w", h.Agent, ErrNotAvailable))
 	}
-	fencer, err := mk(h, s, logger.With("host", h.Name, "agent", h.Agent))
+	// Drivers add "host" to their own log lines (they are also built
+	// directly), so the logger is passed as is.
+	fencer, err := mk(h, s, logger)
 	if err != nil {
 		var fe *Error
 		if errors.As(err, &fe) {
