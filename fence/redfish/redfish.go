@@ -360,7 +360,7 @@ func (f *Fencer) PowerOn(ctx context.Context) error {
 			case cur.PowerState == schemas.OnPowerState || cur.PowerState == schemas.PoweringOnPowerState:
 				return nil
 			default:
-				return retryable(fmt.Errorf("On refused with HTTP %d while PowerState is %s (BMC not ready)", code, stateText(cur.PowerState)))
+				return retryable(fmt.Errorf("reset On refused with HTTP %d while PowerState is %s (BMC not ready)", code, stateText(cur.PowerState)))
 			}
 		}
 		return step("reset On", err)
