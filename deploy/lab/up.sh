@@ -170,12 +170,19 @@ if [ "${LAB_BMC:-1}" = 1 ] && command -v ipmi_sim >/dev/null; then
   for ((i = 1; i <= N; i++)); do start_bmc "lab-compute-$i" "$((LAB_BMC_PORT_BASE + i))"; done
 fi
 
-# 9. The contract suite's environment.
+# 9. The contract suite's environment. ctl.sh finds a lab by LAB_DIR: a lab
+#    outside the default directory gets a wrapper that carries it.
+CTL="$LAB_HOME/ctl.sh"
+if [ "$LAB_DIR" != "$LAB_HOME/.state" ]; then
+  CTL="$LAB_DIR/ctl"
+  printf '#!/bin/sh\nLAB_DIR=%q exec %q "$@"\n' "$LAB_DIR" "$LAB_HOME/ctl.sh" >"$CTL"
+  chmod +x "$CTL"
+fi
 cat >"$LAB_DIR/env" <<ENV
 export NOVA_CONTRACT_URL=http://127.0.0.1:$LAB_NOVA_PORT/v2.1
 export NOVA_CONTRACT_TOKEN=admin:admin
 export NOVA_CONTRACT_COMPUTES=$(compute_names "$N")
-export NOVA_CONTRACT_CTL=$LAB_HOME/ctl.sh
+export NOVA_CONTRACT_CTL=$CTL
 export NOVA_CONTRACT_IMAGE=$IMAGE
 export NOVA_CONTRACT_FLAVOR=$FLAVOR
 export LAB_DIR=$LAB_DIR

@@ -1,0 +1,409 @@
+//go:build lab
+
+package labtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// scale stretches every deadline on a slow or busy machine
+// (IHA_TEST_TIMEOUT_SCALE, default 1).
+func scale() time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("IHA_TEST_TIMEOUT_SCALE")); err == nil && n > 0 {
+		return time.Duration(n)
+	}
+	return 1
+}
+
+// lab is one lab brought up in its own state directory and port block.
+type lab struct {
+	t     *testing.T
+	home  string // deploy/lab
+	dir   string // LAB_DIR
+	env   []string
+	vars  map[string]string // from $LAB_DIR/env
+	seen  map[int]string    // every PID the lab ever recorded -> daemon name
+	start time.Time
+}
+
+func labHome(t testing.TB) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(wd)
+}
+
+// portBase keeps the test's lab off the default block (18700) that a
+// developer's `make lab-up` uses.
+func portBase() string {
+	if v := os.Getenv("LAB_TEST_PORT_BASE"); v != "" {
+		return v
+	}
+	return "18800"
+}
+
+func newLab(t *testing.T) *lab {
+	l := &lab{t: t, home: labHome(t), dir: t.TempDir(), seen: map[int]string{}}
+	l.env = append(os.Environ(), "LAB_DIR="+l.dir, "LAB_PORT_BASE="+portBase(),
+		fmt.Sprintf("LAB_TIMEOUT_SCALE=%d", int(scale())))
+	return l
+}
+
+func (l *lab) sh(timeout time.Duration, script string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout*scale())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(l.home, script), args...)
+	cmd.Env = l.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (l *lab) up(n int) {
+	t := l.t
+	if out, err := l.sh(15*time.Minute, "install.sh"); err != nil {
+		t.Fatalf("install.sh: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { // a failing test still leaves nothing behind
+		if _, err := os.Stat(filepath.Join(l.dir, "pids")); err == nil {
+			if out, err := l.sh(3*time.Minute, "down.sh"); err != nil {
+				t.Errorf("cleanup down.sh: %v\n%s", err, out)
+			}
+		}
+	})
+	l.start = time.Now()
+	out, err := l.sh(10*time.Minute, "up.sh", strconv.Itoa(n))
+	l.recordPIDs()
+	if err != nil {
+		t.Fatalf("up.sh: %v\n%s", err, out)
+	}
+	t.Logf("up.sh %d computes in %v\n%s", n, time.Since(l.start).Round(time.Second), out)
+	l.vars = readEnv(t, filepath.Join(l.dir, "env"))
+}
+
+// recordPIDs notes every PID in $LAB_DIR/pids and every member of its
+// process group, so that the final check covers workers and children too.
+func (l *lab) recordPIDs() {
+	files, _ := filepath.Glob(filepath.Join(l.dir, "pids", "*.pid"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			l.t.Errorf("%s holds %q", f, b)
+			continue
+		}
+		name := strings.TrimSuffix(filepath.Base(f), ".pid")
+		l.seen[pid] = name
+		for _, m := range groupMembers(pid) {
+			l.seen[m] = name + " (group member)"
+		}
+	}
+}
+
+// procState is the state letter of /proc/PID/stat ("" when gone) and its
+// process group.
+func procState(pid int) (state string, pgrp int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return "", 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 3 {
+		return "", 0
+	}
+	pgrp, _ = strconv.Atoi(f[2])
+	return f[0], pgrp
+}
+
+// running: exists and is not a zombie (a zombie has released everything;
+// only its parent's wait is missing).
+func running(pid int) bool {
+	st, _ := procState(pid)
+	return st != "" && st != "Z"
+}
+
+func groupMembers(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, g := procState(pid); g == pgid && st != "" && st != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func readEnv(t *testing.T, path string) map[string]string {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	vars := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
+		if ok {
+			vars[k] = v
+		}
+	}
+	return vars
+}
+
+func (l *lab) pidOf(name string) int {
+	b, err := os.ReadFile(filepath.Join(l.dir, "pids", name+".pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// nova GETs path from the lab's Nova at microversion 2.53 into v.
+func (l *lab) nova(path string, v any) error {
+	req, err := http.NewRequest("GET", l.vars["NOVA_CONTRACT_URL"]+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Auth-Token", l.vars["NOVA_CONTRACT_TOKEN"])
+	req.Header.Set("OpenStack-API-Version", "compute 2.53")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: HTTP %d", path, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func (l *lab) services() map[string]string {
+	var body struct {
+		Services []struct{ Host, State string }
+	}
+	if err := l.nova("/os-services?binary=nova-compute", &body); err != nil {
+		l.t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, s := range body.Services {
+		m[s.Host] = s.State
+	}
+	return m
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d * scale())
+	last := ""
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, last = cond(); ok {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s (last: %s)", d*scale(), what, last)
+}
+
+// ctl runs $NOVA_CONTRACT_CTL as the contract suite does: with the test's
+// environment but no LAB_DIR, so the command itself must find this lab.
+func (l *lab) ctl(args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute*scale())
+	defer cancel()
+	return exec.CommandContext(ctx, l.vars["NOVA_CONTRACT_CTL"], args...).CombinedOutput()
+}
+
+func (l *lab) ipmi(host int, args ...string) (string, error) {
+	port, _ := strconv.Atoi(l.vars["LAB_BMC_PORT_BASE"])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second*scale())
+	defer cancel()
+	base := []string{"-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", strconv.Itoa(port + host),
+		"-U", l.vars["LAB_BMC_USER"], "-P", "labpass"}
+	out, err := exec.CommandContext(ctx, "ipmitool", append(base, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// udpInode is the socket inode of the UDP socket bound to 127.0.0.1:port.
+func udpInode(t *testing.T, port int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("0100007F:%04X", port)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 9 && f[1] == want {
+			return f[9]
+		}
+	}
+	t.Fatalf("nothing bound to udp 127.0.0.1:%d", port)
+	return ""
+}
+
+func TestLabUpChecksDownLeavesNoProcess(t *testing.T) {
+	l := newLab(t)
+	l.up(3)
+
+	t.Run("env names everything the contract suite needs", func(t *testing.T) {
+		for _, k := range []string{"NOVA_CONTRACT_URL", "NOVA_CONTRACT_TOKEN", "NOVA_CONTRACT_COMPUTES",
+			"NOVA_CONTRACT_CTL", "NOVA_CONTRACT_IMAGE", "NOVA_CONTRACT_FLAVOR"} {
+			if l.vars[k] == "" {
+				t.Errorf("%s missing from %s/env", k, l.dir)
+			}
+		}
+		if got := l.vars["NOVA_CONTRACT_COMPUTES"]; got != "lab-compute-1,lab-compute-2,lab-compute-3" {
+			t.Errorf("computes %q", got)
+		}
+	})
+	t.Run("three computes are up", func(t *testing.T) {
+		for _, h := range []string{"lab-compute-1", "lab-compute-2", "lab-compute-3"} {
+			if st := l.services()[h]; st != "up" {
+				t.Errorf("%s is %q", h, st)
+			}
+		}
+	})
+	t.Run("no daemon but the controller has DB credentials", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(l.dir, "etc", "nova", "lab-compute-1.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "mysql") || strings.Contains(string(b), "[database]") {
+			t.Errorf("compute config has DB settings:\n%s", b)
+		}
+	})
+	t.Run("BMC power off kills the compute, power on starts a new one", func(t *testing.T) {
+		old := l.pidOf("lab-compute-1.nova-compute")
+		if old == 0 || !running(old) {
+			t.Fatalf("lab-compute-1 nova-compute pid %d not running", old)
+		}
+		if out, err := l.ipmi(1, "chassis", "power", "status"); err != nil || !strings.Contains(out, "is on") {
+			t.Fatalf("power status: %v %s", err, out)
+		}
+		if out, err := l.ipmi(1, "chassis", "power", "off"); err != nil {
+			t.Fatalf("power off: %v %s", err, out)
+		}
+		waitFor(t, "nova-compute to die", 10*time.Second, func() (bool, string) {
+			return !running(old), "pid still running"
+		})
+		if out, err := l.ipmi(1, "chassis", "power", "status"); err != nil || !strings.Contains(out, "is off") {
+			t.Fatalf("power status after off: %v %s", err, out)
+		}
+		if out, err := l.ipmi(1, "chassis", "power", "off"); err != nil { // idempotent
+			t.Fatalf("second power off: %v %s", err, out)
+		}
+		if out, err := l.ipmi(1, "chassis", "power", "on"); err != nil {
+			t.Fatalf("power on: %v %s", err, out)
+		}
+		l.recordPIDs()
+		nw := l.pidOf("lab-compute-1.nova-compute")
+		if nw == 0 || nw == old || !running(nw) {
+			t.Fatalf("after power on: pid %d (was %d)", nw, old)
+		}
+		// The BMC's UDP socket must not leak into the compute it started
+		// (the port would stay bound after the BMC is gone).
+		port, _ := strconv.Atoi(l.vars["LAB_BMC_PORT_BASE"])
+		inode := udpInode(t, port+1)
+		waitFor(t, "the new compute to hold no BMC socket", 10*time.Second, func() (bool, string) {
+			fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", nw))
+			for _, fd := range fds {
+				if dst, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", nw, fd.Name())); dst == "socket:["+inode+"]" {
+					return false, "fd " + fd.Name() + " is the BMC's socket " + dst
+				}
+			}
+			return true, ""
+		})
+	})
+	t.Run("ctl freeze stops the compute's processes and thaw resumes them", func(t *testing.T) {
+		pid := l.pidOf("lab-compute-2.nova-compute")
+		for _, step := range []struct{ verb, want string }{{"freeze", "T"}, {"thaw", "S"}} {
+			out, err := l.ctl(step.verb, "lab-compute-2")
+			if err != nil {
+				t.Fatalf("ctl %s: %v %s", step.verb, err, out)
+			}
+			waitFor(t, "state "+step.want, 10*time.Second, func() (bool, string) {
+				st, _ := procState(pid)
+				if step.want == "S" {
+					return st != "T" && st != "", st
+				}
+				return st == step.want, st
+			})
+		}
+	})
+	t.Run("ctl stop then start: the service goes on heartbeating", func(t *testing.T) {
+		old := l.pidOf("lab-compute-3.nova-compute")
+		if out, err := l.ctl("stop", "lab-compute-3"); err != nil {
+			t.Fatalf("ctl stop: %v %s", err, out)
+		}
+		if running(old) {
+			t.Fatalf("pid %d survived ctl stop", old)
+		}
+		if out, err := l.ctl("power", "lab-compute-3"); err != nil || strings.TrimSpace(string(out)) != "power:0" {
+			t.Fatalf("ctl power after stop: %v %q", err, out)
+		}
+		if out, err := l.ctl("start", "lab-compute-3"); err != nil {
+			t.Fatalf("ctl start: %v %s", err, out)
+		}
+		l.recordPIDs()
+		if nw := l.pidOf("lab-compute-3.nova-compute"); nw == old || !running(nw) {
+			t.Fatalf("ctl start: pid %d (was %d)", nw, old)
+		}
+		waitFor(t, "lab-compute-3 up", 2*time.Minute, func() (bool, string) {
+			st := l.services()["lab-compute-3"]
+			return st == "up", st
+		})
+	})
+
+	// Last: down.sh stops everything ever recorded.
+	l.recordPIDs()
+	start := time.Now()
+	out, err := l.sh(3*time.Minute, "down.sh")
+	t.Logf("down.sh in %v\n%s", time.Since(start).Round(100*time.Millisecond), out)
+	if err != nil {
+		t.Fatalf("down.sh: %v", err)
+	}
+	var alive []string
+	for pid, name := range l.seen {
+		if running(pid) {
+			alive = append(alive, fmt.Sprintf("%d (%s)", pid, name))
+		}
+		if m := groupMembers(pid); len(m) > 0 {
+			alive = append(alive, fmt.Sprintf("group %d (%s): %v", pid, name, m))
+		}
+	}
+	sort.Strings(alive)
+	if len(alive) > 0 {
+		t.Fatalf("still running after down.sh: %v", alive)
+	}
+	if left, _ := filepath.Glob(filepath.Join(l.dir, "pids", "*.pid")); len(left) > 0 {
+		t.Fatalf("pid files left: %v", left)
+	}
+	if out, err := l.sh(time.Minute, "down.sh"); err != nil { // idempotent
+		t.Fatalf("second down.sh: %v\n%s", err, out)
+	}
+	t.Logf("checked %d recorded PIDs: all gone", len(l.seen))
+}
