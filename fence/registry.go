@@ -67,6 +67,9 @@ type HostInfo struct {
 	Agent   string
 	Address string // where the BMC is, e.g. http://10.0.0.5:443/redfish/v1/Systems/X
 	Err     error  // the configuration error, nil when the host has a Fencer
+	// Fencer is this entry's own Fencer (nil when Err is set), also for an
+	// entry shadowed by an earlier one with the same short name.
+	Fencer Fencer
 }
 
 // NewRegistry validates every fencing.yaml entry and builds its Fencer with
@@ -174,7 +177,7 @@ func (r *Registry) Fencer(host string) (Fencer, error) {
 func (r *Registry) Hosts() []HostInfo {
 	out := make([]HostInfo, 0, len(r.entries))
 	for _, e := range r.entries {
-		hi := HostInfo{Name: e.host.Name, Agent: e.host.Agent, Err: e.err}
+		hi := HostInfo{Name: e.host.Name, Agent: e.host.Agent, Err: e.err, Fencer: e.fencer}
 		if a, ok := e.fencer.(Addresser); ok {
 			hi.Address = a.Address()
 		} else {

@@ -119,7 +119,10 @@ func TestRegistryLookup(t *testing.T) {
 	if len(hosts) != len(f.Hosts) {
 		t.Fatalf("Hosts() has %d entries, want %d", len(hosts), len(f.Hosts))
 	}
-	if hosts[1].Address != "10.0.0.2:623" || hosts[3].Err == nil || hosts[0].Err != nil {
+	if hosts[1].Address != "10.0.0.2:623" || hosts[3].Err == nil || hosts[3].Fencer != nil || hosts[0].Err != nil {
+		t.Fatalf("Hosts() = %+v", hosts)
+	}
+	if hosts[2].Fencer == nil || hosts[2].Fencer.Driver() != "noop" {
 		t.Fatalf("Hosts() = %+v", hosts)
 	}
 	if !strings.Contains(logs.String(), "same short name") {

@@ -226,18 +226,11 @@ func (f *Fencer) Driver() string { return config.AgentRedfish }
 
 // Address is the system URL (without credentials).
 func (f *Fencer) Address() string {
-	id := f.systemID
 	if f.discovers() {
-		id = "(" + orDefault(id) + " or the only system)"
+		// The only system, else System.Embedded.1: see locate.
+		return f.endpoint + systemsPath + "(auto)"
 	}
-	return f.endpoint + systemsPath + id
-}
-
-func orDefault(id string) string {
-	if id == "" {
-		return config.DefaultRedfishUUID
-	}
-	return id
+	return f.endpoint + systemsPath + f.systemID
 }
 
 // discovers reports whether the system is found by listing Systems: no id
