@@ -25,9 +25,9 @@ func fenceDir(t *testing.T, fencingYAML string) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
-		"config.yaml": "config:\n  FENCING_TIMEOUT: \"5\"\n",
-		"clouds.yaml": "clouds:\n  lab:\n    auth_type: noauth\n    auth:\n      endpoint: http://127.0.0.1:8774/v2.1\n    region_name: RegionOne\n",
-		"secure.yaml": "clouds:\n  lab:\n    auth:\n      token: admin:admin\n",
+		"config.yaml":  "config:\n  FENCING_TIMEOUT: \"5\"\n",
+		"clouds.yaml":  "clouds:\n  lab:\n    auth_type: noauth\n    auth:\n      endpoint: http://127.0.0.1:8774/v2.1\n    region_name: RegionOne\n",
+		"secure.yaml":  "clouds:\n  lab:\n    auth:\n      token: admin:admin\n",
 		"fencing.yaml": "FencingConfig:\n" + fencingYAML,
 	}
 	for name, body := range files {
