@@ -1,0 +1,54 @@
+// Package gossip is IHA's membership mesh: the only package that imports
+// hashicorp/memberlist (SWIM with Lifeguard). Agents on computes and leaders
+// on controllers are members; the leader reads what the mesh sees and turns
+// it into verdicts (that is leader/'s job, not this package's).
+//
+// What it owns:
+//   - Mesh: joining (retried forever with jittered backoff), periodic
+//     re-join of the Join addresses and of dead members so that a healed
+//     partition merges again (memberlist never does it by itself), graceful
+//     leave, encryption (keyring file, rotation by add/use/remove, see
+//     LoadKeyring), a cluster label so that two clouds never merge.
+//   - Meta: the metadata each member advertises (role, Nova host name, IHA
+//     version, a controller's API address), a versioned binary encoding
+//     under memberlist's 512-byte limit, fuzzed (FuzzDecodeMeta).
+//   - Profile: the failure-detector knobs as config keys, with the
+//     detection-time formula in its doc comment and methods.
+//   - Events for the leader, each timestamped with this node's clock:
+//     Alive (joined, rejoined, or a suspicion refuted), Suspect (one per
+//     accuser), Dead (with the accusers heard and, when this node's own
+//     timer fired, memberlist's confirmation count), Left, Updated.
+//   - Kdump relay: BroadcastKdump sends a notice directly (TCP) to every
+//     controller and by gossip to everyone; KdumpNotices delivers each
+//     notice once on every member.
+//
+// How the events are derived, because memberlist does not expose them all:
+//   - Join/Dead/Left/Updated come from memberlist's EventDelegate. Its
+//     NotifyLeave covers dead and left alike, and the Node it passes has a
+//     State field memberlist never updates; so a leaving Mesh first sends a
+//     "leave" intent (directly to controllers, then by gossip) and only then
+//     calls memberlist's Leave: a member whose intent was heard is Left,
+//     otherwise Dead. An intent arriving after the dead verdict turns it
+//     into Left with a second event (Reason says so).
+//   - Suspect is not a memberlist event. memberlist logs "Suspect X has
+//     failed, no acks received" on the accuser; the log bridge turns that
+//     into a local Suspect event and an "accuse" broadcast, so every member
+//     learns who accused whom. The suspect side logs "Refuting a suspect
+//     message" and broadcasts a "refute"; receivers emit Alive with
+//     Refuted. A suspect that is neither dead nor refuted after the maximum
+//     suspicion timeout is set back to alive (Reason says so).
+//   - Our messages are relayed epidemically (each member re-queues a message
+//     it sees for the first time), deduplicated by id.
+//
+// Concurrency: every Mesh method is safe for concurrent use. memberlist
+// calls the delegates with its node lock held, so they never block and
+// never call memberlist; events go through an internal FIFO.
+//
+// What it must never do: decide anything about a host (no verdicts, no
+// Nova, no fencing), trust a member's metadata beyond parsing it, or log key
+// material. Only this package (and its memnet test network) imports
+// memberlist.
+//
+// Time to detect a crash, from memberlist's code (anchors-ha.md §2.2):
+// see Profile. Measured figures are in gossip/bench_test.go's output.
+package gossip

@@ -1,0 +1,92 @@
+package gossip
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ihaproject/iha/pkg/kdump"
+)
+
+// msgType names the mesh's own messages, carried inside memberlist user
+// messages (broadcasts and direct sends).
+type msgType string
+
+const (
+	// msgAccuse: From failed to probe Node (memberlist does not tell its
+	// delegates about suspicions, so the accuser says it itself).
+	msgAccuse msgType = "accuse"
+	// msgRefute: Node was suspected by Accuser and answered.
+	msgRefute msgType = "refute"
+	// msgLeave: Node is about to leave gracefully.
+	msgLeave msgType = "leave"
+	// msgKdump: a kdump notice.
+	msgKdump msgType = "kdump"
+)
+
+// envelopePrefix marks our messages; anything else is dropped.
+const envelopePrefix = 'I'
+
+// maxEnvelopeSize keeps a message inside one gossip packet.
+const maxEnvelopeSize = 1024
+
+type envelope struct {
+	V       int           `json:"v"`
+	Type    msgType       `json:"t"`
+	ID      string        `json:"id"`
+	From    string        `json:"from"`
+	Node    string        `json:"node"`
+	Accuser string        `json:"accuser,omitempty"`
+	At      time.Time     `json:"at"`
+	Notice  *kdump.Notice `json:"notice,omitempty"`
+}
+
+var errEnvelope = errors.New("gossip: bad message")
+
+func (e envelope) encode() ([]byte, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	if len(b)+1 > maxEnvelopeSize {
+		return nil, fmt.Errorf("%w: %d bytes", errEnvelope, len(b)+1)
+	}
+	return append([]byte{envelopePrefix}, b...), nil
+}
+
+// decodeEnvelope parses a message from the network; every field it relies
+// on is checked.
+func decodeEnvelope(b []byte) (envelope, error) {
+	if len(b) < 2 || b[0] != envelopePrefix {
+		return envelope{}, fmt.Errorf("%w: no prefix", errEnvelope)
+	}
+	if len(b) > maxEnvelopeSize {
+		return envelope{}, fmt.Errorf("%w: %d bytes", errEnvelope, len(b))
+	}
+	var e envelope
+	if err := json.Unmarshal(b[1:], &e); err != nil {
+		return envelope{}, fmt.Errorf("%w: %w", errEnvelope, err)
+	}
+	if e.V != 1 || e.ID == "" || e.From == "" || e.Node == "" {
+		return envelope{}, fmt.Errorf("%w: version, id, from and node are required", errEnvelope)
+	}
+	switch e.Type {
+	case msgAccuse, msgRefute, msgLeave:
+	case msgKdump:
+		if e.Notice == nil {
+			return envelope{}, fmt.Errorf("%w: kdump without notice", errEnvelope)
+		}
+		// Re-check the notice with its own decoder's rules.
+		nb, err := e.Notice.MarshalBinary()
+		if err != nil {
+			return envelope{}, fmt.Errorf("%w: %w", errEnvelope, err)
+		}
+		if err := new(kdump.Notice).UnmarshalBinary(nb); err != nil {
+			return envelope{}, fmt.Errorf("%w: %w", errEnvelope, err)
+		}
+	default:
+		return envelope{}, fmt.Errorf("%w: unknown type %q", errEnvelope, e.Type)
+	}
+	return e, nil
+}
