@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -447,5 +450,38 @@ func TestCanaryPasswordNeverInErrorsOrLogs(t *testing.T) {
 	}
 	if l := logs.String(); strings.Contains(l, canary) || strings.Contains(l, canary[:10]) {
 		t.Errorf("log leaks the password:\n%s", l)
+	}
+}
+
+// TestIpmitoolAgreesWithTheDriver cross-checks with the reference client
+// (what InstanceHA runs): after our PowerOff, ipmitool sees the chassis off.
+func TestIpmitoolAgreesWithTheDriver(t *testing.T) {
+	if _, err := exec.LookPath("ipmitool"); err != nil {
+		t.Fatalf("ipmitool not installed (scripts/install-test-deps.sh): %v", err)
+	}
+	b := simbmc.Start(t, simbmc.Options{})
+	ipmitool := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), simbmc.Scale(20*time.Second))
+		defer cancel()
+		// -E: the password travels in the environment, as InstanceHA does.
+		cmd := exec.CommandContext(ctx, "ipmitool", "-I", "lanplus", "-C", "3", "-H", simbmc.IP,
+			"-p", strconv.Itoa(b.Port), "-U", b.User, "-E", "power", "status")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IPMITOOL_PASSWORD=" + b.Password}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("ipmitool: %v: %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := ipmitool(); got != "Chassis Power is on" {
+		t.Fatalf("ipmitool before fence: %q", got)
+	}
+	logger, _ := testLogger(t)
+	f, _ := newSimFencer(t, b, b.FenceHost("compute-x"), simbmc.Scale(20*time.Second), logger)
+	if err := f.PowerOff(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := ipmitool(); got != "Chassis Power is off" {
+		t.Fatalf("ipmitool after fence: %q", got)
 	}
 }

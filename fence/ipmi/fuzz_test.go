@@ -1,0 +1,40 @@
+package ipmi
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/pkg/config"
+)
+
+// FuzzNew feeds arbitrary fencing.yaml values to the validator: it must
+// never panic, must accept only IP literals, ports in range and logins of
+// the allowed alphabet, and must never echo the password.
+func FuzzNew(f *testing.F) {
+	f.Add("compute-0", "192.0.2.1", 623, "admin", "pw")
+	f.Add("compute-1", "2001:db8::1", 65535, "root_1", "p")
+	f.Add("", "bmc.example.com", 0, "ad min", "")
+	f.Add("c", "fe80::1%eth0", 70000, strings.Repeat("a", 17), strings.Repeat("x", 21))
+	f.Add("c", "::ffff:10.0.0.1", 1, "-", "pw\x00\n")
+	f.Fuzz(func(t *testing.T, name, ip string, port int, login, pass string) {
+		h := config.FenceHost{Name: name, Agent: "ipmi", IPAddr: ip, IPPort: port, Login: login,
+			Passwd: config.NewSecret(pass), Timeout: time.Second}
+		fn, err := NewWithOptions(h, config.Settings{}, nil)
+		if err != nil {
+			if len(pass) >= 4 && strings.Contains(err.Error(), pass) && !strings.Contains(name+ip+login, pass) {
+				t.Fatalf("error echoes the password: %v", err)
+			}
+			return
+		}
+		if fn.port < 1 || fn.port > 65535 || !loginRE.MatchString(login) || len(login) > maxUserLen || !fn.ip.IsValid() {
+			t.Fatalf("accepted an invalid entry: %+v", h)
+		}
+		if pass == "" || len(pass) > maxPasswordLen {
+			t.Fatalf("accepted password of %d bytes", len(pass))
+		}
+		if s := fn.String() + fn.Address(); len(pass) >= 4 && strings.Contains(s, pass) && !strings.Contains(name+ip+login, pass) {
+			t.Fatalf("String echoes the password: %s", s)
+		}
+	})
+}
