@@ -254,6 +254,49 @@ func TestOutcomeTable(t *testing.T) {
 
 var errAny = errors.New("any error")
 
+func TestRefusedResets(t *testing.T) {
+	tests := []struct {
+		name      string
+		off       bool
+		alreadyOn int
+		refuse    int
+		op        string
+		wantOK    bool
+		wantSleep int
+		wantPower fence.PowerState
+	}{
+		{name: "ForceOff refused with 409 while on: failure, no retry", refuse: 409, op: "off", wantPower: fence.PowerOn},
+		{name: "ForceOff refused with 400 while on: failure, no retry", refuse: 400, op: "off", wantPower: fence.PowerOn},
+		{name: "On refused with 409 while off: BMC not ready, retried", off: true, refuse: 409, op: "on", wantOK: true, wantSleep: 1, wantPower: fence.PowerOn},
+		{name: "On refused because already on: done", alreadyOn: 409, op: "on", wantOK: true, wantPower: fence.PowerOn},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startSim(t, redfishsim.Options{AlreadyOnStatus: tt.alreadyOn, Systems: []redfishsim.System{{Off: tt.off}}})
+			if tt.refuse != 0 {
+				s.RefuseNextResets(1, tt.refuse)
+			}
+			rec := &sleeps{}
+			f, _ := newFencer(t, entry(s, canary), config.Defaults(), fastOpts(rec))
+			var err error
+			if tt.op == "off" {
+				err = f.PowerOff(ctxT(t))
+			} else {
+				err = f.PowerOn(ctxT(t))
+			}
+			if tt.wantOK != (err == nil) {
+				t.Fatalf("err = %v, want ok=%v", err, tt.wantOK)
+			}
+			if n := len(rec.got()); n != tt.wantSleep {
+				t.Fatalf("%d back-off waits, want %d", n, tt.wantSleep)
+			}
+			if got := s.PowerState(""); got != tt.wantPower {
+				t.Fatalf("power %v, want %v", got, tt.wantPower)
+			}
+		})
+	}
+}
+
 func TestPowerOffTimesOut(t *testing.T) {
 	s := startSim(t, redfishsim.Options{TransitionDelay: time.Hour})
 	h := entry(s, canary)

@@ -96,6 +96,8 @@ type Server struct {
 	onTransit   []func(Transition)
 	sessionsOn  bool
 	nextSession int
+	refuseLeft  int
+	refuseCode  int
 }
 
 // Reset is one accepted or refused ComputerSystem.Reset request.
@@ -317,6 +319,14 @@ func (s *Server) FailNext(n, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failLeft, s.failStatus = n, status
+}
+
+// RefuseNextResets makes the next n ComputerSystem.Reset requests answer
+// status whatever the power state, like a BMC busy after a previous reset.
+func (s *Server) RefuseNextResets(n, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuseLeft, s.refuseCode = n, status
 }
 
 // SetResponseDelay delays every answer by d from now on.
@@ -555,7 +565,17 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request, sys *system) {
 		writeError(w, http.StatusBadRequest, "Base.1.0.MalformedJSON", "body is not JSON")
 		return
 	}
-	status, msg := s.applyReset(sys, body.ResetType)
+	s.mu.Lock()
+	refuse := 0
+	if s.refuseLeft > 0 {
+		s.refuseLeft--
+		refuse = s.refuseCode
+	}
+	s.mu.Unlock()
+	status, msg := refuse, "the BMC is busy"
+	if refuse == 0 {
+		status, msg = s.applyReset(sys, body.ResetType)
+	}
 	s.mu.Lock()
 	s.resets = append(s.resets, Reset{UUID: sys.uuid, ResetType: body.ResetType, Status: status})
 	s.mu.Unlock()
