@@ -149,7 +149,8 @@ workers = 1
 
 [scheduler]
 workers = 1
-discover_hosts_in_cells_interval = -1
+# The scheduler maps new computes itself (no nova-manage run per start).
+discover_hosts_in_cells_interval = ${LAB_DISCOVER_INTERVAL:-5}
 
 [filter_scheduler]
 shuffle_best_same_weighed_hosts = true

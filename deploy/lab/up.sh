@@ -106,14 +106,15 @@ else
   mark "schemas synced, cached in $dump"
 fi
 
-# 4. RabbitMQ must accept connections before any Nova service starts.
+# 4. Placement needs only its tables; the Nova services need RabbitMQ.
+OS_PLACEMENT_CONFIG_DIR="$ETC/placement" \
+  start_daemon placement "$PY3" "$LAB_HOME/shims/placement_server.py" 127.0.0.1 "$LAB_PLACEMENT_PORT"
 wait_for "rabbitmq" 90 port_open "$LAB_RABBIT_PORT"
 mark "rabbitmq ready"
 
-# 5. OpenStack services.
+# 5. OpenStack services; the computes after placement answers, or their
+#    first resource report fails and waits a minute for the next.
 PY=("$PY3" "$LAB_HOME/shims/pymain.py")
-OS_PLACEMENT_CONFIG_DIR="$ETC/placement" \
-  start_daemon placement "$PY3" "$LAB_HOME/shims/placement_server.py" 127.0.0.1 "$LAB_PLACEMENT_PORT"
 start_daemon glance-api "${PY[@]}" glance.cmd.api:main glance-api --config-file "$ETC/glance/glance-api.conf"
 start_daemon nova-api "${PY[@]}" nova.cmd.api:main nova-api --config-file "$ETC/nova/nova.conf"
 start_daemon nova-conductor "${PY[@]}" nova.cmd.conductor:main nova-conductor --config-file "$ETC/nova/nova.conf"
@@ -137,16 +138,15 @@ hypervisors() {
   got=$(nova_get '/os-hypervisors' | "$PY3" -c 'import json,sys; print(len(json.load(sys.stdin)["hypervisors"]))')
   [ "$got" -ge "$N" ]
 }
-# os-hypervisors hides compute nodes without a host mapping, so wait for
-# the rows in the cell database, map them, then check through the API.
-compute_nodes() {
+# The scheduler's periodic discover_hosts maps each compute node to the
+# cell; only a mapped host can be scheduled to.
+host_mappings() {
   local got
-  got=$(mysql_root -N -e 'SELECT COUNT(*) FROM nova.compute_nodes WHERE deleted = 0')
+  got=$(mysql_root -N -e 'SELECT COUNT(*) FROM nova_api.host_mappings')
   [ "$got" -ge "$N" ]
 }
 wait_for "$N computes up" 120 computes_up
-wait_for "$N compute nodes" 60 compute_nodes
-"${NOVA_MANAGE[@]}" cell_v2 discover_hosts >"$LOGS/discover-hosts.log" 2>&1
+wait_for "$N host mappings" 90 host_mappings
 wait_for "$N hypervisors" 30 hypervisors
 mark "$N computes up and discovered"
 
