@@ -13,8 +13,12 @@
 //
 //   - the timeout bounds the whole operation (every attempt, back-off and the
 //     confirmation polling), so a caller knows when PowerOff returns;
-//   - the status is polled every 250 ms, and read once before power down:
-//     a host already off is fenced without sending anything;
+//   - the status is read before power down (for the log) and polled every
+//     250 ms after it; power down is sent even to a host that reads off, so
+//     that an off read in the middle of a power cycle cannot leave a host
+//     that comes back on (as the redfish driver, fence/DESIGN.md); a BMC
+//     that refuses power down of a host already off counts as fenced once
+//     its status reads off;
 //   - refused credentials fail at once (fence.ErrAuth) instead of costing
 //     three attempts;
 //   - cipher suite 3 is asked for directly (probing costs seconds).

@@ -205,7 +205,8 @@ func (f Fencer) Address() string {
 func (f *Fencer) Timeout() time.Duration { return f.timeout }
 
 // PowerOff powers the host off and returns nil once the BMC reports it off.
-// A host already off is left alone and PowerOff succeeds. The whole call,
+// A host already off gets power down too (harmless, and safe against an off
+// read during a power cycle) and PowerOff succeeds. The whole call,
 // attempts, back-off and confirmation included, is bounded by the timeout;
 // an accepted power down that the BMC never confirms fails with
 // fence.ErrTimeout. Safe to call again after any failure.
@@ -223,14 +224,23 @@ func (f *Fencer) PowerOff(ctx context.Context) error {
 			return err
 		}
 		if !on {
-			f.log.Info("fencing: host is already powered off; nothing sent", "host", f.name, "phase", "fencing")
-			return nil
+			// Power down anyway: an off read in the middle of a power cycle
+			// (or a stale one) must not leave a host that comes back on.
+			f.log.Info("fencing: BMC reports the host already off; sending power down anyway",
+				"host", f.name, "phase", "fencing")
 		}
 		if err := s.PowerDown(ctx); err != nil {
-			return err
+			if _, refused := types.IsResponseError(err); !refused || on || isAuth(err) {
+				return err
+			}
+			// The BMC answered and refused power down of a host it reports
+			// off (some BMCs do): fenced, once the status says off again.
+			f.log.Info("fencing: BMC refused power down of a host already off; confirming off",
+				"host", f.name, "phase", "fencing", "err", scrub(err, f.pass))
+		} else {
+			accepted = true
+			f.log.Info("fencing: BMC accepted power down; waiting for off", "host", f.name, "phase", "fencing")
 		}
-		accepted = true
-		f.log.Info("fencing: BMC accepted power down; waiting for off", "host", f.name, "phase", "fencing")
 		return f.waitOff(ctx, s)
 	})
 	if err != nil {

@@ -249,7 +249,10 @@ func fakeFencer(t *testing.T, b *fakeBMC, timeout time.Duration) *Fencer {
 	return f
 }
 
-var errNet = errors.New("read udp: connection refused")
+var (
+	errNet            = errors.New("read udp: connection refused")
+	errNotInThisState = fmt.Errorf("chassis control: %w", types.NewResponseError(0xd5, "not supported in present state"))
+)
 
 func TestPowerOffOutcomes(t *testing.T) {
 	tests := []struct {
@@ -261,7 +264,9 @@ func TestPowerOffOutcomes(t *testing.T) {
 		wantDowns int
 	}{
 		{"on host is powered off and confirmed", &fakeBMC{on: true}, time.Second, nil, 1, 1},
-		{"off host needs no command", &fakeBMC{on: false}, time.Second, nil, 1, 0},
+		{"off host still gets power down", &fakeBMC{on: false}, time.Second, nil, 1, 1},
+		{"refused power down of an off host is fenced", &fakeBMC{on: false, downErrs: []error{errNotInThisState}}, time.Second, nil, 1, 1},
+		{"refused power down of an on host is retried", &fakeBMC{on: true, downErrs: []error{errNotInThisState}}, time.Second, nil, 2, 2},
 		{"network error then success", &fakeBMC{on: true, dialErrs: []error{errNet}}, time.Second, nil, 2, 1},
 		{"power down error is retried in a new session", &fakeBMC{on: true, downErrs: []error{errNet}}, time.Second, nil, 2, 2},
 		{"status errors while waiting are tolerated", &fakeBMC{on: true, statusErr: []error{nil, errNet, errNet}}, time.Second, nil, 3, 1},

@@ -98,20 +98,24 @@ func TestPowerOffKillsTheHostAndConfirmsOff(t *testing.T) {
 	}
 }
 
-func TestPowerOffOfAHostAlreadyOffSucceedsWithoutCommand(t *testing.T) {
+func TestPowerOffOfAHostAlreadyOffSucceedsAndLeavesItOff(t *testing.T) {
 	b := simbmc.Start(t, simbmc.Options{Off: true})
 	logger, logs := testLogger(t)
 	f, dials := newSimFencer(t, b, b.FenceHost("compute-2"), simbmc.Scale(20*time.Second), logger)
 	if err := f.PowerOff(context.Background()); err != nil {
 		t.Fatalf("PowerOff of a host already off: %v", err)
 	}
-	if n := b.SetPowerCalls(0); n != 0 {
-		t.Errorf("BMC got %d power-off commands for a host already off, want 0", n)
+	// Power down is still sent (a safe no-op), power up never.
+	if n := b.SetPowerCalls(0); n != 1 {
+		t.Errorf("BMC got %d power-off commands for a host already off, want 1", n)
+	}
+	if n := b.SetPowerCalls(1); n != 0 || b.HostAlive() {
+		t.Errorf("a host already off was powered on (%d power-on commands)", n)
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("opened %d sessions, want 1", n)
 	}
-	if !strings.Contains(logs.String(), "already powered off") {
+	if !strings.Contains(logs.String(), "already off") {
 		t.Errorf("already-off not logged")
 	}
 }
