@@ -1,0 +1,180 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ihaproject/iha/gossip"
+)
+
+// Agent is the running compute agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	mesh    *gossip.Mesh
+	recv    *Receiver
+	version string
+}
+
+// Options are what main passes besides the configuration.
+type Options struct {
+	Version string
+	Logger  *slog.Logger
+	// Transport replaces gossip sockets (tests only).
+	Transport gossip.Transport
+}
+
+// New binds the gossip and kdump sockets and returns the agent; Run starts it.
+func New(cfg Config, opt Options) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opt.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	profile, _ := cfg.Profile()
+	bindHost, bindPort, _ := net.SplitHostPort(cfg.Bind)
+	port, _ := strconv.Atoi(bindPort)
+	gc := gossip.Config{
+		NodeName: cfg.NodeName, BindAddr: bindHost, BindPort: port, Join: cfg.Join, Label: cfg.Label,
+		KeyringFile: cfg.Keyring, Profile: profile, Logger: log, Transport: opt.Transport,
+		Meta: gossip.Meta{Role: gossip.RoleCompute, NovaHost: cfg.NovaHost, IHAVersion: opt.Version},
+	}
+	if cfg.Advertise != "" {
+		h, p, err := net.SplitHostPort(cfg.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("advertise %q: %w", cfg.Advertise, err)
+		}
+		gc.AdvertiseAddr = h
+		gc.AdvertisePort, _ = strconv.Atoi(p)
+	}
+	mesh, err := gossip.New(gc)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: log, mesh: mesh, version: opt.Version}
+	if cfg.KdumpListen != "off" {
+		conn, err := net.ListenPacket("udp", cfg.KdumpListen)
+		if err != nil {
+			mesh.Shutdown()
+			return nil, fmt.Errorf("kdump listener: %w", err)
+		}
+		a.recv, err = NewReceiver(ReceiverConfig{Conn: conn, Members: mesh.Members, HostMap: cfg.KdumpHosts,
+			Relay: mesh.BroadcastKdump, RelayInterval: cfg.KdumpRelayInterval, Logger: log})
+		if err != nil {
+			_ = conn.Close()
+			mesh.Shutdown()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Mesh is the agent's mesh membership.
+func (a *Agent) Mesh() *gossip.Mesh { return a.mesh }
+
+// Receiver is the kdump receiver (nil when disabled).
+func (a *Agent) Receiver() *Receiver { return a.recv }
+
+// KdumpAddr is the kdump socket's address, or "" when disabled.
+func (a *Agent) KdumpAddr() string {
+	if a.recv == nil {
+		return ""
+	}
+	return a.recv.cfg.Conn.LocalAddr().String()
+}
+
+// Run runs the agent until ctx ends, then leaves the mesh gracefully.
+func (a *Agent) Run(ctx context.Context) error {
+	// 1. The kdump receiver: a crash may come before the mesh is joined.
+	var wg sync.WaitGroup
+	rctx, stopRecv := context.WithCancel(context.Background())
+	if a.recv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.recv.Run(rctx); err != nil {
+				a.log.Error("kdump receiver stopped", "err", err)
+			}
+		}()
+	}
+	// 2. Membership: follow events to keep the gate's controllers file.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.followEvents()
+	}()
+	// 3. Tell systemd once joined.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.notifyWhenJoined(ctx)
+	}()
+	// 4. The mesh itself; it returns after a graceful leave once ctx ends.
+	err := a.mesh.Run(ctx)
+	// 5. Shutdown, in order: systemd first, then the receiver (the mesh is
+	// gone, nothing could be relayed), then wait for the helpers.
+	_, _ = Notify("STOPPING=1")
+	stopRecv()
+	wg.Wait()
+	a.log.Info("iha-agent stopped", "node", a.mesh.Name())
+	return err
+}
+
+func (a *Agent) notifyWhenJoined(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !a.mesh.Joined() {
+				continue
+			}
+			sent, err := Notify("READY=1\nSTATUS=joined the IHA mesh as " + a.mesh.Name() + " (nova host " + a.cfg.NovaHost + ")")
+			if err != nil {
+				a.log.Warn("sd_notify failed", "err", err)
+			}
+			a.log.Info("iha-agent ready", "node", a.mesh.Name(), "host", a.cfg.NovaHost, "sd_notify", sent)
+			return
+		}
+	}
+}
+
+// followEvents logs member changes and keeps the controllers file current.
+func (a *Agent) followEvents() {
+	var last []string
+	write := func() {
+		var addrs []string
+		for _, m := range a.mesh.Members() {
+			if m.Meta.Role == gossip.RoleController && m.Meta.APIAddr != "" && m.State != gossip.StateDead && m.State != gossip.StateLeft {
+				addrs = append(addrs, m.Meta.APIAddr)
+			}
+		}
+		if slices.Equal(addrs, last) {
+			return
+		}
+		if err := WriteControllers(a.cfg.StateDir, addrs); err != nil {
+			a.log.Warn("cannot write the controllers file for the gate", "err", err)
+			return
+		}
+		last = addrs
+	}
+	for ev := range a.mesh.Events() {
+		a.log.Debug("mesh event", "kind", ev.Kind.String(), "node", ev.Node, "host", ev.Meta.NovaHost, "reason", ev.Reason)
+		if ev.Meta.Role == gossip.RoleController {
+			write()
+		}
+	}
+}
+
+// ReloadKeyring re-reads the gossip keyring file (SIGHUP).
+func (a *Agent) ReloadKeyring() error { return a.mesh.ReloadKeyring() }

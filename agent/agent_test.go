@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/kdump"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestAgentsRelayKdumpToTheController builds a small real-UDP mesh on
+// loopback: a controller on 127.0.0.1, agent A on 127.0.0.2 and agent B on
+// 127.0.0.3. B crashes (no leave); its kdump kernel sends the 8-byte packet
+// from 127.0.0.3 to A's kdump port; the controller must receive a notice
+// for B's Nova host, and A's controllers file must name the controller API.
+func TestAgentsRelayKdumpToTheController(t *testing.T) {
+	ctl, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", Profile: gossip.FastProfile(), Logger: quietLogger(),
+		Meta: gossip.Meta{Role: gossip.RoleController, NovaHost: "ctl", APIAddr: "127.0.0.1:7421"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ctlDone := make(chan struct{})
+	go func() { defer close(ctlDone); _ = ctl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ctlDone })
+
+	start := func(name, ip, nova string) (*Agent, context.CancelFunc, chan error) {
+		cfg := Config{NodeName: name, NovaHost: nova, Bind: ip + ":0", Join: []string{ctl.Addr()}, KdumpListen: ip + ":0",
+			StateDir: filepath.Join(t.TempDir(), name), Gossip: map[string]string{gossip.KeyProfile: "fast"}}
+		cfg.Defaults("unused")
+		a, err := New(cfg, Options{Version: "test", Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		actx, acancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		done := make(chan struct{})
+		go func() { defer close(done); errc <- a.Run(actx) }()
+		t.Cleanup(func() { acancel(); a.Mesh().Shutdown(); <-done })
+		return a, acancel, errc
+	}
+	a, stopA, errA := start("agent-a", "127.0.0.2", "compute-a")
+	b, _, _ := start("agent-b", "127.0.0.3", "compute-b")
+	waitFor(t, scale(10*time.Second), "both agents joined", func() bool { return a.Mesh().Joined() && b.Mesh().Joined() && len(ctl.Members()) == 3 && len(a.Mesh().Members()) == 3 })
+
+	waitFor(t, scale(5*time.Second), "the controllers file", func() bool {
+		got, _ := ReadControllers(a.cfg.StateDir)
+		return len(got) == 1 && got[0] == "127.0.0.1:7421"
+	})
+
+	b.Mesh().Shutdown() // B crashes
+	sendFrom(t, "127.0.0.3", a.KdumpAddr(), kdump.Encode(binary.LittleEndian))
+	select {
+	case n := <-ctl.KdumpNotices():
+		if n.Host != "compute-b" || n.SourceAddr != "127.0.0.3" || n.Relayer != "agent-a" {
+			t.Fatalf("notice = %+v", n)
+		}
+	case <-time.After(scale(5 * time.Second)):
+		t.Fatalf("no kdump notice at the controller; receiver stats %+v; members of a: %+v", a.Receiver().Stats(), a.Mesh().Members())
+	}
+
+	// A stops gracefully (SIGTERM in iha-agent): Run returns nil and the
+	// controller sees it leave, not die.
+	stopA()
+	select {
+	case err := <-errA:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(scale(10 * time.Second)):
+		t.Fatal("agent did not stop")
+	}
+	waitFor(t, scale(5*time.Second), "agent-a left at the controller", func() bool {
+		for _, m := range ctl.Members() {
+			if m.Name == "agent-a" {
+				return m.State == gossip.StateLeft
+			}
+		}
+		return false
+	})
+}
+
+func TestConfigFileDefaultsAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "agent.yaml")
+	body := "nova_host: compute-7\njoin: [10.0.0.1:7946]\nkdump_hosts: {192.0.2.7: compute-7}\ngossip: {GOSSIP_PROFILE: fast}\n"
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Defaults("host-x.example.org")
+	if err := c.ApplyEnv(func(k string) string { return map[string]string{"UDP_PORT": "7500"}[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeName != "compute-7" || c.KdumpListen != ":7500" || c.GateTimeout != 10*time.Minute || c.GateOnNoAnswer != "start" {
+		t.Fatalf("config = %+v", c)
+	}
+	if p, _ := c.Profile(); p != gossip.FastProfile() {
+		t.Fatalf("profile = %+v", p)
+	}
+	var d Config
+	d.Defaults("host-x.example.org")
+	if d.NovaHost != "host-x" || d.KdumpListen != ":7410" {
+		t.Fatalf("defaults = %+v", d)
+	}
+	if err := os.WriteFile(p, []byte("nova_hots: typo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadFile(p); err == nil {
+		t.Fatal("an unknown key was accepted")
+	}
+	bad := d
+	bad.KdumpHosts = map[string]string{"not-an-ip": "x"}
+	bad.GateOnNoAnswer = "maybe"
+	if err := bad.Validate(); err == nil {
+		t.Fatal("bad config validated")
+	}
+	if err := d.ApplyEnv(func(string) string { return "99999" }); err == nil {
+		t.Fatal("UDP_PORT 99999 accepted")
+	}
+}

@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/kdump"
+)
+
+// DefaultConfigFile is where iha-agent reads its configuration.
+const DefaultConfigFile = "/etc/iha/agent.yaml"
+
+// Config is the agent's configuration (agent.yaml; flags override it).
+// It holds no credential of any kind; the gossip keyring is a file path.
+type Config struct {
+	// NodeName is the mesh node name (default: NovaHost).
+	NodeName string `yaml:"node_name"`
+	// NovaHost must equal nova.conf's [DEFAULT] host (default: the short
+	// host name, which is Nova's default too).
+	NovaHost string `yaml:"nova_host"`
+	// Bind is the gossip listen address (default 0.0.0.0:7946).
+	Bind string `yaml:"bind"`
+	// Advertise is the address peers use, when it differs (NAT, 0.0.0.0).
+	Advertise string `yaml:"advertise"`
+	// Join lists controllers' (or any member's) gossip addresses.
+	Join []string `yaml:"join"`
+	// Keyring is the gossip keyring file (see gossip.LoadKeyring).
+	Keyring string `yaml:"keyring"`
+	// Label is the cloud's gossip label.
+	Label string `yaml:"label"`
+	// KdumpListen is the fence_kdump UDP address (default ":7410"; env
+	// UDP_PORT replaces the port, as for InstanceHA). "off" disables it.
+	KdumpListen string `yaml:"kdump_listen"`
+	// KdumpHosts maps source IPs to Nova host names for kdump packets whose
+	// source is not a mesh member's address.
+	KdumpHosts map[string]string `yaml:"kdump_hosts"`
+	// KdumpRelayInterval is the least time between notices for one source.
+	KdumpRelayInterval time.Duration `yaml:"kdump_relay_interval"`
+	// Controllers lists status API addresses for the gate, used besides the
+	// ones learned from the mesh.
+	Controllers []string `yaml:"controllers"`
+	// StateDir holds controllers.json for the gate (default /run/iha-agent).
+	StateDir string `yaml:"state_dir"`
+	// Gossip holds the failure-detector keys (GOSSIP_PROFILE,
+	// GOSSIP_PROBE_INTERVAL, … see gossip.Profile).
+	Gossip map[string]string `yaml:"gossip"`
+	// GateTimeout and GateInterval tune `iha-agent gate` (10 min, 2 s).
+	GateTimeout  time.Duration `yaml:"gate_timeout"`
+	GateInterval time.Duration `yaml:"gate_interval"`
+	// GateOnNoAnswer says what the gate does when no controller answered
+	// before GateTimeout: "start" (default: exit 0, IHA being down must not
+	// keep computes down) or "fail".
+	GateOnNoAnswer string `yaml:"gate_on_no_answer"`
+	// LogLevel: debug, info, warn, error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Defaults fills unset fields; hostname is the machine's host name.
+func (c *Config) Defaults(hostname string) {
+	if c.NovaHost == "" {
+		c.NovaHost, _, _ = strings.Cut(hostname, ".")
+	}
+	if c.NodeName == "" {
+		c.NodeName = c.NovaHost
+	}
+	if c.Bind == "" {
+		c.Bind = "0.0.0.0:7946"
+	}
+	if c.KdumpListen == "" {
+		c.KdumpListen = ":" + strconv.Itoa(kdump.DefaultPort)
+	}
+	if c.KdumpRelayInterval == 0 {
+		c.KdumpRelayInterval = 5 * time.Second
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/run/iha-agent"
+	}
+	if c.GateTimeout == 0 {
+		c.GateTimeout = 10 * time.Minute
+	}
+	if c.GateInterval == 0 {
+		c.GateInterval = 2 * time.Second
+	}
+	if c.GateOnNoAnswer == "" {
+		c.GateOnNoAnswer = "start"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+}
+
+// ApplyEnv applies UDP_PORT to KdumpListen.
+func (c *Config) ApplyEnv(getenv func(string) string) error {
+	p := getenv("UDP_PORT")
+	if p == "" || c.KdumpListen == "off" {
+		return nil
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("UDP_PORT %q: want 1–65535", p)
+	}
+	host, _, err := net.SplitHostPort(c.KdumpListen)
+	if err != nil {
+		return fmt.Errorf("kdump_listen %q: %w", c.KdumpListen, err)
+	}
+	c.KdumpListen = net.JoinHostPort(host, p)
+	return nil
+}
+
+// Profile returns the gossip profile from the Gossip keys.
+func (c *Config) Profile() (gossip.Profile, error) {
+	return gossip.ProfileFromKeys(func(k string) (string, bool) { v, ok := c.Gossip[k]; return v, ok })
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NovaHost == "" {
+		errs = append(errs, errors.New("nova_host is empty"))
+	}
+	if _, _, err := net.SplitHostPort(c.Bind); err != nil {
+		errs = append(errs, fmt.Errorf("bind %q: %w", c.Bind, err))
+	}
+	if c.KdumpListen != "off" {
+		if _, _, err := net.SplitHostPort(c.KdumpListen); err != nil {
+			errs = append(errs, fmt.Errorf("kdump_listen %q: %w", c.KdumpListen, err))
+		}
+	}
+	for ip := range c.KdumpHosts {
+		if net.ParseIP(ip) == nil {
+			errs = append(errs, fmt.Errorf("kdump_hosts: %q is not an IP address", ip))
+		}
+	}
+	if c.GateOnNoAnswer != "start" && c.GateOnNoAnswer != "fail" {
+		errs = append(errs, fmt.Errorf("gate_on_no_answer %q: want start or fail", c.GateOnNoAnswer))
+	}
+	if _, err := c.Profile(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// LoadFile reads a YAML configuration; unknown keys are errors (a typo must
+// not silently change behaviour).
+func LoadFile(path string) (Config, error) {
+	var c Config
+	f, err := os.Open(path)
+	if err != nil {
+		return c, err
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && err.Error() != "EOF" {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
