@@ -49,7 +49,9 @@ func TestAgentsRelayKdumpToTheController(t *testing.T) {
 	}
 	a, stopA, errA := start("agent-a", "127.0.0.2", "compute-a")
 	b, _, _ := start("agent-b", "127.0.0.3", "compute-b")
-	waitFor(t, scale(10*time.Second), "both agents joined", func() bool { return a.Mesh().Joined() && b.Mesh().Joined() && len(ctl.Members()) == 3 && len(a.Mesh().Members()) == 3 })
+	waitFor(t, scale(10*time.Second), "both agents joined", func() bool {
+		return a.Mesh().Joined() && b.Mesh().Joined() && len(ctl.Members()) == 3 && len(a.Mesh().Members()) == 3
+	})
 
 	waitFor(t, scale(5*time.Second), "the controllers file", func() bool {
 		got, _ := ReadControllers(a.cfg.StateDir)
