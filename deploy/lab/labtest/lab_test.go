@@ -29,7 +29,7 @@ func scale() time.Duration {
 
 // lab is one lab brought up in its own state directory and port block.
 type lab struct {
-	t     *testing.T
+	t     testing.TB
 	home  string // deploy/lab
 	dir   string // LAB_DIR
 	env   []string
@@ -55,7 +55,7 @@ func portBase() string {
 	return "18800"
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	l := &lab{t: t, home: labHome(t), dir: t.TempDir(), seen: map[int]string{}}
 	l.env = append(os.Environ(), "LAB_DIR="+l.dir, "LAB_PORT_BASE="+portBase(),
 		fmt.Sprintf("LAB_TIMEOUT_SCALE=%d", int(scale())))
@@ -157,7 +157,7 @@ func groupMembers(pgid int) []int {
 	return out
 }
 
-func readEnv(t *testing.T, path string) map[string]string {
+func readEnv(t testing.TB, path string) map[string]string {
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -426,4 +426,52 @@ func TestLabUpChecksDownLeavesNoProcess(t *testing.T) {
 		t.Fatalf("second down.sh: %v\n%s", err, out)
 	}
 	t.Logf("checked %d recorded PIDs: all gone", len(l.seen))
+}
+
+// rssMiB sums the resident memory of every recorded process group.
+func (l *lab) rssMiB() float64 {
+	var kib int
+	files, _ := filepath.Glob(filepath.Join(l.dir, "pids", "*.pid"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		for _, m := range groupMembers(pid) {
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", m))
+			for _, line := range strings.Split(string(st), "\n") {
+				if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+					n, _ := strconv.Atoi(f[1])
+					kib += n
+				}
+			}
+		}
+	}
+	return float64(kib) / 1024
+}
+
+// BenchmarkLabUpDown measures a warm start (the schema dump cached by an
+// earlier run; the first iteration of a fresh cache is a cold one), the
+// lab's memory, and the stop. Run with -benchtime=1x:
+//
+//	go test -tags lab -run '^$' -bench LabUpDown -benchtime=1x ./deploy/lab/labtest/
+//
+// LAB_CACHE pointing at an empty directory measures a cold start.
+func BenchmarkLabUpDown(b *testing.B) {
+	var up, down, rss float64
+	for i := 0; i < b.N; i++ {
+		l := newLab(b)
+		start := time.Now()
+		l.up(3)
+		up += time.Since(start).Seconds()
+		rss += l.rssMiB()
+		start = time.Now()
+		if out, err := l.sh(3*time.Minute, "down.sh"); err != nil {
+			b.Fatalf("down.sh: %v\n%s", err, out)
+		}
+		down += time.Since(start).Seconds()
+	}
+	n := float64(b.N)
+	b.ReportMetric(up/n, "up-s/op")
+	b.ReportMetric(down/n, "down-s/op")
+	b.ReportMetric(rss/n, "RSS-MiB")
+	b.ReportMetric(0, "ns/op")
 }
