@@ -23,7 +23,7 @@ LAB_BMC_USER="${LAB_BMC_USER:-admin}"
 LAB_BMC_PASSWORD="${LAB_BMC_PASSWORD:-labpass}"
 LAB_DB_USER=lab
 LAB_DB_PASSWORD=labdb
-LAB_RABBIT_NODE="iha-lab-${LAB_RABBIT_PORT}@localhost"
+export LAB_RABBIT_NODE="iha-lab-${LAB_RABBIT_PORT}@localhost"
 # Scale every wait on a slow or busy machine: LAB_TIMEOUT_SCALE=2 doubles them.
 LAB_TIMEOUT_SCALE="${LAB_TIMEOUT_SCALE:-1}"
 

@@ -20,6 +20,10 @@ if [ -d "$PIDS" ]; then
     group_alive "$(cat "$f")" && die "lab already up ($(basename "$f" .pid) pid $(cat "$f") alive): run down.sh first"
   done
 fi
+# Only ever wipe a directory that is empty or was a lab (LAB_DIR=/ must not hurt).
+if [ -d "$LAB_DIR" ] && [ -n "$(ls -A "$LAB_DIR")" ] && [ ! -e "$LAB_DIR/computes" ]; then
+  die "$LAB_DIR is not empty and holds no lab: refusing to wipe it"
+fi
 rm -rf "$LAB_DIR"
 mkdir -p "$LAB_DIR" "$PIDS" "$LOGS"
 echo "$N" >"$LAB_DIR/computes"
@@ -46,9 +50,10 @@ start_daemon mariadb mariadbd --no-defaults --datadir="$LAB_DIR/mysql/data" \
   --innodb-doublewrite=0 --max-connections=500 --log-error="$LOGS/mariadb.err"
 
 start_daemon epmd epmd -port "$LAB_EPMD_PORT" -address 127.0.0.1
-export HOME="$LAB_DIR/rabbitmq" ERL_EPMD_PORT="$LAB_EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1
 wait_for "epmd" 20 port_open "$LAB_EPMD_PORT"
-RABBITMQ_NODENAME="$LAB_RABBIT_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+# HOME holds the Erlang cookie: a private one, not root's.
+HOME="$LAB_DIR/rabbitmq" ERL_EPMD_PORT="$LAB_EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
+  RABBITMQ_NODENAME="$LAB_RABBIT_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
   RABBITMQ_NODE_PORT="$LAB_RABBIT_PORT" RABBITMQ_DIST_PORT="$LAB_RABBIT_DIST_PORT" \
   RABBITMQ_MNESIA_BASE="$LAB_DIR/rabbitmq/mnesia" RABBITMQ_LOG_BASE="$LAB_DIR/rabbitmq/log" \
   RABBITMQ_CONFIG_FILE="$LAB_DIR/rabbitmq/rabbitmq.conf" \
