@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/gossip"
+)
+
+func scale(d time.Duration) time.Duration {
+	f := 2.0
+	if v, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && v > 0 {
+		f = v
+	}
+	return time.Duration(float64(d) * f)
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// agentBinary builds iha-agent once per test run.
+func agentBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "iha-agent-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "iha-agent")
+		out, err := exec.Command("go", "build", "-ldflags", "-X main.version=9.9.9-test", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+// lockedBuffer collects a child's output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+type agentProc struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+	err  error
+}
+
+// startAgent runs iha-agent as a child process; it is killed (by PID) when
+// the test ends if it is still running.
+func startAgent(t *testing.T, env []string, args ...string) *agentProc {
+	t.Helper()
+	p := &agentProc{cmd: exec.Command(agentBinary(t), args...), out: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.Env = append(os.Environ(), env...)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("iha-agent %v output:\n%s", args, p.out.String())
+		}
+	})
+	return p
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type events struct {
+	mu  sync.Mutex
+	all []gossip.Event
+}
+
+func (e *events) find(kind gossip.Kind, node string) (gossip.Event, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range e.all {
+		if ev.Kind == kind && ev.Node == node {
+			return ev, true
+		}
+	}
+	return gossip.Event{}, false
+}
+
+// startController runs an in-process controller member on 127.0.0.1 with
+// the default profile and records its events.
+func startController(t *testing.T) (*gossip.Mesh, *events) {
+	t.Helper()
+	m, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", Profile: gossip.DefaultProfile(),
+		Meta:   gossip.Meta{Role: gossip.RoleController, NovaHost: "ctl", APIAddr: "127.0.0.1:7421"},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	ev := &events{}
+	go func() {
+		for e := range m.Events() {
+			ev.mu.Lock()
+			ev.all = append(ev.all, e)
+			ev.mu.Unlock()
+		}
+	}()
+	return m, ev
+}
+
+func state(m *gossip.Mesh, node string) gossip.State {
+	for _, mem := range m.Members() {
+		if mem.Name == node {
+			return mem.State
+		}
+	}
+	return ""
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(agentBinary(t), "--version").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "iha-agent 9.9.9-test" {
+		t.Fatalf("--version = %q, %v", out, err)
+	}
+}
+
+// TestAgentProcessLifecycle runs three real iha-agent processes against an
+// in-process controller over UDP/TCP on loopback (default profile):
+//   - each tells systemd READY=1 once joined;
+//   - one frozen with SIGSTOP for less than the minimum suspicion timeout
+//     is not declared dead;
+//   - one killed with SIGKILL is declared dead within the formula's time;
+//   - one stopped with SIGTERM exits 0 and is reported left, not dead.
+func TestAgentProcessLifecycle(t *testing.T) {
+	ctl, ev := startController(t)
+	dir := t.TempDir()
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify.sock"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	readies := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				return
+			}
+			readies <- string(buf[:n])
+		}
+	}()
+
+	procs := map[string]*agentProc{}
+	for i, name := range []string{"frozen", "killed", "stopped"} {
+		cfg := writeConfig(t, fmt.Sprintf("node_name: %s\nnova_host: compute-%s\nbind: 127.0.0.%d:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\n",
+			name, name, i+2, ctl.Addr(), filepath.Join(dir, name)))
+		procs[name] = startAgent(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify.sock")}, "-config", cfg)
+	}
+	for i := 0; i < 3; i++ {
+		select {
+		case msg := <-readies:
+			if !strings.HasPrefix(msg, "READY=1") {
+				t.Fatalf("sd_notify message %q", msg)
+			}
+		case <-time.After(scale(15 * time.Second)):
+			t.Fatalf("only %d of 3 agents said READY=1", i)
+		}
+	}
+	waitFor(t, scale(10*time.Second), "four alive members", func() bool {
+		return state(ctl, "frozen") == gossip.StateAlive && state(ctl, "killed") == gossip.StateAlive && state(ctl, "stopped") == gossip.StateAlive
+	})
+	p := gossip.DefaultProfile()
+	const n = 4
+	lo, _ := p.SuspicionTimeouts(n)
+
+	t.Run("frozen for less than the suspicion timeout is not dead", func(t *testing.T) {
+		freeze := lo / 2
+		if err := procs["frozen"].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(freeze)
+		if err := procs["frozen"].cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		// A dead verdict would come at most min suspicion after the first
+		// failed probe; watch well past it.
+		time.Sleep(lo + 3*p.ProbeInterval)
+		if e, ok := ev.find(gossip.KindDead, "frozen"); ok {
+			t.Fatalf("frozen %v (< min suspicion %v) and declared dead: %+v", freeze, lo, e)
+		}
+		if s := state(ctl, "frozen"); s != gossip.StateAlive {
+			t.Fatalf("frozen agent is %s after thawing", s)
+		}
+		if _, ok := ev.find(gossip.KindSuspect, "frozen"); ok {
+			t.Logf("frozen agent was suspected during its %v freeze and recovered", freeze)
+		}
+	})
+
+	t.Run("killed is dead within the formula's time", func(t *testing.T) {
+		killed := time.Now()
+		if err := procs["killed"].cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, scale(p.WorstDetection(n)), "a dead event", func() bool { _, ok := ev.find(gossip.KindDead, "killed"); return ok })
+		e, _ := ev.find(gossip.KindDead, "killed")
+		t.Logf("SIGKILL → dead at the controller in %v (formula at N=%d: expected %v, worst %v); accusers %v, confirmations %d",
+			e.At.Sub(killed).Round(time.Millisecond), n, p.ExpectedDetection(n), p.WorstDetection(n), e.Accusers, e.Confirmations)
+		if e.Meta.NovaHost != "compute-killed" {
+			t.Errorf("dead event meta = %+v", e.Meta)
+		}
+	})
+
+	t.Run("SIGTERM leaves gracefully", func(t *testing.T) {
+		pr := procs["stopped"]
+		if err := pr.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-pr.done:
+			if pr.err != nil {
+				t.Fatalf("exit after SIGTERM: %v", pr.err)
+			}
+		case <-time.After(scale(10 * time.Second)):
+			t.Fatal("iha-agent did not exit after SIGTERM")
+		}
+		waitFor(t, scale(5*time.Second), "a left event", func() bool { _, ok := ev.find(gossip.KindLeft, "stopped"); return ok })
+		time.Sleep(p.ExpectedDetection(n))
+		if e, ok := ev.find(gossip.KindDead, "stopped"); ok {
+			t.Fatalf("a gracefully stopped agent was declared dead: %+v", e)
+		}
+	})
+}
+
+func TestGateCommand(t *testing.T) {
+	srv := func(allow bool) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, `{"host":"compute-9","allow":%v,"reason":"evacuating 2 servers"}`, allow)
+		}))
+	}
+	allow, refuse := srv(true), srv(false)
+	defer allow.Close()
+	defer refuse.Close()
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{"allowed", []string{"-controllers", allow.URL}, 0, "may start nova-compute"},
+		{"refused until the timeout", []string{"-controllers", refuse.URL}, 1, "nova-compute is NOT started"},
+		{"nobody answers: start", []string{"-controllers", "127.0.0.1:1"}, 0, "starting nova-compute without the check"},
+		{"nobody answers: fail", []string{"-controllers", "127.0.0.1:1", "-on-no-answer", "fail"}, 1, "gate_on_no_answer: fail"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, "nova_host: compute-9\n")
+			args := append([]string{"gate", "-config", cfg, "-state-dir", t.TempDir(), "-timeout", "500ms", "-interval", "100ms"}, tc.args...)
+			var out bytes.Buffer
+			code := run(context.Background(), args, &out, &out)
+			if code != tc.wantCode || !strings.Contains(out.String(), tc.wantOut) {
+				t.Fatalf("code %d, output:\n%s\nwant code %d and %q", code, out.String(), tc.wantCode, tc.wantOut)
+			}
+		})
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"-config", "/nonexistent/agent.yaml"}, &out, &out); code != exitUsage {
+		t.Fatalf("missing explicit config: code %d\n%s", code, out.String())
+	}
+	if code := run(context.Background(), []string{"-config", writeConfig(t, "nova_host: x\n"), "extra"}, &out, &out); code != exitUsage {
+		t.Fatalf("extra argument: code %d", code)
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary != "" {
+		_ = os.RemoveAll(filepath.Dir(binary))
+	}
+	os.Exit(code)
+}
