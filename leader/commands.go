@@ -23,6 +23,8 @@ const (
 	CmdMaintenance  CommandType = "host.maintenance" // MaintenanceCmd
 	CmdConfirmFence CommandType = "host.confirm"     // ConfirmCmd
 	CmdForget       CommandType = "host.forget"      // ForgetCmd
+	CmdRetry        CommandType = "host.retry"       // RetryCmd
+	CmdLeaderAPI    CommandType = "cluster.leader"   // LeaderAPICmd
 )
 
 // commandVersion is the envelope version this build writes. Apply accepts
@@ -166,4 +168,18 @@ func DecodeCommand(data []byte) (Command, error) {
 		return c, fmt.Errorf("decode command %s: bad version %d", c.Type, c.Version)
 	}
 	return c, nil
+}
+
+// RetryCmd sends a failed recovery back to work: to detected if the host
+// was never fenced, otherwise its failed servers back to pending.
+type RetryCmd struct {
+	Host string `json:"host"`
+	By   string `json:"by"`
+}
+
+// LeaderAPICmd records, at the start of a term, which node leads and where
+// its status API listens, so followers can forward to it.
+type LeaderAPICmd struct {
+	NodeID  string `json:"node_id"`
+	APIAddr string `json:"api_addr"`
 }

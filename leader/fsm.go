@@ -8,6 +8,7 @@ import (
 	"maps"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -42,6 +43,8 @@ type fsmState struct {
 	Events   []Event                `json:"events"`
 	EventSeq uint64                 `json:"event_seq"`
 	Settings Settings               `json:"settings"`
+	// Leader is the node that leads the current term and its API address.
+	Leader LeaderAPICmd `json:"leader"`
 }
 
 // NewFSM returns an empty FSM.
@@ -202,8 +205,46 @@ func (s *fsmState) apply(c Command, op OpID) (any, error) {
 		delete(s.Settings.Confirmed, b.Host)
 		s.event(c, b.Host, "RecordForgotten", "record forgotten by "+b.By, false)
 		return nil, nil
+	case CmdRetry:
+		b, err := decodeBody[RetryCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return nil, s.retry(c, b)
+	case CmdLeaderAPI:
+		b, err := decodeBody[LeaderAPICmd](c)
+		if err != nil {
+			return nil, err
+		}
+		s.Leader = b
+		return nil, nil
 	}
 	return nil, &unknownCommandError{c.Type, c.Version}
+}
+
+// retry is the operator's "try again" for a failed record.
+func (s *fsmState) retry(c Command, b RetryCmd) error {
+	h := s.Hosts[b.Host]
+	if h == nil || h.Phase != PhaseFailed {
+		return fmt.Errorf("%w: %s is not failed", ErrStalePhase, b.Host)
+	}
+	h.Pending, h.Reason, h.LastError = nil, "", ""
+	switch {
+	case h.Fence == nil:
+		s.setPhase(c, h, PhaseDetected)
+	case !h.Planned:
+		s.setPhase(c, h, PhaseDisabled)
+	default:
+		for _, sr := range h.Servers {
+			if sr.State == ServerFailed {
+				sr.State, sr.Attempts, sr.Error, sr.Pending = ServerPending, 0, "", nil
+			}
+		}
+		s.setPhase(c, h, PhaseEvacuating)
+	}
+	h.FinishedAt = time.Time{}
+	s.event(c, b.Host, "RecoveryRetried", fmt.Sprintf("retry requested by %s: back to %s", b.By, h.Phase), false)
+	return nil
 }
 
 func (s *fsmState) event(c Command, host, kind, msg string, warn bool) {
@@ -516,6 +557,14 @@ func (f *FSM) Events(since uint64, host string, limit int) []Event {
 	return out
 }
 
+// LeaderInfo is the node that leads the current term and its API address
+// (as it recorded itself after its Barrier).
+func (f *FSM) LeaderInfo() LeaderAPICmd {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.Leader
+}
+
 // Settings returns a copy of the runtime settings.
 func (f *FSM) Settings() Settings {
 	f.mu.RLock()
@@ -534,7 +583,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	cp := fsmState{Hosts: make(map[string]*HostRecord, len(f.st.Hosts)), Events: append([]Event(nil), f.st.Events...),
-		EventSeq: f.st.EventSeq, Settings: f.st.Settings.clone()}
+		EventSeq: f.st.EventSeq, Settings: f.st.Settings.clone(), Leader: f.st.Leader}
 	for k, h := range f.st.Hosts {
 		cp.Hosts[k] = h.clone()
 	}
@@ -587,6 +636,7 @@ func decodeSnapshot(r io.Reader) (fsmState, error) {
 		st.Settings.Confirmed = wire.State.Settings.Confirmed
 	}
 	st.Settings.Paused, st.Settings.PausedBy, st.Settings.PauseReason = wire.State.Settings.Paused, wire.State.Settings.PausedBy, wire.State.Settings.PauseReason
+	st.Leader = wire.State.Leader
 	return st, nil
 }
 

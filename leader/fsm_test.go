@@ -218,3 +218,28 @@ func TestFSMSnapshotRestoreReplacesEverything(t *testing.T) {
 		t.Fatal("a snapshot of an unknown version must be refused")
 	}
 }
+
+func TestFSMRetryFailedRecovery(t *testing.T) {
+	a := newApplier(t)
+	a.apply(CmdDetect, t0, DetectCmd{Host: "c1"})
+	op := a.begin("c1", StepFence, "")
+	a.apply(CmdStepEnd, t0, StepEndCmd{Host: "c1", Step: StepFence, OpID: op, OK: true, Fence: &FenceResult{Method: "ipmi", State: "off"}})
+	op = a.begin("c1", StepDisable, "")
+	a.apply(CmdStepEnd, t0, StepEndCmd{Host: "c1", Step: StepDisable, OpID: op, OK: true})
+	a.apply(CmdPlan, t0, PlanCmd{Host: "c1", Servers: []*ServerRecord{{ID: "v1", State: ServerFailed, Attempts: 5, Error: "x"}, {ID: "v2", State: ServerDone}}})
+	if r := a.apply(CmdRetry, t0, RetryCmd{Host: "c1", By: "ops"}); r == nil {
+		t.Fatal("retry of a record that is not failed must be refused")
+	}
+	op = a.begin("c1", StepMarkFailed, "")
+	a.apply(CmdStepEnd, t0, StepEndCmd{Host: "c1", Step: StepMarkFailed, OpID: op, OK: true, Detail: "1 of 2 failed"})
+	if h := a.f.Host("c1"); h.Phase != PhaseFailed || h.Reason != "1 of 2 failed" {
+		t.Fatalf("%+v", h)
+	}
+	if r := a.apply(CmdRetry, t0, RetryCmd{Host: "c1", By: "ops"}); r != nil {
+		t.Fatalf("retry: %v", r)
+	}
+	h := a.f.Host("c1")
+	if h.Phase != PhaseEvacuating || h.Server("v1").State != ServerPending || h.Server("v1").Attempts != 0 || h.Server("v2").State != ServerDone {
+		t.Fatalf("after retry: %+v %+v", h, h.Server("v1"))
+	}
+}

@@ -19,6 +19,10 @@ type Monitor struct {
 	mk   func() *Reconciler
 	log  *slog.Logger
 
+	// APIAddr is this node's status API address, recorded in the FSM at the
+	// start of each term so followers know where to forward. Set before Run.
+	APIAddr string
+
 	mu      sync.Mutex
 	current *Reconciler
 }
@@ -102,6 +106,9 @@ func (m *Monitor) leaderLoop(ctx context.Context) {
 			return
 		case <-time.After(time.Second):
 		}
+	}
+	if _, err := m.node.Apply(ctx, CmdLeaderAPI, time.Now(), LeaderAPICmd{NodeID: m.node.ID(), APIAddr: m.APIAddr}); err != nil {
+		m.log.Error("could not record this leader's API address", "err", err)
 	}
 	r := m.mk()
 	m.mu.Lock()

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ihaproject/iha/internal/sandbox"
+	"github.com/ihaproject/iha/leader"
+	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/novasim"
+)
+
+type devOptions struct {
+	keep           bool
+	stdout, stderr io.Writer
+	// failAfter is when the demo fails a compute (default 4 s).
+	failAfter time.Duration
+	// password is the simulated Keystone password (default: random); tests
+	// plant a canary here.
+	password string
+}
+
+const devVictim = "compute-1"
+
+// runDev is `make dev`: a simulated cloud, a leader, one failure, and a
+// summary of where every instance went.
+func runDev(ctx context.Context, o devOptions) int {
+	if o.failAfter == 0 {
+		o.failAfter = 4 * time.Second
+	}
+	if o.password == "" {
+		b := make([]byte, 12)
+		_, _ = rand.Read(b)
+		o.password = hex.EncodeToString(b)
+	}
+	log := slog.New(slog.NewTextHandler(o.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dir, err := os.MkdirTemp("", "iha-dev-")
+	if err != nil {
+		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+
+	// Faster than InstanceHA's defaults so the demo takes seconds; the
+	// rules are the same.
+	s := config.Defaults()
+	s.NodeName = "dev-leader"
+	s.Poll = time.Second
+	s.Delta = 3 * time.Second
+	s.SmartEvacuation = true
+	s.ReservedHosts = true
+	s.TaggedAggregates = true
+	s.FencingTimeout = 5 * time.Second
+	s.EvacuationTimeout = 60 * time.Second
+	s.EvacuationGrace = 10 * time.Second
+	sb, err := sandbox.New(sandbox.Options{Settings: s, DataDir: dir, Logger: log, BootDelay: 2 * time.Second,
+		TrackInterval: 300 * time.Millisecond,
+		Sim: novasim.Options{ReportInterval: time.Second, ServiceDownTime: 4 * time.Second, NoStartupDelay: true,
+			EvacuationDelay: 1500 * time.Millisecond, Password: o.password}})
+	if err != nil {
+		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
+		return 1
+	}
+	defer sb.Close()
+	servers := populate(sb)
+
+	fmt.Fprintf(o.stdout, `IHA dev mode
+  a simulated Nova with %d computes and %d servers, one simulated BMC per compute,
+  and one iha-leader (a single-voter Raft group). In %s %s stops answering:
+  watch the leader judge it, fence it, force it down, evacuate it, and re-enable it.
+
+`, len(sb.Hosts()), len(servers), o.failAfter, devVictim)
+
+	if err := sb.StartLeader(ctx); err != nil {
+		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
+		return 1
+	}
+	select {
+	case <-ctx.Done():
+		return 0
+	case <-time.After(o.failAfter):
+	}
+	log.Warn("DEMO: " + devVictim + " hangs: its nova-compute stops reporting, its power stays on")
+	failedAt := time.Now()
+	sb.Hang(devVictim)
+
+	var allActive time.Duration
+	deadline := time.After(2 * time.Minute)
+	for {
+		rec := sb.FSM().Host(devVictim)
+		if allActive == 0 && rec != nil && evacuatedActive(sb, rec) {
+			allActive = time.Since(failedAt)
+		}
+		if rec != nil && (rec.Phase == leader.PhaseDone || rec.Phase == leader.PhaseFailed) && allActive > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 1
+		case <-deadline:
+			fmt.Fprintln(o.stdout, "the demo did not finish within 2 minutes; see the log above")
+			summary(o.stdout, sb, servers, 0)
+			return 1
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	ok := summary(o.stdout, sb, servers, allActive)
+	if o.keep {
+		fmt.Fprintln(o.stdout, "\n-dev-keep: still running; Ctrl-C to stop")
+		<-ctx.Done()
+	}
+	if !ok {
+		return 1
+	}
+	return 0
+}
+
+type devServer struct {
+	id, name, host, why string
+	move                bool // expected to be evacuated
+}
+
+// populate builds the simulated cloud.
+func populate(sb *sandbox.Sandbox) []devServer {
+	for i := 0; i < 6; i++ {
+		sb.AddCompute(fmt.Sprintf("compute-%d", i), "nova")
+	}
+	sb.Sim.AddScheduler("controller-0")
+	var hosts []string
+	for i := 0; i < 6; i++ {
+		hosts = append(hosts, fmt.Sprintf("compute-%d", i))
+	}
+	sb.Sim.AddAggregate(novasim.Aggregate{Name: "ha-cell", Hosts: hosts, Metadata: map[string]string{"evacuable": "true"}})
+	// compute-5 is a spare: disabled, reserved for HA.
+	reserve(sb, "compute-5")
+	tagged := sb.Sim.AddImage(novasim.Image{Name: "cirros-evacuable", Tags: []string{"evacuable"}})
+	plain := sb.Sim.AddImage(novasim.Image{Name: "debian-plain"})
+	haFlavor := sb.Sim.AddFlavor(novasim.Flavor{Name: "m1.ha", ExtraSpecs: map[string]string{"evacuable": "true"}})
+	small := sb.Sim.AddFlavor(novasim.Flavor{Name: "m1.small"})
+	var out []devServer
+	add := func(name, host, image, flavor, status, why string, move bool) {
+		id := sb.Sim.AddServer(novasim.ServerSpec{Name: name, Host: host, ImageID: image, FlavorID: flavor, Status: status})
+		out = append(out, devServer{id: id, name: name, host: host, why: why, move: move})
+	}
+	add("web-1", devVictim, tagged, small, "ACTIVE", "image tagged evacuable", true)
+	add("web-2", devVictim, tagged, small, "ACTIVE", "image tagged evacuable", true)
+	add("db-1", devVictim, plain, haFlavor, "ACTIVE", "flavor has evacuable=true", true)
+	add("batch-1", devVictim, tagged, small, "SHUTOFF", "tagged, SHUTOFF: moves and stays off", true)
+	add("scratch-1", devVictim, plain, small, "ACTIVE", "not tagged: stays", false)
+	add("paused-1", devVictim, tagged, small, "PAUSED", "PAUSED: never evacuated", false)
+	n := 0
+	for i := 0; i < 14; i++ {
+		host := []string{"compute-0", "compute-2", "compute-3", "compute-4"}[i%4]
+		img := tagged
+		if i%3 == 0 {
+			img = plain
+		}
+		n++
+		add(fmt.Sprintf("app-%d", n), host, img, small, "ACTIVE", "on a healthy host", false)
+	}
+	return out
+}
+
+func reserve(sb *sandbox.Sandbox, host string) {
+	svc, _ := sb.Sim.Service(host)
+	disabled := "disabled"
+	reason := "reserved for instance HA"
+	_, _ = sb.Nova.UpdateService(context.Background(), svc.ID, novaUpdate(&disabled, &reason))
+}
+
+// evacuatedActive reports whether every server the record planned to move
+// is on another host, not rebuilding, in its original status.
+func evacuatedActive(sb *sandbox.Sandbox, rec *leader.HostRecord) bool {
+	if !rec.Planned {
+		return false
+	}
+	for _, s := range rec.Servers {
+		if s.State == leader.ServerSkipped {
+			continue
+		}
+		cur, ok := sb.Sim.Server(s.ID)
+		if !ok || cur.Host == rec.Host || cur.TaskState != "" || cur.Status != s.OrigStatus {
+			return false
+		}
+	}
+	return true
+}
+
+// summary prints where every instance of the failed host went and the
+// recovery's events; it reports whether the outcome is the expected one.
+func summary(w io.Writer, sb *sandbox.Sandbox, servers []devServer, took time.Duration) bool {
+	rec := sb.FSM().Host(devVictim)
+	fmt.Fprintf(w, "\n=== %s: recovery %s", devVictim, phaseOf(rec))
+	if took > 0 {
+		fmt.Fprintf(w, " (failure → every evacuable server running elsewhere: %.1f s)", took.Seconds())
+	}
+	fmt.Fprintln(w, " ===")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tFROM\tNOW ON\tSTATUS\tWHY")
+	ok := true
+	for _, s := range servers {
+		if s.host != devVictim {
+			continue
+		}
+		cur, _ := sb.Sim.Server(s.id)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.name, s.host, cur.Host, cur.Status, s.why)
+		if moved := cur.Host != devVictim; moved != s.move {
+			ok = false
+		}
+	}
+	tw.Flush()
+	if rec != nil {
+		fmt.Fprintf(w, "\nevents of %s:\n", devVictim)
+		evs := sb.FSM().Events(0, devVictim, 0)
+		sort.Slice(evs, func(i, j int) bool { return evs[i].Seq < evs[j].Seq })
+		for _, e := range evs {
+			fmt.Fprintf(w, "  %s  %-28s %s\n", e.At.Local().Format("15:04:05.000"), e.Kind, e.Message)
+		}
+		off, _, on := sb.BMC(devVictim).Counts()
+		fmt.Fprintf(w, "\nBMC of %s: powered off %d time(s), powered on %d time(s)\n", devVictim, off, on)
+		if rec.ReservedHost != "" {
+			fmt.Fprintf(w, "reserved host enabled for the recovery: %s\n", rec.ReservedHost)
+		}
+	}
+	if ok && phaseOf(rec) == string(leader.PhaseDone) {
+		fmt.Fprintln(w, "\nresult: every evacuable instance runs elsewhere, the rest stayed, the host is back in service.")
+	} else {
+		fmt.Fprintln(w, "\nresult: UNEXPECTED outcome, see above.")
+		ok = false
+	}
+	return ok
+}
+
+func phaseOf(rec *leader.HostRecord) string {
+	if rec == nil {
+		return "not started"
+	}
+	return string(rec.Phase)
+}

@@ -1,0 +1,209 @@
+// Command iha-leader runs on each controller: a voter of IHA's Raft group
+// that, while it is the leader, judges compute hosts, fences, and
+// evacuates. With -dev it runs a whole simulated cloud in one process.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ihaproject/iha/fence/drivers"
+	"github.com/ihaproject/iha/leader"
+	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/nova"
+	"github.com/ihaproject/iha/pkg/version"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: testable, and returns the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("iha-leader", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dev := fs.Bool("dev", false, "run a simulated cloud (novasim, simulated BMCs, this leader) and fail one compute")
+	devKeep := fs.Bool("dev-keep", false, "with -dev: keep running after the demo instead of exiting")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "iha-leader", version.String())
+		return 0
+	}
+	if *logFormat != "text" && *logFormat != "json" {
+		fmt.Fprintf(stderr, "iha-leader: -log-format %q: allowed are text and json\n", *logFormat)
+		return 2
+	}
+	if *dev {
+		return runDev(ctx, devOptions{keep: *devKeep, stdout: stdout, stderr: stderr})
+	}
+	return runLeader(ctx, getenv, *logFormat, stderr)
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	lvl := slog.LevelInfo
+	switch strings.ToUpper(level) {
+	case "DEBUG":
+		lvl = slog.LevelDebug
+	case "WARNING":
+		lvl = slog.LevelWarn
+	case "ERROR", "CRITICAL":
+		lvl = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// runLeader is the production daemon, wired step by step.
+func runLeader(ctx context.Context, getenv func(string) string, logFormat string, stderr io.Writer) int {
+	boot := newLogger(stderr, logFormat, "INFO")
+
+	// 1. Configuration: InstanceHA's files and environment, all problems at once.
+	cfg, err := config.Load(config.OSEnv(), boot)
+	if err != nil {
+		fmt.Fprintf(stderr, "iha-leader: configuration is not valid:\n%v\n", err)
+		return 1
+	}
+	log := newLogger(stderr, logFormat, cfg.Settings.LogLevel)
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning", "detail", w)
+	}
+	s := cfg.Settings
+	log.Info("iha-leader starting", "version", version.String(), "node", s.NodeName, "raft_addr", s.RaftAddr,
+		"data_dir", s.DataDir, "detection_mode", s.DetectionMode, "cloud", cfg.Cloud.String())
+
+	// 2. Nova: no network I/O here; the reconciler retries until Nova answers.
+	nc, err := nova.New(cfg.Cloud, nova.Options{Timeout: s.NovaAPITimeout, Logger: log.With("component", "nova"), UserAgent: "iha-leader/" + version.Version})
+	if err != nil {
+		fmt.Fprintf(stderr, "iha-leader: nova client: %v\n", err)
+		return 1
+	}
+	defer nc.Close()
+
+	// 3. Fencing: one driver per fencing.yaml entry, validated now, not at
+	// the first failure.
+	fencers, err := drivers.Registry(cfg.Fencing, s, log.With("component", "fence"))
+	if err != nil {
+		fmt.Fprintf(stderr, "iha-leader: fencing: %v\n", err)
+		return 1
+	}
+
+	// 4. Raft: this controller's vote and its replica of every recovery.
+	peers, err := parsePeers(s.RaftPeers)
+	if err != nil {
+		fmt.Fprintf(stderr, "iha-leader: RAFT_PEERS: %v\n", err)
+		return 1
+	}
+	node, err := leader.OpenNode(leader.NodeConfig{ID: s.NodeName, Addr: s.RaftAddr, DataDir: s.DataDir, Peers: peers,
+		Logger: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "iha-leader: %v\n", err)
+		return 1
+	}
+
+	// 5. The leader loop: one reconciler per term, after a Barrier.
+	mon := leader.NewMonitor(node, func() *leader.Reconciler {
+		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s, Nova: nc, Fencers: fencers, Store: node,
+			Logger: log.With("component", "reconciler")})
+	}, log)
+	monCtx, stopMon := context.WithCancel(context.Background())
+	monDone := make(chan struct{})
+	go func() {
+		defer close(monDone)
+		_ = mon.Run(monCtx)
+	}()
+
+	// 6. Health endpoints (the full status API comes with the CLI).
+	srv, err := serveHealth(s.APIAddr, node, mon)
+	if err != nil {
+		log.Error("health endpoint not served", "addr", s.APIAddr, "err", err)
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	// Shutdown order: stop serving, stop acting (the reconciler finishes its
+	// current Raft command), then leave Raft, handing leadership over first.
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	stopMon()
+	<-monDone
+	if err := node.Shutdown(); err != nil {
+		log.Error("raft shutdown", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func parsePeers(list []string) ([]leader.Peer, error) {
+	var out []leader.Peer
+	for _, p := range list {
+		id, addr, ok := strings.Cut(p, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("%q: want id=host:port", p)
+		}
+		out = append(out, leader.Peer{ID: id, Addr: addr})
+	}
+	return out, nil
+}
+
+// serveHealth serves /healthz (the process answers; never fails because
+// work is slow) and /readyz (a leader is known and, on the leader, Nova
+// answered the last poll).
+func serveHealth(addr string, node *leader.Node, mon *leader.Monitor) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if a, _ := node.Leader(); a == "" {
+			http.Error(w, "no Raft leader known", http.StatusServiceUnavailable)
+			return
+		}
+		if node.IsLeader() {
+			if r := mon.Current(); r == nil || !r.Ready() {
+				http.Error(w, "leader has not reached Nova yet", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /v1/gate/{host}", func(w http.ResponseWriter, r *http.Request) {
+		host := r.PathValue("host")
+		ok, why := leader.GateAllows(node.FSM().Host(host))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, "{\"host\":%q,\"allow\":%v,\"reason\":%q}\n", host, ok, why)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Default().Error("health endpoint stopped", "err", err)
+		}
+	}()
+	return srv, nil
+}
