@@ -5,12 +5,14 @@
 #   restart     graceful: TERM (KILL after 30 s), then start
 #   freeze/thaw SIGSTOP/SIGCONT HOST's processes (a hung host)
 #   power       prints power:1 or power:0
+#   cut/mend    (LAB_NETNS=1 labs) stop/resume the only link of HOST's network
+#               namespace: its traffic goes nowhere, like a pulled cable
 # ctl.sh bmc HOST get power | set power 0|1 | set reset 1 | set boot X
 #   the ipmi_sim chassis_control protocol.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-usage() { echo "usage: ctl.sh stop|kill|start|restart|freeze|thaw|power HOST" >&2; exit 2; }
+usage() { echo "usage: ctl.sh stop|kill|start|restart|freeze|thaw|power|cut|mend HOST" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 op=$1 host=$2
 [[ $host =~ ^[A-Za-z0-9._-]+$ ]] || usage
@@ -33,6 +35,12 @@ case "$op" in
   freeze) signal_host STOP ;;
   thaw) signal_host CONT ;;
   power) echo "power:$(power_state "$host")" ;;
+  cut | mend)
+    f="$PIDS/net-$host.pid"
+    [ -f "$f" ] || { echo "ctl.sh: $host has no network namespace (up with LAB_NETNS=1)" >&2; exit 1; }
+    if [ "$op" = cut ]; then sig=STOP; else sig=CONT; fi
+    kill "-$sig" -- "-$(cat "$f")"
+    ;;
   bmc)
     shift 2
     case "${1:-} ${2:-}" in

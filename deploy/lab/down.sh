@@ -29,10 +29,11 @@ shopt -s nullglob
 #    OpenStack services, then their infrastructure, epmd last.
 stop_all "$DEADLINE" "$PIDS"/bmc-*.pid || rc=1
 stop_all "$DEADLINE" "$PIDS"/*.nova-compute.pid "$PIDS"/*.iha-agent.pid "$PIDS"/nova-*.pid \
-  "$PIDS"/glance-api.pid "$PIDS"/placement.pid "$PIDS"/neutron-stub.pid || rc=1
+  "$PIDS"/glance-api.pid "$PIDS"/placement.pid "$PIDS"/neutron-stub.pid "$PIDS"/net-*.pid || rc=1
 stop_all 30 "$PIDS"/rabbitmq.pid "$PIDS"/mariadb.pid || rc=1
 stop_all "$DEADLINE" "$PIDS"/*.pid || rc=1
 
+delete_netns
 left=("$PIDS"/*.pid)
 if [ ${#left[@]} -gt 0 ] || [ $rc -ne 0 ]; then
   log "ERROR: still running: ${left[*]}"

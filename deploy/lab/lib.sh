@@ -134,10 +134,40 @@ compute_names() {
 # named HOST.<what>.pid (nova-compute now; iha-agent later), so a power-off
 # kills them all.
 start_compute() {
-  local host=$1
+  local host=$1 pre=()
   [ -f "$ETC/nova/$host.conf" ] || die "unknown host $host (no $ETC/nova/$host.conf)"
-  start_daemon "$host.nova-compute" "$PY3" "$LAB_HOME/shims/pymain.py" \
+  # A host with a network namespace (LAB_NETNS=1 at up) runs inside it.
+  if [ -s "$LAB_DIR/netns/$host" ]; then pre=(ip netns exec "$(cat "$LAB_DIR/netns/$host")"); fi
+  start_daemon "$host.nova-compute" "${pre[@]}" "$PY3" "$LAB_HOME/shims/pymain.py" \
     nova.cmd.compute:main nova-compute --config-file "$ETC/nova/$host.conf"
+}
+
+# netns_name HOST: the network namespace of HOST, unique per port block.
+netns_name() { echo "iha-lab-$LAB_PORT_BASE-${1#lab-compute-}"; }
+
+# setup_netns HOST: a fresh namespace with loopback up and a proxy (pid file
+# net-HOST.pid, not HOST.*: the link is not the host) carrying the ports a
+# compute needs. ctl.sh cut/mend HOST stops and resumes the proxy.
+setup_netns() {
+  local host=$1 ns
+  ns=$(netns_name "$host")
+  mkdir -p "$LAB_DIR/netns"
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns add "$ns"
+  echo "$ns" >"$LAB_DIR/netns/$host"
+  ip netns exec "$ns" ip link set lo up
+  start_daemon "net-$host" "$PY3" "$LAB_HOME/shims/netns_proxy.py" "$ns" \
+    "$LAB_RABBIT_PORT" "$LAB_PLACEMENT_PORT" "$LAB_GLANCE_PORT" "$LAB_NEUTRON_PORT" "$LAB_NOVA_PORT"
+}
+
+# delete_netns: remove every namespace this lab recorded.
+delete_netns() {
+  local f
+  for f in "$LAB_DIR"/netns/*; do
+    [ -e "$f" ] || continue
+    ip netns del "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
 }
 
 # host_pidfiles HOST: the pid files of HOST's processes.

@@ -125,6 +125,9 @@ start_daemon nova-api "${PY[@]}" nova.cmd.api:main nova-api --config-file "$ETC/
 start_daemon nova-conductor "${PY[@]}" nova.cmd.conductor:main nova-conductor --config-file "$ETC/nova/nova.conf"
 start_daemon nova-scheduler "${PY[@]}" nova.cmd.scheduler:main nova-scheduler --config-file "$ETC/nova/nova.conf"
 wait_for "placement" 60 curl -fsS -H 'X-Auth-Token: admin:admin' "http://127.0.0.1:$LAB_PLACEMENT_PORT/"
+if [ "${LAB_NETNS:-0}" = 1 ]; then
+  for ((i = 1; i <= N; i++)); do setup_netns "lab-compute-$i"; done
+fi
 for ((i = 1; i <= N; i++)); do start_compute "lab-compute-$i"; done
 
 wait_for "nova-api" 90 nova_get /

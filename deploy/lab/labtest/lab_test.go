@@ -57,8 +57,11 @@ func portBase() string {
 
 func newLab(t testing.TB) *lab {
 	l := &lab{t: t, home: labHome(t), dir: t.TempDir(), seen: map[int]string{}}
+	// Computes in network namespaces and a fast heartbeat (2 s, down after
+	// 6 s), so that a cut link shows in Nova within seconds.
 	l.env = append(os.Environ(), "LAB_DIR="+l.dir, "LAB_PORT_BASE="+portBase(),
-		fmt.Sprintf("LAB_TIMEOUT_SCALE=%d", int(scale())))
+		fmt.Sprintf("LAB_TIMEOUT_SCALE=%d", int(scale())),
+		"LAB_NETNS=1", "LAB_REPORT_INTERVAL=2", "LAB_SERVICE_DOWN_TIME=6")
 	return l
 }
 
@@ -398,6 +401,48 @@ func TestLabUpChecksDownLeavesNoProcess(t *testing.T) {
 		})
 	})
 
+	var namespaces []string
+	t.Run("a compute lives in its own network namespace and a cut link takes it down", func(t *testing.T) {
+		pid := l.pidOf("lab-compute-1.nova-compute")
+		mine, _ := os.Readlink("/proc/self/ns/net")
+		its, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil || its == mine {
+			t.Fatalf("nova-compute %d netns %q, ours %q (%v)", pid, its, mine, err)
+		}
+		files, _ := filepath.Glob(filepath.Join(l.dir, "netns", "*"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			namespaces = append(namespaces, strings.TrimSpace(string(b)))
+		}
+		if len(namespaces) != 3 {
+			t.Fatalf("namespaces recorded: %v", namespaces)
+		}
+		if out, err := l.ctl("cut", "lab-compute-1"); err != nil {
+			t.Fatalf("ctl cut: %v %s", err, out)
+		}
+		mended := false
+		defer func() {
+			if !mended {
+				_, _ = l.ctl("mend", "lab-compute-1")
+			}
+		}()
+		waitFor(t, "lab-compute-1 down behind the cut", time.Minute, func() (bool, string) {
+			sv := l.service("lab-compute-1")
+			return sv.State == "down", fmt.Sprint(sv)
+		})
+		if !running(pid) {
+			t.Fatalf("the cut killed nova-compute %d", pid)
+		}
+		if out, err := l.ctl("mend", "lab-compute-1"); err != nil {
+			t.Fatalf("ctl mend: %v %s", err, out)
+		}
+		mended = true
+		waitFor(t, "lab-compute-1 up after the mend", time.Minute, func() (bool, string) {
+			sv := l.service("lab-compute-1")
+			return sv.State == "up", fmt.Sprint(sv)
+		})
+	})
+
 	// Last: down.sh stops everything ever recorded.
 	l.recordPIDs()
 	start := time.Now()
@@ -418,6 +463,11 @@ func TestLabUpChecksDownLeavesNoProcess(t *testing.T) {
 	sort.Strings(alive)
 	if len(alive) > 0 {
 		t.Fatalf("still running after down.sh: %v", alive)
+	}
+	for _, ns := range namespaces {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			t.Errorf("network namespace %s left behind", ns)
+		}
 	}
 	if left, _ := filepath.Glob(filepath.Join(l.dir, "pids", "*.pid")); len(left) > 0 {
 		t.Fatalf("pid files left: %v", left)
