@@ -29,6 +29,7 @@ const (
 	kindAddr                // host:port
 	kindPeers               // list of id=host:port
 	kindIgnored             // accepted and ignored (shipped upstream but unused)
+	kindSecret              // a token or password: never rendered, never shown in a problem
 )
 
 type keySpec struct {
@@ -50,6 +51,7 @@ type keySpec struct {
 	boolp func(*Settings) *bool
 	strp  func(*Settings) *string
 	listp func(*Settings) *[]string
+	secp  func(*Settings) *Secret
 }
 
 func intKey(name, origin string, lo, hi int, unit, meaning string, p func(*Settings) *int) keySpec {
@@ -120,6 +122,10 @@ var keyTable = []keySpec{
 	secKey("NOVA_REPORT_INTERVAL", originIHA, 1, 300, "Nova's `report_interval`: how often a live nova-compute heartbeats", func(s *Settings) *time.Duration { return &s.NovaReportInterval }),
 	secKey("NOVA_API_TIMEOUT", originIHA, 1, 300, "timeout of one Nova API request", func(s *Settings) *time.Duration { return &s.NovaAPITimeout }),
 	secKey("EVACUATION_GRACE", originIHA, 0, 3600, "an accepted evacuation with no migration record yet counts as in progress this long", func(s *Settings) *time.Duration { return &s.EvacuationGrace }),
+	{Name: "API_TOKEN", Kind: kindSecret, Origin: originIHA, Meaning: "read-write token of the status API (`Authorization: Bearer`); without it every change (pause, confirm-fenced, …) is refused", DocDefault: "(none: changes disabled)", secp: func(s *Settings) *Secret { return &s.APIToken }},
+	{Name: "API_READ_TOKEN", Kind: kindSecret, Origin: originIHA, Meaning: "read-only token of the status API; when set, reads need it or API_TOKEN (health, metrics and the agents' gate stay open)", DocDefault: "(none: reads open)", secp: func(s *Settings) *Secret { return &s.APIReadToken }},
+	strKey("API_TLS_CERT", kindPath, originIHA, "PEM certificate (chain) of the status API; with API_TLS_KEY the API serves HTTPS", func(s *Settings) *string { return &s.APITLSCert }),
+	strKey("API_TLS_KEY", kindPath, originIHA, "PEM private key of API_TLS_CERT", func(s *Settings) *string { return &s.APITLSKey }),
 }
 
 // keyIndex maps a key name to its entry in keyTable.
@@ -153,6 +159,11 @@ func (k *keySpec) render(s *Settings) string {
 		return *k.strp(s)
 	case k.listp != nil:
 		return strings.Join(*k.listp(s), ",")
+	case k.secp != nil:
+		if k.secp(s).IsZero() {
+			return ""
+		}
+		return redacted
 	}
 	return ""
 }
@@ -178,6 +189,8 @@ func (k *keySpec) allowed() string {
 		return "path of a readable file"
 	case kindList:
 		return "a YAML list or a comma-separated string"
+	case kindSecret:
+		return "a non-empty string (kept secret)"
 	}
 	return ""
 }
@@ -207,6 +220,8 @@ func (k *keySpec) typeName() string {
 		return "host:port"
 	case kindPeers:
 		return "list of id=host:port"
+	case kindSecret:
+		return "secret"
 	}
 	return "any"
 }

@@ -79,7 +79,7 @@ func (k *keySpec) apply(file string, v *yaml.Node, s *Settings, c *collector) {
 	}
 	if isNull(v) {
 		switch k.Kind {
-		case kindPath, kindList, kindPeers:
+		case kindPath, kindList, kindPeers, kindSecret:
 			k.setZero(s)
 		case kindString:
 			if k.Name != "NODE_NAME" { // NODE_NAME: keep the host name default
@@ -91,6 +91,15 @@ func (k *keySpec) apply(file string, v *yaml.Node, s *Settings, c *collector) {
 		return
 	}
 	switch k.Kind {
+	case kindSecret:
+		// Never shown(v): a problem with a token must not print the token.
+		str, ok := nodeString(v)
+		str = strings.TrimSpace(str)
+		if !ok || str == "" {
+			c.add(Problem{File: file, Line: v.Line, Key: k.Name, Reason: "must be a non-empty string", Allowed: k.allowed()})
+			return
+		}
+		*k.secp(s) = NewSecret(str)
 	case kindInt:
 		n, ok := nodeInt(v)
 		if !ok {
@@ -208,6 +217,8 @@ func (k *keySpec) setZero(s *Settings) {
 		*k.strp(s) = ""
 	case k.listp != nil:
 		*k.listp(s) = nil
+	case k.secp != nil:
+		*k.secp(s) = Secret{}
 	}
 }
 
@@ -244,7 +255,8 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 	}
 	for _, p := range []struct {
 		key, path string
-	}{{"SSL_CA_BUNDLE", s.SSLCABundle}, {"SSL_CERT_PATH", s.SSLCertPath}, {"SSL_KEY_PATH", s.SSLKeyPath}} {
+	}{{"SSL_CA_BUNDLE", s.SSLCABundle}, {"SSL_CERT_PATH", s.SSLCertPath}, {"SSL_KEY_PATH", s.SSLKeyPath},
+		{"API_TLS_CERT", s.APITLSCert}, {"API_TLS_KEY", s.APITLSKey}} {
 		if p.path == "" {
 			continue
 		}
@@ -254,6 +266,12 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 	}
 	if (s.SSLCertPath == "") != (s.SSLKeyPath == "") {
 		c.add(Problem{File: file, Key: "SSL_CERT_PATH", Reason: "and SSL_KEY_PATH must be set together"})
+	}
+	if (s.APITLSCert == "") != (s.APITLSKey == "") {
+		c.add(Problem{File: file, Key: "API_TLS_CERT", Reason: "and API_TLS_KEY must be set together"})
+	}
+	if !s.APIToken.IsZero() && s.APIToken.Reveal() == s.APIReadToken.Reveal() {
+		c.add(Problem{File: file, Key: "API_READ_TOKEN", Reason: "must differ from API_TOKEN (a read-only token that equals the read-write one grants writes)"})
 	}
 	if len(s.RaftPeers) > 0 && s.NodeName != "" {
 		found := false

@@ -27,6 +27,7 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"NODE_NAME": "", "RAFT_ADDR": "127.0.0.1:7420", "RAFT_PEERS": "", "DATA_DIR": "/var/lib/iha",
 		"API_ADDR": "127.0.0.1:7421", "DETECTION_MODE": "both", "QUICK_EVACUATE_LEVEL": "2",
 		"NOVA_REPORT_INTERVAL": "10", "NOVA_API_TIMEOUT": "30", "EVACUATION_GRACE": "60",
+		"API_TOKEN": "", "API_READ_TOKEN": "", "API_TLS_CERT": "", "API_TLS_KEY": "",
 	}
 	for _, content := range []string{"config: {}\n", "-", "", "config:\n"} {
 		name := content
@@ -448,6 +449,8 @@ func TestKeyTableCoversEverySettingsField(t *testing.T) {
 			p = reflect.ValueOf(k.strp(&s)).Pointer()
 		case k.listp != nil:
 			p = reflect.ValueOf(k.listp(&s)).Pointer()
+		case k.secp != nil:
+			p = reflect.ValueOf(k.secp(&s)).Pointer()
 		default:
 			continue
 		}

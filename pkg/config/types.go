@@ -90,6 +90,10 @@ type Settings struct {
 	NovaReportInterval time.Duration // NOVA_REPORT_INTERVAL: Nova's report_interval, seconds (default 10)
 	NovaAPITimeout     time.Duration // NOVA_API_TIMEOUT: per Nova request, seconds (default 30)
 	EvacuationGrace    time.Duration // EVACUATION_GRACE: an accepted evacuation with no migration yet counts as in progress this long, seconds (default 60)
+	APIToken           Secret        // API_TOKEN: read-write token of the status API (none: changes refused)
+	APIReadToken       Secret        // API_READ_TOKEN: read-only token (none: reads need no token)
+	APITLSCert         string        // API_TLS_CERT: PEM certificate of the status API (with API_TLS_KEY: HTTPS)
+	APITLSKey          string        // API_TLS_KEY: PEM private key of API_TLS_CERT
 }
 
 // Defaults returns InstanceHA's defaults plus IHA's.
