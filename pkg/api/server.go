@@ -1,0 +1,700 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ihaproject/iha/pkg/config"
+)
+
+// Backend is what the server needs of the cluster. The leader package
+// implements it over a Raft node; tests use fakes. Every method may be
+// called from many goroutines at once.
+type Backend interface {
+	// Freshness describes this node's replica now. Cheap.
+	Freshness() Freshness
+	// LeaderAPI is the current leader's API address (host:port, "" when no
+	// leader is known or it has not published its address yet) and whether
+	// this node is that leader.
+	LeaderAPI() (addr string, self bool)
+	// ConsistentRead returns once this node has confirmed with a quorum
+	// that it leads and its replica holds every committed entry.
+	// ErrNotLeader on a follower.
+	ConsistentRead(ctx context.Context) error
+
+	Cluster(ctx context.Context) (Cluster, error)
+	Hosts(ctx context.Context) ([]HostSummary, error)
+	// Host returns the full record of host, or ErrNotFound.
+	Host(ctx context.Context, host string) (Host, error)
+	Events(q EventQuery) []Event
+	Gate(host string) Gate
+
+	// Mutate commits an operator command through Raft and returns the seq
+	// of the audit event it wrote (0 when it cannot tell). Leader only:
+	// ErrNotLeader on a follower (the server forwards before calling it).
+	// ErrConflict or ErrNotFound when the command does not fit the state.
+	// Committing the same command twice is harmless (each is audited).
+	Mutate(ctx context.Context, m Mutation) (uint64, error)
+
+	// Ready returns nil when this node should receive traffic: a leader is
+	// known and reachable, the replica is caught up, and on the leader Nova
+	// answered recently. Otherwise the error says why.
+	Ready(ctx context.Context) error
+}
+
+// Config configures a Server.
+type Config struct {
+	Backend Backend
+	// Token is API_TOKEN (read-write), ReadToken API_READ_TOKEN (read-only).
+	Token, ReadToken config.Secret
+	// Metrics is served at /metrics when set.
+	Metrics http.Handler
+	// Mount adds handlers that other packages own (e.g. Raft join) to the
+	// mux before the server starts.
+	Mount func(mux *http.ServeMux)
+	// TLS is the server's TLS configuration; nil serves plain HTTP. When set,
+	// forwarding to the leader uses https.
+	TLS *tls.Config
+	// Forward is the client used to forward to the leader (default: a
+	// client with ForwardTimeout whose TLS trusts TLS.RootCAs).
+	Forward *http.Client
+	// ForwardTimeout bounds one forwarded request (default 15 s).
+	ForwardTimeout time.Duration
+	// EventPoll is how often an event stream checks the replica (default
+	// 200 ms); StreamKeepAlive the interval of keep-alive comments (15 s).
+	EventPoll, StreamKeepAlive time.Duration
+	Logger                     *slog.Logger
+}
+
+// Server is the HTTP API over a Backend.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// Headers of the API.
+const (
+	// HeaderActor names the operator (the CLI sends $USER@hostname); it is
+	// recorded in audit events.
+	HeaderActor = "X-IHA-Actor"
+	// headerForwarded marks a request a follower forwarded to the leader,
+	// so that it is never forwarded twice.
+	headerForwarded = "X-IHA-Forwarded-By"
+	// headerBy carries the audit "by" the first node computed.
+	headerBy = "X-IHA-By"
+)
+
+// NewServer builds the API's handler.
+func NewServer(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ForwardTimeout <= 0 {
+		cfg.ForwardTimeout = 15 * time.Second
+	}
+	if cfg.EventPoll <= 0 {
+		cfg.EventPoll = 200 * time.Millisecond
+	}
+	if cfg.StreamKeepAlive <= 0 {
+		cfg.StreamKeepAlive = 15 * time.Second
+	}
+	if cfg.Forward == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if cfg.TLS != nil {
+			tr.TLSClientConfig = &tls.Config{RootCAs: cfg.TLS.RootCAs, MinVersion: tls.VersionTLS12}
+		}
+		cfg.Forward = &http.Client{Transport: tr, Timeout: cfg.ForwardTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		// Liveness: the process serves. It must never depend on work in
+		// progress (upstream's probe killed it mid-evacuation).
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	m.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		m.Handle("GET /metrics", s.cfg.Metrics)
+	}
+	m.HandleFunc("GET /v1/gate/{host}", s.gate)
+	m.HandleFunc("GET /v1/cluster", s.read(s.cluster, "consistent"))
+	m.HandleFunc("GET /v1/hosts", s.read(s.hosts, "consistent"))
+	m.HandleFunc("GET /v1/hosts/{host}", s.read(s.host, "consistent"))
+	m.HandleFunc("GET /v1/events", s.read(s.events, "consistent", "since", "host", "limit"))
+	m.HandleFunc("GET /v1/events/stream", s.stream)
+	m.HandleFunc("POST /v1/pause", s.mutation(MutPause))
+	m.HandleFunc("POST /v1/resume", s.mutation(MutResume))
+	m.HandleFunc("POST /v1/hosts/{host}/confirm-fenced", s.mutation(MutConfirmFenced))
+	m.HandleFunc("POST /v1/hosts/{host}/maintenance", s.mutation(MutMaintenanceOn))
+	m.HandleFunc("POST /v1/hosts/{host}/retry", s.mutation(MutRetry))
+	m.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, ErrorBody{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	if s.cfg.Mount != nil {
+		s.cfg.Mount(m)
+	}
+}
+
+// ListenAndServe serves on addr until ctx ends, then shuts down within
+// grace. It returns once the listener is open (errors after that are
+// logged), so callers know the address is taken.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) (net.Addr, <-chan struct{}, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("status API: listen on %s: %w", addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is ListenAndServe on an open listener. The returned channel is
+// closed when the server has stopped.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) (net.Addr, <-chan struct{}, error) {
+	if s.cfg.TLS != nil {
+		ln = tls.NewListener(ln, s.cfg.TLS)
+	}
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("status API stopped", "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// Event streams never end by themselves: Shutdown waits for idle
+		// connections only, so close what is left after the grace.
+		if err := hs.Shutdown(sctx); err != nil {
+			_ = hs.Close()
+		}
+	}()
+	return ln.Addr(), done, nil
+}
+
+// ---- authentication ----
+
+type access int
+
+const (
+	accessRead access = iota
+	accessWrite
+)
+
+// authorize answers false after writing 401/403 when the request may not
+// do what it asks.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, need access) bool {
+	tok, hasTok := bearer(r)
+	rw := !s.cfg.Token.IsZero() && hasTok && equal(tok, s.cfg.Token.Reveal())
+	ro := !s.cfg.ReadToken.IsZero() && hasTok && equal(tok, s.cfg.ReadToken.Reveal())
+	switch need {
+	case accessRead:
+		if s.cfg.ReadToken.IsZero() || rw || ro {
+			return true
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="iha"`)
+		writeError(w, http.StatusUnauthorized, ErrorBody{Error: "reading needs API_READ_TOKEN or API_TOKEN (Authorization: Bearer; iha reads IHA_TOKEN)"})
+		return false
+	default:
+		if rw {
+			return true
+		}
+		if s.cfg.Token.IsZero() {
+			writeError(w, http.StatusForbidden, ErrorBody{Error: "changes are disabled: API_TOKEN is not configured on this node"})
+			return false
+		}
+		if ro {
+			writeError(w, http.StatusForbidden, ErrorBody{Error: "this token may only read: changes need API_TOKEN"})
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="iha"`)
+		writeError(w, http.StatusUnauthorized, ErrorBody{Error: "changes need API_TOKEN (Authorization: Bearer; iha reads IHA_TOKEN)"})
+		return false
+	}
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// ---- reads ----
+
+type readFunc func(ctx context.Context, r *http.Request, q queryArgs) (any, error)
+
+// queryArgs are a read's validated query parameters.
+type queryArgs struct {
+	consistent bool
+	since      uint64
+	limit      int
+	host       string
+}
+
+// hostRE is what a compute host name may look like (Nova's host names,
+// possibly fully qualified).
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,253})$`)
+
+// parseQuery validates the query against the parameters an endpoint
+// allows; the error names the parameter at fault.
+func parseQuery(r *http.Request, allowed ...string) (queryArgs, *ErrorBody) {
+	var q queryArgs
+	vals, err := urlQuery(r)
+	if err != nil {
+		return q, &ErrorBody{Error: "malformed query string: " + err.Error(), Parameter: "query"}
+	}
+	for name, vs := range vals {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a == name
+		}
+		if !ok {
+			return q, &ErrorBody{Error: fmt.Sprintf("unknown parameter %q (allowed: %s)", name, strings.Join(allowed, ", ")), Parameter: name}
+		}
+		if len(vs) != 1 {
+			return q, &ErrorBody{Error: "parameter given more than once", Parameter: name}
+		}
+		v := vs[0]
+		switch name {
+		case "consistent":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return q, &ErrorBody{Error: fmt.Sprintf("consistent=%q is not true or false", v), Parameter: name}
+			}
+			q.consistent = b
+		case "since":
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return q, &ErrorBody{Error: fmt.Sprintf("since=%q is not an event sequence number (a non-negative integer)", v), Parameter: name}
+			}
+			q.since = n
+		case "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 10000 {
+				return q, &ErrorBody{Error: fmt.Sprintf("limit=%q is not an integer from 1 to 10000", v), Parameter: name}
+			}
+			q.limit = n
+		case "host":
+			if !hostRE.MatchString(v) {
+				return q, &ErrorBody{Error: fmt.Sprintf("host=%q is not a host name", v), Parameter: name}
+			}
+			q.host = v
+		}
+	}
+	return q, nil
+}
+
+func urlQuery(r *http.Request) (url.Values, error) {
+	return url.ParseQuery(r.URL.RawQuery)
+}
+
+func (s *Server) read(fn readFunc, allowed ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorize(w, r, accessRead) {
+			return
+		}
+		q, bad := parseQuery(r, allowed...)
+		if bad != nil {
+			writeError(w, http.StatusBadRequest, *bad)
+			return
+		}
+		if h := r.PathValue("host"); h != "" && !hostRE.MatchString(h) {
+			writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("%q is not a host name", h), Parameter: "host"})
+			return
+		}
+		if q.consistent {
+			if s.forwardIfFollower(w, r) {
+				return
+			}
+			if err := s.cfg.Backend.ConsistentRead(r.Context()); err != nil {
+				if errors.Is(err, ErrNotLeader) {
+					// Leadership moved between the check and the read.
+					s.writeNoLeader(w, "leadership is changing; retry")
+					return
+				}
+				s.writeErr(w, err)
+				return
+			}
+		}
+		v, err := fn(r.Context(), r, q)
+		if err != nil {
+			s.writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+func (s *Server) fresh(q queryArgs) Freshness {
+	f := s.cfg.Backend.Freshness()
+	f.Consistent = q.consistent
+	return f
+}
+
+func (s *Server) cluster(ctx context.Context, _ *http.Request, q queryArgs) (any, error) {
+	c, err := s.cfg.Backend.Cluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.Freshness = s.fresh(q)
+	return c, nil
+}
+
+func (s *Server) hosts(ctx context.Context, _ *http.Request, q queryArgs) (any, error) {
+	hs, err := s.cfg.Backend.Hosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if hs == nil {
+		hs = []HostSummary{}
+	}
+	return Hosts{Freshness: s.fresh(q), Hosts: hs}, nil
+}
+
+func (s *Server) host(ctx context.Context, r *http.Request, q queryArgs) (any, error) {
+	name := r.PathValue("host")
+	h, err := s.cfg.Backend.Host(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: no recovery record for host %q on this node (it has not failed, or the record was forgotten); `iha hosts` lists the known hosts", ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	h.Freshness = s.fresh(q)
+	return h, nil
+}
+
+func (s *Server) events(_ context.Context, _ *http.Request, q queryArgs) (any, error) {
+	evs := s.cfg.Backend.Events(EventQuery{Since: q.since, Host: q.host, Limit: q.limit})
+	if evs == nil {
+		evs = []Event{}
+	}
+	next := q.since
+	if n := len(evs); n > 0 {
+		next = evs[n-1].Seq
+	}
+	return Events{Freshness: s.fresh(q), Events: evs, Next: next}, nil
+}
+
+func (s *Server) gate(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	if !hostRE.MatchString(host) {
+		writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("%q is not a host name", host), Parameter: "host"})
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Backend.Gate(host))
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := s.cfg.Backend.Ready(r.Context()); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready:", err)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// ---- event stream ----
+
+// stream serves server-sent events: every event with seq > since (or the
+// Last-Event-ID the client reconnects with), then each new one as it is
+// applied to this node's replica. Each message is `id: <seq>`,
+// `event: event` and one line of JSON (an Event).
+func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
+	if !s.authorize(w, r, accessRead) {
+		return
+	}
+	q, bad := parseQuery(r, "since", "host")
+	if bad != nil {
+		writeError(w, http.StatusBadRequest, *bad)
+		return
+	}
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		n, err := strconv.ParseUint(id, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, ErrorBody{Error: "Last-Event-ID is not an event sequence number", Parameter: "Last-Event-ID"})
+			return
+		}
+		q.since = n
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, ErrorBody{Error: "streaming is not supported by this connection"})
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, ": iha event stream from %s\n\n", s.cfg.Backend.Freshness().Node)
+	fl.Flush()
+	poll := time.NewTicker(s.cfg.EventPoll)
+	defer poll.Stop()
+	keep := time.NewTicker(s.cfg.StreamKeepAlive)
+	defer keep.Stop()
+	since := q.since
+	for {
+		for _, e := range s.cfg.Backend.Events(EventQuery{Since: since, Host: q.host}) {
+			b, _ := json.Marshal(e)
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: event\ndata: %s\n\n", e.Seq, b); err != nil {
+				return
+			}
+			since = e.Seq
+		}
+		fl.Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-keep.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+		case <-poll.C:
+		}
+	}
+}
+
+// ---- mutations ----
+
+// maxBody bounds a mutation's body.
+const maxBody = 64 << 10
+
+// maxReason bounds an operator's reason.
+const maxReason = 500
+
+func (s *Server) mutation(kind MutationKind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorize(w, r, accessWrite) {
+			return
+		}
+		if _, bad := parseQuery(r); bad != nil {
+			writeError(w, http.StatusBadRequest, *bad)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, ErrorBody{Error: "reading the body: " + err.Error(), Parameter: "body"})
+			return
+		}
+		if len(body) > maxBody {
+			writeError(w, http.StatusRequestEntityTooLarge, ErrorBody{Error: "body larger than 64 KiB", Parameter: "body"})
+			return
+		}
+		var req MutationRequest
+		if len(bytes.TrimSpace(body)) > 0 {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil {
+				writeError(w, http.StatusBadRequest, ErrorBody{Error: "body is not a JSON object with reason/on: " + err.Error(), Parameter: "body"})
+				return
+			}
+		}
+		m := Mutation{Kind: kind, Host: r.PathValue("host"), Reason: strings.TrimSpace(req.Reason)}
+		if m.Host != "" && !hostRE.MatchString(m.Host) {
+			writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("%q is not a host name", m.Host), Parameter: "host"})
+			return
+		}
+		if len(m.Reason) > maxReason || strings.ContainsAny(m.Reason, "\x00\r\n") {
+			writeError(w, http.StatusBadRequest, ErrorBody{Error: "reason must be one line of at most 500 bytes", Parameter: "reason"})
+			return
+		}
+		switch kind {
+		case MutConfirmFenced:
+			if m.Reason == "" {
+				writeError(w, http.StatusBadRequest, ErrorBody{Error: "confirm-fenced needs a reason: say how you know the host is powered off", Parameter: "reason"})
+				return
+			}
+		case MutMaintenanceOn:
+			if req.On == nil {
+				writeError(w, http.StatusBadRequest, ErrorBody{Error: `maintenance needs "on": true or false`, Parameter: "on"})
+				return
+			}
+			if !*req.On {
+				m.Kind = MutMaintenanceOff
+			}
+		}
+		if s.forwardIfFollower(w, r, body) {
+			return
+		}
+		m.By = s.by(r)
+		seq, err := s.cfg.Backend.Mutate(r.Context(), m)
+		if err != nil {
+			if errors.Is(err, ErrNotLeader) {
+				s.writeNoLeader(w, "leadership moved while the command was sent; retry")
+				return
+			}
+			s.writeErr(w, err)
+			return
+		}
+		s.log.Info("operator command", "kind", string(m.Kind), "host", m.Host, "by", m.By)
+		writeJSON(w, http.StatusOK, MutationResult{OK: true, Kind: string(m.Kind), Host: m.Host, By: m.By,
+			Freshness: s.cfg.Backend.Freshness(), EventSeq: seq})
+	}
+}
+
+var actorRE = regexp.MustCompile(`[^A-Za-z0-9@._+:/-]`)
+
+// by is who asked, for the audit event: the actor the client names and the
+// address it came from. A forwarded request keeps what the first node saw.
+func (s *Server) by(r *http.Request) string {
+	if b := r.Header.Get(headerBy); b != "" && r.Header.Get(headerForwarded) != "" {
+		return b
+	}
+	actor := actorRE.ReplaceAllString(r.Header.Get(HeaderActor), "")
+	if len(actor) > 64 {
+		actor = actor[:64]
+	}
+	if actor == "" {
+		actor = "api"
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return actor + " from " + host
+}
+
+// ---- forwarding ----
+
+// forwardIfFollower forwards r to the leader when this node does not lead,
+// writes the leader's answer (or why it could not), and reports whether it
+// did. body replaces r.Body when the caller has read it.
+func (s *Server) forwardIfFollower(w http.ResponseWriter, r *http.Request, body ...[]byte) bool {
+	addr, self := s.cfg.Backend.LeaderAPI()
+	if self {
+		return false
+	}
+	if r.Header.Get(headerForwarded) != "" {
+		s.writeNoLeader(w, "forwarded to a node that no longer leads; leadership is changing, retry")
+		return true
+	}
+	if addr == "" {
+		s.writeNoLeader(w, "this node knows no Raft leader")
+		return true
+	}
+	scheme := "http"
+	if s.cfg.TLS != nil {
+		scheme = "https"
+	}
+	var rd io.Reader
+	if len(body) > 0 {
+		rd = bytes.NewReader(body[0])
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ForwardTimeout)
+	defer cancel()
+	u := scheme + "://" + addr + r.URL.Path
+	if r.URL.RawQuery != "" {
+		u += "?" + r.URL.RawQuery
+	}
+	fr, err := http.NewRequestWithContext(ctx, r.Method, u, rd)
+	if err != nil {
+		s.writeErr(w, err)
+		return true
+	}
+	for _, h := range []string{"Authorization", "Content-Type", "Accept"} {
+		if v := r.Header.Get(h); v != "" {
+			fr.Header.Set(h, v)
+		}
+	}
+	fr.Header.Set(headerForwarded, s.cfg.Backend.Freshness().Node)
+	if r.Method != http.MethodGet {
+		fr.Header.Set(headerBy, s.by(r))
+	}
+	resp, err := s.cfg.Forward.Do(fr)
+	if err != nil {
+		// The error names the leader's address, never a header.
+		writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: fmt.Sprintf("the leader's API at %s is unreachable from this node: %v", addr, unwrapURLError(err)), Leader: addr})
+		return true
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		w.Header().Set("Content-Type", ct)
+	}
+	w.Header().Set("X-IHA-Answered-By", "leader "+addr)
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, io.LimitReader(resp.Body, 64<<20))
+	return true
+}
+
+func unwrapURLError(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
+
+// ---- answers ----
+
+func (s *Server) writeNoLeader(w http.ResponseWriter, why string) {
+	addr, _ := s.cfg.Backend.LeaderAPI()
+	writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: "no Raft leader available: " + why, Leader: addr})
+}
+
+func (s *Server) writeErr(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrConflict):
+		code = http.StatusConflict
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrNotLeader):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	}
+	if code == http.StatusInternalServerError {
+		s.log.Error("status API request failed", "err", err)
+	}
+	writeError(w, code, ErrorBody{Error: err.Error()})
+}
+
+func writeError(w http.ResponseWriter, code int, b ErrorBody) {
+	writeJSON(w, code, b)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

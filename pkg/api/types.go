@@ -1,0 +1,301 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Version is the path prefix of this version of the API. Fields may be
+// added to the types below; none is renamed or removed within /v1.
+const Version = "v1"
+
+// Freshness says how current a node's answer is. Every read carries it:
+// a follower answers from its replica, which may lag the leader.
+type Freshness struct {
+	Node         string    `json:"node"`                   // the node that answered
+	Role         string    `json:"role"`                   // Leader, Follower, Candidate, Shutdown
+	LeaderID     string    `json:"leader_id,omitempty"`    // empty: no leader known
+	AppliedIndex uint64    `json:"applied_index"`          // last Raft entry applied to this replica
+	LastContact  time.Time `json:"last_contact,omitempty"` // follower: last contact with the leader
+	Consistent   bool      `json:"consistent"`             // answered by the leader after confirming its leadership
+}
+
+// Voter is one member of the Raft group.
+type Voter struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Leader   bool   `json:"leader"`
+	Suffrage string `json:"suffrage"`           // Voter, Nonvoter
+	Health   string `json:"health,omitempty"`   // "ok", "unknown" or why not
+	APIAddr  string `json:"api_addr,omitempty"` // known for the leader
+}
+
+// Mesh summarises the gossip mesh as this node sees it.
+type Mesh struct {
+	Wired       bool           `json:"wired"` // false until the gossip layer reports here
+	Members     int            `json:"members"`
+	States      map[string]int `json:"states,omitempty"` // alive, suspect, dead, left → count
+	HealthScore int            `json:"health_score"`     // memberlist's Lifeguard awareness (0 is best)
+}
+
+// ConfigSummary is the part of the configuration an operator needs at a
+// glance. It never holds a credential.
+type ConfigSummary struct {
+	DetectionMode      string `json:"detection_mode"`
+	QuickEvacuateLevel int    `json:"quick_evacuate_level"`
+	PollSeconds        int    `json:"poll_seconds"`
+	DeltaSeconds       int    `json:"delta_seconds"`
+	ThresholdPercent   int    `json:"threshold_percent"`
+	Workers            int    `json:"workers"`
+	SmartEvacuation    bool   `json:"smart_evacuation"`
+	ReservedHosts      bool   `json:"reserved_hosts"`
+	LeaveDisabled      bool   `json:"leave_disabled"`
+	DisabledInConfig   bool   `json:"disabled_in_config"`
+}
+
+// Cluster is GET /v1/cluster.
+type Cluster struct {
+	Freshness   Freshness         `json:"freshness"`
+	Version     string            `json:"version"`
+	RaftState   string            `json:"raft_state"`
+	Term        uint64            `json:"term"`
+	CommitIndex uint64            `json:"commit_index"`
+	Leader      string            `json:"leader,omitempty"`
+	LeaderAPI   string            `json:"leader_api,omitempty"`
+	Voters      []Voter           `json:"voters"`
+	Mesh        Mesh              `json:"mesh"`
+	Paused      bool              `json:"paused"`
+	PausedBy    string            `json:"paused_by,omitempty"`
+	PauseReason string            `json:"pause_reason,omitempty"`
+	Maintenance map[string]string `json:"maintenance,omitempty"` // host → reason
+	Config      ConfigSummary     `json:"config"`
+	NovaReady   *bool             `json:"nova_ready,omitempty"` // leader only: the last polls reached Nova
+	LastPoll    time.Time         `json:"last_poll,omitempty"`  // leader only
+	Hosts       PhaseCounts       `json:"hosts"`
+}
+
+// PhaseCounts counts recovery records: active ones and those by phase.
+type PhaseCounts struct {
+	Records int            `json:"records"`
+	Active  int            `json:"active"`
+	Failed  int            `json:"failed"`
+	ByPhase map[string]int `json:"by_phase,omitempty"`
+}
+
+// HostSummary is one line of GET /v1/hosts.
+type HostSummary struct {
+	Host        string    `json:"host"`
+	MeshState   string    `json:"mesh_state"`           // alive, suspect, dead, left, unknown
+	NovaState   string    `json:"nova_state,omitempty"` // up, down (as last seen)
+	NovaStatus  string    `json:"nova_status,omitempty"`
+	ForcedDown  bool      `json:"forced_down,omitempty"`
+	Verdict     string    `json:"verdict"`         // healthy, failed, skipped, maintenance, unknown
+	Phase       string    `json:"phase,omitempty"` // recovery phase when a record exists
+	Since       time.Time `json:"since,omitempty"` // phase (or record) since
+	Servers     int       `json:"servers,omitempty"`
+	ServersDone int       `json:"servers_done,omitempty"`
+	Maintenance string    `json:"maintenance,omitempty"` // reason, when in maintenance
+	Reason      string    `json:"reason,omitempty"`
+}
+
+// Hosts is GET /v1/hosts.
+type Hosts struct {
+	Freshness Freshness     `json:"freshness"`
+	Hosts     []HostSummary `json:"hosts"`
+}
+
+// Evidence is what a verdict was based on.
+type Evidence struct {
+	Mode           string    `json:"mode"`
+	Source         string    `json:"source"`
+	NovaState      string    `json:"nova_state"`
+	NovaUpdatedAt  time.Time `json:"nova_updated_at,omitempty"`
+	Stale          bool      `json:"stale"`
+	ForcedDown     bool      `json:"forced_down"`
+	DisabledReason string    `json:"disabled_reason,omitempty"`
+	Kdump          bool      `json:"kdump,omitempty"`
+	Adopted        bool      `json:"adopted,omitempty"`
+	Note           string    `json:"note,omitempty"`
+}
+
+// Step is one side effect of a recovery.
+type Step struct {
+	Step     string    `json:"step"`
+	Op       string    `json:"op"` // Raft term and index of its intent: t3.i120
+	ServerID string    `json:"server_id,omitempty"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitempty"` // zero while pending
+	Seconds  float64   `json:"seconds,omitempty"`
+	Outcome  string    `json:"outcome"` // ok, failed, pending
+	Detail   string    `json:"detail,omitempty"`
+}
+
+// Instance is one server (instance) of a failed host.
+type Instance struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	From        string    `json:"from"`
+	To          string    `json:"to,omitempty"`
+	OrigStatus  string    `json:"orig_status,omitempty"`
+	State       string    `json:"state"`
+	MigrationID int       `json:"migration_id,omitempty"`
+	Attempts    int       `json:"attempts"`
+	Error       string    `json:"error,omitempty"`
+	RequestedAt time.Time `json:"requested_at,omitempty"`
+	FinishedAt  time.Time `json:"finished_at,omitempty"`
+	Pending     string    `json:"pending,omitempty"` // step whose result is not committed yet
+}
+
+// Fence is how a host was fenced.
+type Fence struct {
+	Method string    `json:"method"`
+	State  string    `json:"state"`
+	At     time.Time `json:"at"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Confirmation is an operator's confirm-fenced.
+type Confirmation struct {
+	By     string    `json:"by"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Host is GET /v1/hosts/{host}: the full record.
+type Host struct {
+	Freshness    Freshness     `json:"freshness"`
+	Host         string        `json:"host"`
+	Phase        string        `json:"phase"`
+	Active       bool          `json:"active"`
+	PhaseSince   time.Time     `json:"phase_since"`
+	DetectedAt   time.Time     `json:"detected_at"`
+	FinishedAt   time.Time     `json:"finished_at,omitempty"`
+	Zone         string        `json:"zone,omitempty"`
+	ServiceID    string        `json:"service_id,omitempty"`
+	Level        int           `json:"quick_evacuate_level"`
+	Evidence     Evidence      `json:"evidence"`
+	Fence        *Fence        `json:"fence,omitempty"`
+	Confirmed    *Confirmation `json:"confirmed_fenced,omitempty"`
+	Maintenance  string        `json:"maintenance,omitempty"`
+	ReservedHost string        `json:"reserved_host,omitempty"`
+	Pending      string        `json:"pending,omitempty"`
+	Steps        []Step        `json:"steps"`
+	Servers      []Instance    `json:"servers"`
+	LastError    string        `json:"last_error,omitempty"`
+	Reason       string        `json:"reason,omitempty"`
+	Gate         Gate          `json:"gate"`
+}
+
+// Event is one line of the replicated event log.
+type Event struct {
+	Seq     uint64    `json:"seq"`
+	At      time.Time `json:"at"`
+	Host    string    `json:"host,omitempty"`
+	Kind    string    `json:"kind"`
+	Message string    `json:"message"`
+	Warning bool      `json:"warning,omitempty"`
+}
+
+// Events is GET /v1/events.
+type Events struct {
+	Freshness Freshness `json:"freshness"`
+	Events    []Event   `json:"events"`
+	// Next is the `since` to ask with next time (the last seq returned, or
+	// the request's since when nothing is new).
+	Next uint64 `json:"next"`
+}
+
+// EventQuery selects events: Seq > Since, of Host if set, the Limit newest
+// (0: all that are kept).
+type EventQuery struct {
+	Since uint64
+	Host  string
+	Limit int
+}
+
+// Gate is GET /v1/gate/{host}: may the compute's nova-compute start? The
+// agent depends on exactly these three fields.
+type Gate struct {
+	Host   string `json:"host"`
+	Allow  bool   `json:"allow"`
+	Reason string `json:"reason"`
+}
+
+// MutationKind names an operator command.
+type MutationKind string
+
+// Operator commands.
+const (
+	MutPause          MutationKind = "pause"
+	MutResume         MutationKind = "resume"
+	MutConfirmFenced  MutationKind = "confirm-fenced"
+	MutMaintenanceOn  MutationKind = "maintenance-on"
+	MutMaintenanceOff MutationKind = "maintenance-off"
+	MutRetry          MutationKind = "retry"
+)
+
+// Mutation is an operator command, validated by the server before the
+// Backend sees it. By names who asked (recorded in the audit event).
+type Mutation struct {
+	Kind   MutationKind `json:"kind"`
+	Host   string       `json:"host,omitempty"`
+	Reason string       `json:"reason,omitempty"`
+	By     string       `json:"by"`
+}
+
+// MutationRequest is the body of a mutation (all fields optional except
+// where the endpoint says).
+type MutationRequest struct {
+	Reason string `json:"reason,omitempty"`
+	On     *bool  `json:"on,omitempty"` // maintenance
+}
+
+// MutationResult is the answer to a mutation.
+type MutationResult struct {
+	OK        bool      `json:"ok"`
+	Kind      string    `json:"kind"`
+	Host      string    `json:"host,omitempty"`
+	By        string    `json:"by"`
+	Freshness Freshness `json:"freshness"`
+	// EventSeq is the audit event the command wrote (0 if none could be
+	// found); `iha events --since` it to follow what happens next.
+	EventSeq uint64 `json:"event_seq,omitempty"`
+}
+
+// ErrorBody is every error answer: a message, and the parameter at fault
+// for a 400.
+type ErrorBody struct {
+	Error     string `json:"error"`
+	Parameter string `json:"parameter,omitempty"`
+	Leader    string `json:"leader,omitempty"` // API address of the leader, when known
+}
+
+// Errors a Backend returns; the server maps them to status codes.
+var (
+	// ErrNotFound: no such host record (404).
+	ErrNotFound = errors.New("not found")
+	// ErrNoLeader: no leader is known or reachable (503).
+	ErrNoLeader = errors.New("no Raft leader")
+	// ErrNotLeader: a leader-only call reached a follower (the server
+	// forwards instead; 503 if it cannot).
+	ErrNotLeader = errors.New("not the Raft leader")
+	// ErrConflict: the command does not fit the state, e.g. retry of a host
+	// that has not failed (409).
+	ErrConflict = errors.New("conflict")
+)
+
+// StatusError is an error answer received by the Client.
+type StatusError struct {
+	Code      int
+	Message   string
+	Parameter string
+	Addr      string
+}
+
+func (e *StatusError) Error() string {
+	if e.Parameter != "" {
+		return fmt.Sprintf("%s: %d: %s (parameter %s)", e.Addr, e.Code, e.Message, e.Parameter)
+	}
+	return fmt.Sprintf("%s: %d: %s", e.Addr, e.Code, e.Message)
+}
