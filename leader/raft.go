@@ -3,6 +3,7 @@ package leader
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,8 +33,22 @@ type NodeConfig struct {
 	// Peers is the voter set to bootstrap with when the data directory has
 	// no Raft state. Empty means this node alone.
 	Peers []Peer
+	// NoBootstrap is set when the node joins an existing group (RAFT_JOIN):
+	// with no Raft state it starts empty and waits to be added by the
+	// leader (JoinCluster) instead of bootstrapping a group of its own.
+	NoBootstrap bool
 	// Transport replaces the TCP transport (tests use raft's in-memory one).
 	Transport raft.Transport
+	// Stream, when set (and Transport is not), carries raft over this
+	// stream layer instead of listening on Addr: a listener opened before
+	// the node (port 0 in tests), or a wrapped one. Addr is then ignored
+	// and the layer's Addr is advertised.
+	Stream raft.StreamLayer
+	// TLS, when set, makes the transport mutual TLS (see LoadTLS): peers
+	// without a certificate of the CA can neither send nor receive log
+	// entries. Ignored when Transport or Stream is set (wrap the listener
+	// with NewTLSStreamLayer yourself).
+	TLS *tls.Config
 	// Timing scales raft's default timeouts (1 = raft defaults); tests may
 	// use less than 1 for faster elections.
 	Timing float64
@@ -50,6 +65,7 @@ type Node struct {
 	transport raft.Transport
 	notify    chan bool
 	log       *slog.Logger
+	tls       *tls.Config // nil: the join RPC asks for no client certificate
 }
 
 // OpenNode opens (or creates) the node's state in DataDir and starts raft.
@@ -74,6 +90,18 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		return nil, fmt.Errorf("raft: snapshot store: %w", err)
 	}
 	trans := cfg.Transport
+	if trans == nil && cfg.Stream == nil && cfg.TLS != nil {
+		ln, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("raft: listen on %s: %w", cfg.Addr, err)
+		}
+		cfg.Stream = NewTLSStreamLayer(ln, cfg.TLS)
+	}
+	if trans == nil && cfg.Stream != nil {
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: cfg.Stream, MaxPool: 3,
+			Timeout: 10 * time.Second, Logger: hl})
+	}
 	if trans == nil {
 		addr, err := net.ResolveTCPAddr("tcp", cfg.Addr)
 		if err != nil {
@@ -107,10 +135,11 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	}
 	has, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {
+		closeTransport(trans, cfg.Transport)
 		store.Close()
 		return nil, fmt.Errorf("raft: read state: %w", err)
 	}
-	if !has {
+	if !has && !cfg.NoBootstrap {
 		peers := cfg.Peers
 		if len(peers) == 0 {
 			peers = []Peer{{ID: cfg.ID, Addr: string(trans.LocalAddr())}}
@@ -120,6 +149,7 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
 		}
 		if err := raft.BootstrapCluster(rc, logs, store, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
+			closeTransport(trans, cfg.Transport)
 			store.Close()
 			return nil, fmt.Errorf("raft: bootstrap: %w", err)
 		}
@@ -127,10 +157,11 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	}
 	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, trans)
 	if err != nil {
+		closeTransport(trans, cfg.Transport)
 		store.Close()
 		return nil, fmt.Errorf("raft: start: %w", err)
 	}
-	return &Node{id: cfg.ID, raft: r, fsm: fsm, store: store, transport: trans, notify: notify, log: cfg.Logger}, nil
+	return &Node{id: cfg.ID, raft: r, fsm: fsm, store: store, transport: trans, notify: notify, log: cfg.Logger, tls: cfg.TLS}, nil
 }
 
 // FSM returns the node's replica of the state.
@@ -209,6 +240,30 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
+// closeTransport closes a transport OpenNode made (not one it was given).
+func closeTransport(t, given raft.Transport) {
+	if given != nil {
+		return
+	}
+	if c, ok := t.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// Close stops the node without handing leadership over: what a crash looks
+// like to the other voters (they elect a leader after their election
+// timeout). Use Shutdown for a planned stop.
+func (n *Node) Close() error {
+	err := n.raft.Shutdown().Error()
+	if c, ok := n.transport.(io.Closer); ok {
+		_ = c.Close()
+	}
+	if cerr := n.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // slogWriter turns hclog's text lines into slog records.
 func slogWriter(l *slog.Logger) io.Writer {
 	pr, pw := io.Pipe()
@@ -233,3 +288,55 @@ func slogWriter(l *slog.Logger) io.Writer {
 	}()
 	return pw
 }
+
+// ErrNotLeader is returned by ConsistentRead and Join on a node that is
+// not the leader (it is raft's sentinel; errors.Is works with either).
+var ErrNotLeader = raft.ErrNotLeader
+
+// ConsistentRead makes a read of this node's FSM linearizable (rqlite's
+// LINEARIZABLE level): it confirms with a quorum that this node still leads
+// (VerifyLeader), notes the commit index, and waits until the local FSM
+// has applied up to it. Only then is what the FSM says at least as new as
+// every write acknowledged before the call. On a follower it returns an
+// error wrapping ErrNotLeader at once: the caller forwards to the leader
+// (FSM().LeaderInfo()).
+func (n *Node) ConsistentRead(ctx context.Context) error {
+	vf := n.raft.VerifyLeader()
+	verr := make(chan error, 1)
+	go func() { verr <- vf.Error() }()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("consistent read: %w", ctx.Err())
+	case err := <-verr:
+		if err != nil {
+			return fmt.Errorf("consistent read: %w", err)
+		}
+	}
+	commit := n.raft.CommitIndex()
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for n.raft.AppliedIndex() < commit {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("consistent read: waiting for index %d (applied %d): %w", commit, n.raft.AppliedIndex(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Voters returns the current Raft configuration (voters and non-voters).
+func (n *Node) Voters() ([]Peer, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft configuration: %w", err)
+	}
+	var out []Peer
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Peer{ID: string(s.ID), Addr: string(s.Address)})
+	}
+	return out, nil
+}
+
+// Addr is the Raft address this node advertises.
+func (n *Node) Addr() string { return string(n.transport.LocalAddr()) }

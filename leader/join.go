@@ -1,0 +1,253 @@
+package leader
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// JoinPath is where the status API mounts JoinHandler.
+const JoinPath = "/v1/cluster/join"
+
+// joinTimeout bounds one membership change.
+const joinTimeout = 30 * time.Second
+
+// JoinRequest asks the leader to add a voter.
+type JoinRequest struct {
+	ID   string `json:"id"`   // NODE_NAME of the joining controller
+	Addr string `json:"addr"` // its RAFT_ADDR
+}
+
+// JoinResponse is the answer of JoinHandler.
+type JoinResponse struct {
+	OK       bool   `json:"ok"`
+	Error    string `json:"error,omitempty"`
+	LeaderID string `json:"leader_id,omitempty"`
+}
+
+// Join adds id at addr as a voter, following rqlite's rules: a voter with
+// the same id and address is already there (no-op); a server with the same
+// id at another address, or another id at the same address, is removed
+// first (a controller that was rebuilt, or moved). Leader only: a follower
+// gets an error wrapping ErrNotLeader.
+func (n *Node) Join(ctx context.Context, id, addr string) error {
+	if id == "" || addr == "" {
+		return errors.New("join: id and addr are required")
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("join %s: addr %q is not host:port: %w", id, addr, err)
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("join %s: %w", id, err)
+	}
+	for _, s := range cf.Configuration().Servers {
+		sameID, sameAddr := s.ID == raft.ServerID(id), s.Address == raft.ServerAddress(addr)
+		switch {
+		case sameID && sameAddr && s.Suffrage == raft.Voter:
+			n.log.Info("join: already a voter", "node", id, "addr", addr)
+			return nil
+		case sameID || sameAddr:
+			n.log.Warn("join: removing a conflicting server first", "node", string(s.ID), "addr", string(s.Address),
+				"joining_node", id, "joining_addr", addr)
+			if err := n.raft.RemoveServer(s.ID, 0, joinTimeout).Error(); err != nil {
+				return fmt.Errorf("join %s: remove conflicting %s at %s: %w", id, s.ID, s.Address, err)
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, joinTimeout).Error(); err != nil {
+		return fmt.Errorf("join %s at %s: %w", id, addr, err)
+	}
+	n.log.Info("join: voter added", "node", id, "addr", addr)
+	return nil
+}
+
+// Remove takes server id out of the Raft configuration (leader only).
+func (n *Node) Remove(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, joinTimeout).Error(); err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	return nil
+}
+
+// JoinHandler serves POST JoinPath with a JoinRequest body. On the leader
+// it calls Join; on a follower it redirects (307) to the leader's status
+// API as the leader recorded it at the start of its term (the request is
+// repeated there by the client, as rqlite's join redirect), or answers 503
+// when no leader is known yet.
+//
+// When the node runs Raft over TLS the request must arrive over TLS with a
+// client certificate of the CA that names the joining address's host (the
+// status API serves it with ClientAuth VerifyClientCertIfGiven or
+// stronger): a controller without the cluster's certificate cannot add
+// itself, nor add an address it does not own.
+func (n *Node) JoinHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeJoin(w, http.StatusMethodNotAllowed, JoinResponse{Error: "POST only"})
+			return
+		}
+		var req JoinRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+			writeJoin(w, http.StatusBadRequest, JoinResponse{Error: "body is not a join request: " + err.Error()})
+			return
+		}
+		if req.ID == "" || req.Addr == "" {
+			writeJoin(w, http.StatusBadRequest, JoinResponse{Error: "id and addr are required"})
+			return
+		}
+		if n.tls != nil {
+			if err := peerMayJoin(r, req.Addr); err != nil {
+				n.log.Warn("join refused", "node", req.ID, "addr", req.Addr, "err", err)
+				writeJoin(w, http.StatusForbidden, JoinResponse{Error: err.Error()})
+				return
+			}
+		}
+		if !n.IsLeader() {
+			_, lid := n.Leader()
+			li := n.fsm.LeaderInfo()
+			if lid == "" || li.NodeID != lid || li.APIAddr == "" {
+				writeJoin(w, http.StatusServiceUnavailable, JoinResponse{Error: "no leader known yet", LeaderID: lid})
+				return
+			}
+			http.Redirect(w, r, apiURL(li.APIAddr, r.TLS != nil)+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+			return
+		}
+		if err := n.Join(r.Context(), req.ID, req.Addr); err != nil {
+			code := http.StatusInternalServerError
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+				code = http.StatusServiceUnavailable
+			}
+			writeJoin(w, code, JoinResponse{Error: err.Error()})
+			return
+		}
+		writeJoin(w, http.StatusOK, JoinResponse{OK: true, LeaderID: n.id})
+	})
+}
+
+// peerMayJoin checks the client certificate of a join request.
+func peerMayJoin(r *http.Request, addr string) error {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.PeerCertificates) == 0 {
+		return errors.New("join needs a client certificate of the cluster CA")
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("addr %q is not host:port", addr)
+	}
+	if err := r.TLS.PeerCertificates[0].VerifyHostname(host); err != nil {
+		return fmt.Errorf("the client certificate does not cover %s: %w", host, err)
+	}
+	return nil
+}
+
+func writeJoin(w http.ResponseWriter, code int, resp JoinResponse) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// apiURL turns a status API address (host:port or URL) into a base URL.
+func apiURL(a string, tlsOn bool) string {
+	if strings.HasPrefix(a, "http://") || strings.HasPrefix(a, "https://") {
+		return strings.TrimRight(a, "/")
+	}
+	if tlsOn {
+		return "https://" + a
+	}
+	return "http://" + a
+}
+
+// JoinOptions configure JoinCluster.
+type JoinOptions struct {
+	// Targets are status API addresses of members (RAFT_JOIN): host:port
+	// (https when TLS is set, else http) or full URLs. Any member will do:
+	// followers redirect to the leader.
+	Targets []string
+	ID      string // this node's NODE_NAME
+	Addr    string // this node's RAFT_ADDR
+	// TLS is the client configuration (LoadTLS); its certificate proves
+	// this controller belongs to the cluster.
+	TLS *tls.Config
+	// Retry is the pause between rounds over all targets (default 2 s).
+	Retry  time.Duration
+	Logger *slog.Logger
+}
+
+// JoinCluster asks the members in opts.Targets, in order, to add this node
+// as a voter, until one accepts or ctx ends. Call it after OpenNode with
+// NodeConfig.NoBootstrap (RAFT_JOIN set), so the node has not bootstrapped a
+// group of its own. Joining again later is harmless: a voter that is
+// already there with the same id and address is a no-op.
+func JoinCluster(ctx context.Context, opts JoinOptions) error {
+	if len(opts.Targets) == 0 {
+		return errors.New("join: no member addresses (RAFT_JOIN)")
+	}
+	if opts.Retry <= 0 {
+		opts.Retry = 2 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	tr := &http.Transport{TLSClientConfig: opts.TLS, ForceAttemptHTTP2: false}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: joinTimeout + 10*time.Second}
+	body, _ := json.Marshal(JoinRequest{ID: opts.ID, Addr: opts.Addr})
+	var last error
+	for {
+		for _, t := range opts.Targets {
+			u := apiURL(t, opts.TLS != nil) + JoinPath
+			if strings.Contains(strings.TrimPrefix(strings.TrimPrefix(t, "https://"), "http://"), "/") {
+				u = strings.TrimRight(t, "/") // a full URL of the handler
+			}
+			err := joinOnce(ctx, client, u, body)
+			if err == nil {
+				opts.Logger.Info("joined the Raft group", "node", opts.ID, "via", t)
+				return nil
+			}
+			last = err
+			opts.Logger.Warn("join attempt failed", "via", t, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join: gave up: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(opts.Retry):
+		}
+	}
+}
+
+func joinOnce(ctx context.Context, client *http.Client, u string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var jr JoinResponse
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&jr)
+	if resp.StatusCode != http.StatusOK || !jr.OK {
+		return fmt.Errorf("%s: %s: %s", u, resp.Status, jr.Error)
+	}
+	return nil
+}
