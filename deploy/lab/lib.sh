@@ -132,7 +132,7 @@ compute_names() {
 
 # Host processes: every process of the simulated host HOST has its pid file
 # named HOST.<what>.pid (nova-compute now; iha-agent later), so a power-off
-# kills them all.
+# kills them all and power_on is where a host's processes start.
 start_compute() {
   local host=$1 pre=()
   [ -f "$ETC/nova/$host.conf" ] || die "unknown host $host (no $ETC/nova/$host.conf)"
@@ -204,11 +204,7 @@ power_off() {
 power_on() {
   [ "$(power_state "$1")" = 1 ] && return 0
   start_compute "$1"
-  # Later: the host's iha-agent, if the lab is given one to run.
-  if [ -n "${LAB_AGENT_CMD:-}" ]; then
-    # shellcheck disable=SC2086
-    start_daemon "$1.iha-agent" $LAB_AGENT_CMD --host "$1"
-  fi
+  # The host's iha-agent joins here once it exists, as "$1.iha-agent".
 }
 
 # start_bmc HOST PORT: an ipmi_sim whose chassis power is HOST's processes.

@@ -128,7 +128,7 @@ wait_for "placement" 60 curl -fsS -H 'X-Auth-Token: admin:admin' "http://127.0.0
 if [ "${LAB_NETNS:-0}" = 1 ]; then
   for ((i = 1; i <= N; i++)); do setup_netns "lab-compute-$i"; done
 fi
-for ((i = 1; i <= N; i++)); do start_compute "lab-compute-$i"; done
+for ((i = 1; i <= N; i++)); do power_on "lab-compute-$i"; done
 
 wait_for "nova-api" 90 nova_get /
 wait_for "glance-api" 60 curl -fsS "http://127.0.0.1:$LAB_GLANCE_PORT/healthcheck"
