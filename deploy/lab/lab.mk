@@ -18,7 +18,7 @@ lab-status: ## show the lab's recorded processes and Nova's view of the computes
 	$(LAB_SH)/status.sh
 
 lab-contract: ## run the novasim contract suite against the running lab (make lab-up first)
-	. $(LAB_SH)/.state/env && go test -race -count=1 -run Contract ./pkg/novasim/ -v
+	. "$${LAB_DIR:-$(LAB_SH)/.state}/env" && go test -race -count=1 -run Contract ./pkg/novasim/ -v
 
 lab-test: lab-install ## up, check, contract, down: verifies no recorded process survives
 	go test -tags lab -count=1 -timeout 30m -v ./deploy/lab/labtest/
