@@ -1,0 +1,616 @@
+package leader
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// These tests run Raft voters over real TCP (or mutual TLS) on 127.0.0.1,
+// without the reconciler: membership, reads, shutdown, restart, disk
+// damage and certificates.
+
+// scaled stretches deadlines on a slow or busy machine.
+func scaled(d time.Duration) time.Duration { return d * 3 }
+
+// poll waits until cond holds or the (scaled) deadline passes.
+func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(scaled(d))
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testCA is a throw-away certificate authority.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+var serial struct {
+	sync.Mutex
+	n int64
+}
+
+// issue writes a controller certificate for 127.0.0.1 signed by ca, and the
+// CA file, and returns the three paths LoadTLS takes.
+func (ca *testCA) issue(t *testing.T, name string) (cert, key, caFile string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial.Lock()
+	serial.n++
+	sn := serial.n + 100
+	serial.Unlock()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(sn), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cert, key, caFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), filepath.Join(dir, "ca.crt")
+	for p, b := range map[string][]byte{cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), caFile: ca.pem} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cert, key, caFile
+}
+
+func (ca *testCA) tlsConfig(t *testing.T, name string) *tls.Config {
+	t.Helper()
+	c, k, a := ca.issue(t, name)
+	cfg, err := LoadTLS(c, k, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// testNode is one voter of a test group, restartable on its directory and
+// address.
+type testNode struct {
+	id, addr, dir string
+	tls           *tls.Config
+	node          *Node
+}
+
+func (tn *testNode) open(t *testing.T, peers []Peer, noBootstrap bool) error {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for i := 0; i < 100; i++ { // the port of a stopped node may take a moment to free
+		if ln, err = net.Listen("tcp", tn.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	var layer raft.StreamLayer = NewTCPStreamLayer(ln)
+	if tn.tls != nil {
+		layer = NewTLSStreamLayer(ln, tn.tls)
+	}
+	n, err := OpenNode(NodeConfig{ID: tn.id, DataDir: tn.dir, Stream: layer, Peers: peers, NoBootstrap: noBootstrap,
+		Timing: 0.3, TLS: tn.tls, Logger: quietLogger(t)})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	tn.node = n
+	go drainNotify(n)
+	return nil
+}
+
+// drainNotify stands in for the Monitor: raft blocks on a full NotifyCh.
+func drainNotify(n *Node) {
+	for range n.Notify() {
+	}
+}
+
+func (tn *testNode) stop() {
+	if tn.node != nil {
+		_ = tn.node.Close()
+		tn.node = nil
+	}
+}
+
+// newTestNodes reserves n loopback addresses and data directories.
+func newTestNodes(t *testing.T, n int, ca *testCA) []*testNode {
+	t.Helper()
+	var out []*testNode
+	for i := 1; i <= n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		tn := &testNode{id: fmt.Sprintf("n%d", i), addr: addr, dir: t.TempDir()}
+		if ca != nil {
+			tn.tls = ca.tlsConfig(t, tn.id)
+		}
+		out = append(out, tn)
+	}
+	t.Cleanup(func() {
+		for _, tn := range out {
+			tn.stop()
+		}
+	})
+	return out
+}
+
+func peersOf(nodes []*testNode) []Peer {
+	var p []Peer
+	for _, tn := range nodes {
+		p = append(p, Peer{ID: tn.id, Addr: tn.addr})
+	}
+	return p
+}
+
+// startGroup bootstraps nodes as one group and waits for a leader.
+func startGroup(t *testing.T, nodes []*testNode) *testNode {
+	t.Helper()
+	for _, tn := range nodes {
+		if err := tn.open(t, peersOf(nodes), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return waitTestLeader(t, nodes)
+}
+
+func waitTestLeader(t *testing.T, nodes []*testNode) *testNode {
+	t.Helper()
+	var l *testNode
+	poll(t, 10*time.Second, "a leader", func() bool {
+		for _, tn := range nodes {
+			if tn.node != nil && tn.node.IsLeader() {
+				l = tn
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+// quietLogger is nil (discard) unless IHA_CLUSTER_LOGS is set.
+func quietLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("IHA_CLUSTER_LOGS") != "" {
+		return slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	return nil
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func apply(t *testing.T, n *Node, ct CommandType, body any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(5*time.Second))
+	defer cancel()
+	if _, err := n.Apply(ctx, ct, time.Unix(1700000000, 0), body); err != nil {
+		t.Fatalf("apply %s: %v", ct, err)
+	}
+}
+
+func TestClusterConsistentReadOnLeaderOnly(t *testing.T) {
+	nodes := newTestNodes(t, 3, nil)
+	l := startGroup(t, nodes)
+	apply(t, l.node, CmdPause, PauseCmd{Paused: true, By: "op", Reason: "test"})
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(5*time.Second))
+	defer cancel()
+	if err := l.node.ConsistentRead(ctx); err != nil {
+		t.Fatalf("consistent read on the leader: %v", err)
+	}
+	if !l.node.FSM().Settings().Paused {
+		t.Error("after a consistent read the leader's FSM must show the acknowledged pause")
+	}
+	for _, tn := range nodes {
+		if tn == l {
+			continue
+		}
+		if err := tn.node.ConsistentRead(ctx); !errors.Is(err, ErrNotLeader) {
+			t.Errorf("consistent read on follower %s: %v, want ErrNotLeader", tn.id, err)
+		}
+		poll(t, 5*time.Second, "the pause on follower "+tn.id, func() bool { return tn.node.FSM().Settings().Paused })
+	}
+}
+
+func TestGracefulShutdownTransfersLeadership(t *testing.T) {
+	nodes := newTestNodes(t, 3, nil)
+	l := startGroup(t, nodes)
+	var mu sync.Mutex
+	transfer := map[string]bool{}
+	for _, tn := range nodes {
+		if tn == l {
+			continue
+		}
+		ch := make(chan raft.Observation, 64)
+		tn.node.raft.RegisterObserver(raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+			_, ok := o.Data.(raft.RequestVoteRequest)
+			return ok
+		}))
+		id := tn.id
+		go func() {
+			for o := range ch {
+				if o.Data.(raft.RequestVoteRequest).LeadershipTransfer {
+					mu.Lock()
+					transfer[id] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	if err := l.node.Shutdown(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	l.node = nil
+	rest := []*testNode{}
+	for _, tn := range nodes {
+		if tn != l {
+			rest = append(rest, tn)
+		}
+	}
+	nl := waitTestLeader(t, rest)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(transfer) == 0 {
+		t.Errorf("no vote request carried the leadership-transfer flag: %s was elected after a timeout, not handed over", nl.id)
+	}
+}
+
+func TestRestartAllThreeKeepsState(t *testing.T) {
+	nodes := newTestNodes(t, 3, nil)
+	l := startGroup(t, nodes)
+	apply(t, l.node, CmdDetect, DetectCmd{Host: "c1", ServiceID: "s1", Evidence: Evidence{Source: "nova", NovaState: "down"}, Level: 2})
+	apply(t, l.node, CmdStepBegin, StepBeginCmd{Host: "c1", Step: StepFence})
+	apply(t, l.node, CmdMaintenance, MaintenanceCmd{Host: "c2", On: true, By: "op", Reason: "disk swap"})
+	apply(t, l.node, CmdConfirmFence, ConfirmCmd{Host: "c3", By: "op", Reason: "pulled the plug"})
+	// A snapshot on one node, so restart covers both snapshot restore and
+	// log replay.
+	if err := l.node.raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	apply(t, l.node, CmdPause, PauseCmd{Paused: true, By: "op"})
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(5*time.Second))
+	defer cancel()
+	if err := l.node.ConsistentRead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := l.node.FSM()
+	wantHosts, wantSettings, wantEvents := want.Hosts(), want.Settings(), want.Events(0, "", 0)
+	for _, tn := range nodes {
+		poll(t, 5*time.Second, tn.id+" caught up", func() bool { return tn.node.FSM().Settings().Paused })
+	}
+	for _, tn := range nodes {
+		tn.stop()
+	}
+	for _, tn := range nodes {
+		if err := tn.open(t, peersOf(nodes), false); err != nil {
+			t.Fatalf("reopen %s: %v", tn.id, err)
+		}
+	}
+	waitTestLeader(t, nodes)
+	for _, tn := range nodes {
+		f := tn.node.FSM()
+		poll(t, 10*time.Second, tn.id+" replayed its state", func() bool { return f.Settings().Paused })
+		if got := f.Hosts(); !reflect.DeepEqual(got, wantHosts) {
+			t.Errorf("%s after restart: hosts %+v, want %+v", tn.id, got, wantHosts)
+		}
+		if got := f.Settings(); !reflect.DeepEqual(got, wantSettings) {
+			t.Errorf("%s after restart: settings %+v, want %+v", tn.id, got, wantSettings)
+		}
+		if got := f.Events(0, "", 0); !reflect.DeepEqual(got, wantEvents) {
+			t.Errorf("%s after restart: %d events, want %d", tn.id, len(got), len(wantEvents))
+		}
+		if rec := f.Host("c1"); rec == nil || rec.Pending == nil || rec.Pending.Step != StepFence {
+			t.Errorf("%s after restart: the fence intent without a result is gone: %+v", tn.id, rec)
+		}
+	}
+}
+
+func TestCorruptFollowerBoltFileFailsLoudly(t *testing.T) {
+	for _, damage := range []struct {
+		name string
+		do   func(t *testing.T, path string)
+	}{
+		{"garbage over the meta pages", func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			junk := make([]byte, 16<<10)
+			for i := range junk {
+				junk[i] = byte(i*31 + 7)
+			}
+			if _, err := f.WriteAt(junk, 0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"truncated to a few bytes", func(t *testing.T, path string) {
+			if err := os.Truncate(path, 100); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			nodes := newTestNodes(t, 3, nil)
+			l := startGroup(t, nodes)
+			apply(t, l.node, CmdPause, PauseCmd{Paused: true, By: "op"})
+			var f *testNode
+			for _, tn := range nodes {
+				if tn != l {
+					f = tn
+					break
+				}
+			}
+			poll(t, 5*time.Second, "the follower caught up", func() bool { return f.node.FSM().Settings().Paused })
+			f.stop()
+			path := filepath.Join(f.dir, "raft.db")
+			damage.do(t, path)
+			err := f.open(t, peersOf(nodes), false)
+			if err == nil {
+				t.Fatal("OpenNode on a damaged raft.db succeeded")
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("the error does not name the file %s: %v", path, err)
+			}
+			t.Logf("OpenNode: %v", err)
+			// The two others carry on.
+			rest := []*testNode{}
+			for _, tn := range nodes {
+				if tn != f {
+					rest = append(rest, tn)
+				}
+			}
+			l = waitTestLeader(t, rest)
+			apply(t, l.node, CmdMaintenance, MaintenanceCmd{Host: "c9", On: true, By: "op"})
+		})
+	}
+}
+
+// joinServer serves n's JoinHandler on loopback, over TLS when n has TLS.
+func joinServer(t *testing.T, tn *testNode) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle(JoinPath, tn.node.JoinHandler())
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point of some tests
+	if tn.tls != nil {
+		cfg := tn.tls.Clone()
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		srv.TLS = cfg
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func voterSet(t *testing.T, n *Node) map[string]string {
+	t.Helper()
+	v, err := n.Voters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, p := range v {
+		m[p.ID] = p.Addr
+	}
+	return m
+}
+
+func TestJoinThroughAnyMember(t *testing.T) {
+	nodes := newTestNodes(t, 4, nil)
+	n1, n2, n3, n4 := nodes[0], nodes[1], nodes[2], nodes[3]
+	if err := n1.open(t, nil, false); err != nil { // alone
+		t.Fatal(err)
+	}
+	waitTestLeader(t, nodes[:1])
+	for _, tn := range nodes[1:] {
+		if err := tn.open(t, nil, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s1 := joinServer(t, n1)
+	// The leader's API address is what a term start records (Monitor).
+	apply(t, n1.node, CmdLeaderAPI, LeaderAPICmd{NodeID: n1.id, APIAddr: s1.URL})
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+	defer cancel()
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s1.URL}, ID: n2.id, Addr: n2.addr, Retry: 100 * time.Millisecond}); err != nil {
+		t.Fatalf("n2 joins through the leader: %v", err)
+	}
+	poll(t, 5*time.Second, "n2 replicates", func() bool { return n2.node.FSM().LeaderInfo().APIAddr == s1.URL })
+	// n3 asks the follower n2 (and a dead address first): redirected to the leader.
+	s2 := joinServer(t, n2)
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{"127.0.0.1:1", s2.URL}, ID: n3.id, Addr: n3.addr, Retry: 100 * time.Millisecond}); err != nil {
+		t.Fatalf("n3 joins through a follower: %v", err)
+	}
+	if got := voterSet(t, n1.node); len(got) != 3 || got[n3.id] != n3.addr {
+		t.Fatalf("voters after joins: %v", got)
+	}
+	idx := n1.node.raft.LastIndex()
+	// Joining again is a no-op: no configuration change is written.
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s2.URL}, ID: n3.id, Addr: n3.addr}); err != nil {
+		t.Fatalf("rejoin: %v", err)
+	}
+	if n1.node.raft.LastIndex() != idx {
+		t.Errorf("a second join of the same voter wrote to the log (last index %d → %d)", idx, n1.node.raft.LastIndex())
+	}
+	// Same id at a new address (a rebuilt controller): the old entry goes.
+	if err := n1.node.Join(ctx, n3.id, n4.addr); err != nil {
+		t.Fatalf("join n3 at a new address: %v", err)
+	}
+	if got := voterSet(t, n1.node); len(got) != 3 || got[n3.id] != n4.addr {
+		t.Errorf("same id, new address: voters %v, want n3 at %s only", got, n4.addr)
+	}
+	// Same address, new id: the holder of the address goes.
+	if err := n1.node.Join(ctx, n4.id, n4.addr); err != nil {
+		t.Fatalf("join n4 at n3's address: %v", err)
+	}
+	if got := voterSet(t, n1.node); len(got) != 3 || got[n4.id] != n4.addr || got[n3.id] != "" {
+		t.Errorf("same address, new id: voters %v", got)
+	}
+	// A follower asked directly refuses with ErrNotLeader.
+	if err := n2.node.Join(ctx, "x", "127.0.0.1:9"); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("join on a follower: %v, want ErrNotLeader", err)
+	}
+}
+
+func TestTLSStrangerCannotJoinNorReceiveEntries(t *testing.T) {
+	ca, other := newTestCA(t, "iha-cluster"), newTestCA(t, "someone-else")
+	nodes := newTestNodes(t, 2, ca)
+	n1, n2 := nodes[0], nodes[1]
+	rogue := newTestNodes(t, 1, other)[0]
+	rogue.id = "rogue"
+	if err := n1.open(t, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	waitTestLeader(t, nodes[:1])
+	for _, tn := range []*testNode{n2, rogue} {
+		if err := tn.open(t, nil, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s1 := joinServer(t, n1)
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+	defer cancel()
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s1.URL}, ID: n2.id, Addr: n2.addr, TLS: n2.tls}); err != nil {
+		t.Fatalf("a controller with the cluster's certificate cannot join: %v", err)
+	}
+	apply(t, n1.node, CmdPause, PauseCmd{Paused: true, By: "op"})
+	poll(t, 5*time.Second, "n2 receives entries over TLS", func() bool { return n2.node.FSM().Settings().Paused })
+
+	// The stranger's join is refused: its certificate is not of the CA.
+	sctx, scancel := context.WithTimeout(ctx, time.Second)
+	err := JoinCluster(sctx, JoinOptions{Targets: []string{s1.URL}, ID: rogue.id, Addr: rogue.addr, TLS: rogue.tls, Retry: 100 * time.Millisecond})
+	scancel()
+	if err == nil {
+		t.Fatal("a controller with a foreign certificate joined")
+	}
+	// Without any client certificate the handler itself refuses.
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := insecure.Post(s1.URL+JoinPath, "application/json", strings.NewReader(`{"id":"rogue","addr":"`+rogue.addr+`"}`))
+	if err != nil {
+		t.Fatalf("post without a certificate: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("join without a client certificate: %s, want 403", resp.Status)
+	}
+	if got := voterSet(t, n1.node); len(got) != 2 {
+		t.Fatalf("voters after refused joins: %v", got)
+	}
+	// Even added by hand (an operator's mistake), it receives nothing: the
+	// leader cannot complete a handshake with it, and the two real voters
+	// still make a quorum of three.
+	if err := n1.node.Join(ctx, rogue.id, rogue.addr); err != nil {
+		t.Fatalf("add the stranger by hand: %v", err)
+	}
+	for i := 0; i < 5; i++ {
+		apply(t, n1.node, CmdMaintenance, MaintenanceCmd{Host: fmt.Sprintf("c%d", i), On: true, By: "op"})
+	}
+	poll(t, 5*time.Second, "n2 has the entries", func() bool { return len(n2.node.FSM().Settings().Maintenance) == 5 })
+	if got := rogue.node.raft.LastIndex(); got != 0 {
+		t.Errorf("the stranger received log entries up to index %d", got)
+	}
+	if rogue.node.FSM().Settings().Paused || len(rogue.node.FSM().Settings().Maintenance) > 0 {
+		t.Error("the stranger's FSM has the cluster's state")
+	}
+}
+
+func TestLoadTLSRefusesIncompleteOrBadFiles(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	c, k, a := ca.issue(t, "n1")
+	bad := filepath.Join(t.TempDir(), "bad.pem")
+	if err := os.WriteFile(bad, []byte("not pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		cert, key, ca string
+		want          string
+	}{
+		{"key missing", c, "", a, "must be set together"},
+		{"ca holds no certificate", c, k, bad, "holds no PEM certificate"},
+		{"cert unreadable", bad, k, a, "raft tls: load"},
+		{"ca missing", c, k, filepath.Join(t.TempDir(), "nope"), "read CA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadTLS(tc.cert, tc.key, tc.ca)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("LoadTLS: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	cfg, err := LoadTLS(c, k, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MinVersion != tls.VersionTLS12 || cfg.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Errorf("LoadTLS: min version %x, client auth %v", cfg.MinVersion, cfg.ClientAuth)
+	}
+}
