@@ -20,6 +20,19 @@ const DefaultConfigFile = "/etc/iha/agent.yaml"
 
 // Config is the agent's configuration (agent.yaml; flags override it).
 // It holds no credential of any kind; the gossip keyring is a file path.
+// Example /etc/iha/agent.yaml (every key optional):
+//
+//	nova_host: compute-12            # nova.conf [DEFAULT] host; default: short host name
+//	bind: 192.0.2.12:7946
+//	join: [192.0.2.1:7946, 192.0.2.2:7946, 192.0.2.3:7946]
+//	keyring: /etc/iha/gossip.keyring # JSON array of base64 keys, primary first; SIGHUP reloads
+//	label: region-one
+//	kdump_listen: ":7410"            # env UDP_PORT sets the port
+//	kdump_hosts: {192.0.2.40: compute-40}
+//	controllers: [192.0.2.1:7421]    # for the gate, besides those learned from the mesh
+//	gossip: {GOSSIP_PROFILE: default, GOSSIP_PROBE_INTERVAL: 1s}
+//	gate_timeout: 10m
+//	gate_on_no_answer: start
 type Config struct {
 	// NodeName is the mesh node name (default: NovaHost).
 	NodeName string `yaml:"node_name"`

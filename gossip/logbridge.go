@@ -20,7 +20,9 @@ import (
 //
 // The wording is memberlist v0.5.4's (pinned in go.mod); mesh_test.go fails
 // if an upgrade changes it. Write is called from memberlist's goroutines,
-// sometimes with its node lock held: it must never call memberlist.
+// sometimes with its node lock held, and log.Logger serialises writers: it
+// must never block, so what it observes runs later on the mesh's
+// log-action goroutine (dropped and counted if that falls far behind).
 type logBridge struct {
 	m          *Mesh
 	lastRefute atomic.Int64
@@ -52,33 +54,47 @@ func (l *logBridge) Write(p []byte) (int, error) {
 		line = line[12:]
 	}
 	l.m.log.Log(context.Background(), level, line, "component", "memberlist", "node", l.m.self)
-	l.observe(line)
+	if act := l.observe(line); act != nil {
+		select {
+		case l.m.logActs <- act:
+		default:
+			l.m.stats.logActsDropped.Add(1)
+		}
+	}
 	return len(p), nil
 }
 
-func (l *logBridge) observe(line string) {
+// observe returns what to do about a line, or nil.
+func (l *logBridge) observe(line string) func() {
 	m := l.m
 	if s := reSuspect.FindStringSubmatch(line); s != nil {
-		m.markSuspect(s[1], m.self)
-		m.broadcast(m.newEnvelope(msgAccuse, s[1]))
-		return
+		return func() {
+			m.markSuspect(s[1], m.self)
+			m.broadcast(m.newEnvelope(msgAccuse, s[1]))
+		}
 	}
 	if s := reMarked.FindStringSubmatch(line); s != nil {
+		// Recorded synchronously (only m.mu, never held while calling
+		// memberlist): memberlist calls NotifyLeave right after this line
+		// and the dead event must carry the count.
 		c, _ := strconv.Atoi(s[2])
 		m.mu.Lock()
 		m.confirmations[s[1]] = c
 		m.mu.Unlock()
-		return
+		return nil
 	}
 	if s := reRefute.FindStringSubmatch(line); s != nil {
 		// memberlist refutes every repeated accusation; one message a
 		// second is plenty.
 		now := time.Now().UnixNano()
 		if last := l.lastRefute.Load(); now-last < int64(time.Second) || !l.lastRefute.CompareAndSwap(last, now) {
-			return
+			return nil
 		}
-		env := m.newEnvelope(msgRefute, m.self)
-		env.Accuser = s[1]
-		m.broadcast(env)
+		return func() {
+			env := m.newEnvelope(msgRefute, m.self)
+			env.Accuser = s[1]
+			m.broadcast(env)
+		}
 	}
+	return nil
 }

@@ -79,6 +79,8 @@ type Mesh struct {
 	eventsCh chan Event
 	kdumpCh  chan kdump.Notice
 	sendCh   chan func()
+	logActs  chan func() // what the log bridge observed, run outside memberlist's locks
+	numAlive atomic.Int32
 	done     chan struct{}
 	joined   atomic.Bool
 	ran      atomic.Bool
@@ -95,7 +97,7 @@ type Mesh struct {
 	pinging       map[string]bool // suspects being pinged directly
 
 	stats struct {
-		badMessages, kdumpDropped, kdumpReceived atomic.Uint64
+		badMessages, kdumpDropped, kdumpReceived, logActsDropped atomic.Uint64
 	}
 }
 
@@ -131,6 +133,7 @@ func New(cfg Config) (*Mesh, error) {
 		eventsCh:      make(chan Event),
 		kdumpCh:       make(chan kdump.Notice, 1024),
 		sendCh:        make(chan func(), 256),
+		logActs:       make(chan func(), 4096),
 		done:          make(chan struct{}),
 		members:       map[string]*Member{},
 		seen:          map[string]time.Time{},
@@ -182,11 +185,11 @@ func New(cfg Config) (*Mesh, error) {
 	mc.Delegate = d
 	mc.Events = d
 	mc.Logger = log.New(&logBridge{m: m}, "", 0)
+	// NumNodes must not call memberlist: GetBroadcasts holds the queue's lock
+	// while asking, and memberlist may hold its node lock while logging,
+	// whose bridge queues broadcasts.
 	m.bq = &memberlist.TransmitLimitedQueue{RetransmitMult: mc.RetransmitMult, NumNodes: func() int {
-		if m.ml == nil {
-			return 1
-		}
-		return m.ml.NumMembers()
+		return max(1, int(m.numAlive.Load()))
 	}}
 
 	ml, err := memberlist.Create(mc)
@@ -195,8 +198,9 @@ func New(cfg Config) (*Mesh, error) {
 	}
 	m.ml = ml
 	go m.events.pump(m.eventsCh, m.done)
-	m.bg.Add(1)
+	m.bg.Add(2)
 	go m.sender()
+	go m.runLogActions()
 	m.log.Info("gossip mesh started", "node", m.self, "addr", m.Addr(), "encrypted", m.keyring != nil,
 		"label", cfg.Label, "probe_interval", cfg.Profile.ProbeInterval, "suspicion_mult", cfg.Profile.SuspicionMult)
 	return m, nil
@@ -442,6 +446,19 @@ func (m *Mesh) sender() {
 	for {
 		select {
 		case f := <-m.sendCh:
+			f()
+		case <-m.done:
+			return
+		}
+	}
+}
+
+// runLogActions runs what the log bridge observed, in order.
+func (m *Mesh) runLogActions() {
+	defer m.bg.Done()
+	for {
+		select {
+		case f := <-m.logActs:
 			f()
 		case <-m.done:
 			return
@@ -725,6 +742,9 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	m := d.m
 	m.mu.Lock()
 	mem := m.memberFromNode(n)
+	if mem.State != StateAlive && mem.State != StateSuspect {
+		m.numAlive.Add(1)
+	}
 	mem.State, mem.Since, mem.Accusers = StateAlive, time.Now(), nil
 	delete(m.leaveIntents, n.Name)
 	ev := m.eventFor(mem, KindAlive, "joined")
@@ -741,6 +761,9 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	m := d.m
 	m.mu.Lock()
 	mem := m.memberFromNode(n)
+	if mem.State == StateAlive || mem.State == StateSuspect {
+		m.numAlive.Add(-1)
+	}
 	_, intent := m.leaveIntents[n.Name]
 	accusers := mem.Accusers
 	mem.Since, mem.Accusers = time.Now(), nil
