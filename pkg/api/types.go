@@ -13,12 +13,12 @@ const Version = "v1"
 // Freshness says how current a node's answer is. Every read carries it:
 // a follower answers from its replica, which may lag the leader.
 type Freshness struct {
-	Node         string    `json:"node"`                   // the node that answered
-	Role         string    `json:"role"`                   // Leader, Follower, Candidate, Shutdown
-	LeaderID     string    `json:"leader_id,omitempty"`    // empty: no leader known
-	AppliedIndex uint64    `json:"applied_index"`          // last Raft entry applied to this replica
-	LastContact  time.Time `json:"last_contact,omitempty"` // follower: last contact with the leader
-	Consistent   bool      `json:"consistent"`             // answered by the leader after confirming its leadership
+	Node         string    `json:"node"`                  // the node that answered
+	Role         string    `json:"role"`                  // Leader, Follower, Candidate, Shutdown
+	LeaderID     string    `json:"leader_id,omitempty"`   // empty: no leader known
+	AppliedIndex uint64    `json:"applied_index"`         // last Raft entry applied to this replica
+	LastContact  time.Time `json:"last_contact,omitzero"` // follower: last contact with the leader
+	Consistent   bool      `json:"consistent"`            // answered by the leader after confirming its leadership
 }
 
 // Voter is one member of the Raft group.
@@ -26,9 +26,9 @@ type Voter struct {
 	ID       string `json:"id"`
 	Address  string `json:"address"`
 	Leader   bool   `json:"leader"`
-	Suffrage string `json:"suffrage"`           // Voter, Nonvoter
-	Health   string `json:"health,omitempty"`   // "ok", "unknown" or why not
-	APIAddr  string `json:"api_addr,omitempty"` // known for the leader
+	Suffrage string `json:"suffrage"`         // Voter, Nonvoter
+	Health   string `json:"health,omitempty"` // "ok", "unknown" or why not
+	APIAddr  string `json:"api_addr"`         // the leader's; empty for the others
 }
 
 // Mesh summarises the gossip mesh as this node sees it.
@@ -71,7 +71,7 @@ type Cluster struct {
 	Maintenance map[string]string `json:"maintenance,omitempty"` // host → reason
 	Config      ConfigSummary     `json:"config"`
 	NovaReady   *bool             `json:"nova_ready,omitempty"` // leader only: the last polls reached Nova
-	LastPoll    time.Time         `json:"last_poll,omitempty"`  // leader only
+	LastPoll    time.Time         `json:"last_poll,omitzero"`   // leader only
 	Hosts       PhaseCounts       `json:"hosts"`
 }
 
@@ -92,7 +92,7 @@ type HostSummary struct {
 	ForcedDown  bool      `json:"forced_down,omitempty"`
 	Verdict     string    `json:"verdict"`         // healthy, failed, skipped, maintenance, unknown
 	Phase       string    `json:"phase,omitempty"` // recovery phase when a record exists
-	Since       time.Time `json:"since,omitempty"` // phase (or record) since
+	Since       time.Time `json:"since,omitzero"`  // phase (or record) since
 	Servers     int       `json:"servers,omitempty"`
 	ServersDone int       `json:"servers_done,omitempty"`
 	Maintenance string    `json:"maintenance,omitempty"` // reason, when in maintenance
@@ -110,7 +110,7 @@ type Evidence struct {
 	Mode           string    `json:"mode"`
 	Source         string    `json:"source"`
 	NovaState      string    `json:"nova_state"`
-	NovaUpdatedAt  time.Time `json:"nova_updated_at,omitempty"`
+	NovaUpdatedAt  time.Time `json:"nova_updated_at,omitzero"`
 	Stale          bool      `json:"stale"`
 	ForcedDown     bool      `json:"forced_down"`
 	DisabledReason string    `json:"disabled_reason,omitempty"`
@@ -125,7 +125,7 @@ type Step struct {
 	Op       string    `json:"op"` // Raft term and index of its intent: t3.i120
 	ServerID string    `json:"server_id,omitempty"`
 	Started  time.Time `json:"started"`
-	Finished time.Time `json:"finished,omitempty"` // zero while pending
+	Finished time.Time `json:"finished,omitzero"` // zero while pending
 	Seconds  float64   `json:"seconds,omitempty"`
 	Outcome  string    `json:"outcome"` // ok, failed, pending
 	Detail   string    `json:"detail,omitempty"`
@@ -142,8 +142,8 @@ type Instance struct {
 	MigrationID int       `json:"migration_id,omitempty"`
 	Attempts    int       `json:"attempts"`
 	Error       string    `json:"error,omitempty"`
-	RequestedAt time.Time `json:"requested_at,omitempty"`
-	FinishedAt  time.Time `json:"finished_at,omitempty"`
+	RequestedAt time.Time `json:"requested_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
 	Pending     string    `json:"pending,omitempty"` // step whose result is not committed yet
 }
 
@@ -170,7 +170,7 @@ type Host struct {
 	Active       bool          `json:"active"`
 	PhaseSince   time.Time     `json:"phase_since"`
 	DetectedAt   time.Time     `json:"detected_at"`
-	FinishedAt   time.Time     `json:"finished_at,omitempty"`
+	FinishedAt   time.Time     `json:"finished_at,omitzero"`
 	Zone         string        `json:"zone,omitempty"`
 	ServiceID    string        `json:"service_id,omitempty"`
 	Level        int           `json:"quick_evacuate_level"`

@@ -1,0 +1,635 @@
+package leader
+
+// This file adapts the Raft node, its FSM and the leadership monitor to the
+// status API (pkg/api.Backend) and to the metrics (pkg/metrics.Source). It
+// only reads the replica and commits the operator commands of
+// commands.go; it never acts on Nova or a BMC.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/metrics"
+	"github.com/ihaproject/iha/pkg/nova"
+)
+
+// Observer receives what the reconciler measures that the replicated state
+// does not hold. The reconciler calls it from its poll loop; implementations
+// must return at once (no I/O). *API implements it.
+type Observer interface {
+	// PollCycle is called after every poll cycle of Nova: how long it took,
+	// its error (nil on success) and how many cycles failed in a row.
+	PollCycle(took time.Duration, err error, consecutiveFailures int)
+	// ComputeServices is called with the nova-compute services of each
+	// successful listing (the slice is not kept: implementations copy).
+	ComputeServices(svcs []nova.Service, at time.Time)
+}
+
+// APIConfig wires an API adapter.
+type APIConfig struct {
+	Node     *Node
+	Monitor  *Monitor // nil: readiness cannot see Nova (tests)
+	Settings config.Settings
+	Version  string
+	// Metrics, when set, receives poll cycles from the Observer calls.
+	Metrics *metrics.Metrics
+	// MaxContactAge is how long a follower may go without hearing from the
+	// leader and still call itself ready (default 10 s).
+	MaxContactAge time.Duration
+	// MaxApplyLag is how many committed entries a replica may still have to
+	// apply and call itself caught up (default 64).
+	MaxApplyLag uint64
+	Logger      *slog.Logger
+}
+
+// API implements api.Backend, metrics.Source (via MetricsSource) and
+// Observer over one node.
+type API struct {
+	node *Node
+	mon  *Monitor
+	cfg  APIConfig
+	log  *slog.Logger
+
+	obsCh   chan raft.Observation
+	obs     *raft.Observer
+	stop    chan struct{}
+	stopped sync.Once
+
+	mu        sync.Mutex
+	services  []nova.Service // last listing seen by this node's reconciler
+	servAt    time.Time
+	failing   map[string]time.Time // voter id → last contact, while its heartbeats fail
+	failures  int
+	lastPollE error
+}
+
+var (
+	_ api.Backend = (*API)(nil)
+	_ Observer    = (*API)(nil)
+)
+
+// NewAPI builds the adapter. Close releases its Raft observer.
+func NewAPI(cfg APIConfig) *API {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxContactAge <= 0 {
+		cfg.MaxContactAge = 10 * time.Second
+	}
+	if cfg.MaxApplyLag == 0 {
+		cfg.MaxApplyLag = 64
+	}
+	a := &API{node: cfg.Node, mon: cfg.Monitor, cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), failing: map[string]time.Time{}}
+	// Voter health on the leader: raft reports heartbeats that fail and
+	// resume. Non-blocking: a full channel drops observations, never raft.
+	a.obsCh = make(chan raft.Observation, 64)
+	a.obs = raft.NewObserver(a.obsCh, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
+			return true
+		}
+		return false
+	})
+	cfg.Node.raft.RegisterObserver(a.obs)
+	go a.watch()
+	return a
+}
+
+// Close stops watching raft.
+func (a *API) Close() {
+	a.stopped.Do(func() {
+		a.node.raft.DeregisterObserver(a.obs)
+		close(a.stop)
+	})
+}
+
+func (a *API) watch() {
+	for {
+		select {
+		case <-a.stop:
+			return
+		case o := <-a.obsCh:
+			a.mu.Lock()
+			switch d := o.Data.(type) {
+			case raft.FailedHeartbeatObservation:
+				a.failing[string(d.PeerID)] = d.LastContact
+			case raft.ResumedHeartbeatObservation:
+				delete(a.failing, string(d.PeerID))
+			case raft.LeaderObservation:
+				// A new term: heartbeat failures of the old one are moot.
+				a.failing = map[string]time.Time{}
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+// ---- Observer ----
+
+// PollCycle implements Observer.
+func (a *API) PollCycle(took time.Duration, err error, consecutiveFailures int) {
+	a.mu.Lock()
+	a.failures, a.lastPollE = consecutiveFailures, err
+	a.mu.Unlock()
+	if a.cfg.Metrics != nil {
+		a.cfg.Metrics.ObservePoll(took, err, consecutiveFailures)
+	}
+}
+
+// ComputeServices implements Observer.
+func (a *API) ComputeServices(svcs []nova.Service, at time.Time) {
+	cp := append([]nova.Service(nil), svcs...)
+	a.mu.Lock()
+	a.services, a.servAt = cp, at
+	a.mu.Unlock()
+}
+
+// ---- api.Backend ----
+
+// Freshness implements api.Backend.
+func (a *API) Freshness() api.Freshness {
+	_, lid := a.node.Leader()
+	f := api.Freshness{Node: a.node.ID(), Role: a.node.State(), LeaderID: lid, AppliedIndex: a.node.fsm.AppliedIndex()}
+	if !a.node.IsLeader() {
+		f.LastContact = a.node.raft.LastContact().UTC()
+	}
+	return f
+}
+
+// LeaderAPI implements api.Backend. The address is the one the leader
+// recorded at the start of its term; until the current leader has done so
+// (a few milliseconds after its election) it is unknown. An address that
+// listens on every interface (":7421", "0.0.0.0:7421") is completed with
+// the host of the leader's Raft address.
+func (a *API) LeaderAPI() (string, bool) {
+	if a.node.IsLeader() {
+		addr := ""
+		if a.mon != nil {
+			addr = a.mon.APIAddr
+		}
+		return addr, true
+	}
+	raddr, lid := a.node.Leader()
+	info := a.node.fsm.LeaderInfo()
+	if lid == "" || info.NodeID != lid || info.APIAddr == "" {
+		return "", false
+	}
+	return reachableAddr(info.APIAddr, raddr), false
+}
+
+func reachableAddr(apiAddr, raftAddr string) string {
+	host, port, err := net.SplitHostPort(apiAddr)
+	if err != nil {
+		return apiAddr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if rh, _, err := net.SplitHostPort(raftAddr); err == nil && rh != "" {
+			return net.JoinHostPort(rh, port)
+		}
+	}
+	return apiAddr
+}
+
+// consistentTimeout bounds the leadership check and barrier of a
+// consistent read.
+const consistentTimeout = 10 * time.Second
+
+// ConsistentRead implements api.Backend: the leader confirms its leadership
+// with a quorum, then waits until every committed entry is applied here.
+func (a *API) ConsistentRead(ctx context.Context) error {
+	if !a.node.IsLeader() {
+		return api.ErrNotLeader
+	}
+	// TODO(raft-cluster): use (*Node).ConsistentRead(ctx) once leader/raft.go
+	// exports it; this is its equivalent with the calls available today.
+	if err := a.node.VerifyLeader(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return api.ErrNotLeader
+		}
+		return fmt.Errorf("verify leadership: %w", err)
+	}
+	timeout := consistentTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if err := a.node.Barrier(timeout); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return api.ErrNotLeader
+		}
+		return fmt.Errorf("barrier: %w", err)
+	}
+	return nil
+}
+
+func statUint(stats map[string]string, k string) uint64 {
+	n, _ := strconv.ParseUint(stats[k], 10, 64)
+	return n
+}
+
+// Cluster implements api.Backend.
+func (a *API) Cluster(_ context.Context) (api.Cluster, error) {
+	stats := a.node.raft.Stats()
+	raddr, lid := a.node.Leader()
+	st := a.node.fsm.Settings()
+	s := a.cfg.Settings
+	c := api.Cluster{
+		Version: a.cfg.Version, RaftState: a.node.State(), Term: statUint(stats, "term"),
+		CommitIndex: statUint(stats, "commit_index"), Leader: lid,
+		Paused: st.Paused || s.Disabled, PausedBy: st.PausedBy, PauseReason: st.PauseReason, Maintenance: st.Maintenance,
+		Mesh: api.Mesh{Wired: false, States: map[string]int{}},
+		Config: api.ConfigSummary{DetectionMode: s.DetectionMode, QuickEvacuateLevel: s.QuickEvacuateLevel,
+			PollSeconds: int(s.Poll / time.Second), DeltaSeconds: int(s.Delta / time.Second), ThresholdPercent: s.Threshold,
+			Workers: s.Workers, SmartEvacuation: s.SmartEvacuation, ReservedHosts: s.ReservedHosts, LeaveDisabled: s.LeaveDisabled,
+			DisabledInConfig: s.Disabled},
+	}
+	if s.Disabled && !st.Paused {
+		c.PausedBy, c.PauseReason = "configuration", "DISABLED is set in config.yaml or INSTANCEHA_DISABLED"
+	}
+	if len(c.Maintenance) == 0 {
+		c.Maintenance = nil
+	}
+	c.LeaderAPI, _ = a.LeaderAPI()
+	a.mu.Lock()
+	failing := make(map[string]time.Time, len(a.failing))
+	for k, v := range a.failing {
+		failing[k] = v
+	}
+	a.mu.Unlock()
+	if cf := a.node.raft.GetConfiguration(); cf.Error() == nil {
+		for _, sv := range cf.Configuration().Servers {
+			v := api.Voter{ID: string(sv.ID), Address: string(sv.Address), Leader: string(sv.ID) == lid, Suffrage: sv.Suffrage.String()}
+			switch {
+			case v.Leader && a.node.IsLeader():
+				v.Health = "ok"
+			case a.node.IsLeader():
+				if t, bad := failing[v.ID]; bad {
+					v.Health = "heartbeats failing since last contact " + t.UTC().Format(time.RFC3339)
+				} else {
+					v.Health = "ok"
+				}
+			case v.ID == a.node.ID():
+				v.Health = "ok"
+			case v.Leader && raddr != "":
+				v.Health = "ok"
+				if age := time.Since(a.node.raft.LastContact()); age > a.cfg.MaxContactAge {
+					v.Health = fmt.Sprintf("no contact for %s", age.Round(time.Second))
+				}
+			default:
+				v.Health = "unknown (ask the leader)"
+			}
+			if v.Leader {
+				v.APIAddr = c.LeaderAPI
+			}
+			c.Voters = append(c.Voters, v)
+		}
+	}
+	if a.node.IsLeader() {
+		if r := currentOf(a.mon); r != nil {
+			ok := r.Ready()
+			c.NovaReady = &ok
+			c.LastPoll = r.LastPoll()
+		} else {
+			no := false
+			c.NovaReady = &no
+		}
+	}
+	recs := a.node.fsm.Hosts()
+	c.Hosts.ByPhase = map[string]int{}
+	for _, h := range recs {
+		c.Hosts.Records++
+		c.Hosts.ByPhase[string(h.Phase)]++
+		if h.Phase.Active() {
+			c.Hosts.Active++
+		}
+		if h.Phase == PhaseFailed {
+			c.Hosts.Failed++
+		}
+	}
+	return c, nil
+}
+
+// currentOf is Monitor.Current tolerating a nil monitor.
+func currentOf(m *Monitor) *Reconciler {
+	if m == nil {
+		return nil
+	}
+	return m.Current()
+}
+
+// Verdicts of api.HostSummary.
+const (
+	verdictHealthy     = "healthy"
+	verdictDown        = "down" // Nova says down, no verdict of ours (yet)
+	verdictRecovering  = "recovering"
+	verdictRecovered   = "recovered"
+	verdictFailed      = "failed"
+	verdictSkipped     = "skipped"
+	verdictMaintenance = "maintenance"
+	verdictUnknown     = "unknown"
+)
+
+// Hosts implements api.Backend: every compute the leader's last poll saw
+// (on a follower: none), every host with a recovery record, and every host
+// in maintenance.
+func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
+	by := map[string]*api.HostSummary{}
+	get := func(h string) *api.HostSummary {
+		if s := by[h]; s != nil {
+			return s
+		}
+		s := &api.HostSummary{Host: h, MeshState: "unknown", Verdict: verdictUnknown}
+		by[h] = s
+		return s
+	}
+	a.mu.Lock()
+	svcs := a.services
+	a.mu.Unlock()
+	if a.node.IsLeader() {
+		for _, sv := range svcs {
+			s := get(sv.Host)
+			s.NovaState, s.NovaStatus, s.ForcedDown = sv.State, sv.Status, sv.ForcedDown
+			s.Verdict = verdictHealthy
+			if sv.State == "down" {
+				s.Verdict = verdictDown
+			}
+		}
+	}
+	st := a.node.fsm.Settings()
+	for h, why := range st.Maintenance {
+		s := get(h)
+		s.Maintenance = why
+		if why == "" {
+			s.Maintenance = "(no reason given)"
+		}
+		s.Verdict = verdictMaintenance
+	}
+	for _, rec := range a.node.fsm.Hosts() {
+		s := get(rec.Host)
+		s.Phase, s.Since, s.Reason = string(rec.Phase), rec.PhaseSince.UTC(), rec.Reason
+		if s.NovaState == "" {
+			s.NovaState = rec.Evidence.NovaState
+		}
+		switch {
+		case rec.Phase.Active():
+			s.Verdict = verdictRecovering
+		case rec.Phase == PhaseFailed:
+			s.Verdict = verdictFailed
+		case rec.Phase == PhaseSkipped:
+			s.Verdict = verdictSkipped
+		case rec.Phase == PhaseDone && s.Verdict != verdictMaintenance:
+			s.Verdict = verdictRecovered
+		}
+		for _, sr := range rec.Servers {
+			if sr.State == ServerSkipped {
+				continue
+			}
+			s.Servers++
+			if sr.State == ServerDone {
+				s.ServersDone++
+			}
+		}
+	}
+	out := make([]api.HostSummary, 0, len(by))
+	for _, s := range by {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
+	return out, nil
+}
+
+// Host implements api.Backend.
+func (a *API) Host(_ context.Context, host string) (api.Host, error) {
+	rec := a.node.fsm.Host(host)
+	if rec == nil {
+		return api.Host{}, api.ErrNotFound
+	}
+	st := a.node.fsm.Settings()
+	h := api.Host{Host: rec.Host, Phase: string(rec.Phase), Active: rec.Phase.Active(), PhaseSince: rec.PhaseSince.UTC(),
+		DetectedAt: rec.DetectedAt.UTC(), FinishedAt: rec.FinishedAt.UTC(), Zone: rec.Zone, ServiceID: rec.ServiceID,
+		Level: rec.Level, ReservedHost: rec.ReservedHost, LastError: rec.LastError, Reason: rec.Reason,
+		Maintenance: st.Maintenance[rec.Host], Steps: []api.Step{}, Servers: []api.Instance{},
+		Evidence: api.Evidence{Mode: rec.Evidence.Mode, Source: rec.Evidence.Source, NovaState: rec.Evidence.NovaState,
+			NovaUpdatedAt: rec.Evidence.NovaUpdatedAt.UTC(), Stale: rec.Evidence.Stale, ForcedDown: rec.Evidence.ForcedDown,
+			DisabledReason: rec.Evidence.DisabledReason, Kdump: rec.Kdump, Adopted: rec.Adopted, Note: rec.Evidence.Note}}
+	if rec.Fence != nil {
+		h.Fence = &api.Fence{Method: rec.Fence.Method, State: rec.Fence.State, At: rec.Fence.At.UTC(), Detail: rec.Fence.Detail}
+	}
+	if c, ok := st.Confirmed[rec.Host]; ok {
+		h.Confirmed = &api.Confirmation{By: c.By, Reason: c.Reason, At: c.At.UTC()}
+	}
+	for _, s := range rec.Steps {
+		out := "ok"
+		if !s.OK {
+			out = "failed"
+		}
+		h.Steps = append(h.Steps, api.Step{Step: s.Step, Op: s.OpID.String(), ServerID: s.ServerID, Started: s.Started.UTC(),
+			Finished: s.Finished.UTC(), Seconds: s.Finished.Sub(s.Started).Seconds(), Outcome: out, Detail: s.Detail})
+	}
+	pending := func(in *Intent) {
+		if in != nil {
+			h.Steps = append(h.Steps, api.Step{Step: in.Step, Op: in.OpID.String(), ServerID: in.ServerID, Started: in.At.UTC(), Outcome: "pending"})
+		}
+	}
+	pending(rec.Pending)
+	if rec.Pending != nil {
+		h.Pending = rec.Pending.Step
+	}
+	for _, sr := range rec.Servers {
+		in := api.Instance{ID: sr.ID, Name: sr.Name, From: sr.From, To: sr.To, OrigStatus: sr.OrigStatus, State: string(sr.State),
+			MigrationID: sr.MigrationID, Attempts: sr.Attempts, Error: sr.Error, RequestedAt: sr.RequestedAt.UTC(), FinishedAt: sr.FinishedAt.UTC()}
+		if sr.Pending != nil {
+			in.Pending = sr.Pending.Step
+			pending(sr.Pending)
+		}
+		h.Servers = append(h.Servers, in)
+	}
+	allow, why := GateAllows(rec)
+	h.Gate = api.Gate{Host: rec.Host, Allow: allow, Reason: why}
+	return h, nil
+}
+
+func toAPIEvent(e Event) api.Event {
+	return api.Event{Seq: e.Seq, At: e.At.UTC(), Host: e.Host, Kind: e.Kind, Message: e.Message, Warning: e.Warning}
+}
+
+// Events implements api.Backend.
+func (a *API) Events(q api.EventQuery) []api.Event {
+	evs := a.node.fsm.Events(q.Since, q.Host, q.Limit)
+	out := make([]api.Event, len(evs))
+	for i, e := range evs {
+		out[i] = toAPIEvent(e)
+	}
+	return out
+}
+
+// Gate implements api.Backend: GateAllows on this replica's record.
+func (a *API) Gate(host string) api.Gate {
+	ok, why := GateAllows(a.node.fsm.Host(host))
+	return api.Gate{Host: host, Allow: ok, Reason: why}
+}
+
+// auditKinds are the events each operator command writes (fsm.go).
+var auditKinds = map[api.MutationKind]string{
+	api.MutPause: "Paused", api.MutResume: "Resumed", api.MutConfirmFenced: "FencingConfirmedByOperator",
+	api.MutMaintenanceOn: "MaintenanceOn", api.MutMaintenanceOff: "MaintenanceOff", api.MutRetry: "RecoveryRetried",
+}
+
+// Mutate implements api.Backend.
+func (a *API) Mutate(ctx context.Context, m api.Mutation) (uint64, error) {
+	if !a.node.IsLeader() {
+		return 0, api.ErrNotLeader
+	}
+	var t CommandType
+	var body any
+	switch m.Kind {
+	case api.MutPause:
+		reason := m.Reason
+		if reason == "" {
+			reason = "(no reason given)"
+		}
+		t, body = CmdPause, PauseCmd{Paused: true, By: m.By, Reason: reason}
+	case api.MutResume:
+		t, body = CmdPause, PauseCmd{Paused: false, By: m.By}
+	case api.MutConfirmFenced:
+		t, body = CmdConfirmFence, ConfirmCmd{Host: m.Host, By: m.By, Reason: m.Reason}
+	case api.MutMaintenanceOn, api.MutMaintenanceOff:
+		t, body = CmdMaintenance, MaintenanceCmd{Host: m.Host, On: m.Kind == api.MutMaintenanceOn, By: m.By, Reason: m.Reason}
+	case api.MutRetry:
+		rec := a.node.fsm.Host(m.Host)
+		if rec == nil {
+			return 0, fmt.Errorf("%w: no recovery record for host %q", api.ErrNotFound, m.Host)
+		}
+		if rec.Phase != PhaseFailed {
+			return 0, fmt.Errorf("%w: %s is %s, not failed: only a failed recovery can be retried", api.ErrConflict, m.Host, rec.Phase)
+		}
+		t, body = CmdRetry, RetryCmd{Host: m.Host, By: m.By}
+	default:
+		return 0, fmt.Errorf("%w: unknown command %q", api.ErrConflict, m.Kind)
+	}
+	var before uint64
+	if last := a.node.fsm.Events(0, "", 1); len(last) > 0 {
+		before = last[0].Seq
+	}
+	if _, err := a.node.Apply(ctx, t, time.Now(), body); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+			return 0, api.ErrNotLeader
+		case errors.Is(err, ErrStalePhase), errors.Is(err, ErrNoRecord):
+			return 0, fmt.Errorf("%w: %v", api.ErrConflict, err)
+		}
+		return 0, err
+	}
+	for _, e := range a.node.fsm.Events(before, m.Host, 0) {
+		if e.Kind == auditKinds[m.Kind] {
+			return e.Seq, nil
+		}
+	}
+	return 0, nil
+}
+
+// Ready implements api.Backend.
+func (a *API) Ready(_ context.Context) error {
+	raddr, lid := a.node.Leader()
+	if raddr == "" || lid == "" {
+		return errors.New("no Raft leader known")
+	}
+	commit := a.node.raft.CommitIndex()
+	if applied := a.node.fsm.AppliedIndex(); commit > applied+a.cfg.MaxApplyLag {
+		return fmt.Errorf("replica is catching up: applied %d of %d committed entries", applied, commit)
+	}
+	if !a.node.IsLeader() {
+		if age := time.Since(a.node.raft.LastContact()); age > a.cfg.MaxContactAge {
+			return fmt.Errorf("no contact with the leader %s for %s", lid, age.Round(time.Millisecond))
+		}
+		return nil
+	}
+	r := currentOf(a.mon)
+	if r == nil {
+		return errors.New("leader is starting its term (barrier not passed yet)")
+	}
+	if !r.Ready() {
+		return errors.New("leader has not reached Nova in its last polls")
+	}
+	return nil
+}
+
+// ---- metrics.Source ----
+
+// MetricsSource returns the metrics' view of this node.
+func (a *API) MetricsSource() metrics.Source { return metricsSource{a} }
+
+type metricsSource struct{ a *API }
+
+func (m metricsSource) Raft() metrics.RaftStats {
+	n := m.a.node
+	stats := n.raft.Stats()
+	rs := metrics.RaftStats{State: n.State(), Term: statUint(stats, "term"), CommitIndex: n.raft.CommitIndex(),
+		AppliedIndex: n.fsm.AppliedIndex(), LastContact: -1}
+	if a, _ := n.Leader(); a != "" {
+		rs.LeaderKnown = true
+	}
+	if n.IsLeader() {
+		rs.LastContact = 0
+	} else if lc := n.raft.LastContact(); !lc.IsZero() {
+		rs.LastContact = time.Since(lc)
+	}
+	if cf := n.raft.GetConfiguration(); cf.Error() == nil {
+		for _, s := range cf.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				rs.Voters++
+			}
+		}
+	}
+	return rs
+}
+
+func (m metricsSource) Records() []metrics.Record {
+	recs := m.a.node.fsm.Hosts()
+	out := make([]metrics.Record, 0, len(recs))
+	for _, h := range recs {
+		r := metrics.Record{Host: h.Host, Phase: string(h.Phase), Active: h.Phase.Active(), DetectionSeconds: -1}
+		if !h.Evidence.NovaUpdatedAt.IsZero() && !h.Adopted && h.DetectedAt.After(h.Evidence.NovaUpdatedAt) {
+			r.DetectionSeconds = h.DetectedAt.Sub(h.Evidence.NovaUpdatedAt).Seconds()
+		}
+		for _, s := range h.Steps {
+			if s.Finished.IsZero() || s.Started.IsZero() {
+				continue
+			}
+			r.Steps = append(r.Steps, metrics.Step{Step: s.Step, OK: s.OK, Seconds: s.Finished.Sub(s.Started).Seconds()})
+		}
+		for _, s := range h.Servers {
+			if s.State == ServerDone && !s.RequestedAt.IsZero() && !s.FinishedAt.IsZero() {
+				r.Evacuations = append(r.Evacuations, s.FinishedAt.Sub(s.RequestedAt).Seconds())
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (m metricsSource) EventsSince(seq uint64) []metrics.Event {
+	evs := m.a.node.fsm.Events(seq, "", 0)
+	out := make([]metrics.Event, len(evs))
+	for i, e := range evs {
+		out[i] = metrics.Event{Seq: e.Seq, Host: e.Host, Kind: e.Kind}
+	}
+	return out
+}
+
+// Mesh is a placeholder until the gossip layer reports to the leader.
+func (m metricsSource) Mesh() metrics.MeshStats { return metrics.MeshStats{} }
+
+func (m metricsSource) Paused() bool {
+	return m.a.node.fsm.Settings().Paused || m.a.cfg.Settings.Disabled
+}
