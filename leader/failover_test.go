@@ -41,10 +41,13 @@ type chaos struct {
 	violations []string
 	effects    map[string]int // member → mutating calls
 	minority   map[string]int // member → calls made while isolated and not leader
+	reads      map[string]int // member → ListServices calls (the poll)
+	readsAway  map[string]int // member → ListServices calls while isolated and not leader
 }
 
 func newChaos() *chaos {
-	return &chaos{dead: map[string]bool{}, effects: map[string]int{}, minority: map[string]int{}}
+	return &chaos{dead: map[string]bool{}, effects: map[string]int{}, minority: map[string]int{}, reads: map[string]int{},
+		readsAway: map[string]int{}}
 }
 
 func (ch *chaos) isDead(m string) bool {
@@ -133,6 +136,19 @@ func (n chaosNova) UpdateService(ctx context.Context, id string, u nova.ServiceU
 		return nova.Service{}, err
 	}
 	return n.Nova.UpdateService(ctx, id, u)
+}
+
+func (n chaosNova) ListServices(ctx context.Context, binary string) ([]nova.Service, error) {
+	m := n.ch.c.Member(n.member)
+	n.ch.mu.Lock()
+	n.ch.reads[n.member]++
+	if m.Isolated() {
+		if nd := m.Node(); nd == nil || !nd.IsLeader() {
+			n.ch.readsAway[n.member]++
+		}
+	}
+	n.ch.mu.Unlock()
+	return n.Nova.ListServices(ctx, binary)
 }
 
 func (n chaosNova) Evacuate(ctx context.Context, id, target string) error {
@@ -499,4 +515,302 @@ func TestFailoverExactlyOnce(t *testing.T) {
 	})
 	t.Logf("%d runs: %d finished exactly-once, %d disrupted (kill %d, partition %d, graceful %d), %d members took over",
 		runs, finished, disrupted, byMode[disKill], byMode[disPartition], byMode[disGraceful], failovers)
+}
+
+func (ch *chaos) counts(member string) (effects, reads, readsAway int) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.effects[member], ch.reads[member], ch.readsAway[member]
+}
+
+func (w *clusterWorld) waitDone(t *testing.T, host string, d time.Duration) {
+	t.Helper()
+	waitFor(t, d, host+" recovered", func() bool { return w.phase(host) == leader.PhaseDone })
+}
+
+// TestSplitMinorityNeverActs cuts one voter off (a follower, or the leader
+// itself) and fails c1: the majority recovers it exactly once; the minority
+// never fences and never writes to Nova, and stops polling Nova once it
+// knows it does not lead. Healed, it catches up.
+func TestSplitMinorityNeverActs(t *testing.T) {
+	for _, who := range []string{"follower", "leader"} {
+		t.Run("minority is the "+who, func(t *testing.T) {
+			t.Parallel()
+			ch := newChaos()
+			w := newClusterWorld(t, clusterSettings(), 20, false, ch.options)
+			ch.c = w.Cluster
+			w.start()
+			l := w.Leader()
+			minority := l
+			if who == "follower" {
+				for _, m := range w.Members() {
+					if m != l {
+						minority = m
+						break
+					}
+				}
+			}
+			minority.Isolate()
+			var cut time.Time
+			if who == "leader" {
+				waitFor(t, 10*time.Second, "the old leader to step down", func() bool { return !minority.Node().IsLeader() })
+				cut = time.Now()
+				_, r0, _ := ch.counts(minority.ID)
+				defer func() {
+					_, r1, _ := ch.counts(minority.ID)
+					t.Logf("the cut-off old leader polled Nova %d times after stepping down (%s)", r1-r0, time.Since(cut).Round(time.Millisecond))
+					if r1 > r0 {
+						t.Errorf("the cut-off old leader polled Nova %d times after it stepped down", r1-r0)
+					}
+				}()
+			}
+			w.Hang("c1")
+			w.waitDone(t, "c1", 60*time.Second)
+			w.check(t, ch)
+			eff, reads, away := ch.counts(minority.ID)
+			if eff != 0 {
+				t.Errorf("the minority %s made %d side effects", minority.ID, eff)
+			}
+			if away != 0 {
+				t.Errorf("the minority %s polled Nova %d times while it did not lead", minority.ID, away)
+			}
+			t.Logf("minority %s: %d side effects, %d polls in all, %d while not leading", minority.ID, eff, reads, away)
+			minority.Heal()
+			waitFor(t, 20*time.Second, "the healed member catches up", func() bool {
+				n := minority.Node()
+				rec := n.FSM().Host("c1")
+				return rec != nil && rec.Phase == leader.PhaseDone
+			})
+		})
+	}
+}
+
+// TestRestartAllThreeMidEvacuation kills every voter while the twenty
+// servers are being evacuated, restarts them on their data, and checks the
+// recovery resumes from the log and finishes exactly once.
+func TestRestartAllThreeMidEvacuation(t *testing.T) {
+	ch := newChaos()
+	w := newClusterWorld(t, clusterSettings(), 20, false, ch.options)
+	ch.c = w.Cluster
+	var once sync.Once
+	stopped := make(chan struct{})
+	ch.trigger = func(member string, n int64) {
+		rec := w.Member(member).Node().FSM().Host("c1")
+		if rec == nil || rec.Phase != leader.PhaseEvacuating {
+			return
+		}
+		done := 0
+		for _, s := range rec.Servers {
+			if s.State != leader.ServerPending {
+				done++
+			}
+		}
+		if done < 5 {
+			return
+		}
+		once.Do(func() {
+			for _, m := range w.Members() {
+				ch.setDead(m.ID, true)
+				m.Isolate()
+			}
+			go func() {
+				for _, m := range w.Members() {
+					m.Stop(false)
+				}
+				close(stopped)
+			}()
+		})
+	}
+	w.start()
+	w.Hang("c1")
+	select {
+	case <-stopped:
+	case <-time.After(scale(60 * time.Second)):
+		t.Fatal("the evacuation never got five servers in")
+	}
+	mid := map[string]leader.Phase{}
+	for _, m := range w.Members() {
+		ch.setDead(m.ID, false)
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.WaitLeader(context.Background(), scale(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range w.Members() {
+		if rec := m.Node().FSM().Host("c1"); rec != nil {
+			mid[m.ID] = rec.Phase
+		}
+	}
+	t.Logf("after restarting all three: %v", mid)
+	w.waitDone(t, "c1", 60*time.Second)
+	w.check(t, ch)
+}
+
+// wire holds one side effect "on the wire": the first call of its kind is
+// made by the leader, which is cut off from the others at that moment; the
+// request reaches Nova or the BMC only when release() says so (after the
+// next leader has acted), whatever the deposed leader's context says.
+type wire struct {
+	c       *sandbox.Cluster
+	kind    string // "evacuate" or "fence"
+	release func() bool
+
+	mu      sync.Mutex
+	taken   bool
+	holder  string
+	target  string
+	late    bool // the held call was delivered after the release condition held
+	timeout bool
+}
+
+func (wr *wire) hold(member, kind, target string) bool {
+	wr.mu.Lock()
+	if wr.taken || kind != wr.kind {
+		wr.mu.Unlock()
+		return false
+	}
+	wr.taken, wr.holder, wr.target = true, member, target
+	wr.mu.Unlock()
+	wr.c.Member(member).Isolate()
+	deadline := time.Now().Add(scale(30 * time.Second))
+	for !wr.release() {
+		if time.Now().After(deadline) {
+			wr.mu.Lock()
+			wr.timeout = true
+			wr.mu.Unlock()
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wr.mu.Lock()
+	wr.late = true
+	wr.mu.Unlock()
+	return true
+}
+
+type wireNova struct {
+	leader.Nova
+	wr     *wire
+	member string
+}
+
+func (n wireNova) Evacuate(ctx context.Context, id, target string) error {
+	if n.wr.hold(n.member, "evacuate", id) {
+		ctx = context.WithoutCancel(ctx) // the request already left
+	}
+	return n.Nova.Evacuate(ctx, id, target)
+}
+
+type wireFencer struct {
+	fence.Fencer
+	wr     *wire
+	member string
+	host   string
+}
+
+func (f wireFencer) PowerOff(ctx context.Context) error {
+	if f.wr.hold(f.member, "fence", f.host) {
+		ctx = context.WithoutCancel(ctx)
+	}
+	return f.Fencer.PowerOff(ctx)
+}
+
+// TestDeposedLeaderInFlightEffect is the danger a partition adds to a
+// crash: the leader commits an intent, sends the request, and is cut off
+// from the other voters before the request arrives. The new leader finds
+// the intent without a result, looks at the world, sees nothing yet, and
+// makes the call itself; then the old request arrives. What must hold is
+// that the world changes once: Nova refuses the second evacuation (the
+// server is rebuilding, or its new host is up), and a second power-off
+// finds the host already off. Duplicate requests are counted and logged.
+func TestDeposedLeaderInFlightEffect(t *testing.T) {
+	for _, kind := range []string{"evacuate", "fence"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ch := newChaos()
+			wr := &wire{kind: kind}
+			w := newClusterWorld(t, clusterSettings(), 20, false, func(o *sandbox.ClusterOptions) {
+				o.WrapNova = func(nv leader.Nova) leader.Nova { return nv }
+				ch.options(o)
+				chaosNovaFor, chaosFenceFor := o.WrapNovaFor, o.WrapFenceFor
+				o.WrapNovaFor = func(member string, nv leader.Nova) leader.Nova {
+					return chaosNovaFor(member, wireNova{Nova: nv, wr: wr, member: member})
+				}
+				o.WrapFenceFor = func(member string, l fence.Lookup) fence.Lookup {
+					return chaosFenceFor(member, fence.LookupFunc(func(h string) (fence.Fencer, error) {
+						f, err := l.Fencer(h)
+						if err != nil {
+							return nil, err
+						}
+						return wireFencer{Fencer: f, wr: wr, member: member, host: h}, nil
+					}))
+				}
+			})
+			ch.c, wr.c = w.Cluster, w.Cluster
+			wr.release = func() bool {
+				wr.mu.Lock()
+				target := wr.target
+				wr.mu.Unlock()
+				switch kind {
+				case "evacuate":
+					return w.Sim.ServerCalls(target, novasim.RouteEvacuate) >= 1
+				default:
+					_, reqs, _ := w.BMC("c1").Counts()
+					return reqs >= 1
+				}
+			}
+			w.start()
+			w.Hang("c1")
+			waitFor(t, 60*time.Second, "the held request to be delivered", func() bool {
+				wr.mu.Lock()
+				defer wr.mu.Unlock()
+				return wr.late || wr.timeout
+			})
+			wr.mu.Lock()
+			holder, target, timedOut := wr.holder, wr.target, wr.timeout
+			wr.mu.Unlock()
+			if timedOut {
+				t.Logf("the next leader never made the call itself: it found the world changed first")
+			}
+			w.Member(holder).Heal()
+			w.waitDone(t, "c1", 60*time.Second)
+
+			off, reqs, _ := w.BMC("c1").Counts()
+			migs := map[string]int{}
+			for _, m := range w.Sim.Migrations() {
+				if m.MigrationType == "evacuation" {
+					migs[m.InstanceUUID]++
+				}
+			}
+			if off != 1 {
+				t.Errorf("c1 was turned off %d times", off)
+			}
+			for _, id := range w.servers {
+				if migs[id] != 1 {
+					t.Errorf("server %s: %d evacuation migrations, want exactly 1", id, migs[id])
+				}
+				if srv, _ := w.Sim.Server(id); srv.Host == "c1" {
+					t.Errorf("server %s still on c1", id)
+				}
+			}
+			ch.mu.Lock()
+			for _, v := range ch.violations {
+				if !strings.Contains(v, "power is") { // the late request itself is the point here
+					continue
+				}
+				t.Error(v)
+			}
+			ch.mu.Unlock()
+			calls := 0
+			if kind == "evacuate" {
+				calls = w.Sim.ServerCalls(target, novasim.RouteEvacuate)
+			} else {
+				calls = reqs
+			}
+			t.Logf("%s held on the wire by %s (target %s): %d requests reached the world, %d took effect", kind, holder, target, calls,
+				map[bool]int{true: migs[target], false: off}[kind == "evacuate"])
+		})
+	}
 }
