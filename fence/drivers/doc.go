@@ -3,5 +3,5 @@
 // importing one package.
 //
 // It owns only the list of drivers. It must never hold driver logic; a new
-// driver (bmh) is added here with one line.
+// driver is added here with one line.
 package drivers

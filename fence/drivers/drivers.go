@@ -4,20 +4,20 @@ import (
 	"log/slog"
 
 	"github.com/ihaproject/iha/fence"
+	"github.com/ihaproject/iha/fence/bmh"
 	"github.com/ihaproject/iha/fence/ipmi"
 	"github.com/ihaproject/iha/fence/noop"
 	"github.com/ihaproject/iha/fence/redfish"
 	"github.com/ihaproject/iha/pkg/config"
 )
 
-// All returns the constructors of this build by agent name. bmh is absent
-// until its driver exists: the registry then answers "agent bmh is not
-// available in this build".
+// All returns the constructors of this build by agent name.
 func All() map[string]fence.Constructor {
 	return map[string]fence.Constructor{
 		config.AgentIPMI:    ipmi.New,
 		config.AgentRedfish: redfish.New,
 		config.AgentNoop:    noop.New,
+		config.AgentBMH:     bmh.New,
 	}
 }
 

@@ -3,10 +3,14 @@ package drivers_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ihaproject/iha/fence"
+	"github.com/ihaproject/iha/fence/bmh/bmhtest"
 	"github.com/ihaproject/iha/fence/drivers"
 	"github.com/ihaproject/iha/fence/fencetest"
 	"github.com/ihaproject/iha/fence/redfish/redfishsim"
@@ -14,6 +18,10 @@ import (
 )
 
 func TestEveryAgentOfThisBuild(t *testing.T) {
+	ca, err := bmhtest.WriteCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	sim, err := redfishsim.Start(redfishsim.Options{Username: "root", Password: "calvin-canary"})
 	if err != nil {
 		t.Fatal(err)
@@ -24,14 +32,22 @@ func TestEveryAgentOfThisBuild(t *testing.T) {
 			Passwd: config.NewSecret("calvin-canary"), UUID: config.DefaultRedfishUUID},
 		{Name: "ipmi-0", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: 6230, Login: "admin", Passwd: config.NewSecret("x")},
 		{Name: "noop-0", Agent: "noop"},
-		{Name: "bmh-0", Agent: "bmh", Host: "bmh-0", Namespace: "openstack", Token: config.NewSecret("t")},
+		{Name: "bmh-0", Agent: "bmh", Host: "bmh-0", Namespace: "openstack", Token: config.NewSecret("bmh-token-canary"),
+			APIURL: "https://127.0.0.1:6443", CAFile: ca},
+		// bmh without ca_file outside a pod: the service-account CA is
+		// missing, a configuration error at load time.
+		{Name: "bmh-1", Agent: "bmh", Host: "bmh-1", Namespace: "openstack", Token: config.NewSecret("bmh-token-canary")},
 	}}
 	logger, logs := fencetest.Logger(t)
 	r, err := drivers.Registry(f, config.Defaults(), logger)
-	if err == nil || !errors.Is(err, fence.ErrNotAvailable) {
-		t.Fatalf("err = %v, want bmh not available", err)
+	if _, statErr := os.Stat(config.DefaultBMHCAFile); statErr == nil {
+		if err != nil {
+			t.Fatalf("Registry: %v", err)
+		}
+	} else if err == nil || errors.Is(err, fence.ErrNotAvailable) || !strings.Contains(err.Error(), "fence bmh-1 via bmh: configure: ca_file") {
+		t.Fatalf("err = %v, want only bmh-1's missing CA file", err)
 	}
-	for _, tt := range []struct{ host, driver string }{{"rf-0.example.com", "redfish"}, {"ipmi-0", "ipmi"}, {"noop-0", "noop"}} {
+	for _, tt := range []struct{ host, driver string }{{"rf-0.example.com", "redfish"}, {"ipmi-0", "ipmi"}, {"noop-0", "noop"}, {"bmh-0.example.com", "bmh"}} {
 		fc, err := r.Fencer(tt.host)
 		if err != nil {
 			t.Fatalf("Fencer(%s): %v", tt.host, err)
@@ -46,8 +62,5 @@ func TestEveryAgentOfThisBuild(t *testing.T) {
 	if st, err := fc.PowerState(ctx); err != nil || st != fence.PowerOn {
 		t.Fatalf("PowerState through the registry = %v, %v", st, err)
 	}
-	if _, err := r.Fencer("bmh-0"); err == nil || err.Error() != "fence bmh-0 via bmh: configure: agent bmh is not available in this build" {
-		t.Fatalf("bmh error = %v", err)
-	}
-	fencetest.CheckNoSecret(t, []string{"calvin-canary"}, logs(), err.Error())
+	fencetest.CheckNoSecret(t, []string{"calvin-canary", "bmh-token-canary"}, logs(), fmt.Sprint(err))
 }
