@@ -12,6 +12,7 @@ PKGS=(
   iproute2        # ip netns for network tests
   python3-nova python3-placement python3-glance  # deploy/lab: a real Nova (Zed) with fake computes
   rabbitmq-server mariadb-server python3-pymysql # deploy/lab: its message bus and databases
+  etcd-server     # etcd for the real kube-apiserver of the fence/bmh tests (scripts/build-kube-apiserver.sh)
 )
 
 missing=()
