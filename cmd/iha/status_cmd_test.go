@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/config"
+)
+
+var updateCLI = flag.Bool("update-cli", false, "rewrite cmd/iha/testdata/cli/*.golden")
+
+const (
+	cliCanaryRW = "CanaryCliWrite-8d21"
+	cliCanaryRO = "CanaryCliRead-41be"
+)
+
+// fixture is a Backend with one fixed cluster: a leader ctl-1, compute-9
+// failed mid-recovery, compute-8 skipped, compute-3 in maintenance. The
+// CLI's golden files are its rendering of these answers.
+type fixture struct {
+	mu        sync.Mutex
+	noLeader  bool
+	mutations []api.Mutation
+}
+
+var ft0 = time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)
+
+func fat(s float64) time.Time { return ft0.Add(time.Duration(s * float64(time.Second))) }
+
+func (f *fixture) Freshness() api.Freshness {
+	return api.Freshness{Node: "ctl-2", Role: "Follower", LeaderID: "ctl-1", AppliedIndex: 120, LastContact: fat(30)}
+}
+func (f *fixture) LeaderAPI() (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return "", !f.noLeader // this node leads unless told it knows none
+}
+func (f *fixture) ConsistentRead(context.Context) error { return nil }
+func (f *fixture) Cluster(context.Context) (api.Cluster, error) {
+	ready := true
+	leader := "ctl-1"
+	f.mu.Lock()
+	if f.noLeader {
+		leader = ""
+	}
+	f.mu.Unlock()
+	return api.Cluster{Version: "1.0.0", RaftState: "Follower", Term: 4, CommitIndex: 120, Leader: leader, LeaderAPI: "10.0.0.1:7421",
+		Voters: []api.Voter{{ID: "ctl-1", Address: "10.0.0.1:7420", Leader: true, Suffrage: "Voter", Health: "ok", APIAddr: "10.0.0.1:7421"},
+			{ID: "ctl-2", Address: "10.0.0.2:7420", Suffrage: "Voter", Health: "ok"},
+			{ID: "ctl-3", Address: "10.0.0.3:7420", Suffrage: "Voter", Health: "unknown (ask the leader)"}},
+		Mesh: api.Mesh{States: map[string]int{}}, Maintenance: map[string]string{"compute-3": "disk swap"},
+		Config:    api.ConfigSummary{DetectionMode: "both", QuickEvacuateLevel: 2, PollSeconds: 45, DeltaSeconds: 30, ThresholdPercent: 50, Workers: 4},
+		NovaReady: &ready, LastPoll: fat(29),
+		Hosts: api.PhaseCounts{Records: 2, Active: 0, Failed: 1, ByPhase: map[string]int{"failed": 1, "skipped": 1}}}, nil
+}
+func (f *fixture) Hosts(context.Context) ([]api.HostSummary, error) {
+	return []api.HostSummary{
+		{Host: "compute-1", MeshState: "alive", NovaState: "up", NovaStatus: "enabled", Verdict: "healthy"},
+		{Host: "compute-3", MeshState: "alive", NovaState: "up", NovaStatus: "disabled", Verdict: "maintenance", Maintenance: "disk swap"},
+		{Host: "compute-8", MeshState: "unknown", NovaState: "down", Verdict: "skipped", Phase: "skipped", Since: fat(5), Reason: "THRESHOLD exceeded"},
+		{Host: "compute-9", MeshState: "dead", NovaState: "down", ForcedDown: true, NovaStatus: "disabled", Verdict: "failed", Phase: "failed",
+			Since: fat(4), Servers: 2, ServersDone: 1, Reason: "1 server could not be evacuated"},
+	}, nil
+}
+func (f *fixture) Host(_ context.Context, h string) (api.Host, error) {
+	if h != "compute-9" {
+		return api.Host{}, api.ErrNotFound
+	}
+	return api.Host{Host: "compute-9", Phase: "failed", PhaseSince: fat(4), DetectedAt: fat(0), FinishedAt: fat(4), Zone: "nova",
+		ServiceID: "svc-9", Level: 2, Reason: "1 server could not be evacuated", LastError: "nova: 409 Conflict: no valid host",
+		Evidence: api.Evidence{Mode: "both", Source: "gossip", NovaState: "down", NovaUpdatedAt: fat(-7), Note: "gossip dead since 02:59:55"},
+		Fence:    &api.Fence{Method: "ipmi", State: "off", At: fat(1.3), Detail: "ipmi: power off confirmed"},
+		Steps: []api.Step{
+			{Step: "fence", Op: "t2.i7", Started: fat(0.1), Finished: fat(1.3), Seconds: 1.2, Outcome: "ok", Detail: "ipmi: power off confirmed"},
+			{Step: "disable", Op: "t2.i9", Started: fat(1.4), Finished: fat(1.6), Seconds: 0.2, Outcome: "ok", Detail: "forced down and disabled"},
+			{Step: "evacuate", Op: "t2.i12", ServerID: "srv-a", Started: fat(1.8), Finished: fat(2), Seconds: 0.2, Outcome: "ok"},
+			{Step: "evacuate", Op: "t2.i15", ServerID: "srv-b", Started: fat(1.9), Finished: fat(2.2), Seconds: 0.3, Outcome: "failed", Detail: "nova: 409 Conflict: no valid host"},
+		},
+		Servers: []api.Instance{
+			{ID: "srv-a", Name: "web-1", From: "compute-9", To: "compute-2", OrigStatus: "ACTIVE", State: "done", MigrationID: 41, Attempts: 1, RequestedAt: fat(2), FinishedAt: fat(3.5)},
+			{ID: "srv-b", Name: "db-1", From: "compute-9", OrigStatus: "ACTIVE", State: "failed", Attempts: 1, Error: "nova: 409 Conflict: no valid host", FinishedAt: fat(2.2)},
+		},
+		Gate: api.Gate{Host: "compute-9", Allow: false, Reason: "recovery failed and needs an operator: 1 server could not be evacuated"}}, nil
+}
+func (f *fixture) Events(q api.EventQuery) []api.Event {
+	all := []api.Event{
+		{Seq: 11, At: fat(0), Host: "compute-9", Kind: "HostDown", Message: "host failed: source gossip, nova state down", Warning: true},
+		{Seq: 12, At: fat(0.1), Host: "compute-9", Kind: "FencingStarted", Message: "fencing (attempt 1, op t2.i7)"},
+		{Seq: 13, At: fat(1.3), Host: "compute-9", Kind: "FencingSucceeded", Message: "fenced: ipmi: power off confirmed"},
+		{Seq: 14, At: fat(5), Host: "compute-8", Kind: "HostSkipped", Message: "host failed but is not recovered: THRESHOLD exceeded", Warning: true},
+	}
+	var out []api.Event
+	for _, e := range all {
+		if e.Seq > q.Since && (q.Host == "" || q.Host == e.Host) {
+			out = append(out, e)
+		}
+	}
+	if q.Limit > 0 && len(out) > q.Limit {
+		out = out[len(out)-q.Limit:]
+	}
+	return out
+}
+func (f *fixture) Gate(h string) api.Gate { return api.Gate{Host: h, Allow: true} }
+func (f *fixture) Mutate(_ context.Context, m api.Mutation) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m.Kind == api.MutRetry && m.Host != "compute-9" {
+		return 0, api.ErrNotFound
+	}
+	f.mutations = append(f.mutations, m)
+	return 15, nil
+}
+func (f *fixture) Ready(context.Context) error { return nil }
+
+// cliEnv points the CLI at url with token.
+func cliEnv(t *testing.T, url, token string) {
+	t.Helper()
+	orig, origTerm := apiEnv, isTerminal
+	t.Cleanup(func() { apiEnv, isTerminal = orig, origTerm })
+	isTerminal = func(io.Writer) bool { return false }
+	apiEnv = func(k string) string {
+		switch k {
+		case "IHA_ADDR":
+			return url
+		case "IHA_TOKEN":
+			return token
+		case "USER":
+			return "alice"
+		}
+		return ""
+	}
+}
+
+func serveFixture(t *testing.T, f *fixture) string {
+	t.Helper()
+	srv := httptest.NewServer(api.NewServer(api.Config{Backend: f, Token: config.NewSecret(cliCanaryRW), ReadToken: config.NewSecret(cliCanaryRO)}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), args, &out, &errOut)
+	for _, c := range []string{cliCanaryRW, cliCanaryRO} {
+		if strings.Contains(out.String()+errOut.String(), c) {
+			t.Fatalf("iha %v printed a token", args)
+		}
+	}
+	return code, out.String(), errOut.String()
+}
+
+// goldenCLI compares got with testdata/cli/name.golden. The "by" of a
+// mutation names the test machine; it is masked.
+func goldenCLI(t *testing.T, name, got string) {
+	t.Helper()
+	host, _ := os.Hostname()
+	got = strings.ReplaceAll(got, "@"+host, "@HOST")
+	for _, u := range []string{"alice", "root"} {
+		got = strings.ReplaceAll(got, u+"@HOST", "USER@HOST")
+	}
+	path := filepath.Join("testdata", "cli", name+".golden")
+	if *updateCLI {
+		_ = os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd/iha -update-cli)", err)
+	}
+	if got != string(want) {
+		t.Errorf("iha output differs from %s:\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestCLIGoldenOutputOfEveryCommand(t *testing.T) {
+	f := &fixture{}
+	url := serveFixture(t, f)
+	cases := []struct {
+		name     string
+		token    string
+		args     []string
+		wantCode int
+	}{
+		{"status", cliCanaryRO, []string{"status"}, exitUnhealthy}, // a failed recovery makes the cluster unhealthy
+		{"hosts", cliCanaryRO, []string{"hosts"}, exitUnhealthy},
+		{"host", cliCanaryRO, []string{"host", "compute-9"}, exitUnhealthy},
+		{"events", cliCanaryRO, []string{"events"}, exitOK},
+		{"events-host", cliCanaryRO, []string{"events", "--host", "compute-9", "--limit", "2"}, exitOK},
+		{"pause", cliCanaryRW, []string{"pause", "--reason", "network work"}, exitOK},
+		{"resume", cliCanaryRW, []string{"resume"}, exitOK},
+		{"confirm-fenced", cliCanaryRW, []string{"confirm-fenced", "compute-9", "--reason", "power cord pulled"}, exitOK},
+		{"maintenance", cliCanaryRW, []string{"maintenance", "compute-3", "on", "--reason", "disk swap"}, exitOK},
+		{"retry", cliCanaryRW, []string{"retry", "compute-9"}, exitOK},
+	}
+	for _, c := range cases {
+		for _, form := range []string{"table", "json"} {
+			t.Run(c.name+"/"+form, func(t *testing.T) {
+				cliEnv(t, url, c.token)
+				args := c.args
+				if form == "json" {
+					args = append(append([]string(nil), args...), "--json")
+				}
+				code, out, errOut := runCLI(t, args...)
+				if code != c.wantCode {
+					t.Fatalf("exit %d, want %d\n%s%s", code, c.wantCode, out, errOut)
+				}
+				goldenCLI(t, c.name+"."+form, out)
+			})
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.mutations) != 10 { // five commands, two forms each
+		t.Fatalf("%d mutations reached the leader, want 10", len(f.mutations))
+	}
+	if m := f.mutations[4]; m.Kind != api.MutConfirmFenced || m.Reason != "power cord pulled" || !strings.HasPrefix(m.By, "") || !strings.Contains(m.By, " from 127.0.0.1") {
+		t.Fatalf("confirm-fenced reached the leader as %+v", m)
+	}
+}
+
+func TestCLIExitCodesScriptsCanRelyOn(t *testing.T) {
+	url := serveFixture(t, &fixture{})
+	noLeader := serveFixture(t, &fixture{noLeader: true})
+	cases := []struct {
+		name      string
+		addr      string
+		token     string
+		args      []string
+		want      int
+		stderrHas string
+	}{
+		{"usage: unknown flag", url, "", []string{"hosts", "--bogus"}, exitUsage, "bogus"},
+		{"usage: host without a name", url, "", []string{"host"}, exitUsage, "exactly one host"},
+		{"usage: maintenance neither on nor off", url, cliCanaryRW, []string{"maintenance", "c1", "maybe"}, exitUsage, "on or off"},
+		{"usage: confirm-fenced without a reason", url, cliCanaryRW, []string{"confirm-fenced", "c1"}, exitUsage, "--reason is required"},
+		{"a bad host name is a 400 naming the parameter", url, cliCanaryRO, []string{"host", "..x"}, exitUsage, "parameter host"},
+		{"an unknown host is a 404 with a message", url, cliCanaryRO, []string{"host", "compute-404"}, exitUnhealthy, `no recovery record for host "compute-404"`},
+		{"reads without a token once API_READ_TOKEN is set", url, "", []string{"hosts"}, exitUnhealthy, "set IHA_TOKEN"},
+		{"a change with the read-only token", url, cliCanaryRO, []string{"pause"}, exitUnhealthy, "403"},
+		{"a change without a token", url, "", []string{"resume"}, exitUnhealthy, "401"},
+		{"nothing listening", "127.0.0.1:1", cliCanaryRO, []string{"status"}, exitUnreachable, "cannot reach the IHA API"},
+		{"API reachable but no leader: a change", noLeader, cliCanaryRW, []string{"pause"}, exitUnreachable, "no Raft leader is reachable"},
+		{"API reachable but no leader: status", noLeader, cliCanaryRO, []string{"status"}, exitUnreachable, "knows no Raft leader"},
+		{"the second address answers", "127.0.0.1:1," + url, cliCanaryRO, []string{"events"}, exitOK, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cliEnv(t, c.addr, c.token)
+			code, out, errOut := runCLI(t, c.args...)
+			if code != c.want || !strings.Contains(errOut, c.stderrHas) {
+				t.Fatalf("exit %d (want %d), stderr %q (want %q)\n%s", code, c.want, errOut, c.stderrHas, out)
+			}
+		})
+	}
+}
+
+func TestCLIAddrFlagWinsOverTheEnvironment(t *testing.T) {
+	url := serveFixture(t, &fixture{})
+	cliEnv(t, "127.0.0.1:1", cliCanaryRO)
+	if code, _, errOut := runCLI(t, "events", "--addr", url); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
