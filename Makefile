@@ -65,3 +65,4 @@ clean: ## remove build outputs
 	rm -rf bin dist
 
 -include deploy/lab/lab.mk
+-include deploy/package.mk

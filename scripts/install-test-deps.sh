@@ -10,6 +10,8 @@ PKGS=(
   ipmitool        # reference IPMI client (test cross-checks)
   fence-agents    # /usr/libexec/fence-agents/fence_kdump_send (agent kdump tests)
   iproute2        # ip netns for network tests
+  rpm             # rpm -qpl/-qpc/--scripts/-i --root: deploy/pkgtest checks the RPMs
+  systemd         # systemd-analyze verify of the units (deploy/pkgtest)
   python3-nova python3-placement python3-glance  # deploy/lab: a real Nova (Zed) with fake computes
   rabbitmq-server mariadb-server python3-pymysql # deploy/lab: its message bus and databases
   etcd-server     # etcd for the real kube-apiserver of the fence/bmh tests (scripts/build-kube-apiserver.sh)
