@@ -205,29 +205,20 @@ func reachableAddr(apiAddr, raftAddr string) string {
 // consistent read.
 const consistentTimeout = 10 * time.Second
 
-// ConsistentRead implements api.Backend: the leader confirms its leadership
-// with a quorum, then waits until every committed entry is applied here.
+// ConsistentRead implements api.Backend through (*Node).ConsistentRead:
+// the leader confirms its leadership with a quorum, then waits until every
+// committed entry is applied here.
 func (a *API) ConsistentRead(ctx context.Context) error {
 	if !a.node.IsLeader() {
 		return api.ErrNotLeader
 	}
-	// TODO(raft-cluster): use (*Node).ConsistentRead(ctx) once leader/raft.go
-	// exports it; this is its equivalent with the calls available today.
-	if err := a.node.VerifyLeader(); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, consistentTimeout)
+	defer cancel()
+	if err := a.node.ConsistentRead(ctx); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return api.ErrNotLeader
 		}
-		return fmt.Errorf("verify leadership: %w", err)
-	}
-	timeout := consistentTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	if err := a.node.Barrier(timeout); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return api.ErrNotLeader
-		}
-		return fmt.Errorf("barrier: %w", err)
+		return err
 	}
 	return nil
 }
