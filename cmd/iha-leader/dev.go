@@ -83,6 +83,9 @@ func runDev(ctx context.Context, o devOptions) int {
 		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
 		return 1
 	}
+	if a := startDevAPI(sb.Node(), sb.Monitor(), s, o.stdout, log); a != nil {
+		defer a.Stop()
+	}
 	select {
 	case <-ctx.Done():
 		return 0

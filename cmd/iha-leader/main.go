@@ -5,18 +5,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/ihaproject/iha/fence/drivers"
 	"github.com/ihaproject/iha/leader"
@@ -126,6 +122,8 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s, Nova: nc, Fencers: fencers, Store: node,
 			Logger: log.With("component", "reconciler")})
 	}, log)
+	// Followers forward to the address the leader records at each term.
+	mon.APIAddr = s.APIAddr
 	monCtx, stopMon := context.WithCancel(context.Background())
 	monDone := make(chan struct{})
 	go func() {
@@ -133,20 +131,22 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 		_ = mon.Run(monCtx)
 	}()
 
-	// 6. Health endpoints (the full status API comes with the CLI).
-	srv, err := serveHealth(s.APIAddr, node, mon)
+	// 6. The status API: /v1 (reads, operator commands, events), /metrics,
+	// /healthz, /readyz, the agents' gate and the Raft join. A node that
+	// cannot serve it still votes and, when leader, recovers hosts.
+	apiSrv, err := startAPI(node, mon, s, s.APIAddr, log)
 	if err != nil {
-		log.Error("health endpoint not served", "addr", s.APIAddr, "err", err)
+		log.Error("status API not served", "addr", s.APIAddr, "err", err)
+	} else {
+		log.Info("status API listening", "url", apiSrv.URL, "tls", s.APITLSCert != "", "write_token", !s.APIToken.IsZero(), "read_token", !s.APIReadToken.IsZero())
 	}
 
 	<-ctx.Done()
 	log.Info("shutting down")
 	// Shutdown order: stop serving, stop acting (the reconciler finishes its
 	// current Raft command), then leave Raft, handing leadership over first.
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
+	if apiSrv != nil {
+		apiSrv.Stop()
 	}
 	stopMon()
 	<-monDone
@@ -168,42 +168,4 @@ func parsePeers(list []string) ([]leader.Peer, error) {
 		out = append(out, leader.Peer{ID: id, Addr: addr})
 	}
 	return out, nil
-}
-
-// serveHealth serves /healthz (the process answers; never fails because
-// work is slow) and /readyz (a leader is known and, on the leader, Nova
-// answered the last poll).
-func serveHealth(addr string, node *leader.Node, mon *leader.Monitor) (*http.Server, error) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if a, _ := node.Leader(); a == "" {
-			http.Error(w, "no Raft leader known", http.StatusServiceUnavailable)
-			return
-		}
-		if node.IsLeader() {
-			if r := mon.Current(); r == nil || !r.Ready() {
-				http.Error(w, "leader has not reached Nova yet", http.StatusServiceUnavailable)
-				return
-			}
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	mux.HandleFunc("GET /v1/gate/{host}", func(w http.ResponseWriter, r *http.Request) {
-		host := r.PathValue("host")
-		ok, why := leader.GateAllows(node.FSM().Host(host))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, "{\"host\":%q,\"allow\":%v,\"reason\":%q}\n", host, ok, why)
-	})
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			slog.Default().Error("health endpoint stopped", "err", err)
-		}
-	}()
-	return srv, nil
 }

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+
+	"github.com/ihaproject/iha/leader"
+	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/metrics"
+	"github.com/ihaproject/iha/pkg/version"
+)
+
+// statusAPI is the running status API of this node: /v1, /metrics,
+// /healthz, /readyz, the agents' /v1/gate/{host} and the Raft join.
+type statusAPI struct {
+	Addr    net.Addr
+	URL     string
+	Backend *leader.API
+	Metrics *metrics.Metrics
+	done    <-chan struct{}
+	cancel  context.CancelFunc
+}
+
+// Stop stops serving (open event streams are closed) and releases the
+// adapter.
+func (s *statusAPI) Stop() {
+	s.cancel()
+	<-s.done
+	s.Backend.Close()
+}
+
+// startAPI serves the status API of node on addr (API_ADDR) with the
+// tokens and TLS of s.
+func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, log *slog.Logger) (*statusAPI, error) {
+	tlsCfg, err := apiTLS(s)
+	if err != nil {
+		return nil, err
+	}
+	backend := leader.NewAPI(leader.APIConfig{Node: node, Monitor: mon, Settings: s, Version: version.String(),
+		Logger: log.With("component", "api")})
+	met := metrics.New(backend.MetricsSource(), version.Version)
+	// TODO(lead): pass backend as ReconcilerConfig.Observer once it exists, so
+	// that poll cycles reach /metrics and /v1/hosts lists every compute.
+	srv := api.NewServer(api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken,
+		Metrics: met.Handler(), TLS: tlsCfg, Logger: log.With("component", "api"),
+		Mount: func(mux *http.ServeMux) { mux.Handle("POST "+leader.JoinPath, node.JoinHandler()) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	bound, done, err := srv.ListenAndServe(ctx, addr)
+	if err != nil {
+		cancel()
+		backend.Close()
+		return nil, err
+	}
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	return &statusAPI{Addr: bound, URL: scheme + "://" + bound.String(), Backend: backend, Metrics: met, done: done, cancel: cancel}, nil
+}
+
+// apiTLS is the API's TLS configuration from API_TLS_CERT/API_TLS_KEY (nil:
+// plain HTTP). Forwarding to the leader trusts the system roots and the
+// certificates of API_TLS_CERT's file (its chain), so controllers whose
+// certificates share an issuer included in that file trust each other.
+func apiTLS(s config.Settings) (*tls.Config, error) {
+	if s.APITLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(s.APITLSCert, s.APITLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("status API TLS: load %s / %s: %w", s.APITLSCert, s.APITLSKey, err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if pem, err := os.ReadFile(s.APITLSCert); err == nil {
+		pool.AppendCertsFromPEM(pem)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12,
+		// The Raft join handler checks a client certificate when one is
+		// given; nothing else asks for one.
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, nil
+}
+
+// devAPIAddr is where dev mode serves the status API (tests use port 0);
+// when it is taken, dev mode takes any free port.
+var devAPIAddr = "127.0.0.1:7421"
+
+// startDevAPI serves dev mode's status API with a fresh write token, and
+// prints its URL and a one-line hint. Dev mode works without it (nil).
+func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io.Writer, log *slog.Logger) *statusAPI {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	tok := hex.EncodeToString(b)
+	s.APIToken = config.NewSecret(tok)
+	a, err := startAPI(node, mon, s, devAPIAddr, log)
+	if err != nil {
+		a, err = startAPI(node, mon, s, "127.0.0.1:0", log)
+	}
+	if err != nil {
+		log.Warn("dev mode: status API not served", "err", err)
+		return nil
+	}
+	fmt.Fprintf(w, "status API: %s   in another terminal: export IHA_ADDR=%s IHA_TOKEN=%s; iha status; iha events -f\n\n", a.URL, a.URL, tok)
+	return a
+}
