@@ -119,6 +119,16 @@ wait_for() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# dump_path: the cached dump of the synced schemas for these package
+# versions and ports (the dump holds the cell mappings: DB and RabbitMQ URLs).
+dump_path() {
+  local key
+  key="nova-$(pkg_version python3-nova)_placement-$(pkg_version python3-placement)"
+  key+="_glance-$(pkg_version python3-glance)_db$LAB_MYSQL_PORT-mq$LAB_RABBIT_PORT"
+  echo "$LAB_CACHE/${key//[^A-Za-z0-9._-]/_}.sql"
+}
+pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo none; }
+
 nova_get() {
   curl -fsS -H 'X-Auth-Token: admin:admin' -H 'OpenStack-API-Version: compute 2.53' \
     "http://127.0.0.1:$LAB_NOVA_PORT/v2.1$1"

@@ -4,10 +4,12 @@
 # ($LAB_DIR, default deploy/lab/.state). Every daemon runs in its own session
 # with its PID recorded in $LAB_DIR/pids; down.sh stops exactly those.
 # Writes $LAB_DIR/env for the novasim contract suite. See README.md.
+# up.sh --dump-path prints where the schema dump of this setup is cached.
 set -Eeuo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$LAB_HOME/configs.sh"
 
+if [ "${1:-}" = --dump-path ]; then dump_path; exit 0; fi
 N="${1:-${LAB_COMPUTES:-3}}"
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "usage: up.sh [number of computes]"
 t0=$SECONDS
@@ -77,13 +79,13 @@ mark "mariadb ready"
 # 3. Schemas: restore the cached dump of a synced schema, or sync and cache.
 #    The dump holds the cell mappings (DB and RabbitMQ URLs), so the key
 #    includes the ports as well as the package versions.
-ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo none; }
-key="nova-$(ver python3-nova)_placement-$(ver python3-placement)_glance-$(ver python3-glance)_db$LAB_MYSQL_PORT-mq$LAB_RABBIT_PORT"
-key=${key//[^A-Za-z0-9._-]/_}
-dump="$LAB_CACHE/$key.sql"
+dump=$(dump_path)
 NOVA_MANAGE=("$PY3" "$LAB_HOME/shims/pymain.py" nova.cmd.manage:main nova-manage --config-file "$ETC/nova/nova.conf")
 if [ -s "$dump" ]; then
-  mysql_root <"$dump"
+  if ! mysql_root <"$dump" 2>"$LOGS/restore.log"; then
+    rm -f "$dump" # the next up syncs afresh
+    die "restoring $dump failed ($(head -c 300 "$LOGS/restore.log")); removed it"
+  fi
   mark "schemas restored from $dump"
 else
   (

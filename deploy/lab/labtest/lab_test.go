@@ -58,10 +58,12 @@ func portBase() string {
 func newLab(t testing.TB) *lab {
 	l := &lab{t: t, home: labHome(t), dir: t.TempDir(), seen: map[int]string{}}
 	// Computes in network namespaces and a fast heartbeat (2 s, down after
-	// 6 s), so that a cut link shows in Nova within seconds.
+	// 10 s), so that a cut link shows in Nova within seconds. A 6 s
+	// service_down_time made healthy computes flap to down on this 2-core
+	// machine at load 20: CPU-starved heartbeats.
 	l.env = append(os.Environ(), "LAB_DIR="+l.dir, "LAB_PORT_BASE="+portBase(),
 		fmt.Sprintf("LAB_TIMEOUT_SCALE=%d", int(scale())),
-		"LAB_NETNS=1", "LAB_REPORT_INTERVAL=2", "LAB_SERVICE_DOWN_TIME=6")
+		"LAB_NETNS=1", "LAB_REPORT_INTERVAL=2", "LAB_SERVICE_DOWN_TIME=10")
 	return l
 }
 
@@ -300,11 +302,11 @@ func TestLabUpChecksDownLeavesNoProcess(t *testing.T) {
 		}
 	})
 	t.Run("three computes are up", func(t *testing.T) {
-		for _, h := range []string{"lab-compute-1", "lab-compute-2", "lab-compute-3"} {
-			if st := l.services()[h]; st != "up" {
-				t.Errorf("%s is %q", h, st)
-			}
-		}
+		// up.sh saw them up; a starved heartbeat may have lapsed since.
+		waitFor(t, "three computes up", time.Minute, func() (bool, string) {
+			m := l.services()
+			return m["lab-compute-1"] == "up" && m["lab-compute-2"] == "up" && m["lab-compute-3"] == "up", fmt.Sprint(m)
+		})
 	})
 	t.Run("no daemon but the controller has DB credentials", func(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(l.dir, "etc", "nova", "lab-compute-1.conf"))
@@ -417,6 +419,12 @@ func TestLabUpChecksDownLeavesNoProcess(t *testing.T) {
 		if len(namespaces) != 3 {
 			t.Fatalf("namespaces recorded: %v", namespaces)
 		}
+		// Start from a heartbeating compute (a loaded machine can make a
+		// just-restarted one look down for a while).
+		waitFor(t, "lab-compute-1 up before the cut", 2*time.Minute, func() (bool, string) {
+			sv := l.service("lab-compute-1")
+			return sv.State == "up", fmt.Sprint(sv)
+		})
 		if out, err := l.ctl("cut", "lab-compute-1"); err != nil {
 			t.Fatalf("ctl cut: %v %s", err, out)
 		}
@@ -433,13 +441,21 @@ func TestLabUpChecksDownLeavesNoProcess(t *testing.T) {
 		if !running(pid) {
 			t.Fatalf("the cut killed nova-compute %d", pid)
 		}
+		// Behind the cut no heartbeat arrives: updated_at stays put for
+		// four report intervals (a live compute moves it every 2 s).
+		frozen := l.service("lab-compute-1").UpdatedAt
+		for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+			if u := l.service("lab-compute-1").UpdatedAt; u != frozen {
+				t.Fatalf("updated_at moved from %s to %s behind the cut", frozen, u)
+			}
+		}
 		if out, err := l.ctl("mend", "lab-compute-1"); err != nil {
 			t.Fatalf("ctl mend: %v %s", err, out)
 		}
 		mended = true
-		waitFor(t, "lab-compute-1 up after the mend", time.Minute, func() (bool, string) {
+		waitFor(t, "a heartbeat from lab-compute-1 after the mend", time.Minute, func() (bool, string) {
 			sv := l.service("lab-compute-1")
-			return sv.State == "up", fmt.Sprint(sv)
+			return sv.State == "up" && sv.UpdatedAt != frozen, fmt.Sprint(sv)
 		})
 	})
 
@@ -524,4 +540,71 @@ func BenchmarkLabUpDown(b *testing.B) {
 	b.ReportMetric(down/n, "down-s/op")
 	b.ReportMetric(rss/n, "RSS-MiB")
 	b.ReportMetric(0, "ns/op")
+}
+
+// A failed up.sh stops what it had started: here the cached schema dump is
+// garbage, so the restore fails after MariaDB, epmd, RabbitMQ and the
+// neutron stub are running. The bad dump is removed so the next up syncs.
+func TestFailedUpLeavesNoProcessAndDropsABadDump(t *testing.T) {
+	l := newLab(t)
+	cache := t.TempDir()
+	l.env = append(l.env, "LAB_CACHE="+cache)
+	if out, err := l.sh(15*time.Minute, "install.sh"); err != nil {
+		t.Fatalf("install.sh: %v\n%s", err, out)
+	}
+	out, err := l.sh(time.Minute, "up.sh", "--dump-path")
+	if err != nil {
+		t.Fatalf("up.sh --dump-path: %v\n%s", err, out)
+	}
+	dump := strings.TrimSpace(out)
+	if filepath.Dir(dump) != cache {
+		t.Fatalf("dump path %q is not in LAB_CACHE %s", dump, cache)
+	}
+	if err := os.WriteFile(dump, []byte("THIS IS NOT SQL;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // if the check below fails, still stop everything
+		if _, err := os.Stat(filepath.Join(l.dir, "pids")); err == nil {
+			_, _ = l.sh(3*time.Minute, "down.sh")
+		}
+	})
+
+	// Record PIDs as they appear: up.sh removes them when it gives up.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out, err = l.sh(5*time.Minute, "up.sh", "2")
+	}()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		case <-time.After(100 * time.Millisecond):
+		}
+		l.recordPIDs()
+	}
+	if err == nil {
+		t.Fatalf("up.sh succeeded with a garbage dump:\n%s", out)
+	}
+	t.Logf("up.sh failed as it should:\n%s", out)
+	if !strings.Contains(out, "removed it") {
+		t.Errorf("up.sh did not say it removed the bad dump")
+	}
+	if _, err := os.Stat(dump); !os.IsNotExist(err) {
+		t.Errorf("bad dump still cached: %v", err)
+	}
+	names := map[string]bool{}
+	for _, n := range l.seen {
+		names[n] = true
+	}
+	for _, want := range []string{"mariadb", "rabbitmq", "epmd", "neutron-stub"} {
+		if !names[want] {
+			t.Errorf("never saw %s recorded: the failure came too early to test the cleanup (%v)", want, names)
+		}
+	}
+	for pid, name := range l.seen {
+		if running(pid) {
+			t.Errorf("%d (%s) still running after the failed up", pid, name)
+		}
+	}
 }
