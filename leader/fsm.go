@@ -451,6 +451,11 @@ func (s *fsmState) plan(c Command, b PlanCmd) error {
 	if h.Planned {
 		return fmt.Errorf("%w: %s already planned", ErrStalePhase, b.Host)
 	}
+	for _, sr := range b.Servers {
+		if sr == nil {
+			return fmt.Errorf("%w: plan of %s has a null server", errMalformed, b.Host)
+		}
+	}
 	h.Servers, h.Planned = b.Servers, true
 	h.EvacRounds++
 	s.setPhase(c, h, PhaseEvacuating)
