@@ -4,7 +4,7 @@
 
 LAB_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY3="${LAB_PYTHON:-/usr/bin/python3}"  # Debian's: the OpenStack libraries live there
-LAB_DIR="${LAB_DIR:-$LAB_HOME/.state}"
+LAB_DIR="$(realpath -m "${LAB_DIR:-$LAB_HOME/.state}")"  # absolute: configs and wrappers embed it
 LAB_CACHE="${LAB_CACHE:-/var/tmp/iha-lab-cache}"
 LAB_PORT_BASE="${LAB_PORT_BASE:-18700}"
 LAB_MYSQL_PORT="${LAB_MYSQL_PORT:-$((LAB_PORT_BASE + 6))}"
