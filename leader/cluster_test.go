@@ -614,3 +614,26 @@ func TestLoadTLSRefusesIncompleteOrBadFiles(t *testing.T) {
 		t.Errorf("LoadTLS: min version %x, client auth %v", cfg.MinVersion, cfg.ClientAuth)
 	}
 }
+
+// TestHeartbeatAfterCloseDoesNotPanic: raft's heartbeat fast path may save
+// a new term a moment after Shutdown returned; on a closed bolt file raft
+// panics ("failed to save current term: database not open"), which took a
+// whole test binary down once. The guarded store drops that write.
+func TestHeartbeatAfterCloseDoesNotPanic(t *testing.T) {
+	nodes := newTestNodes(t, 1, nil)
+	if err := nodes[0].open(t, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	waitTestLeader(t, nodes)
+	n := nodes[0].node
+	nodes[0].stop()
+	if err := n.store.SetUint64([]byte("CurrentTerm"), 99); err != nil {
+		t.Errorf("a term saved after close: %v, want it dropped", err)
+	}
+	if _, err := n.store.GetUint64([]byte("CurrentTerm")); !errors.Is(err, errStoreClosed) {
+		t.Errorf("a read after close: %v, want errStoreClosed", err)
+	}
+	if err := n.store.StoreLog(&raft.Log{Index: 99}); !errors.Is(err, errStoreClosed) {
+		t.Errorf("a log written after close: %v, want errStoreClosed", err)
+	}
+}

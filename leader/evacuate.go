@@ -21,40 +21,39 @@ const migrationSkew = 2 * time.Minute
 // evacuateStep evacuates every planned server that is not finished, in the
 // configured mode, then moves the record on: evacuated when all are done,
 // failed when any gave up, otherwise it waits for the next cycle.
+//
+// Both modes issue the evacuate calls with bounded concurrency
+// (max(1, EVACUATION_MAX_THREADS/WORKERS) at once, EVACUATION_STAGGER
+// apart). Traditional mode stops there (accepted is success, as upstream);
+// smart and orchestrated modes then track the whole phase with one
+// os-migrations query per interval (upstream makes one per server), and
+// orchestrated mode runs its priority phases one after the other.
 func (r *Reconciler) evacuateStep(ctx context.Context, rec *HostRecord) error {
 	smart := r.cfg.SmartEvacuation || r.cfg.OrchestratedRestart
 	var todo []*ServerRecord
 	for _, s := range rec.Servers {
-		switch s.State {
-		case ServerPending:
+		switch {
+		case s.State == ServerPending, s.Pending != nil:
 			todo = append(todo, s)
-		case ServerRequested:
-			if smart || s.Pending != nil {
-				todo = append(todo, s)
-			}
+		case s.State == ServerRequested && smart:
+			todo = append(todo, s)
 		}
 	}
 	if len(todo) > 0 {
-		if smart {
-			groups := [][]*ServerRecord{todo}
-			if r.cfg.OrchestratedRestart {
-				groups = phases(todo)
+		groups := [][]*ServerRecord{todo}
+		if r.cfg.OrchestratedRestart {
+			groups = phases(todo)
+		}
+		for _, g := range groups {
+			if err := r.issue(ctx, rec, g, smart); err != nil {
+				return err
 			}
-			for _, g := range groups {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				r.runPhase(ctx, rec, g)
+			if smart {
+				r.trackGroup(ctx, rec.Host, g)
+				r.unlock(ctx, g)
 			}
-		} else {
-			for _, s := range todo {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				if _, err := r.evacuateOne(ctx, rec, s); err != nil && isStoreErr(err) {
-					return err
-				}
-				r.stagger(ctx)
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 		}
 	}
@@ -94,7 +93,59 @@ func (r *Reconciler) evacuateStep(ctx context.Context, rec *HostRecord) error {
 // (recorded, go on with the next server).
 func isStoreErr(err error) bool {
 	var ae *nova.APIError
-	return !errors.As(err, &ae)
+	return err != nil && !errors.As(err, &ae)
+}
+
+// issue makes sure an evacuate call was accepted for every server of the
+// group that needs one, at most max(1, EVACUATION_MAX_THREADS/WORKERS) at a
+// time. In smart mode each server is locked first (R10.4). It returns an
+// error only when the state can no longer be committed.
+func (r *Reconciler) issue(ctx context.Context, rec *HostRecord, group []*ServerRecord, lock bool) error {
+	n := max(1, r.cfg.EvacuationMaxThreads/max(1, r.cfg.Workers))
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var storeErr error
+	first := true
+	for _, s := range group {
+		if s.State != ServerPending && s.Pending == nil {
+			continue
+		}
+		if !first {
+			r.stagger(ctx)
+		}
+		first = false
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return ctx.Err()
+		}
+		mu.Lock()
+		failed := storeErr != nil
+		mu.Unlock()
+		if failed {
+			<-sem
+			break
+		}
+		wg.Add(1)
+		go func(s *ServerRecord) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if lock {
+				if err := r.nova.Lock(ctx, s.ID, LockReason); err != nil {
+					r.log.Debug("lock failed (ignored)", "server_id", s.ID, "err", err)
+				}
+			}
+			if _, err := r.evacuateOne(ctx, rec, s); isStoreErr(err) {
+				mu.Lock()
+				storeErr = err
+				mu.Unlock()
+			}
+		}(s)
+	}
+	wg.Wait()
+	return storeErr
 }
 
 func (r *Reconciler) stagger(ctx context.Context) {
@@ -103,30 +154,110 @@ func (r *Reconciler) stagger(ctx context.Context) {
 	}
 }
 
-// runPhase evacuates and tracks one group of servers concurrently, with at
-// most max(1, EVACUATION_MAX_THREADS/WORKERS) at once (R10.11).
-func (r *Reconciler) runPhase(ctx context.Context, rec *HostRecord, group []*ServerRecord) {
-	n := max(1, r.cfg.EvacuationMaxThreads/max(1, r.cfg.Workers))
-	sem := make(chan struct{}, n)
-	var wg sync.WaitGroup
-	for i, s := range group {
-		if i > 0 && s.State == ServerPending {
-			r.stagger(ctx)
+// unlock releases the locks of a group (R10.4: always, whatever happened).
+func (r *Reconciler) unlock(ctx context.Context, group []*ServerRecord) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for _, s := range group {
+		if err := r.nova.Unlock(uctx, s.ID); err != nil {
+			r.log.Debug("unlock failed", "server_id", s.ID, "err", err)
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
+	}
+}
+
+// trackGroup follows the evacuation migrations of a group until every server is
+// done or failed (R10.7, with W16 fixed: an accepted evacuation with no
+// migration yet is in progress for EVACUATION_GRACE). One os-migrations
+// query per interval covers the whole host.
+func (r *Reconciler) trackGroup(ctx context.Context, host string, group []*ServerRecord) {
+	ids := make(map[string]bool, len(group))
+	for _, s := range group {
+		ids[s.ID] = true
+	}
+	r.sleep(ctx, r.first)
+	apiErrors := 0
+	for ctx.Err() == nil {
+		cur := r.store.FSM().Host(host)
+		if cur == nil || cur.Phase != PhaseEvacuating {
 			return
 		}
-		wg.Add(1)
-		go func(s *ServerRecord) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			r.smartOne(ctx, rec, s)
-		}(s)
+		var open []*ServerRecord
+		for _, s := range cur.Servers {
+			if ids[s.ID] && s.State == ServerRequested {
+				open = append(open, s)
+			}
+		}
+		if len(open) == 0 {
+			return
+		}
+		migs, err := r.nova.ListMigrations(ctx, nova.MigrationQuery{SourceCompute: host, MigrationType: "evacuation",
+			ChangesSince: r.now().Add(-r.migrationWindow()), Limit: 1000})
+		if err != nil {
+			if apiErrors++; apiErrors >= 10 {
+				for _, s := range open {
+					_, _ = r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed, Error: "tracking: " + err.Error()})
+				}
+				return
+			}
+			r.sleep(ctx, r.track)
+			continue
+		}
+		apiErrors = 0
+		byServer := map[string][]nova.Migration{}
+		for _, m := range migs {
+			byServer[m.InstanceUUID] = append(byServer[m.InstanceUUID], m)
+		}
+		for _, s := range open {
+			if err := r.trackOne(ctx, cur, s, byServer[s.ID]); isStoreErr(err) {
+				return
+			}
+		}
+		r.sleep(ctx, r.track)
 	}
-	wg.Wait()
+}
+
+// trackOne judges one requested server from its migrations.
+func (r *Reconciler) trackOne(ctx context.Context, rec *HostRecord, s *ServerRecord, migs []nova.Migration) error {
+	host := rec.Host
+	since := maxTime(r.termStart, s.RequestedAt)
+	m, found := newestFrom(migs, host, s.RequestedAt.Add(-migrationSkew))
+	switch {
+	case found && (m.Status == "done" || m.Status == "completed"):
+		r.log.Info("server evacuated", "host", host, "server_id", s.ID, "to", m.DestCompute, "migration", m.ID)
+		if _, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerDone, MigrationID: m.ID, To: m.DestCompute}); err != nil {
+			return err
+		}
+		r.restoreState(ctx, s)
+		return nil
+	case r.now().Sub(since) > r.cfg.EvacuationTimeout:
+		_, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed, MigrationID: m.ID,
+			Error: fmt.Sprintf("not rebuilt within EVACUATION_TIMEOUT %s", r.cfg.EvacuationTimeout)})
+		return err
+	case found && finishedBad(m.Status), !found && r.now().Sub(since) > r.cfg.EvacuationGrace:
+		why := "no evacuation migration appeared within EVACUATION_GRACE"
+		if found {
+			why = fmt.Sprintf("migration %d %s", m.ID, m.Status)
+		}
+		if s.Attempts >= max(1, r.cfg.EvacuationRetries) {
+			_, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed, MigrationID: m.ID,
+				Error: fmt.Sprintf("%s after %d attempts", why, s.Attempts)})
+			return err
+		}
+		r.log.Warn("evacuation failed; retrying", "host", host, "server_id", s.ID, "why", why, "attempt", s.Attempts)
+		if err := r.nova.ResetState(ctx, s.ID, "error"); err != nil {
+			r.log.Warn("reset-state failed", "server_id", s.ID, "err", err)
+		}
+		if _, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerPending, Error: why}); err != nil {
+			return err
+		}
+		cur := r.store.FSM().Host(host)
+		if cur == nil || cur.Server(s.ID) == nil {
+			return nil
+		}
+		_, err := r.evacuateOne(ctx, cur, cur.Server(s.ID))
+		return err
+	}
+	return nil
 }
 
 // findEvacuation looks for evidence that an evacuate call for this server
@@ -248,95 +379,6 @@ func (r *Reconciler) evacuateOne(ctx context.Context, rec *HostRecord, s *Server
 
 func finishedBad(status string) bool {
 	return status == "error" || status == "failed" || status == "cancelled"
-}
-
-// smartOne is the tracked per-server procedure of SMART_EVACUATION and
-// ORCHESTRATED_RESTART (R10.4–R10.8), with W16 fixed: an accepted
-// evacuation that has no migration yet is in progress for EVACUATION_GRACE.
-func (r *Reconciler) smartOne(ctx context.Context, rec *HostRecord, s *ServerRecord) {
-	host := rec.Host
-	if err := r.nova.Lock(ctx, s.ID, LockReason); err != nil {
-		r.log.Debug("lock failed (ignored)", "server_id", s.ID, "err", err)
-	}
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := r.nova.Unlock(uctx, s.ID); err != nil {
-			r.log.Debug("unlock failed", "server_id", s.ID, "err", err)
-		}
-	}()
-	start := r.now()
-	if s.State == ServerPending || s.Pending != nil {
-		st, err := r.evacuateOne(ctx, rec, s)
-		if err != nil || st != ServerRequested {
-			return
-		}
-		r.sleep(ctx, r.first)
-	}
-	errorsSeen, apiErrors := 0, 0
-	for ctx.Err() == nil {
-		cur := r.store.FSM().Host(host)
-		if cur == nil {
-			return
-		}
-		s = cur.Server(s.ID)
-		if s == nil || s.State != ServerRequested {
-			return
-		}
-		if r.now().Sub(start) > r.cfg.EvacuationTimeout && r.now().Sub(maxTime(r.termStart, s.RequestedAt)) > r.cfg.EvacuationTimeout {
-			_, _ = r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed,
-				Error: fmt.Sprintf("not rebuilt within EVACUATION_TIMEOUT %s", r.cfg.EvacuationTimeout)})
-			return
-		}
-		migs, err := r.nova.ListMigrations(ctx, nova.MigrationQuery{InstanceUUID: s.ID, MigrationType: "evacuation",
-			ChangesSince: r.now().Add(-r.migrationWindow()), Limit: 1000})
-		if err != nil {
-			if apiErrors++; apiErrors >= 10 {
-				_, _ = r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed, Error: "tracking: " + err.Error()})
-				return
-			}
-			r.sleep(ctx, r.track)
-			continue
-		}
-		apiErrors = 0
-		m, found := newestFrom(migs, host, s.RequestedAt.Add(-migrationSkew))
-		switch {
-		case found && (m.Status == "done" || m.Status == "completed"):
-			r.log.Info("server evacuated", "host", host, "server_id", s.ID, "to", m.DestCompute, "migration", m.ID)
-			if _, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerDone, MigrationID: m.ID, To: m.DestCompute}); err != nil {
-				return
-			}
-			r.restoreState(ctx, s)
-			return
-		case found && finishedBad(m.Status), !found && r.now().Sub(maxTime(start, s.RequestedAt)) > r.cfg.EvacuationGrace:
-			errorsSeen++
-			why := "no evacuation migration appeared within EVACUATION_GRACE"
-			if found {
-				why = fmt.Sprintf("migration %d %s", m.ID, m.Status)
-			}
-			if s.Attempts >= max(1, r.cfg.EvacuationRetries) {
-				_, _ = r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerFailed, MigrationID: m.ID,
-					Error: fmt.Sprintf("%s after %d attempts", why, s.Attempts)})
-				return
-			}
-			r.log.Warn("evacuation failed; retrying", "host", host, "server_id", s.ID, "why", why, "attempt", s.Attempts)
-			if err := r.nova.ResetState(ctx, s.ID, "error"); err != nil {
-				r.log.Warn("reset-state failed", "server_id", s.ID, "err", err)
-			}
-			if _, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: ServerPending, Error: why}); err != nil {
-				return
-			}
-			cur = r.store.FSM().Host(host)
-			if cur == nil || cur.Server(s.ID) == nil {
-				return
-			}
-			if st, err := r.evacuateOne(ctx, cur, cur.Server(s.ID)); err != nil || st != ServerRequested {
-				return
-			}
-			start = r.now()
-		}
-		r.sleep(ctx, r.track)
-	}
 }
 
 func maxTime(a, b time.Time) time.Time {

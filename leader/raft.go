@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -61,7 +62,7 @@ type Node struct {
 	id        string
 	raft      *raft.Raft
 	fsm       *FSM
-	store     *raftboltdb.BoltStore
+	store     *guardedStore
 	transport raft.Transport
 	notify    chan bool
 	log       *slog.Logger
@@ -79,10 +80,11 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("raft: data directory: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
 	if err != nil {
 		return nil, fmt.Errorf("raft: open %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
 	}
+	store := &guardedStore{b: bolt}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: slogWriter(cfg.Logger.With("component", "raft"))})
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, hl)
 	if err != nil {
@@ -238,6 +240,122 @@ func (n *Node) Shutdown() error {
 		err = cerr
 	}
 	return err
+}
+
+// guardedStore is the bolt store behind a lock that Close takes. Raft's
+// heartbeat fast path runs on the transport's connection goroutines and can
+// still save the current term a moment after raft.Shutdown returned; on a
+// closed bolt file that write fails and raft panics ("failed to save
+// current term: database not open"), taking the process down on a clean
+// stop. After Close, writes are dropped (the node is gone; a term it missed
+// is learned again when it restarts, and votes and entries only ever go
+// through raft's main loop, which has stopped) and reads fail.
+type guardedStore struct {
+	mu     sync.RWMutex
+	closed bool
+	b      *raftboltdb.BoltStore
+}
+
+var errStoreClosed = errors.New("raft store closed")
+
+func (g *guardedStore) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	return g.b.Close()
+}
+
+func (g *guardedStore) FirstIndex() (uint64, error) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return 0, errStoreClosed
+	}
+	return g.b.FirstIndex()
+}
+
+func (g *guardedStore) LastIndex() (uint64, error) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return 0, errStoreClosed
+	}
+	return g.b.LastIndex()
+}
+
+func (g *guardedStore) GetLog(idx uint64, log *raft.Log) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return errStoreClosed
+	}
+	return g.b.GetLog(idx, log)
+}
+
+func (g *guardedStore) StoreLog(log *raft.Log) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return errStoreClosed
+	}
+	return g.b.StoreLog(log)
+}
+
+func (g *guardedStore) StoreLogs(logs []*raft.Log) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return errStoreClosed
+	}
+	return g.b.StoreLogs(logs)
+}
+
+func (g *guardedStore) DeleteRange(lo, hi uint64) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return errStoreClosed
+	}
+	return g.b.DeleteRange(lo, hi)
+}
+
+func (g *guardedStore) Set(k, v []byte) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return nil // dropped: see the type's comment
+	}
+	return g.b.Set(k, v)
+}
+
+func (g *guardedStore) Get(k []byte) ([]byte, error) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return nil, errStoreClosed
+	}
+	return g.b.Get(k)
+}
+
+func (g *guardedStore) SetUint64(k []byte, v uint64) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return nil // dropped: see the type's comment
+	}
+	return g.b.SetUint64(k, v)
+}
+
+func (g *guardedStore) GetUint64(k []byte) (uint64, error) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return 0, errStoreClosed
+	}
+	return g.b.GetUint64(k)
 }
 
 // closeTransport closes a transport OpenNode made (not one it was given).

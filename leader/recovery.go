@@ -368,9 +368,13 @@ func (r *Reconciler) finishStep(ctx context.Context, rec *HostRecord) error {
 	powerOn := !rec.PoweredOn && !rec.Kdump && rec.Fence != nil && rec.Fence.State == "off" && rec.Fence.Method != "operator"
 	if powerOn {
 		// A host that boots while its evacuations are still running would
-		// clean them up half done; wait until Nova has finished them.
-		if err := r.evacuationsFinished(ctx, host); err != nil {
-			return err
+		// clean them up half done; wait until Nova has finished them
+		// (FORCE_ENABLE, the operator's "migrations are stuck, go on",
+		// skips this as it skips the same check at re-enable).
+		if !r.cfg.ForceEnable {
+			if err := r.evacuationsFinished(ctx, host); err != nil {
+				return err
+			}
 		}
 		op, err := r.begin(ctx, host, StepPowerOn, "", "")
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/nova"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
@@ -110,6 +111,7 @@ func (w *world) phase(host string) leader.Phase {
 }
 
 func TestScenarioComputeFailsAndComesBack(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, fastSettings())
 	w.start()
 	failAt := time.Now()
@@ -157,4 +159,197 @@ func TestScenarioComputeFailsAndComesBack(t *testing.T) {
 	if rec.Fence == nil || rec.Fence.State != "off" {
 		t.Errorf("fence result: %+v", rec.Fence)
 	}
+}
+
+func (w *world) evacuations() int { return w.Sim.Calls(novasim.RouteEvacuate) }
+
+func (w *world) fenceRequests() int {
+	n := 0
+	for _, h := range w.Hosts() {
+		_, reqs, _ := w.BMC(h).Counts()
+		n += reqs
+	}
+	return n
+}
+
+// settle waits long enough for several poll cycles after c1 is stale.
+func settle() { time.Sleep(scale(2 * time.Second)) }
+
+func TestScenarioThresholdExceededDoesNothing(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Threshold = 25
+	w := newWorld(t, s)
+	w.start()
+	w.Hang("c1")
+	w.Hang("c2")
+	waitFor(t, 20*time.Second, "both hosts recorded as skipped", func() bool {
+		return w.phase("c1") == leader.PhaseSkipped && w.phase("c2") == leader.PhaseSkipped
+	})
+	settle()
+	if n := w.fenceRequests(); n != 0 {
+		t.Errorf("%d fence calls while the threshold was exceeded", n)
+	}
+	if n := w.evacuations(); n != 0 {
+		t.Errorf("%d evacuations while the threshold was exceeded", n)
+	}
+	var found bool
+	for _, e := range w.FSM().Events(0, "", 0) {
+		if e.Kind == "ThresholdExceeded" && strings.Contains(e.Message, "50.0% of computes") && strings.Contains(e.Message, "> 25%") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no ThresholdExceeded event explaining the numbers: %+v", w.FSM().Events(0, "", 0))
+	}
+	if r := w.FSM().Host("c1").Reason; !strings.Contains(r, "THRESHOLD exceeded") {
+		t.Errorf("c1's record must say why: %q", r)
+	}
+	// One host comes back: 1 of 4 is 25%, not above: c2 is recovered now.
+	w.Sim.StartCompute("c1")
+	waitFor(t, 30*time.Second, "c2 recovered once the threshold clears", func() bool { return w.phase("c2") == leader.PhaseDone })
+}
+
+func TestScenarioReservedHostIsEnabledAndUsed(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.ReservedHosts = true
+	s.ForceReservedHostEvacuation = true
+	w := newWorld(t, s)
+	w.AddCompute("spare", "nova")
+	svc, _ := w.Sim.Service("spare")
+	dis, why := "disabled", "reserved for HA"
+	if _, err := w.Nova.UpdateService(context.Background(), svc.ID, nova.ServiceUpdate{Status: &dis, DisabledReason: &why}); err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	w.Hang("c1")
+	waitFor(t, 30*time.Second, "c1 recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
+	if got := w.FSM().Host("c1").ReservedHost; got != "spare" {
+		t.Fatalf("reserved host %q, want spare", got)
+	}
+	if svc, _ := w.Sim.Service("spare"); svc.Status != "enabled" {
+		t.Errorf("the reserved host is %s", svc.Status)
+	}
+	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
+		if srv, _ := w.Sim.Server(w.servers[name]); srv.Host != "spare" {
+			t.Errorf("%s went to %s, want the reserved host (FORCE_RESERVED_HOST_EVACUATION)", name, srv.Host)
+		}
+	}
+}
+
+func TestScenarioDisabledAndRuntimePause(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Disabled = true
+	w := newWorld(t, s)
+	w.start()
+	w.Hang("c1")
+	time.Sleep(scale(3 * time.Second))
+	if n := w.fenceRequests() + w.evacuations(); n != 0 {
+		t.Fatalf("DISABLED: %d fence or evacuate calls", n)
+	}
+	if rec := w.FSM().Host("c1"); rec != nil && rec.Phase.Active() {
+		t.Fatalf("DISABLED: a recovery was started: %+v", rec)
+	}
+
+	// Pausing at run time (replicated) has the same effect; resuming lets
+	// the recovery go.
+	s.Disabled = false
+	w2 := newWorld(t, s)
+	w2.start()
+	if _, err := w2.Node().Apply(context.Background(), leader.CmdPause, time.Now(), leader.PauseCmd{Paused: true, By: "test", Reason: "storage maintenance"}); err != nil {
+		t.Fatal(err)
+	}
+	w2.Hang("c1")
+	time.Sleep(scale(3 * time.Second))
+	if n := w2.fenceRequests() + w2.evacuations(); n != 0 {
+		t.Fatalf("paused: %d fence or evacuate calls", n)
+	}
+	if _, err := w2.Node().Apply(context.Background(), leader.CmdPause, time.Now(), leader.PauseCmd{Paused: false, By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "c1 recovered after resume", func() bool { return w2.phase("c1") == leader.PhaseDone })
+}
+
+func TestScenarioLeaveDisabled(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.LeaveDisabled = true
+	w := newWorld(t, s)
+	w.start()
+	w.Hang("c1")
+	waitFor(t, 30*time.Second, "c1 recovery finished", func() bool { return w.phase("c1") == leader.PhaseDone })
+	settle()
+	svc, _ := w.Sim.Service("c1")
+	if svc.Status != "disabled" || !strings.HasPrefix(svc.DisabledReason, "instanceha evacuation complete: ") {
+		t.Fatalf("LEAVE_DISABLED: the host must stay disabled with the complete marker: %+v", svc)
+	}
+	if r := w.FSM().Host("c1").Reason; !strings.Contains(r, "LEAVE_DISABLED") {
+		t.Errorf("record reason %q", r)
+	}
+}
+
+// stuckMigration makes every os-migrations answer show an evacuation from
+// c1 that never finishes.
+func stuckMigration(w *world) {
+	body := `{"migrations":[{"id":999,"uuid":"3f1c1c1c-0000-4000-8000-000000000999","instance_uuid":"` + w.servers["vm1"] +
+		`","source_compute":"c1","dest_compute":"c2","status":"running","migration_type":"evacuation",` +
+		`"created_at":"` + time.Now().UTC().Format("2006-01-02T15:04:05.000000") + `","updated_at":null}]}`
+	w.Sim.SetFault(novasim.RouteMigrations, novasim.Fault{Status: 200, Body: body})
+}
+
+func TestScenarioForceEnable(t *testing.T) {
+	t.Parallel()
+	for _, force := range []bool{false, true} {
+		t.Run(fmt.Sprintf("FORCE_ENABLE=%v", force), func(t *testing.T) {
+			s := fastSettings()
+			s.ForceEnable = force
+			// A real host takes minutes to boot; one second is enough for
+			// the simulated rebuilds (300 ms) to finish first.
+			w := newWorld(t, s, func(o *sandbox.Options) { o.BootDelay = time.Second })
+			w.start()
+			w.Hang("c1")
+			waitFor(t, 20*time.Second, "evacuations accepted", func() bool { return w.evacuations() == 4 })
+			stuckMigration(w)
+			if force {
+				waitFor(t, 30*time.Second, "c1 re-enabled despite the stuck migration", func() bool { return w.phase("c1") == leader.PhaseDone })
+				return
+			}
+			time.Sleep(scale(3 * time.Second))
+			if p := w.phase("c1"); p == leader.PhaseDone || p == leader.PhaseReenabling {
+				t.Fatalf("without FORCE_ENABLE a running evacuation must hold the host back, phase %s", p)
+			}
+			if _, _, on := w.BMC("c1").Counts(); on != 0 {
+				t.Fatal("the host was powered on while an evacuation from it was still running")
+			}
+		})
+	}
+}
+
+// TestNovaUnreachableAtStart: the leader keeps retrying, reports not
+// ready, never exits, and recovers as soon as Nova answers.
+func TestNovaUnreachableAtStart(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	w.Sim.SetFault(novasim.RouteServicesList, novasim.Fault{Status: 503})
+	w.start()
+	time.Sleep(scale(time.Second))
+	rec := w.Monitor().Current()
+	if rec == nil {
+		t.Fatal("no reconciler on the leader")
+	}
+	if rec.Ready() {
+		t.Fatal("the leader claims ready while Nova answers 503")
+	}
+	if n := w.Sim.Calls(novasim.RouteServicesList); n < 2 {
+		t.Fatalf("the leader must keep retrying: %d calls", n)
+	}
+	w.Sim.ClearFaults()
+	waitFor(t, 20*time.Second, "ready once Nova answers", func() bool {
+		r := w.Monitor().Current()
+		return r != nil && r.Ready()
+	})
+	w.Hang("c1")
+	waitFor(t, 30*time.Second, "c1 recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
 }
