@@ -256,7 +256,8 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 	for _, p := range []struct {
 		key, path string
 	}{{"SSL_CA_BUNDLE", s.SSLCABundle}, {"SSL_CERT_PATH", s.SSLCertPath}, {"SSL_KEY_PATH", s.SSLKeyPath},
-		{"API_TLS_CERT", s.APITLSCert}, {"API_TLS_KEY", s.APITLSKey}} {
+		{"API_TLS_CERT", s.APITLSCert}, {"API_TLS_KEY", s.APITLSKey},
+		{"RAFT_TLS_CERT", s.RaftTLSCert}, {"RAFT_TLS_KEY", s.RaftTLSKey}, {"RAFT_TLS_CA", s.RaftTLSCA}} {
 		if p.path == "" {
 			continue
 		}
@@ -266,6 +267,9 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 	}
 	if (s.SSLCertPath == "") != (s.SSLKeyPath == "") {
 		c.add(Problem{File: file, Key: "SSL_CERT_PATH", Reason: "and SSL_KEY_PATH must be set together"})
+	}
+	if n := countSet(s.RaftTLSCert, s.RaftTLSKey, s.RaftTLSCA); n != 0 && n != 3 {
+		c.add(Problem{File: file, Key: "RAFT_TLS_CERT", Reason: "RAFT_TLS_KEY and RAFT_TLS_CA must be set together"})
 	}
 	if (s.APITLSCert == "") != (s.APITLSKey == "") {
 		c.add(Problem{File: file, Key: "API_TLS_CERT", Reason: "and API_TLS_KEY must be set together"})
@@ -307,3 +311,14 @@ func checkReadable(path string) string {
 }
 
 func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) + "s" }
+
+// countSet counts the non-empty strings.
+func countSet(v ...string) int {
+	n := 0
+	for _, s := range v {
+		if s != "" {
+			n++
+		}
+	}
+	return n
+}

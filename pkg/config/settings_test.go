@@ -28,6 +28,7 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"API_ADDR": "127.0.0.1:7421", "DETECTION_MODE": "both", "QUICK_EVACUATE_LEVEL": "2",
 		"NOVA_REPORT_INTERVAL": "10", "NOVA_API_TIMEOUT": "30", "EVACUATION_GRACE": "60",
 		"API_TOKEN": "", "API_READ_TOKEN": "", "API_TLS_CERT": "", "API_TLS_KEY": "",
+		"RAFT_JOIN": "", "RAFT_TLS_CERT": "", "RAFT_TLS_KEY": "", "RAFT_TLS_CA": "",
 	}
 	for _, content := range []string{"config: {}\n", "-", "", "config:\n"} {
 		name := content
@@ -388,6 +389,7 @@ func TestCrossChecks(t *testing.T) {
 		{"CA bundle missing", "SSL_CA_BUNDLE: " + ca + ".missing", `SSL_CA_BUNDLE: "` + ca + `.missing" does not exist`, ""},
 		{"CA bundle is a directory", "SSL_CA_BUNDLE: " + dir, "is a directory", ""},
 		{"cert without key", "SSL_CERT_PATH: " + ca, "SSL_CERT_PATH: and SSL_KEY_PATH must be set together", ""},
+		{"raft tls without its CA", "RAFT_TLS_CERT: " + ca + "\n  RAFT_TLS_KEY: " + ca, "RAFT_TLS_CERT: RAFT_TLS_KEY and RAFT_TLS_CA must be set together", ""},
 		{"key missing", "SSL_CERT_PATH: " + ca + "\n  SSL_KEY_PATH: " + ca + ".key", `SSL_KEY_PATH: "` + ca + `.key" does not exist`, ""},
 		{"SSL_VERIFY off warns", "SSL_VERIFY: false", "", "SSL_VERIFY is false"},
 		{"node not among peers", "NODE_NAME: c\n  RAFT_PEERS: a=127.0.0.1:1,b=127.0.0.1:2", "", "RAFT_PEERS does not list NODE_NAME"},

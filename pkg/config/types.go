@@ -83,6 +83,10 @@ type Settings struct {
 	NodeName           string        // NODE_NAME: this leader's Raft server id (default: short host name)
 	RaftAddr           string        // RAFT_ADDR: host:port Raft listens on and advertises (default 127.0.0.1:7420)
 	RaftPeers          []string      // RAFT_PEERS: "id=host:port" voters to bootstrap with (empty: this node alone)
+	RaftJoin           []string      // RAFT_JOIN: status API addresses of members to join through (empty: bootstrap with RAFT_PEERS)
+	RaftTLSCert        string        // RAFT_TLS_CERT: this controller's PEM certificate for mutual TLS between controllers
+	RaftTLSKey         string        // RAFT_TLS_KEY: PEM private key of RAFT_TLS_CERT
+	RaftTLSCA          string        // RAFT_TLS_CA: PEM CA of every controller's certificate
 	DataDir            string        // DATA_DIR: Raft log, stable store and snapshots (default /var/lib/iha)
 	APIAddr            string        // API_ADDR: status API listen address (default 127.0.0.1:7421)
 	DetectionMode      string        // DETECTION_MODE: nova | gossip | both (default both)
