@@ -243,6 +243,7 @@ func (f *Fencer) waitOff(ctx, dctx context.Context, rv string) error {
 	canWatch := true
 	for {
 		if rv != "" && canWatch {
+			began := time.Now()
 			off, werr := f.watchOff(dctx, rv, &last)
 			if off {
 				return nil
@@ -252,6 +253,12 @@ func (f *Fencer) waitOff(ctx, dctx context.Context, rv string) error {
 					f.logger.DebugContext(ctx, "bmh watch failed; polling instead", "host", f.name, "err", f.scrubbed(werr))
 				}
 				canWatch = false
+			} else if time.Since(began) < f.opts.PollInterval {
+				// A watch that ends at once (resource version too old, a
+				// proxy closing it) must not turn into a busy loop.
+				if err := sleep(dctx, f.opts.PollInterval); err != nil {
+					return f.waitFailed(ctx, last, lastErr)
+				}
 			}
 		}
 		if dctx.Err() != nil {
