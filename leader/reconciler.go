@@ -56,6 +56,9 @@ type ReconcilerConfig struct {
 	InitialTrackDelay time.Duration
 	// RetryBackoff is the base of fencing/enable retries (upstream 1 s).
 	RetryBackoff time.Duration
+	// Observer, when set, sees every poll cycle and compute listing (the
+	// status API's metrics and host list).
+	Observer Observer
 }
 
 // Reconciler is the leader-only subsystem that judges hosts and drives
@@ -86,6 +89,8 @@ type Reconciler struct {
 	tagAt  time.Time
 	tagSet bool
 
+	obs Observer
+
 	ready     atomic.Bool
 	failures  atomic.Int32
 	lastPoll  atomic.Int64 // unix nanos of the last successful poll
@@ -111,7 +116,10 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 		c.RetryBackoff = time.Second
 	}
 	workers := max(c.Settings.Workers, 1)
-	return &Reconciler{cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
+	if c.Observer == nil {
+		c.Observer = noObserver{}
+	}
+	return &Reconciler{obs: c.Observer, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff,
 		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}}
 }
@@ -154,6 +162,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 				return nil
 			}
 			n := r.failures.Add(1)
+			r.obs.PollCycle(r.now().Sub(start), err, int(n))
 			if n >= 3 {
 				r.ready.Store(false)
 			}
@@ -163,6 +172,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			r.failures.Store(0)
 			r.ready.Store(true)
 			r.lastPoll.Store(r.now().UnixNano())
+			r.obs.PollCycle(r.now().Sub(start), nil, 0)
 			r.log.Debug("poll cycle done", "took", r.now().Sub(start))
 		}
 		select {
@@ -245,6 +255,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list compute services: %w", err)
 	}
+	r.obs.ComputeServices(svcs, now)
 	fsm := r.store.FSM()
 	settings := fsm.Settings()
 	records := map[string]*HostRecord{}
@@ -514,3 +525,8 @@ func containsAny(s string, subs ...string) bool {
 	}
 	return false
 }
+
+type noObserver struct{}
+
+func (noObserver) PollCycle(time.Duration, error, int)       {}
+func (noObserver) ComputeServices([]nova.Service, time.Time) {}

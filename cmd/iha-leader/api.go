@@ -49,8 +49,6 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 	backend := leader.NewAPI(leader.APIConfig{Node: node, Monitor: mon, Settings: s, Version: version.String(),
 		Logger: log.With("component", "api")})
 	met := metrics.New(backend.MetricsSource(), version.Version)
-	// TODO(lead): pass backend as ReconcilerConfig.Observer once it exists, so
-	// that poll cycles reach /metrics and /v1/hosts lists every compute.
 	srv := api.NewServer(api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken,
 		Metrics: met.Handler(), TLS: tlsCfg, Logger: log.With("component", "api"),
 		Mount: func(mux *http.ServeMux) { mux.Handle("POST "+leader.JoinPath, node.JoinHandler()) }})

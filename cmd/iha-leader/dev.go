@@ -84,6 +84,7 @@ func runDev(ctx context.Context, o devOptions) int {
 		return 1
 	}
 	if a := startDevAPI(sb.Node(), sb.Monitor(), s, o.stdout, log); a != nil {
+		sb.SetObserver(a.Backend)
 		defer a.Stop()
 	}
 	select {

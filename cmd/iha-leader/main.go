@@ -117,19 +117,16 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 		return 1
 	}
 
-	// 5. The leader loop: one reconciler per term, after a Barrier.
+	// 5. The leader loop: one reconciler per term, after a Barrier. The
+	// status API observes its poll cycles (metrics, /v1/hosts), so the API
+	// is built before the loop starts.
+	var observer leader.Observer
 	mon := leader.NewMonitor(node, func() *leader.Reconciler {
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s, Nova: nc, Fencers: fencers, Store: node,
-			Logger: log.With("component", "reconciler")})
+			Observer: observer, Logger: log.With("component", "reconciler")})
 	}, log)
 	// Followers forward to the address the leader records at each term.
 	mon.APIAddr = s.APIAddr
-	monCtx, stopMon := context.WithCancel(context.Background())
-	monDone := make(chan struct{})
-	go func() {
-		defer close(monDone)
-		_ = mon.Run(monCtx)
-	}()
 
 	// 6. The status API: /v1 (reads, operator commands, events), /metrics,
 	// /healthz, /readyz, the agents' gate and the Raft join. A node that
@@ -138,8 +135,15 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	if err != nil {
 		log.Error("status API not served", "addr", s.APIAddr, "err", err)
 	} else {
+		observer = apiSrv.Backend
 		log.Info("status API listening", "url", apiSrv.URL, "tls", s.APITLSCert != "", "write_token", !s.APIToken.IsZero(), "read_token", !s.APIReadToken.IsZero())
 	}
+	monCtx, stopMon := context.WithCancel(context.Background())
+	monDone := make(chan struct{})
+	go func() {
+		defer close(monDone)
+		_ = mon.Run(monCtx)
+	}()
 
 	<-ctx.Done()
 	log.Info("shutting down")

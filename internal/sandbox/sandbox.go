@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -51,6 +52,8 @@ type Sandbox struct {
 
 	mu   sync.Mutex
 	bmcs map[string]*BMC
+
+	obs observerProxy
 
 	node   *leader.Node
 	mon    *leader.Monitor
@@ -166,7 +169,7 @@ func (s *Sandbox) StartLeader(ctx context.Context) error {
 	mk := func() *leader.Reconciler {
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s.opts.Settings, Nova: nv, Fencers: fl, Store: store,
 			Logger: s.opts.Logger, TrackInterval: s.opts.TrackInterval, InitialTrackDelay: s.opts.TrackInterval,
-			RetryBackoff: 50 * time.Millisecond})
+			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs})
 	}
 	mon := leader.NewMonitor(node, mk, s.opts.Logger)
 	lctx, cancel := context.WithCancel(ctx)
@@ -203,6 +206,27 @@ func (s *Sandbox) StopLeader() {
 	cancel()
 	<-done
 	_ = node.Shutdown()
+}
+
+// SetObserver makes every reconciler of this sandbox report to o (the
+// status API started after the leader, in dev mode).
+func (s *Sandbox) SetObserver(o leader.Observer) { s.obs.p.Store(&o) }
+
+// observerProxy forwards to the observer set last, if any.
+type observerProxy struct {
+	p atomic.Pointer[leader.Observer]
+}
+
+func (o *observerProxy) PollCycle(took time.Duration, err error, n int) {
+	if p := o.p.Load(); p != nil {
+		(*p).PollCycle(took, err, n)
+	}
+}
+
+func (o *observerProxy) ComputeServices(svcs []nova.Service, at time.Time) {
+	if p := o.p.Load(); p != nil {
+		(*p).ComputeServices(svcs, at)
+	}
 }
 
 // Node is the running Raft node (nil when stopped).
