@@ -27,7 +27,9 @@ func TestDevModeServesTheAPIAndEventsFollowTheRecovery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	exited := make(chan int, 1)
-	go func() { exited <- runDev(ctx, devOptions{keep: true, stdout: &out, stderr: &errOut, failAfter: 2 * time.Second, password: canary}) }()
+	go func() {
+		exited <- runDev(ctx, devOptions{keep: true, stdout: &out, stderr: &errOut, failAfter: 2 * time.Second, password: canary})
+	}()
 
 	hint := regexp.MustCompile(`status API: (http://127\.0\.0\.1:\d+) .*IHA_TOKEN=([0-9a-f]+); iha status`)
 	var url, token string

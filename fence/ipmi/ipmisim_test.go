@@ -448,7 +448,7 @@ func TestCanaryPasswordNeverInErrorsOrLogs(t *testing.T) {
 	logger.Info("entry", "host", good, "fencer", f)
 	logger.Info(fmt.Sprintf("%v %+v %#v %s %d %x", f, f, f, f, f, f))
 	logger.Info(fmt.Sprintf("%v %+v %#v %d", *f, *f, *f, *f), "copy", *f)
-	var bad config.FenceHost = good
+	bad := good
 	bad.IPAddr = "not-an-ip"
 	_, err = New(bad, config.Defaults(), logger)
 	record(err)

@@ -254,7 +254,7 @@ func (c *Client) Stream(ctx context.Context, since uint64, host string, fn func(
 		addr := c.Addrs[i%len(c.Addrs)]
 		got, err := c.streamOnce(ctx, &hc, addr, &since, host, fn)
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // the caller ended the stream: a normal end, not an error
 		}
 		var fnErr *callbackError
 		if errors.As(err, &fnErr) {

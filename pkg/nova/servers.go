@@ -33,7 +33,7 @@ func (f *flavorRef) UnmarshalJSON(b []byte) error {
 	var p plain
 	if json.Unmarshal(b, &p) != nil {
 		*f = flavorRef{}
-		return nil
+		return nil //nolint:nilerr // lenient by design: an odd flavor field must not fail the whole server list
 	}
 	*f = flavorRef(p)
 	return nil

@@ -90,7 +90,7 @@ func (m *wireMap) UnmarshalJSON(b []byte) error {
 	var raw map[string]json.RawMessage
 	if json.Unmarshal(b, &raw) != nil || raw == nil {
 		*m = nil
-		return nil
+		return nil //nolint:nilerr // lenient by design: an odd map becomes empty, not a failed listing
 	}
 	out := make(map[string]string, len(raw))
 	for k, v := range raw {
@@ -108,7 +108,7 @@ func (l *wireStrings) UnmarshalJSON(b []byte) error {
 	var raw []json.RawMessage
 	if json.Unmarshal(b, &raw) != nil {
 		*l = nil
-		return nil
+		return nil //nolint:nilerr // lenient by design: an odd list becomes empty, not a failed listing
 	}
 	out := make([]string, 0, len(raw))
 	for _, v := range raw {
