@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# ok and fail always succeed, so `test && ok … || fail …` is an if/else.
+# shellcheck disable=SC2015,SC2001
 # scripts/package-check.sh DIR — checks the RPMs (and .debs, when present)
 # that deploy/nfpm/build.sh wrote to DIR, with Debian's rpm tools and
 # systemd-analyze, as issue 7's "Done when" asks:
@@ -135,11 +137,11 @@ else
 fi
 
 for b in "iha-agent --version" "iha-leader -version"; do
-	set -- $b
-	if got=$("$scratch/usr/bin/$1" "$2" 2>&1) && [[ "$got" == "$1 $EXPECT_VERSION"* ]]; then
-		ok "installed $1 $2: $got"
+	read -r cmd flag <<<"$b"
+	if got=$("$scratch/usr/bin/$cmd" "$flag" 2>&1) && [[ "$got" == "$cmd $EXPECT_VERSION"* ]]; then
+		ok "installed $cmd $flag: $got"
 	else
-		fail "installed $1 $2 printed \"$got\", want \"$1 $EXPECT_VERSION…\""
+		fail "installed $cmd $flag printed \"$got\", want \"$cmd $EXPECT_VERSION…\""
 	fi
 done
 
