@@ -42,6 +42,7 @@ func newSimHarness(t *testing.T) *simHarness {
 		StartupDelay:        500 * time.Millisecond,
 		EvacuationDelay:     300 * time.Millisecond,
 		RestartCleanupDelay: 200 * time.Millisecond,
+		RestartCleanupStep:  500 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,10 @@ import (
 // migration is one row of Nova's migrations table. Evacuations move
 // accepted → pre-migrating (scheduled, at preAt) → done (rebuilt on the
 // destination, at doneAt) → completed (when the source compute restarts),
-// or → error when the scheduler finds no host.
+// or → error when the scheduler finds no host. A source that restarts
+// mid-evacuation marks the row completed too; the rebuild carries on and
+// saves its own next status over it (pre-migrating, then done), as the
+// destination's resource tracker does in real Nova.
 type migration struct {
 	id          int
 	uuid        string
@@ -20,6 +23,7 @@ type migration struct {
 	sourceNode  string
 	dest        string
 	status      string
+	phase       string // the evacuation's own progress: accepted, pre-migrating, or "" once over
 	mtype       string
 	created     time.Time
 	updated     time.Time
@@ -30,6 +34,10 @@ type migration struct {
 	preAt       time.Time
 	doneAt      time.Time
 	waitingDest bool // the destination compute is stopped: the rebuild waits for it
+	// duplicate: accepted while an earlier evacuation of the same server was
+	// in flight. Real Nova (lab FINDINGS.md 5) leaves it "accepted" for good
+	// and the server ends in ERROR on the first one's destination.
+	duplicate bool
 }
 
 func (m *migration) state() MigrationState {
@@ -43,9 +51,9 @@ func (m *migration) nextEvent() time.Time {
 	switch {
 	case m.waitingDest:
 		return time.Time{}
-	case m.status == "accepted":
+	case m.phase == "accepted":
 		return m.preAt
-	case m.status == "pre-migrating":
+	case m.phase == "pre-migrating":
 		return m.doneAt
 	}
 	return time.Time{}
@@ -85,11 +93,11 @@ func (s *Sim) advanceLocked(now time.Time) {
 func (s *Sim) stepMigrationLocked(m *migration, at time.Time) {
 	srv := s.servers[m.instance]
 	if srv == nil { // deleted meanwhile
-		m.status, m.updated = "error", at
+		m.status, m.phase, m.updated = "error", "", at
 		s.dropPendingLocked(m)
 		return
 	}
-	switch m.status {
+	switch m.phase {
 	case "accepted":
 		var dst *service
 		if m.requested != "" {
@@ -101,14 +109,14 @@ func (s *Sim) stepMigrationLocked(m *migration, at time.Time) {
 			// Conductor: NoValidHost → migration error, instance error with
 			// task_state None, host unchanged (from Nova's conductor code;
 			// to verify against real Nova).
-			m.status, m.updated = "error", at
+			m.status, m.phase, m.updated = "error", "", at
 			srv.taskState, srv.vmState, srv.updated = "", "error", at.UTC()
 			srv.fault = &serverFault{code: 500, message: "No valid host was found. ", created: at.UTC()}
 			s.dropPendingLocked(m)
 			s.log.Info("novasim: evacuation failed: no valid host", "server_id", srv.id, "host", m.source)
 			return
 		}
-		m.status, m.dest, m.updated = "pre-migrating", dst.host, at
+		m.status, m.phase, m.dest, m.updated = "pre-migrating", "pre-migrating", dst.host, at
 		if !dst.running {
 			m.waitingDest = true
 		}
@@ -118,7 +126,7 @@ func (s *Sim) stepMigrationLocked(m *migration, at time.Time) {
 			m.waitingDest = true
 			return
 		}
-		m.status, m.updated = "done", at
+		m.status, m.phase, m.updated = "done", "", at
 		srv.host, srv.taskState, srv.updated = m.dest, "", at.UTC()
 		if srv.vmState == "error" { // a rebuild makes an ERROR instance ACTIVE
 			srv.vmState = "active"
@@ -127,6 +135,15 @@ func (s *Sim) stepMigrationLocked(m *migration, at time.Time) {
 		dst.guests[srv.id] = struct{}{}
 		s.dropPendingLocked(m)
 		s.log.Info("novasim: evacuation done", "server_id", srv.id, "host", m.source, "dest", m.dest)
+		for _, d := range s.migrations {
+			if d.duplicate && d.instance == srv.id && d.status == "accepted" {
+				// The second rebuild fails on the destination.
+				srv.vmState = "error"
+				srv.fault = &serverFault{code: 500, message: "Evacuated twice: the second rebuild failed", created: at.UTC()}
+				s.log.Info("novasim: duplicate evacuation left the server in error", "server_id", srv.id, "host", m.dest)
+				break
+			}
+		}
 	}
 }
 
@@ -136,27 +153,51 @@ func (s *Sim) dropPendingLocked(m *migration) {
 	}
 }
 
-// restartCleanupLocked is nova-compute's init_host after a restart:
-// _destroy_evacuated_instances deletes the local copies of instances that
-// now live elsewhere and marks their "done" evacuations "completed".
+// restartCleanupLocked is one step of nova-compute's init_host after a
+// restart. _destroy_evacuated_instances (nova/compute/manager.py) queries
+// once the evacuations from this host in status accepted, pre-migrating or
+// done, destroys their local guests, then saves each migration
+// "completed" in turn: one per RestartCleanupStep here. The last step also
+// handles what init_host does next (queued power casts, rebuilds waiting
+// for this compute as their destination).
 func (s *Sim) restartCleanupLocked(sv *service, at time.Time) {
+	if !sv.cleanupStarted {
+		sv.cleanupStarted = true
+		sv.cleanupQueue = nil
+		// Nova keys what it found by instance ({mig.instance_uuid: mig}):
+		// of two evacuations of one server only the newest is completed.
+		newest := map[string]int{}
+		for _, m := range s.migrations {
+			if m.mtype == "evacuation" && m.source == sv.host &&
+				(m.status == "accepted" || m.status == "pre-migrating" || m.status == "done") {
+				if i, ok := newest[m.instance]; ok {
+					sv.cleanupQueue[i] = m
+					continue
+				}
+				newest[m.instance] = len(sv.cleanupQueue)
+				sv.cleanupQueue = append(sv.cleanupQueue, m)
+				delete(sv.guests, m.instance)
+			}
+		}
+	}
+	if len(sv.cleanupQueue) > 0 {
+		m := sv.cleanupQueue[0]
+		sv.cleanupQueue = sv.cleanupQueue[1:]
+		if _, ok := s.servers[m.instance]; ok { // Nova skips deleted instances
+			m.status, m.updated = "completed", at
+			s.log.Info("novasim: evacuation migration completed by the restarted source", "server_id", m.instance, "host", sv.host)
+		}
+		if len(sv.cleanupQueue) > 0 {
+			sv.cleanupAt = at.Add(s.opts.RestartCleanupStep)
+			return
+		}
+	}
 	if i := slices.Index(s.cleanups, sv); i >= 0 {
 		s.cleanups = slices.Delete(s.cleanups, i, i+1)
 	}
-	sv.cleanupAt = time.Time{}
-	n := 0
-	for _, m := range s.migrations {
-		if m.mtype == "evacuation" && m.status == "done" && m.source == sv.host {
-			m.status, m.updated = "completed", at
-			delete(sv.guests, m.instance)
-			n++
-		}
-	}
+	sv.cleanupAt, sv.cleanupStarted = time.Time{}, false
 	for id := range sv.guests {
 		if srv, ok := s.servers[id]; !ok || srv.host != sv.host {
-			if ok && srv.taskState != "" && isRebuilding(srv.taskState) {
-				continue // still being evacuated: its migration is not done yet
-			}
 			delete(sv.guests, id)
 		}
 	}
@@ -179,7 +220,7 @@ func (s *Sim) restartCleanupLocked(sv *service, at time.Time) {
 			m.doneAt = at.Add(s.opts.EvacuationDelay / 2)
 		}
 	}
-	s.log.Info("novasim: compute cleaned up after restart", "host", sv.host, "completed", n)
+	s.log.Info("novasim: compute cleaned up after restart", "host", sv.host)
 }
 
 // migrationParams259 are the query parameters os-migrations accepts at

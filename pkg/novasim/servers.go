@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -671,7 +672,8 @@ func (s *Sim) actionLock(c *call, arg json.RawMessage) {
 
 // actionEvacuate is the evacuate action, with Nova's checks in Nova's order:
 // body schema, target host known (404), target ≠ source (400), instance
-// state (409), source service down or forced down (400), then accepted.
+// vm_state (409; the task state is not checked), source service down or
+// forced down (400), then accepted.
 func (s *Sim) actionEvacuate(c *call, arg json.RawMessage) {
 	var body map[string]json.RawMessage
 	if json.Unmarshal(arg, &body) != nil || body == nil {
@@ -727,10 +729,10 @@ func (s *Sim) actionEvacuate(c *call, arg json.RawMessage) {
 			return
 		}
 	}
-	if srv.taskState != "" {
-		novaError(c.w, 409, "Cannot 'evacuate' instance %s while it is in task_state %s", srv.id, srv.taskState)
-		return
-	}
+	// Zed: @check_instance_state(vm_state=[ACTIVE, STOPPED, ERROR],
+	// task_state=None) checks no task state, and instance.save(
+	// expected_task_state=None) expects none: any task state, rebuilding
+	// included, is overwritten (lab FINDINGS.md 1).
 	if srv.vmState != "active" && srv.vmState != "stopped" && srv.vmState != "error" {
 		novaError(c.w, 409, "Cannot 'evacuate' instance %s while it is in vm_state %s", srv.id, srv.vmState)
 		return
@@ -752,12 +754,16 @@ func (s *Sim) actionEvacuate(c *call, arg json.RawMessage) {
 	s.nextMigID++
 	m := &migration{
 		id: s.nextMigID, uuid: newUUID(), instance: srv.id, source: srv.host, sourceNode: srv.host,
-		status: "accepted", mtype: "evacuation", created: now, updated: now,
+		status: "accepted", phase: "accepted", mtype: "evacuation", created: now, updated: now,
 		flavorID: srv.flavor.intID, requested: target, userID: s.userID, projectID: s.projectID,
 		preAt: now.Add(s.opts.EvacuationDelay / 2), doneAt: now.Add(s.opts.EvacuationDelay),
 	}
 	s.migrations = append(s.migrations, m)
-	s.pending = append(s.pending, m)
+	if slices.ContainsFunc(s.pending, func(p *migration) bool { return p.instance == srv.id }) {
+		m.duplicate, m.phase = true, "" // never progresses (lab FINDINGS.md 5)
+	} else {
+		s.pending = append(s.pending, m)
+	}
 	srv.taskState = "rebuilding"
 	srv.updated = now.UTC()
 	s.log.Info("novasim: evacuation accepted", "server_id", srv.id, "host", srv.host, "target", target)

@@ -29,8 +29,12 @@ type service struct {
 	adminUpdated int64 // s: last admin update of the row; 0 = never
 	createdAt    int64 // s
 
-	cleanupAt time.Time           // pending restart cleanup; zero = none
-	guests    map[string]struct{} // instances the hypervisor holds (computes only)
+	cleanupAt time.Time // next step of a pending restart cleanup; zero = none
+	// cleanupQueue holds the evacuations the restart cleanup found when it
+	// started (real Nova queries them once) and has not yet completed.
+	cleanupQueue   []*migration
+	cleanupStarted bool
+	guests         map[string]struct{} // instances the hypervisor holds (computes only)
 
 	prefix []byte // `"binary":…,"host":…,"zone":…,` for the list fast path
 	// updated_at as last formatted: it changes once per report interval,

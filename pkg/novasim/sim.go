@@ -19,7 +19,12 @@ type Options struct {
 	ServiceDownTime     time.Duration // default 60s; if <= ReportInterval, 2.5×ReportInterval is used (Nova does)
 	StartupDelay        time.Duration // a (re)started compute's first heartbeat comes after this; 0 = default 5s (Nova); negative = none
 	EvacuationDelay     time.Duration // accepted evacuation → server rebuilt on dest, migration "done"; default 1s
-	RestartCleanupDelay time.Duration // restarted source compute turns its done evacuation migrations completed after this; default 0
+	RestartCleanupDelay time.Duration // restarted source compute starts cleaning up its evacuations after this; default 0
+	// RestartCleanupStep is the time between two evacuation migrations the
+	// restarted source marks completed: real Nova saves them one at a time
+	// (~0.3 s each on the lab), so forced_down=false can be refused after
+	// the first one turned completed. Default 0: all at the same instant.
+	RestartCleanupStep time.Duration
 
 	// NoStartupDelay makes the startup delay zero, like a negative
 	// StartupDelay (a zero StartupDelay means the 5s default).
@@ -63,6 +68,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.RestartCleanupDelay < 0 {
 		o.RestartCleanupDelay = 0
+	}
+	if o.RestartCleanupStep < 0 {
+		o.RestartCleanupStep = 0
 	}
 	if o.Username == "" {
 		o.Username = "admin"
@@ -132,7 +140,7 @@ type ServerSpec struct {
 	Name         string
 	Host         string // required: a compute added with AddCompute
 	Status       string // ACTIVE (default), SHUTOFF, ERROR, PAUSED, SUSPENDED, SHELVED_OFFLOADED
-	TaskState    string // "" = null; a non-null task state makes evacuate answer 409
+	TaskState    string // "" = null; evacuate ignores it (Zed checks vm_state only)
 	FlavorID     string // must exist; "" uses an implicit m1.tiny-like flavor
 	ImageID      string // "" = boot from volume
 	Metadata     map[string]string
@@ -516,14 +524,20 @@ func (s *Sim) StopCompute(host string) {
 	s.advanceLocked(now)
 	if sv, ok := s.computes[host]; ok && sv.running {
 		sv.stop(now, s.opts.ReportInterval)
+		// A restart cleanup still under way dies with the process.
+		if i := slices.Index(s.cleanups, sv); i >= 0 {
+			s.cleanups = slices.Delete(s.cleanups, i, i+1)
+		}
+		sv.cleanupAt, sv.cleanupQueue, sv.cleanupStarted = time.Time{}, nil, false
 		s.log.Info("novasim: compute stopped", "host", host)
 	}
 }
 
 // StartCompute (re)starts host's nova-compute: its first heartbeat comes
 // StartupDelay later; RestartCleanupDelay after the start it destroys the
-// guests of instances evacuated away from it and turns its "done"
-// evacuation migrations "completed". Starting a running compute restarts it.
+// guests of instances evacuated away from it and turns its evacuation
+// migrations in status accepted, pre-migrating or done "completed", one
+// every RestartCleanupStep. Starting a running compute restarts it.
 func (s *Sim) StartCompute(host string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -535,6 +549,7 @@ func (s *Sim) StartCompute(host string) {
 	}
 	sv.start(now, s.opts.ReportInterval, s.opts.StartupDelay)
 	sv.cleanupAt = now.Add(s.opts.RestartCleanupDelay)
+	sv.cleanupQueue, sv.cleanupStarted = nil, false
 	if !slices.Contains(s.cleanups, sv) {
 		s.cleanups = append(s.cleanups, sv)
 	}
