@@ -3,7 +3,7 @@
 LAB_COMPUTES ?= 3
 LAB_SH := deploy/lab
 
-.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-test
+.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-scenarios lab-test
 
 lab-install: ## install the lab's Debian packages (real Nova, MariaDB, RabbitMQ, ipmi_sim), idempotent
 	$(LAB_SH)/install.sh
@@ -20,5 +20,12 @@ lab-status: ## show the lab's recorded processes and Nova's view of the computes
 lab-contract: ## run the novasim contract suite against the running lab (make lab-up first)
 	. "$${LAB_DIR:-$(LAB_SH)/.state}/env" && go test -race -count=1 -run Contract ./pkg/novasim/ -v
 
-lab-test: lab-install ## up, check, contract, down: verifies no recorded process survives
+lab-scenarios: ## IHA's end-to-end scenarios (real iha-leader) against the running lab (make lab-up first)
+	LAB_SCENARIO_REUSE=1 LAB_DIR="$${LAB_DIR:-$(CURDIR)/$(LAB_SH)/.state}" go test -tags lab -count=1 -timeout 60m -v ./deploy/lab/scenarios/
+
+# lab-test brings up labs of its own (ports 18800 and 18900, state in temp
+# dirs) and stops them: the lab's own checks, then the contract suite and
+# IHA's scenarios on one more lab. Each prints its up/down times and figures.
+lab-test: lab-install ## labtest (up, checks, down), then contract + IHA scenarios on a fresh lab; no recorded process survives
 	go test -tags lab -count=1 -timeout 30m -v ./deploy/lab/labtest/
+	go test -tags lab -count=1 -timeout 60m -v ./deploy/lab/scenarios/

@@ -36,7 +36,20 @@
 //     an evacuated ACTIVE server stays ACTIVE (Zed).
 //   - forced_down false → 400 while "done" evacuation migrations remain;
 //     a nova-compute restart destroys the evacuated guests and turns the
-//     migrations done → completed (SIGCONT is not enough).
+//     migrations done → completed (SIGCONT is not enough), one at a time
+//     (RestartCleanupStep; ~0.3–1 s apart on the lab), so the 400 can
+//     follow the first completed one.
+//   - evacuate checks vm_state only (active, stopped, error; else 409): a
+//     task state never blocks it (powering-off is overwritten with
+//     rebuilding); only a live source refuses (400).
+//   - a source restarted mid-evacuation marks its accepted and
+//     pre-migrating evacuations completed too; the rebuild then saves
+//     pre-migrating and done over that row, which stays done (forced_down
+//     false refused) until the source's next restart.
+//   - a second evacuate while the first is rebuilding is 200: its
+//     migration stays accepted for good, the server lands on the first
+//     one's destination and then goes to ERROR; a restart of the source
+//     completes only the newest migration per server.
 //   - os-migrations: migration_type and uuid at 2.59; ?type= is ignored at
 //     2.1 and a 400 at ≥ 2.59. Flavor extra specs embedded at 2.47.
 //     Both microversion headers work; max 2.93.
@@ -49,8 +62,8 @@
 // real Nova when the lab runs it.
 //
 //   - Check order in evacuate: body schema (400), target host known (404),
-//     target ≠ source (400), task_state null and vm_state active, stopped or
-//     error (409), source service down (400).
+//     target ≠ source (400), vm_state active, stopped or error (409), source
+//     service down (400).
 //   - A named target host that is down or disabled → 400 here; real Nova
 //     may instead accept and fail in the scheduler.
 //   - No valid host for an evacuation: 200, then the migration goes to

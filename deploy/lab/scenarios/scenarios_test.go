@@ -1,0 +1,375 @@
+//go:build lab
+
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	evacFlavor  = "lab-evac" // extra spec evacuable=true
+	plainFlavor = "lab-small"
+	marker      = "instanceha evacuation" // leader.MarkerPrefix
+)
+
+// TestIHAOnRealNova brings up one lab and runs, in order: the novasim
+// contract suite against it (no IHA running), then IHA's scenarios, each
+// with a fresh iha-leader process (one voter: the 3-node quorum is not in
+// the lab yet).
+func TestIHAOnRealNova(t *testing.T) {
+	l := newLab(t, 3)
+	if got := len(l.computes()); got != 3 {
+		t.Fatalf("the scenarios need 3 computes, the lab has %d", got)
+	}
+	bin := build(t, l.root)
+	l.ensureEvacFlavor()
+
+	t.Run("6 contract suite passes against the real Nova", func(t *testing.T) {
+		defer l.use(t)()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute*scale())
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-run", "TestContract/real-nova", "-v", "./pkg/novasim/")
+		cmd.Dir = l.root
+		cmd.Env = os.Environ()
+		for k, v := range l.vars {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestContract/real-nova ") {
+			t.Fatalf("contract suite against %s: %v\n%s", l.nova, err, out)
+		}
+		t.Logf("contract suite: %s", lastLines(string(out), 1))
+		l.settle(t)
+	})
+
+	var times []time.Duration
+	for i, how := range []string{"bmc", "kill", "bmc"} {
+		victim := l.computes()[i]
+		t.Run(fmt.Sprintf("1+3 %s loses power (%s): evacuated, fenced host re-enabled", victim, how), func(t *testing.T) {
+			defer l.use(t)()
+			c := l.writeConfig(t, bin, nil)
+			ld := c.startLeader(t)
+			defer ld.stop(t)
+			d := l.powerLossRun(t, c, ld, victim, how)
+			times = append(times, d)
+		})
+	}
+	if len(times) > 0 {
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		t.Logf("failure -> last server ACTIVE: %v (p50 %v over %d runs)", times, times[len(times)/2], len(times))
+	}
+
+	t.Run("2 leader SIGKILLed mid-evacuation and restarted: every server evacuated exactly once", func(t *testing.T) {
+		defer l.use(t)()
+		// A stagger between evacuate calls keeps the leader mid-evacuation
+		// long enough to be killed there.
+		c := l.writeConfig(t, bin, map[string]string{"EVACUATION_STAGGER": "2"})
+		ld := c.startLeader(t)
+		victim := l.computes()[1]
+		var evac []string
+		for i := 0; i < 5; i++ {
+			evac = append(evac, l.createServer(fmt.Sprintf("s2-evac-%d", i), evacFlavor, victim))
+		}
+		l.waitStatus(t, evac, "ACTIVE")
+		defer l.deleteServers(evac)
+		t0 := time.Now()
+		if out, err := l.ipmi(victim, "chassis", "power", "off"); err != nil {
+			t.Fatalf("power off: %v %s", err, out)
+		}
+		waitFor(t, "the leader's first evacuate", 3*time.Minute, func() (bool, string) {
+			return strings.Contains(ld.logText(), "evacuate accepted"), lastLines(ld.logText(), 1)
+		})
+		ld.kill(t)
+		n := strings.Count(ld.logText(), "evacuate accepted")
+		t.Logf("leader pid %d SIGKILLed after %d evacuate call(s) of %d", ld.cmd.Process.Pid, n, len(evac))
+		if n >= len(evac) {
+			t.Logf("warning: the kill came after every evacuate call: this run does not test the middle")
+		}
+		ld2 := c.startLeader(t)
+		defer ld2.stop(t)
+		last := l.waitEvacuated(t, victim, evac, nil, 5*time.Minute)
+		t.Logf("failure -> last server ACTIVE across the leader restart: %v", last.Sub(t0).Round(100*time.Millisecond))
+		migs := l.evacuations(victim, t0)
+		per := map[string]int{}
+		for _, m := range migs {
+			per[m.Instance]++
+		}
+		for _, id := range evac {
+			if per[id] != 1 {
+				t.Errorf("server %s has %d evacuation migrations from %s, want exactly 1 (%v)", id, per[id], victim, migs)
+			}
+		}
+		l.waitReenabled(t, victim, 5*time.Minute)
+	})
+
+	t.Run("5 two of three computes fail at once with THRESHOLD 50: nothing evacuated, reason visible", func(t *testing.T) {
+		defer l.use(t)()
+		c := l.writeConfig(t, bin, nil)
+		ld := c.startLeader(t)
+		defer ld.stop(t)
+		victims := l.computes()[:2]
+		var ids []string
+		for _, v := range victims {
+			ids = append(ids, l.createServer("s5-"+v, evacFlavor, v))
+		}
+		l.waitStatus(t, ids, "ACTIVE")
+		defer l.deleteServers(ids)
+		t0 := time.Now()
+		for _, v := range victims {
+			if out, err := l.ipmi(v, "chassis", "power", "off"); err != nil {
+				t.Fatalf("power off %s: %v %s", v, err, out)
+			}
+		}
+		defer func() {
+			for _, v := range victims {
+				if out, err := l.ipmi(v, "chassis", "power", "on"); err != nil {
+					t.Errorf("power on %s: %v %s", v, err, out)
+				}
+			}
+			l.settle(t)
+		}()
+		var events string
+		waitFor(t, "a ThresholdExceeded event", 4*time.Minute, func() (bool, string) {
+			out, err := c.iha("events", "--limit", "100")
+			events = out
+			return err == nil && strings.Contains(out, "ThresholdExceeded"), lastLines(out, 3)
+		})
+		// One more poll: still nothing done.
+		time.Sleep(16 * time.Second)
+		hosts, _ := c.iha("hosts")
+		t.Logf("iha hosts:\n%s\niha events:\n%s", hosts, grepLines(events, "Threshold"))
+		if m := append(l.evacuations(victims[0], t0), l.evacuations(victims[1], t0)...); len(m) > 0 {
+			t.Errorf("evacuations despite the threshold: %v", m)
+		}
+		svcs := l.services()
+		for _, v := range victims {
+			if s := svcs[v]; s.ForcedDown || s.Status != "enabled" {
+				t.Errorf("%s touched despite the threshold: %+v", v, s)
+			}
+			if out, _ := l.ipmi(v, "chassis", "power", "status"); !strings.Contains(out, "off") {
+				t.Errorf("%s: %s", v, out)
+			}
+		}
+		for _, id := range ids {
+			if s := l.server(id); s.Host == "" || !contains(victims, s.Host) {
+				t.Errorf("server %s moved: %+v", id, s)
+			}
+		}
+	})
+}
+
+// use makes the lab's helpers fail t (a subtest) until the returned
+// function restores the previous one.
+func (l *lab) use(t *testing.T) func() {
+	prev := l.t
+	l.t = t
+	return func() { l.t = prev }
+}
+
+// powerLossRun is scenarios 1 and 3 on victim: it returns the time from the
+// failure to the last evacuable server ACTIVE elsewhere.
+func (l *lab) powerLossRun(t *testing.T, c *ihaConfig, ld *leaderProc, victim, how string) time.Duration {
+	tag := strings.TrimPrefix(victim, "lab-compute-")
+	evac := []string{l.createServer("s1-evac-a-"+tag, evacFlavor, victim), l.createServer("s1-evac-b-"+tag, evacFlavor, victim)}
+	off := l.createServer("s1-evac-off-"+tag, evacFlavor, victim)
+	plain := l.createServer("s1-plain-"+tag, plainFlavor, victim)
+	all := append(append([]string{}, evac...), off, plain)
+	defer l.deleteServers(all)
+	l.waitStatus(t, all, "ACTIVE")
+	l.must("POST", "/servers/"+off+"/action", "2.93", map[string]any{"os-stop": nil}, nil)
+	l.waitStatus(t, []string{off}, "SHUTOFF")
+	oldPID := l.pid(victim + ".nova-compute")
+
+	t0 := time.Now()
+	switch how {
+	case "bmc":
+		if out, err := l.ipmi(victim, "chassis", "power", "off"); err != nil {
+			t.Fatalf("power off: %v %s", err, out)
+		}
+	default:
+		l.ctl("kill", victim)
+	}
+	sawMarker := false
+	last := l.waitEvacuated(t, victim, evac, func() {
+		if s := l.services()[victim]; s.ForcedDown && s.Status == "disabled" && strings.Contains(s.DisabledReason, marker) {
+			sawMarker = true
+		}
+	}, 5*time.Minute)
+	d := last.Sub(t0)
+	t.Logf("%s (%s): failure -> last server ACTIVE in %v", victim, how, d.Round(100*time.Millisecond))
+	waitFor(t, "the SHUTOFF server SHUTOFF elsewhere", 2*time.Minute, func() (bool, string) {
+		s := l.server(off)
+		return s.Host != victim && s.Host != "" && s.Status == "SHUTOFF" && s.Task == "", fmt.Sprintf("%+v", s)
+	})
+	if s := l.server(plain); s.Host != victim {
+		t.Errorf("the untagged server moved: %+v", s)
+	}
+	if !sawMarker {
+		if s := l.services()[victim]; s.ForcedDown && s.Status == "disabled" && strings.Contains(s.DisabledReason, marker) {
+			sawMarker = true
+		}
+	}
+	if !sawMarker {
+		t.Errorf("never saw %s forced down and disabled with %q (now %+v)", victim, marker, l.services()[victim])
+	}
+	per := map[string]int{}
+	for _, m := range l.evacuations(victim, t0) {
+		per[m.Instance]++
+	}
+	for _, id := range append(append([]string{}, evac...), off) {
+		if per[id] != 1 {
+			t.Errorf("server %s: %d evacuation migrations, want 1", id, per[id])
+		}
+	}
+	if per[plain] != 0 {
+		t.Errorf("the untagged server was evacuated")
+	}
+
+	// 3: the leader powers the fenced host on at the end of the recovery
+	// (ipmi_sim's power-on starts a new nova-compute), Nova completes the
+	// migrations, the leader unsets forced_down and enables the service.
+	start := time.Now()
+	l.waitReenabled(t, victim, 5*time.Minute)
+	if nw := l.pid(victim + ".nova-compute"); nw == 0 || nw == oldPID {
+		t.Errorf("nova-compute of %s: pid %d after the recovery (was %d): not powered on", victim, nw, oldPID)
+	}
+	t.Logf("%s re-enabled %v after the last server was ACTIVE", victim, time.Since(start).Round(100*time.Millisecond))
+	return d
+}
+
+// waitEvacuated polls until every server in ids is ACTIVE on a host other
+// than victim; it returns when the last one was first seen so.
+func (l *lab) waitEvacuated(t *testing.T, victim string, ids []string, each func(), d time.Duration) time.Time {
+	t.Helper()
+	seen := map[string]time.Time{}
+	waitFor(t, "the evacuable servers ACTIVE elsewhere", d, func() (bool, string) {
+		if each != nil {
+			each()
+		}
+		var state []string
+		for _, id := range ids {
+			if _, ok := seen[id]; ok {
+				continue
+			}
+			s := l.server(id)
+			if s.Status == "ACTIVE" && s.Host != victim && s.Host != "" && s.Task == "" {
+				seen[id] = time.Now()
+			} else {
+				state = append(state, fmt.Sprintf("%s %s@%s/%s", s.Name, s.Status, s.Host, s.Task))
+			}
+		}
+		return len(seen) == len(ids), strings.Join(state, ", ")
+	})
+	var last time.Time
+	for _, at := range seen {
+		if at.After(last) {
+			last = at
+		}
+	}
+	return last
+}
+
+// waitReenabled waits until host is up, enabled, not forced down and has
+// no disabled reason.
+func (l *lab) waitReenabled(t *testing.T, host string, d time.Duration) {
+	t.Helper()
+	waitFor(t, host+" re-enabled by the leader", d, func() (bool, string) {
+		s := l.services()[host]
+		return s.State == "up" && s.Status == "enabled" && !s.ForcedDown, fmt.Sprintf("%+v", s)
+	})
+}
+
+func (l *lab) waitStatus(t *testing.T, ids []string, want string) {
+	t.Helper()
+	waitFor(t, "servers "+want, 3*time.Minute, func() (bool, string) {
+		for _, id := range ids {
+			s := l.server(id)
+			if s.Status == "ERROR" {
+				t.Fatalf("server %s went to ERROR", id)
+			}
+			if s.Status != want || s.Task != "" {
+				return false, fmt.Sprintf("%+v", s)
+			}
+		}
+		return true, ""
+	})
+}
+
+func (l *lab) deleteServers(ids []string) {
+	for _, id := range ids {
+		_, _ = l.call("DELETE", l.nova+"/servers/"+id, "2.93", nil)
+	}
+}
+
+// settle waits until every compute is up, enabled and not forced down:
+// the state every scenario starts from.
+func (l *lab) settle(t *testing.T) {
+	t.Helper()
+	waitFor(t, "every compute up and enabled", 5*time.Minute, func() (bool, string) {
+		for _, h := range l.computes() {
+			if s := l.services()[h]; s.State != "up" || s.Status != "enabled" || s.ForcedDown {
+				return false, fmt.Sprintf("%+v", s)
+			}
+		}
+		return true, ""
+	})
+}
+
+// ensureEvacFlavor creates the flavor that marks servers evacuable.
+func (l *lab) ensureEvacFlavor() {
+	a, err := l.call("GET", l.nova+"/flavors/"+evacFlavor, "2.1", nil)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if a.status == 404 {
+		l.must("POST", "/flavors", "2.1", map[string]any{"flavor": map[string]any{"name": evacFlavor, "id": evacFlavor,
+			"ram": 64, "vcpus": 1, "disk": 1}}, nil)
+	}
+	l.must("POST", "/flavors/"+evacFlavor+"/os-extra_specs", "2.1",
+		map[string]any{"extra_specs": map[string]string{"evacuable": "true"}}, nil)
+}
+
+func (l *lab) pid(name string) int {
+	b, err := os.ReadFile(filepath.Join(l.dir, "pids", name+".pid"))
+	if err != nil {
+		return 0
+	}
+	var pid int
+	_, _ = fmt.Sscan(strings.TrimSpace(string(b)), &pid)
+	return pid
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
