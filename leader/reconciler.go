@@ -59,6 +59,11 @@ type ReconcilerConfig struct {
 	// Observer, when set, sees every poll cycle and compute listing (the
 	// status API's metrics and host list).
 	Observer Observer
+	// Mesh is the gossip mesh's view of the agents (nil: no mesh; every
+	// host is judged by InstanceHA's rule). Wake, when it delivers, starts
+	// a poll cycle at once (the mesh declared a member dead).
+	Mesh MeshView
+	Wake <-chan struct{}
 }
 
 // Reconciler is the leader-only subsystem that judges hosts and drives
@@ -91,6 +96,14 @@ type Reconciler struct {
 
 	obs Observer
 
+	repMu        sync.Mutex
+	reportedOnce map[string]bool
+	mesh         MeshView
+	wake         <-chan struct{}
+	// nextLook is when a host the verdict table told us to wait for becomes
+	// decidable (zero: none).
+	nextLook time.Time
+
 	ready     atomic.Bool
 	failures  atomic.Int32
 	lastPoll  atomic.Int64 // unix nanos of the last successful poll
@@ -119,7 +132,7 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 	if c.Observer == nil {
 		c.Observer = noObserver{}
 	}
-	return &Reconciler{obs: c.Observer, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
+	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff,
 		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}}
 }
@@ -175,13 +188,39 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			r.obs.PollCycle(r.now().Sub(start), nil, 0)
 			r.log.Debug("poll cycle done", "took", r.now().Sub(start))
 		}
+		if !r.nextLook.IsZero() {
+			if d := r.nextLook.Sub(r.now()); d < wait {
+				wait = max(d, 10*time.Millisecond)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-r.wake:
 		case <-time.After(wait):
 		}
 	}
 }
+
+// judge applies the verdict table to one service.
+func (r *Reconciler) judge(s nova.Service, now time.Time) (Verdict, string, time.Time) {
+	in := VerdictInput{Mode: r.cfg.DetectionMode, Service: s, Now: now, Delta: r.cfg.Delta,
+		ReportInterval: r.cfg.NovaReportInterval, Margin: verdictMargin}
+	if r.mesh != nil {
+		in.MeshState, in.MeshSince = r.mesh.HostState(s.Host)
+		// A clock is not trusted across a failover: a host the mesh lost
+		// before this term gets its full detection time from the term start.
+		in.MeshSince = maxTime(in.MeshSince, r.termStart)
+	}
+	if in.ReportInterval <= 0 {
+		in.ReportInterval = 10 * time.Second
+	}
+	return Judge(in)
+}
+
+// verdictMargin absorbs updated_at's whole-second truncation and
+// scheduling delays when waiting for "one more Nova report".
+const verdictMargin = 2 * time.Second
 
 // startupReconcile is R17.1: hosts forced down and down but not disabled,
 // with no record of ours, are adopted (upstream writes the "(recovered)"
@@ -275,14 +314,34 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 			inflight = append(inflight, h)
 		}
 	}
-	for _, s := range cats.NewFailures {
+	r.nextLook = time.Time{}
+	why := map[string]string{}
+	for _, s := range svcs {
 		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
 			continue // G2: already in recovery
 		}
 		if _, m := settings.Maintenance[s.Host]; m {
 			continue // a host in maintenance is never a new failure
 		}
-		cands = append(cands, s)
+		v, reason, look := r.judge(s, now)
+		switch v {
+		case VerdictFailed, VerdictInstanceHA:
+			cands = append(cands, s)
+			why[s.Host] = reason
+		case VerdictNovaBroken:
+			if r.lastSkips["nova:"+s.Host] == "" {
+				r.lastSkips["nova:"+s.Host] = "reported"
+				r.log.Warn("nova-compute is down on a live host: not evacuating", "host", s.Host, "verdict", v, "evidence", reason)
+				r.event(ctx, s.Host, "NovaComputeBroken", reason, true)
+			}
+			continue
+		case VerdictWait:
+			r.log.Info("not judged yet", "host", s.Host, "verdict", v, "evidence", reason)
+			if r.nextLook.IsZero() || look.Before(r.nextLook) {
+				r.nextLook = look
+			}
+		}
+		delete(r.lastSkips, "nova:"+s.Host)
 	}
 	for _, s := range cats.Resume {
 		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
@@ -303,7 +362,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		}
 	}
 	if len(cands)+len(resume) > 0 {
-		if err := r.admit(ctx, svcs, cands, resume, inflight, now); err != nil {
+		if err := r.admit(ctx, svcs, cands, resume, inflight, now, why); err != nil {
 			return err
 		}
 	} else {
@@ -315,7 +374,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 }
 
 // admit runs the gate chain (behaviour §4) and opens records.
-func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Service, inflight []string, now time.Time) error {
+func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Service, inflight []string, now time.Time, why map[string]string) error {
 	// G4: all services stale → Nova or our clock is broken.
 	if AllServicesStale(svcs, len(cands)) {
 		if !r.stale {
@@ -417,8 +476,13 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 	}
 	for _, s := range admitted {
 		ev := Evidence{Source: "nova", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt, Stale: IsStale(s, now, r.cfg.Delta),
-			Note: fmt.Sprintf("DELTA %s", r.cfg.Delta)}
-		r.log.Warn("host judged failed", "host", s.Host, "verdict", "failed", "nova_state", s.State,
+			Note: why[s.Host]}
+		if r.mesh != nil {
+			if st, _ := r.mesh.HostState(s.Host); st == MeshDead {
+				ev.Source = "gossip+nova"
+			}
+		}
+		r.log.Warn("host judged failed", "host", s.Host, "verdict", "failed", "evidence", why[s.Host], "nova_state", s.State,
 			"updated_at", s.UpdatedAt, "stale", ev.Stale)
 		if err := r.detect(ctx, s, ev, false, ""); err != nil {
 			return err

@@ -373,6 +373,10 @@ func (r *Reconciler) finishStep(ctx context.Context, rec *HostRecord) error {
 		// skips this as it skips the same check at re-enable).
 		if !r.cfg.ForceEnable {
 			if err := r.evacuationsFinished(ctx, host); err != nil {
+				if errors.Is(err, errWait) && r.now().Sub(rec.PhaseSince) > r.cfg.EvacuationTimeout && !r.reported(host, "poweron-wait") {
+					r.event(ctx, host, "PowerOnWaiting", fmt.Sprintf("an evacuation from this host has run for more than EVACUATION_TIMEOUT %s (is its destination down?); "+
+						"the host stays off until it finishes, or until an operator sets FORCE_ENABLE", r.cfg.EvacuationTimeout), true)
+				}
 				return err
 			}
 		}
@@ -556,4 +560,20 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 	// Enabled and not forced down: someone already re-enabled it.
 	_, err := r.apply(ctx, CmdPhase, PhaseCmd{Host: host, Phase: PhaseDone, From: PhaseReenabling, Reason: "service already enabled"})
 	return err
+}
+
+// reported remembers, for this term, that an event about host and what was
+// written, so that a condition that lasts is reported once.
+func (r *Reconciler) reported(host, what string) bool {
+	r.repMu.Lock()
+	defer r.repMu.Unlock()
+	k := what + ":" + host
+	if r.reportedOnce[k] {
+		return true
+	}
+	if r.reportedOnce == nil {
+		r.reportedOnce = map[string]bool{}
+	}
+	r.reportedOnce[k] = true
+	return false
 }

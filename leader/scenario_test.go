@@ -353,3 +353,57 @@ func TestNovaUnreachableAtStart(t *testing.T) {
 	w.Hang("c1")
 	waitFor(t, 30*time.Second, "c1 recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
 }
+
+// TestScenarioMeshDetection: with DETECTION_MODE both, a host the mesh
+// declares dead whose Nova heartbeat then stops is failed one report
+// interval (plus margin) after the death — long before DELTA or POLL; a
+// host cut off from the mesh only is never fenced; a live host whose
+// nova-compute died gets an event and no evacuation.
+func TestScenarioMeshDetection(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.DetectionMode = "both"
+	s.Delta = 20 * time.Second
+	s.Poll = 15 * time.Second
+	s.NovaReportInterval = time.Second
+	mesh := sandbox.NewMesh()
+	w := newWorld(t, s, func(o *sandbox.Options) { o.Mesh = mesh; o.Sim.ServiceDownTime = 30 * time.Second })
+	w.start()
+	time.Sleep(500 * time.Millisecond) // the first poll has run; the next is 15 s away
+
+	// c3: cut off from the mesh only (its nova-compute still reports).
+	mesh.Set("c3", leader.MeshDead)
+	// c1: really dead.
+	died := time.Now()
+	w.Hang("c1")
+	mesh.Set("c1", leader.MeshDead)
+
+	waitFor(t, 10*time.Second, "c1 judged failed through the mesh", func() bool { return w.phase("c1") != "" })
+	took := time.Since(died)
+	t.Logf("mesh death → verdict in %s (DELTA %s, POLL %s)", took, s.Delta, s.Poll)
+	if took > 6*time.Second {
+		t.Errorf("verdict took %s; it should come one report interval plus margin after the death", took)
+	}
+	if src := w.FSM().Host("c1").Evidence.Source; src != "gossip+nova" {
+		t.Errorf("evidence source %q", src)
+	}
+	waitFor(t, 30*time.Second, "c1 recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
+	if _, reqs, _ := w.BMC("c3").Counts(); reqs != 0 || w.phase("c3") != "" {
+		t.Errorf("c3 is only cut off from the mesh and must not be touched (phase %q, %d fence calls)", w.phase("c3"), reqs)
+	}
+	// c4: agent alive, nova-compute dead (stopped only now: a destination
+	// that dies after the scheduler picked it holds its rebuild, which is
+	// another test's subject). Stale after DELTA, the verdict is "broken".
+	w.Sim.StopCompute("c4")
+	waitFor(t, 40*time.Second, "an event for c4's broken nova-compute", func() bool {
+		for _, e := range w.FSM().Events(0, "c4", 0) {
+			if e.Kind == "NovaComputeBroken" {
+				return true
+			}
+		}
+		return false
+	})
+	if _, reqs, _ := w.BMC("c4").Counts(); reqs != 0 || w.phase("c4") != "" {
+		t.Errorf("c4's agent is alive: it must not be fenced (phase %q)", w.phase("c4"))
+	}
+}

@@ -41,6 +41,8 @@ type Options struct {
 	// BootDelay is how long a powered-on host takes to boot before its
 	// nova-compute gate runs (default 0).
 	BootDelay time.Duration
+	// Mesh, when set, is the gossip view the leader judges with.
+	Mesh *Mesh
 }
 
 // Sandbox is novasim, one simulated BMC per compute, and a single-voter
@@ -169,7 +171,7 @@ func (s *Sandbox) StartLeader(ctx context.Context) error {
 	mk := func() *leader.Reconciler {
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s.opts.Settings, Nova: nv, Fencers: fl, Store: store,
 			Logger: s.opts.Logger, TrackInterval: s.opts.TrackInterval, InitialTrackDelay: s.opts.TrackInterval,
-			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs})
+			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs, Mesh: meshView(s.opts.Mesh), Wake: meshWake(s.opts.Mesh)})
 	}
 	mon := leader.NewMonitor(node, mk, s.opts.Logger)
 	lctx, cancel := context.WithCancel(ctx)
@@ -346,4 +348,18 @@ func (s *Sandbox) Hosts() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func meshView(m *Mesh) leader.MeshView {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+func meshWake(m *Mesh) <-chan struct{} {
+	if m == nil {
+		return nil
+	}
+	return m.Wake()
 }
