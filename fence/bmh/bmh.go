@@ -224,7 +224,7 @@ func (f *Fencer) PowerOff(ctx context.Context) error {
 		return err
 	}
 	if powered, ok := poweredOn(obj); !ok || powered {
-		if err := f.waitOff(ctx, dctx, obj.GetResourceVersion()); err != nil {
+		if err := f.waitOff(ctx, dctx, obj.GetResourceVersion(), seen(powered, ok)); err != nil {
 			return err
 		}
 	}
@@ -237,8 +237,8 @@ func (f *Fencer) PowerOff(ctx context.Context) error {
 // status.poweredOn is false. When the watch ends or cannot be opened, the
 // object is read again (every PollInterval); read errors other than auth
 // and not-found are tolerated until dctx ends, as InstanceHA tolerates them.
-func (f *Fencer) waitOff(ctx, dctx context.Context, rv string) error {
-	var last string // what was last seen, for the timeout message
+func (f *Fencer) waitOff(ctx, dctx context.Context, rv, last string) error {
+	// last is what was last seen, for the timeout message.
 	var lastErr error
 	canWatch := true
 	for {
@@ -269,14 +269,10 @@ func (f *Fencer) waitOff(ctx, dctx context.Context, rv string) error {
 			lastErr = nil
 			rv = obj.GetResourceVersion()
 			powered, ok := poweredOn(obj)
-			switch {
-			case ok && !powered:
+			if ok && !powered {
 				return nil
-			case ok:
-				last = "status.poweredOn true"
-			default:
-				last = "no status.poweredOn"
 			}
+			last = seen(powered, ok)
 			if canWatch {
 				continue
 			}
@@ -329,11 +325,11 @@ func (f *Fencer) watchOff(dctx context.Context, rv string, last *string) (bool, 
 				if !isObj {
 					continue
 				}
-				if powered, ok := poweredOn(obj); ok && !powered {
+				powered, ok := poweredOn(obj)
+				if ok && !powered {
 					return true, nil
-				} else if ok {
-					*last = "status.poweredOn true"
 				}
+				*last = seen(powered, ok)
 			case watch.Deleted:
 				// The next read answers not found.
 				return false, nil
@@ -343,6 +339,17 @@ func (f *Fencer) watchOff(dctx context.Context, rv string, last *string) (bool, 
 			}
 		}
 	}
+}
+
+// seen describes a status.poweredOn reading for messages.
+func seen(powered, ok bool) string {
+	switch {
+	case !ok:
+		return "no status.poweredOn"
+	case powered:
+		return "status.poweredOn true"
+	}
+	return "status.poweredOn false"
 }
 
 // waitFailed is the error of a wait that ended without off: the caller's

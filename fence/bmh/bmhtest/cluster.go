@@ -181,6 +181,9 @@ func (c *Cluster) start(bin, etcdBin string, o Options) error {
 	return nil
 }
 
+// AdminToken is the static token of the system:masters user.
+func (c *Cluster) AdminToken() string { return c.adminToken }
+
 // Config is a client configuration for this API server with token.
 func (c *Cluster) Config(token string) *rest.Config { return c.config(token) }
 

@@ -82,7 +82,9 @@ func (c *Cluster) NewTenant(ctx context.Context, ns, bmcPassword string) (*Tenan
 		}
 		tr := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-			"spec": map[string]any{"expirationSeconds": int64(3600)},
+			// The dynamic client puts a subresource under the object's name.
+			"metadata": map[string]any{"name": acct.name},
+			"spec":     map[string]any{"expirationSeconds": int64(3600)},
 		}}
 		got, err := a.Resource(saResource).Namespace(ns).Create(ctx, tr, metav1.CreateOptions{}, "token")
 		if err != nil {
