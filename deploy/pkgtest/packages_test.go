@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -80,25 +81,52 @@ type built struct {
 	env                []string
 }
 
+// The packages are built once for every test of the package (a build
+// costs about a minute), into a directory TestMain removes.
+var (
+	buildOnce sync.Once
+	shared    built
+	buildLog  string
+	buildErr  error
+	sharedDir string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sharedDir != "" {
+		os.RemoveAll(sharedDir)
+	}
+	os.Exit(code)
+}
+
 func build(t *testing.T) built {
 	t.Helper()
 	needTools(t)
-	root := repoRoot(t)
-	// One version for the whole test, even if HEAD moves meanwhile.
-	v, err := run(t, time.Minute, root, nil, "git", "describe", "--tags", "--always", "--dirty")
-	version := strings.TrimSpace(v)
-	if err != nil || version == "" {
-		version = "v0.0.0-pkgtest"
+	buildOnce.Do(func() {
+		root := repoRoot(t)
+		// One version for the whole run, even if HEAD moves meanwhile.
+		v, err := run(t, time.Minute, root, nil, "git", "describe", "--tags", "--always", "--dirty")
+		version := strings.TrimSpace(v)
+		if err != nil || version == "" {
+			version = "v0.0.0-pkgtest"
+		}
+		if sharedDir, buildErr = os.MkdirTemp("", "iha-pkgtest-"); buildErr != nil {
+			return
+		}
+		shared = built{root: root, out: sharedDir, version: version,
+			env: []string{"VERSION=" + version, "ARCHES=amd64", "FORMATS=rpm deb"}}
+		start := time.Now()
+		out, err := run(t, 8*time.Minute, root, shared.env, "deploy/nfpm/build.sh", shared.out)
+		buildLog = fmt.Sprintf("build.sh (%v):\n%s", time.Since(start).Round(time.Second), out)
+		if err != nil {
+			buildErr = fmt.Errorf("deploy/nfpm/build.sh: %w", err)
+		}
+	})
+	t.Log(buildLog)
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	b := built{root: root, out: t.TempDir(), version: version,
-		env: []string{"VERSION=" + version, "ARCHES=amd64", "FORMATS=rpm deb"}}
-	start := time.Now()
-	out, err := run(t, 8*time.Minute, root, b.env, "deploy/nfpm/build.sh", b.out)
-	t.Logf("build.sh (%v):\n%s", time.Since(start).Round(time.Second), out)
-	if err != nil {
-		t.Fatalf("deploy/nfpm/build.sh: %v", err)
-	}
-	return b
+	return shared
 }
 
 func TestPackages(t *testing.T) {
