@@ -20,8 +20,9 @@ build: ## build iha-leader, iha-agent and iha into bin/
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
-test-deps: ## install the Debian packages the tests start (ipmi_sim, fence_kdump_send, …)
+test-deps: ## install what the tests start: Debian packages (ipmi_sim, fence_kdump_send, etcd, …) and a cached kube-apiserver
 	scripts/install-test-deps.sh
+	scripts/build-kube-apiserver.sh
 
 test: test-deps ## install what the tests need, then run every test with the race detector
 	$(GO) test $(TEST_FLAGS) ./...
