@@ -23,7 +23,7 @@ type Addresser interface {
 }
 
 // ErrNotAvailable: fencing.yaml names a known agent whose driver is not
-// compiled into this build (bmh, for now).
+// compiled into this build (a build that leaves a driver out of fence/drivers).
 var ErrNotAvailable = errors.New("not available in this build")
 
 // knownAgents are the agents fencing.yaml may name.
