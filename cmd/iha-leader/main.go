@@ -18,6 +18,7 @@ import (
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/nova"
+	"github.com/ihaproject/iha/pkg/sdnotify"
 	"github.com/ihaproject/iha/pkg/version"
 )
 
@@ -145,8 +146,15 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 		_ = mon.Run(monCtx)
 	}()
 
+	// 7. Tell systemd (Type=notify) that this controller is up: it votes
+	// and serves; leadership and Nova come when they come.
+	if _, err := sdnotify.Notify(sdnotify.Ready + "\nSTATUS=voting in the Raft group, API on " + s.APIAddr); err != nil {
+		log.Warn("sd_notify READY failed", "err", err)
+	}
+
 	<-ctx.Done()
 	log.Info("shutting down")
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	// Shutdown order: stop serving, stop acting (the reconciler finishes its
 	// current Raft command), then leave Raft, handing leadership over first.
 	if apiSrv != nil {
