@@ -110,6 +110,48 @@ func TestIHAOnRealNova(t *testing.T) {
 		l.waitReenabled(t, victim, 5*time.Minute)
 	})
 
+	t.Run("4 a compute frozen (SIGSTOP) past detection is fenced before evacuation and never runs again", func(t *testing.T) {
+		defer l.use(t)()
+		c := l.writeConfig(t, bin, nil)
+		ld := c.startLeader(t)
+		defer ld.stop(t)
+		victim := l.computes()[2]
+		evac := []string{l.createServer("s4-evac", evacFlavor, victim)}
+		l.waitStatus(t, evac, "ACTIVE")
+		defer l.deleteServers(evac)
+		old := l.pid(victim + ".nova-compute")
+		l.ctl("freeze", victim)
+		thawed := false
+		defer func() {
+			if !thawed {
+				l.ctl("thaw", victim)
+			}
+		}()
+		t0 := time.Now()
+		l.waitEvacuated(t, victim, evac, nil, 5*time.Minute)
+		t.Logf("frozen -> evacuated in %v", time.Since(t0).Round(100*time.Millisecond))
+		// The fence (BMC power off) killed the frozen process: there is
+		// nothing left to resume with the old guests.
+		if running(old) {
+			t.Fatalf("the frozen nova-compute %d still exists after the evacuation: not fenced", old)
+		}
+		log := ld.logText()
+		fenced := strings.Index(log, `msg="host fenced" component=reconciler host=`+victim)
+		evacuated := strings.Index(log, `msg="evacuate accepted" component=reconciler host=`+victim)
+		if fenced < 0 || evacuated < 0 || fenced > evacuated {
+			t.Fatalf("fence at log offset %d, first evacuate at %d: want the fence first\n%s", fenced, evacuated, lastLines(log, 30))
+		}
+		l.ctl("thaw", victim)
+		thawed = true
+		if running(old) {
+			t.Fatalf("old nova-compute %d runs after the thaw", old)
+		}
+		l.waitReenabled(t, victim, 5*time.Minute)
+		if s := l.server(evac[0]); s.Host == victim {
+			t.Errorf("the evacuated server is back on %s: %+v", victim, s)
+		}
+	})
+
 	t.Run("5 two of three computes fail at once with THRESHOLD 50: nothing evacuated, reason visible", func(t *testing.T) {
 		defer l.use(t)()
 		c := l.writeConfig(t, bin, nil)
@@ -146,6 +188,11 @@ func TestIHAOnRealNova(t *testing.T) {
 		time.Sleep(16 * time.Second)
 		hosts, _ := c.iha("hosts")
 		t.Logf("iha hosts:\n%s\niha events:\n%s", hosts, grepLines(events, "Threshold"))
+		for _, v := range victims {
+			if line := grepLines(hosts, v); !strings.Contains(line, "THRESHOLD exceeded") {
+				t.Errorf("iha hosts does not show the threshold for %s: %q", v, line)
+			}
+		}
 		if m := append(l.evacuations(victims[0], t0), l.evacuations(victims[1], t0)...); len(m) > 0 {
 			t.Errorf("evacuations despite the threshold: %v", m)
 		}
