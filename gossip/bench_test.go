@@ -204,7 +204,7 @@ func BenchmarkFalseDeadUnderLoss(b *testing.B) {
 				if prof == "fast" {
 					p = FastProfile()
 				}
-				const n = 30
+				const n = 20
 				c := newBenchCluster(b, n, p, false)
 				var recs []*recorder
 				for _, r := range c.recs {
@@ -215,7 +215,7 @@ func BenchmarkFalseDeadUnderLoss(b *testing.B) {
 					base += r.count(KindDead)
 				}
 				c.net.SetLoss(loss)
-				window := 60 * time.Second
+				window := 45 * time.Second
 				time.Sleep(window)
 				dead, suspect := -base, 0
 				for _, r := range recs {

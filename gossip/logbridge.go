@@ -70,7 +70,7 @@ func (l *logBridge) observe(line string) func() {
 	if s := reSuspect.FindStringSubmatch(line); s != nil {
 		return func() {
 			m.markSuspect(s[1], m.self)
-			m.broadcast(m.newEnvelope(msgAccuse, s[1]))
+			m.tellControllers(m.newEnvelope(msgAccuse, s[1]))
 		}
 	}
 	if s := reMarked.FindStringSubmatch(line); s != nil {
@@ -93,7 +93,7 @@ func (l *logBridge) observe(line string) func() {
 		return func() {
 			env := m.newEnvelope(msgRefute, m.self)
 			env.Accuser = s[1]
-			m.broadcast(env)
+			m.tellControllers(env)
 		}
 	}
 	return nil

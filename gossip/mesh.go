@@ -453,6 +453,39 @@ func (m *Mesh) sender() {
 	}
 }
 
+// tellControllers sends env to every live controller by UDP, best effort
+// (suspicion is advisory: the leader acts on dead, and a lost refutation is
+// made up for by pingSuspects and expireSuspicions).
+func (m *Mesh) tellControllers(env envelope) {
+	b, err := env.encode()
+	if err != nil {
+		return
+	}
+	for _, n := range m.controllerNodes() {
+		if err := m.ml.SendBestEffort(n, b); err != nil {
+			m.log.Debug("gossip: send to controller failed", "node", n.Name, "err", err)
+		}
+	}
+}
+
+// controllerNodes lists the live controllers other than this node.
+func (m *Mesh) controllerNodes() []*memberlist.Node {
+	var targets []*memberlist.Node
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mem := range m.members {
+		if mem.Name != m.self && mem.Meta.Role == RoleController && (mem.State == StateAlive || mem.State == StateSuspect) {
+			host, port, err := net.SplitHostPort(mem.Addr)
+			if err != nil {
+				continue
+			}
+			p, _ := strconv.Atoi(port)
+			targets = append(targets, &memberlist.Node{Name: mem.Name, Addr: net.ParseIP(host), Port: uint16(p)})
+		}
+	}
+	return targets
+}
+
 // runLogActions runs what the log bridge observed, in order.
 func (m *Mesh) runLogActions() {
 	defer m.bg.Done()
@@ -471,19 +504,7 @@ func (m *Mesh) sendToControllers(env envelope, timeout time.Duration) {
 	if err != nil {
 		return
 	}
-	var targets []*memberlist.Node
-	m.mu.Lock()
-	for _, mem := range m.members {
-		if mem.Name != m.self && mem.Meta.Role == RoleController && (mem.State == StateAlive || mem.State == StateSuspect) {
-			host, port, err := net.SplitHostPort(mem.Addr)
-			if err != nil {
-				continue
-			}
-			p, _ := strconv.Atoi(port)
-			targets = append(targets, &memberlist.Node{Name: mem.Name, Addr: net.ParseIP(host), Port: uint16(p)})
-		}
-	}
-	m.mu.Unlock()
+	targets := m.controllerNodes()
 	var wg sync.WaitGroup
 	for _, n := range targets {
 		wg.Add(1)
@@ -559,10 +580,15 @@ func (m *Mesh) handleMessage(b []byte) {
 	if env.From == m.self || !m.markSeen(env.ID) {
 		return
 	}
-	// Epidemic relay: memberlist only retransmits a broadcast from its
-	// origin; passing it on makes it reach every member even when the origin
-	// dies right after sending (a crashing host's agent, a leaving node).
-	m.bq.QueueBroadcast(rawBroadcast(slices.Clone(b)))
+	// Epidemic relay of leave intents and kdump notices: memberlist only
+	// retransmits a broadcast from its origin; passing it on makes it reach
+	// every member even when the origin dies right after sending.
+	// Accusations and refutations go to controllers only (tellControllers)
+	// and are not relayed: relaying them from every member multiplies
+	// traffic exactly when members are starved and accusing each other.
+	if env.Type == msgLeave || env.Type == msgKdump {
+		m.bq.QueueBroadcast(rawBroadcast(slices.Clone(b)))
+	}
 	switch env.Type {
 	case msgAccuse:
 		m.markSuspect(env.Node, env.From)
