@@ -407,3 +407,69 @@ func TestScenarioMeshDetection(t *testing.T) {
 		t.Errorf("c4's agent is alive: it must not be fenced (phase %q)", w.phase("c4"))
 	}
 }
+
+// TestScenarioRateLimit is G8: with MAX_HOSTS_PER_CYCLE 1, two hosts
+// failing together are admitted one per cycle, with an event saying so,
+// and both recover.
+func TestScenarioRateLimit(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.MaxHostsPerCycle = 1
+	s.Threshold = 100
+	s.Poll = time.Second
+	w := newWorld(t, s)
+	w.start()
+	w.Hang("c1")
+	w.Hang("c2")
+	waitFor(t, 20*time.Second, "the first host admitted", func() bool { return w.phase("c1") != "" || w.phase("c2") != "" })
+	var limited bool
+	for _, e := range w.FSM().Events(0, "", 0) {
+		if e.Kind == "FencingRateLimited" && strings.Contains(e.Message, "2 failed hosts, 1 admitted") {
+			limited = true
+		}
+	}
+	if !limited {
+		t.Errorf("no FencingRateLimited event: %+v", w.FSM().Events(0, "", 0))
+	}
+	waitFor(t, 60*time.Second, "both recovered", func() bool {
+		return w.phase("c1") == leader.PhaseDone && w.phase("c2") == leader.PhaseDone
+	})
+	a, b := w.FSM().Host("c1").DetectedAt, w.FSM().Host("c2").DetectedAt
+	if d := a.Sub(b); d > -500*time.Millisecond && d < 500*time.Millisecond {
+		t.Errorf("both admitted in the same cycle (%s apart)", d)
+	}
+}
+
+// TestScenarioStartupAdoptsOrphans is R17.1: a host forced down and down
+// but not disabled when the leader starts (someone crashed between the two
+// writes) is adopted, disabled with the "(recovered)" marker and evacuated.
+func TestScenarioStartupAdoptsOrphans(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	w.Hang("c1")
+	svc, _ := w.Sim.Service("c1")
+	forced := true
+	if _, err := w.Nova.UpdateService(context.Background(), svc.ID, nova.ServiceUpdate{ForcedDown: &forced}); err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	var sawMarker bool
+	waitFor(t, 30*time.Second, "the orphan recovered", func() bool {
+		if svc, ok := w.Sim.Service("c1"); ok && strings.HasPrefix(svc.DisabledReason, "instanceha evacuation (recovered): ") {
+			sawMarker = true
+		}
+		return w.phase("c1") == leader.PhaseDone
+	})
+	if !sawMarker {
+		t.Error("the orphan was never disabled with the (recovered) marker")
+	}
+	rec := w.FSM().Host("c1")
+	if !rec.Adopted || rec.Evidence.Source != "orphan" {
+		t.Errorf("record: adopted %v, source %q", rec.Adopted, rec.Evidence.Source)
+	}
+	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
+		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
+			t.Errorf("%s evacuated %d times", name, n)
+		}
+	}
+}
