@@ -9,9 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ihaproject/iha/fence"
+	"github.com/ihaproject/iha/fence/drivers"
+	"github.com/ihaproject/iha/fence/redfish/redfishsim"
 	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
@@ -61,8 +65,12 @@ func runDev(ctx context.Context, o devOptions) int {
 	s.FencingTimeout = 5 * time.Second
 	s.EvacuationTimeout = 60 * time.Second
 	s.EvacuationGrace = 10 * time.Second
+	// Each compute has a simulated Redfish BMC on loopback; the leader fences
+	// through the real Redfish driver over HTTP, and a BMC that powers its
+	// system off stops that compute in the simulated Nova.
+	var fencers fence.Lookup
 	sb, err := sandbox.New(sandbox.Options{Settings: s, DataDir: dir, Logger: log, BootDelay: 2 * time.Second,
-		TrackInterval: 300 * time.Millisecond,
+		TrackInterval: 300 * time.Millisecond, WrapFence: func(fence.Lookup) fence.Lookup { return fencers },
 		Sim: novasim.Options{ReportInterval: time.Second, ServiceDownTime: 4 * time.Second, NoStartupDelay: true,
 			EvacuationDelay: 1500 * time.Millisecond, Password: o.password}})
 	if err != nil {
@@ -71,9 +79,18 @@ func runDev(ctx context.Context, o devOptions) int {
 	}
 	defer sb.Close()
 	servers := populate(sb)
+	bmcs, reg, err := startBMCs(sb, s, log)
+	for _, b := range bmcs {
+		defer b.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
+		return 1
+	}
+	fencers = reg
 
 	fmt.Fprintf(o.stdout, `IHA dev mode
-  a simulated Nova with %d computes and %d servers, one simulated BMC per compute,
+  a simulated Nova with %d computes and %d servers, one simulated Redfish BMC per compute,
   and one iha-leader (a single-voter Raft group). In %s %s stops answering:
   watch the leader judge it, fence it, force it down, evacuate it, and re-enable it.
 
@@ -125,6 +142,40 @@ func runDev(ctx context.Context, o devOptions) int {
 		return 1
 	}
 	return 0
+}
+
+// devBMCs are the simulated Redfish BMCs of the demo, by host.
+var devBMCs = map[string]*redfishsim.Server{}
+
+// startBMCs starts one Redfish BMC per compute and the registry that
+// fences through them with the real Redfish driver.
+func startBMCs(sb *sandbox.Sandbox, s config.Settings, log *slog.Logger) ([]*redfishsim.Server, fence.Lookup, error) {
+	pwb := make([]byte, 9)
+	_, _ = rand.Read(pwb)
+	password := hex.EncodeToString(pwb)
+	var out []*redfishsim.Server
+	var f config.Fencing
+	for _, host := range sb.Hosts() {
+		b, err := redfishsim.Start(redfishsim.Options{Username: "root", Password: password, TransitionDelay: time.Second})
+		if err != nil {
+			return out, nil, err
+		}
+		out = append(out, b)
+		devBMCs[host] = b
+		h := host
+		b.OnTransition(func(t redfishsim.Transition) {
+			switch t.To {
+			case fence.PowerOff:
+				sb.Sim.StopCompute(h)
+			case fence.PowerOn:
+				sb.Boot(h)
+			}
+		})
+		f.Hosts = append(f.Hosts, config.FenceHost{Name: host, Agent: config.AgentRedfish, IPAddr: b.Host(), IPPort: b.Port(),
+			Login: "root", Passwd: config.NewSecret(password), UUID: b.UUIDs()[0], Timeout: 10 * time.Second})
+	}
+	reg, err := drivers.Registry(f, s, log.With("component", "fence"))
+	return out, reg, err
 }
 
 type devServer struct {
@@ -228,8 +279,13 @@ func summary(w io.Writer, sb *sandbox.Sandbox, servers []devServer, took time.Du
 		for _, e := range evs {
 			fmt.Fprintf(w, "  %s  %-28s %s\n", e.At.Local().Format("15:04:05.000"), e.Kind, e.Message)
 		}
-		off, _, on := sb.BMC(devVictim).Counts()
-		fmt.Fprintf(w, "\nBMC of %s: powered off %d time(s), powered on %d time(s)\n", devVictim, off, on)
+		if b := devBMCs[devVictim]; b != nil {
+			var resets []string
+			for _, r := range b.Resets() {
+				resets = append(resets, fmt.Sprintf("%s (HTTP %d)", r.ResetType, r.Status))
+			}
+			fmt.Fprintf(w, "\nRedfish BMC of %s (%s) received resets: %s\n", devVictim, b.URL(), strings.Join(resets, ", "))
+		}
 		if rec.ReservedHost != "" {
 			fmt.Fprintf(w, "reserved host enabled for the recovery: %s\n", rec.ReservedHost)
 		}

@@ -109,6 +109,10 @@ func (s *Sandbox) AddCompute(host, zone string) string {
 	return id
 }
 
+// Boot starts a host that was powered on (by a simulated BMC of the
+// caller's, in dev mode): see boot.
+func (s *Sandbox) Boot(host string) { s.boot(host) }
+
 // boot models a powered-on host: after BootDelay its nova-compute starts,
 // held back by the agent's gate until the leader allows it (the
 // nova-compute-wait of the Pacemaker design).
