@@ -389,6 +389,7 @@ func (fr failoverRun) run(t *testing.T) runStats {
 	ch.c = w.Cluster
 	stats := runStats{}
 	leaders := map[string]bool{} // members that committed entries; guarded by trigMu
+	busy := map[string]bool{}    // members being disrupted; guarded by trigMu
 
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
@@ -399,11 +400,12 @@ func (fr failoverRun) run(t *testing.T) runStats {
 		trigMu.Lock()
 		defer trigMu.Unlock()
 		leaders[member] = true
-		if next >= len(fr.triggers) || n < fr.triggers[next] {
-			return
+		if next >= len(fr.triggers) || n < fr.triggers[next] || busy[member] {
+			return // a member being disrupted is not disrupted again until it is back
 		}
 		i := next
 		next++
+		busy[member] = true
 		m := w.Member(member)
 		fired.Add(1)
 		// The quick part happens before the reconciler that committed the
@@ -418,6 +420,11 @@ func (fr failoverRun) run(t *testing.T) runStats {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				trigMu.Lock()
+				busy[member] = false
+				trigMu.Unlock()
+			}()
 			ctx := context.Background()
 			switch fr.modes[i] {
 			case disKill:
@@ -739,7 +746,7 @@ func TestDeposedLeaderInFlightEffect(t *testing.T) {
 			t.Parallel()
 			ch := newChaos()
 			wr := &wire{kind: kind}
-			w := newClusterWorld(t, clusterSettings(), 20, false, func(o *sandbox.ClusterOptions) {
+			w := newClusterWorld(t, clusterSettings(), 20, os.Getenv("IHA_FAILOVER_LOGS") != "", func(o *sandbox.ClusterOptions) {
 				o.WrapNova = func(nv leader.Nova) leader.Nova { return nv }
 				ch.options(o)
 				chaosNovaFor, chaosFenceFor := o.WrapNovaFor, o.WrapFenceFor
@@ -783,6 +790,25 @@ func TestDeposedLeaderInFlightEffect(t *testing.T) {
 				t.Logf("the next leader never made the call itself: it found the world changed first")
 			}
 			w.Member(holder).Heal()
+			// Real Nova (Zed, lab FINDINGS.md 1 and 5, mirrored by novasim)
+			// accepts a second evacuate of a server whose evacuation is in
+			// progress; the duplicate migration never finishes and errors
+			// the server. So a duplicate that reaches Nova is a double
+			// evacuation, and the recovery then waits for it forever.
+			if kind == "evacuate" {
+				deadline := time.Now().Add(scale(10 * time.Second))
+				for w.phase("c1") != leader.PhaseDone && time.Now().Before(deadline) {
+					if n := w.evacuations(target); n > 1 {
+						t.Fatalf("SAFETY BUG (reconciler, evacuateOne's pending-intent path): server %s evacuated %d times. "+
+							"The deposed leader %s committed the intent and sent the request; the next leader found the intent "+
+							"without a result, saw no migration yet, and called evacuate again; then the first request arrived "+
+							"and Nova accepted both. A new leader must not resolve an inherited intent by looking at the world "+
+							"until every request of the previous term has finished or timed out (e.g. wait NOVA_API_TIMEOUT from "+
+							"its term start for intents of earlier terms).", target, n, holder)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
 			w.waitDone(t, "c1", 60*time.Second)
 
 			off, reqs, _ := w.BMC("c1").Counts()
@@ -821,6 +847,17 @@ func TestDeposedLeaderInFlightEffect(t *testing.T) {
 				map[bool]int{true: migs[target], false: off}[kind == "evacuate"])
 		})
 	}
+}
+
+// evacuations counts the evacuation migrations Nova holds for a server.
+func (w *clusterWorld) evacuations(id string) int {
+	n := 0
+	for _, m := range w.Sim.Migrations() {
+		if m.MigrationType == "evacuation" && m.InstanceUUID == id {
+			n++
+		}
+	}
+	return n
 }
 
 // hostOf returns the host a reconciler command is about ("" for others).
