@@ -93,7 +93,7 @@ func (r *Reconciler) evacuateStep(ctx context.Context, rec *HostRecord) error {
 // (recorded, go on with the next server).
 func isStoreErr(err error) bool {
 	var ae *nova.APIError
-	return err != nil && !errors.As(err, &ae)
+	return err != nil && !errors.Is(err, errWait) && !errors.As(err, &ae)
 }
 
 // issue makes sure an evacuate call was accepted for every server of the
@@ -302,6 +302,11 @@ func (r *Reconciler) evacuateOne(ctx context.Context, rec *HostRecord, s *Server
 	var op OpID
 	if s.Pending != nil && s.Pending.Step == StepEvacuate {
 		op = s.Pending.OpID
+		if !r.inheritedSettled(op) {
+			r.log.Info("evacuate intent of an earlier term: waiting until its request has landed or timed out before looking",
+				"host", host, "server_id", s.ID, "op", op)
+			return s.State, errWait
+		}
 		accepted, mig, srv, err := r.findEvacuation(ctx, host, s.ID, s.Pending.At)
 		if err != nil {
 			return s.State, err

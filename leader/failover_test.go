@@ -689,7 +689,10 @@ func (wr *wire) hold(member, kind, target string) bool {
 	wr.taken, wr.holder, wr.target = true, member, target
 	wr.mu.Unlock()
 	wr.c.Member(member).Isolate()
-	deadline := time.Now().Add(scale(30 * time.Second))
+	// A request that already left is delivered, at the latest, when its
+	// client gives up (NOVA_API_TIMEOUT, clusterSettings' 3 s): after that
+	// a real client has closed the connection.
+	deadline := time.Now().Add(clusterSettings().NovaAPITimeout)
 	for !wr.release() {
 		if time.Now().After(deadline) {
 			wr.mu.Lock()

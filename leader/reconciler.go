@@ -98,8 +98,13 @@ type Reconciler struct {
 
 	repMu        sync.Mutex
 	reportedOnce map[string]bool
-	mesh         MeshView
-	wake         <-chan struct{}
+
+	// mine holds the operation ids this reconciler began. An intent without
+	// a result that is not in it was left by an earlier term, whose request
+	// may still be on its way to Nova.
+	mine sync.Map
+	mesh MeshView
+	wake <-chan struct{}
 	// nextLook is when a host the verdict table told us to wait for becomes
 	// decidable (zero: none).
 	nextLook time.Time

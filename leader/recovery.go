@@ -52,7 +52,26 @@ func (r *Reconciler) begin(ctx context.Context, host, step, serverID, target str
 		return OpID{}, err
 	}
 	op, _ := resp.(OpID)
+	r.mine.Store(op, true)
 	return op, nil
+}
+
+// inheritedSettled reports whether an intent left by an earlier term can
+// be resolved by looking at the world. A deposed leader may have sent its
+// request just before it was cut off; it lands, or its client gives up,
+// within NOVA_API_TIMEOUT. Until that much (plus a third) has passed since
+// this term began, the world may not show it yet, and acting again would
+// evacuate twice (real Nova accepts a second evacuate of a rebuilding
+// server: deploy/lab/FINDINGS.md 5).
+func (r *Reconciler) inheritedSettled(op OpID) bool {
+	if _, ok := r.mine.Load(op); ok {
+		return true
+	}
+	t := r.cfg.NovaAPITimeout
+	if t <= 0 {
+		t = 30 * time.Second
+	}
+	return r.now().Sub(r.termStart) >= t+t/3
 }
 
 func (r *Reconciler) end(ctx context.Context, e StepEndCmd) error {

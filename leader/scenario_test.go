@@ -27,6 +27,9 @@ func fastSettings() config.Settings {
 	s.FencingTimeout = 2 * time.Second
 	s.EvacuationTimeout = 20 * time.Second
 	s.EvacuationGrace = 3 * time.Second
+	// Nova answers in milliseconds here; a short client timeout keeps the
+	// wait for an earlier term's requests short (it is NOVA_API_TIMEOUT + ⅓).
+	s.NovaAPITimeout = 3 * time.Second
 	s.TaggedAggregates = false
 	s.NodeName = "sandbox"
 	return s

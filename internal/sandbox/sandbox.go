@@ -92,7 +92,11 @@ func New(opts Options) (*Sandbox, error) {
 	}
 	cloud = cloud.WithAuthOptions(gophercloud.AuthOptions{IdentityEndpoint: sim.AuthURL(), Username: user, Password: pass,
 		TenantName: project, DomainName: "Default", AllowReauth: true})
-	nc, err := nova.New(cloud, nova.Options{Timeout: 10 * time.Second, Logger: opts.Logger.With("component", "nova")})
+	timeout := opts.Settings.NovaAPITimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	nc, err := nova.New(cloud, nova.Options{Timeout: timeout, Logger: opts.Logger.With("component", "nova")})
 	if err != nil {
 		sim.Close()
 		return nil, err
