@@ -148,11 +148,10 @@ func (f killFencer) PowerOn(ctx context.Context) error {
 }
 
 type crashRun struct {
-	w         *world
-	k         *killSwitch
-	violated  []string
-	mu        sync.Mutex
-	fenceSeen bool
+	w        *world
+	k        *killSwitch
+	violated []string
+	mu       sync.Mutex
 }
 
 func newCrashRun(t *testing.T, s config.Settings, limit int, effectsDie bool) *crashRun {

@@ -203,8 +203,19 @@ func (n *Node) Apply(ctx context.Context, t CommandType, at time.Time, body any)
 		return nil, err
 	}
 	f := n.raft.Apply(data, applyTimeout)
-	if err := f.Error(); err != nil {
-		return nil, fmt.Errorf("raft apply %s: %w", t, err)
+	// Wait for the outcome, or for ctx: a future that raft never answers
+	// (seen when a node is closed with entries in flight) must not hold
+	// the reconciler, and with it the Monitor and the node's shutdown.
+	// Giving up on ctx leaves the outcome unknown, like ErrLeadershipLost.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, fmt.Errorf("raft apply %s: %w", t, err)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("raft apply %s: outcome unknown: %w", t, ctx.Err())
 	}
 	if e, ok := f.Response().(error); ok {
 		return nil, e

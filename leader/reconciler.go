@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -582,18 +581,6 @@ func (r *Reconciler) WaitIdle() { r.wg.Wait() }
 
 // errWait means a step cannot proceed yet; the next cycle tries again.
 var errWait = errors.New("waiting")
-
-// hostShort is for log lines.
-func hostShort(h string) string { return config.ShortName(h) }
-
-func containsAny(s string, subs ...string) bool {
-	for _, x := range subs {
-		if strings.Contains(s, x) {
-			return true
-		}
-	}
-	return false
-}
 
 type noObserver struct{}
 

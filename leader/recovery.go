@@ -85,7 +85,7 @@ func (r *Reconciler) end(ctx context.Context, e StepEndCmd) error {
 // first: a host already off is fenced without a second power-off.
 func (r *Reconciler) fenceStep(ctx context.Context, rec *HostRecord) error {
 	host := rec.Host
-	op := OpID{}
+	var op OpID
 	if rec.Pending != nil && rec.Pending.Step == StepFence {
 		op = rec.Pending.OpID
 		r.log.Info("resuming a fence whose result was not recorded", "host", host, "op", op)
