@@ -216,12 +216,19 @@ func (n *Node) Apply(ctx context.Context, t CommandType, at time.Time, body any)
 		}
 	case <-ctx.Done():
 		return nil, fmt.Errorf("raft apply %s: outcome unknown: %w", t, ctx.Err())
+	case <-time.After(2 * applyTimeout):
+		// raft bounds only the enqueueing; a commit that never comes (a
+		// stuck follower set, a shutdown race) must not wedge the leader.
+		return nil, fmt.Errorf("raft apply %s: outcome unknown: %w", t, errApplyStuck)
 	}
 	if e, ok := f.Response().(error); ok {
 		return nil, e
 	}
 	return f.Response(), nil
 }
+
+// errApplyStuck: raft accepted an entry but gave no outcome in time.
+var errApplyStuck = errors.New("no commit and no error from raft in time")
 
 // Barrier waits until every entry committed before it is applied locally.
 func (n *Node) Barrier(timeout time.Duration) error {
