@@ -97,6 +97,8 @@ func TestIHAOnRealNova(t *testing.T) {
 		defer ld2.stop(t)
 		last := l.waitEvacuated(t, victim, evac, nil, 5*time.Minute)
 		t.Logf("failure -> last server ACTIVE across the leader restart: %v", last.Sub(t0).Round(100*time.Millisecond))
+		t.Logf("first leader:\n%s\nrestarted leader:\n%s", grepLines(ld.logText(), "component=reconciler"),
+			grepLines(ld2.logText(), "component=reconciler"))
 		migs := l.evacuations(victim, t0)
 		per := map[string]int{}
 		for _, m := range migs {
