@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/sdnotify"
 )
 
 // Agent is the running compute agent.
@@ -121,7 +122,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := a.mesh.Run(ctx)
 	// 5. Shutdown, in order: systemd first, then the receiver (the mesh is
 	// gone, nothing could be relayed), then wait for the helpers.
-	_, _ = Notify("STOPPING=1")
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	stopRecv()
 	wg.Wait()
 	a.log.Info("iha-agent stopped", "node", a.mesh.Name())
@@ -139,7 +140,7 @@ func (a *Agent) notifyWhenJoined(ctx context.Context) {
 			if !a.mesh.Joined() {
 				continue
 			}
-			sent, err := Notify("READY=1\nSTATUS=joined the IHA mesh as " + a.mesh.Name() + " (nova host " + a.cfg.NovaHost + ")")
+			sent, err := sdnotify.Notify(sdnotify.Ready + "\nSTATUS=joined the IHA mesh as " + a.mesh.Name() + " (nova host " + a.cfg.NovaHost + ")")
 			if err != nil {
 				a.log.Warn("sd_notify failed", "err", err)
 			}

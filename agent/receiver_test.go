@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -227,29 +226,5 @@ func TestReceiverAcceptsTheRealFenceKdumpSend(t *testing.T) {
 	rel.mu.Unlock()
 	if last.Host != "compute-crashed" || last.SourceAddr != "127.0.0.1" || last.Packets != 2 || !last.Last.After(last.First) {
 		t.Fatalf("notice = %+v", last)
-	}
-}
-
-func TestNotifyWritesToTheNotifySocket(t *testing.T) {
-	path := fmt.Sprintf("%s/notify.sock", t.TempDir())
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	t.Setenv("NOTIFY_SOCKET", path)
-	sent, err := Notify("READY=1")
-	if err != nil || !sent {
-		t.Fatalf("Notify = %v, %v", sent, err)
-	}
-	buf := make([]byte, 64)
-	_ = l.SetReadDeadline(time.Now().Add(scale(2 * time.Second)))
-	n, err := l.Read(buf)
-	if err != nil || string(buf[:n]) != "READY=1" {
-		t.Fatalf("socket got %q, %v", buf[:n], err)
-	}
-	t.Setenv("NOTIFY_SOCKET", "")
-	if sent, err := Notify("READY=1"); sent || err != nil {
-		t.Fatalf("without NOTIFY_SOCKET: %v, %v", sent, err)
 	}
 }
