@@ -170,7 +170,7 @@ func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logge
 	if err != nil {
 		// client-go's configuration errors name fields, not the token;
 		// scrub anyway.
-		return nil, cfgErr("kubernetes client: %s", scrub(err.Error(), host.Token))
+		return nil, cfgErr("kubernetes client: %s", fence.Scrub(err.Error(), host.Token))
 	}
 	return &Fencer{
 		name:      host.Name,
@@ -256,7 +256,7 @@ func (f *Fencer) waitOff(ctx, dctx context.Context, rv, last string) error {
 			} else if time.Since(began) < f.opts.PollInterval {
 				// A watch that ends at once (resource version too old, a
 				// proxy closing it) must not turn into a busy loop.
-				if err := sleep(dctx, f.opts.PollInterval); err != nil {
+				if err := fence.Sleep(dctx, f.opts.PollInterval); err != nil {
 					return f.waitFailed(ctx, last, lastErr)
 				}
 			}
@@ -286,7 +286,7 @@ func (f *Fencer) waitOff(ctx, dctx context.Context, rv, last string) error {
 			lastErr = f.describe(err)
 			f.logger.DebugContext(ctx, "bmh read failed while waiting for power off", "host", f.name, "err", f.scrubbed(err))
 		}
-		if err := sleep(dctx, f.opts.PollInterval); err != nil {
+		if err := fence.Sleep(dctx, f.opts.PollInterval); err != nil {
 			return f.waitFailed(ctx, last, lastErr)
 		}
 	}
@@ -366,7 +366,7 @@ func (f *Fencer) waitFailed(ctx context.Context, last string, lastErr error) err
 		msg += "; last read: " + f.scrubbed(lastErr)
 	}
 	return &fence.Error{Host: f.name, Driver: config.AgentBMH, Op: fence.OpPowerOff,
-		Err: &wrapped{msg: msg, is: fence.ErrTimeout}}
+		Err: &fence.SanitizedError{Msg: msg, Is: fence.ErrTimeout}}
 }
 
 // PowerOn removes the reboot annotation and sets spec.online=true, and
@@ -458,7 +458,7 @@ func (f *Fencer) retry(ctx, dctx context.Context, op string, attempt func(contex
 		d := f.opts.Backoff[min(i, len(f.opts.Backoff)-1)]
 		f.logger.WarnContext(ctx, "bmh request failed; retrying", "host", f.name, "op", op,
 			"attempt", i+1, "backoff", d, "err", f.scrubbed(last))
-		if err := sleep(dctx, d); err != nil && ctx.Err() != nil {
+		if err := fence.Sleep(dctx, d); err != nil && ctx.Err() != nil {
 			return f.fail(ctx, op, last)
 		}
 	}
@@ -470,14 +470,14 @@ func (f *Fencer) describe(err error) error {
 	sentinel := classify(err)
 	switch {
 	case sentinel == ErrNotFound && isMissingKind(err):
-		return &wrapped{msg: fmt.Sprintf("%v: the API server at %s does not serve %s (is the Metal3 BareMetalHost CRD installed?)",
-			ErrNotFound, f.apiURL, Resource.GroupResource()), is: ErrNotFound}
+		return &fence.SanitizedError{Msg: fmt.Sprintf("%v: the API server at %s does not serve %s (is the Metal3 BareMetalHost CRD installed?)",
+			ErrNotFound, f.apiURL, Resource.GroupResource()), Is: ErrNotFound}
 	case sentinel == ErrNotFound:
-		return &wrapped{msg: fmt.Sprintf("%v: no BareMetalHost %s in namespace %s", ErrNotFound, f.bmh, f.namespace), is: ErrNotFound}
+		return &fence.SanitizedError{Msg: fmt.Sprintf("%v: no BareMetalHost %s in namespace %s", ErrNotFound, f.bmh, f.namespace), Is: ErrNotFound}
 	case sentinel != nil:
-		return &wrapped{msg: sentinel.Error() + ": " + f.scrubbed(err), is: sentinel}
+		return &fence.SanitizedError{Msg: sentinel.Error() + ": " + f.scrubbed(err), Is: sentinel}
 	}
-	return &wrapped{msg: f.scrubbed(err), is: err}
+	return &fence.SanitizedError{Msg: f.scrubbed(err), Is: err}
 }
 
 // fail builds the *fence.Error of op: the context's error when ctx is done,
@@ -489,7 +489,7 @@ func (f *Fencer) fail(ctx context.Context, op string, err error) error {
 		if err != nil {
 			msg += " (last: " + f.scrubbed(err) + ")"
 		}
-		fe.Err = &wrapped{msg: msg, is: cerr}
+		fe.Err = &fence.SanitizedError{Msg: msg, Is: cerr}
 		return fe
 	}
 	if err == nil {
@@ -503,39 +503,5 @@ func (f *Fencer) scrubbed(err error) string {
 	if err == nil {
 		return ""
 	}
-	return scrub(err.Error(), f.token)
-}
-
-// scrub removes the token from text and bounds its length: an error must
-// never carry a credential, whatever a server echoes.
-func scrub(s string, token config.Secret) string {
-	if t := token.Reveal(); t != "" {
-		s = strings.ReplaceAll(s, t, "[redacted]")
-	}
-	if len(s) > 512 {
-		s = s[:512] + "…"
-	}
-	return s
-}
-
-// wrapped is an error with a sanitized message that still matches its
-// sentinel (or context error) with errors.Is.
-type wrapped struct {
-	msg string
-	is  error
-}
-
-func (w *wrapped) Error() string { return w.msg }
-func (w *wrapped) Unwrap() error { return w.is }
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return fence.Scrub(err.Error(), f.token)
 }

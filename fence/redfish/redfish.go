@@ -133,7 +133,7 @@ func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logge
 		o.Backoff = []time.Duration{time.Second, 2 * time.Second}
 	}
 	if o.Sleep == nil {
-		o.Sleep = sleep
+		o.Sleep = fence.Sleep
 	}
 	timeout := h.Timeout
 	if timeout <= 0 {
@@ -317,16 +317,16 @@ func (f *Fencer) waitOff(ctx context.Context, c *gofish.APIClient, uri string) e
 				return f.fail(ctx, fence.OpPowerOff, step("read power state", err))
 			}
 			lastErr = step("read power state", err)
-			f.logger.DebugContext(ctx, "redfish power state read failed while waiting for off", "host", f.name, "err", f.scrub(err.Error()))
+			f.logger.DebugContext(ctx, "redfish power state read failed while waiting for off", "host", f.name, "err", fence.Scrub(err.Error(), f.passwd))
 		}
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
 			msg := fmt.Sprintf("%v: still %s after %v", fence.ErrTimeout, stateText(last), f.timeout)
 			if lastErr != nil {
-				msg += "; last read: " + f.scrub(lastErr.Error())
+				msg += "; last read: " + fence.Scrub(lastErr.Error(), f.passwd)
 			}
 			return &fence.Error{Host: f.name, Driver: config.AgentRedfish, Op: fence.OpPowerOff,
-				Err: &wrapped{msg: msg, is: fence.ErrTimeout}}
+				Err: &fence.SanitizedError{Msg: msg, Is: fence.ErrTimeout}}
 		}
 		if err := f.opts.Sleep(ctx, min(f.opts.PollInterval, remaining)); err != nil {
 			return f.fail(ctx, fence.OpPowerOff, nil)
@@ -427,7 +427,7 @@ func (f *Fencer) connect(ctx context.Context) (*gofish.APIClient, error) {
 	}
 	if f.opts.Auth == AuthAuto && ctx.Err() == nil && !isAuth(err) && !isRetryable(err) {
 		// No usable SessionService: the emulator's case. Basic auth it is.
-		f.logger.DebugContext(ctx, "redfish session login unavailable; using basic auth", "host", f.name, "err", f.scrub(err.Error()))
+		f.logger.DebugContext(ctx, "redfish session login unavailable; using basic auth", "host", f.name, "err", fence.Scrub(err.Error(), f.passwd))
 		cfg.BasicAuth = true
 		c, err = gofish.ConnectContext(ctx, cfg)
 		if err == nil {
@@ -517,7 +517,7 @@ func (f *Fencer) retry(ctx context.Context, op string, attempt func(context.Cont
 			return f.fail(ctx, op, err)
 		}
 		f.logger.WarnContext(ctx, "redfish request failed; retrying", "host", f.name, "op", op,
-			"attempt", i+1, "backoff", f.opts.Backoff[i], "err", f.scrub(err.Error()))
+			"attempt", i+1, "backoff", f.opts.Backoff[i], "err", fence.Scrub(err.Error(), f.passwd))
 		if err := f.opts.Sleep(ctx, f.opts.Backoff[i]); err != nil {
 			return f.fail(ctx, op, last)
 		}
@@ -532,50 +532,16 @@ func (f *Fencer) fail(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		msg := cerr.Error()
 		if err != nil {
-			msg += " (last: " + f.scrub(err.Error()) + ")"
+			msg += " (last: " + fence.Scrub(err.Error(), f.passwd) + ")"
 		}
-		fe.Err = &wrapped{msg: msg, is: cerr}
+		fe.Err = &fence.SanitizedError{Msg: msg, Is: cerr}
 		return fe
 	}
 	sentinel := classify(err)
-	msg := f.scrub(err.Error())
+	msg := fence.Scrub(err.Error(), f.passwd)
 	if sentinel != nil {
 		msg = sentinel.Error() + ": " + msg
 	}
-	fe.Err = &wrapped{msg: msg, is: sentinel}
+	fe.Err = &fence.SanitizedError{Msg: msg, Is: sentinel}
 	return fe
-}
-
-// scrub removes the password from text: BMCs echo odd things in error
-// bodies, and an error must never carry a credential.
-func (f *Fencer) scrub(s string) string {
-	if p := f.passwd.Reveal(); p != "" {
-		s = strings.ReplaceAll(s, p, "[redacted]")
-	}
-	if len(s) > 512 {
-		s = s[:512] + "…"
-	}
-	return s
-}
-
-// wrapped is an error with a sanitized message that still matches its
-// sentinel (or context error) with errors.Is.
-type wrapped struct {
-	msg string
-	is  error
-}
-
-func (w *wrapped) Error() string { return w.msg }
-func (w *wrapped) Unwrap() error { return w.is }
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
