@@ -595,7 +595,9 @@ func TestFailedUpLeavesNoProcessAndDropsABadDump(t *testing.T) {
 	}
 	names := map[string]bool{}
 	for _, n := range l.seen {
-		names[n] = true
+		// A process's own PID may have been recorded under its group
+		// member label only: either way it was recorded.
+		names[strings.TrimSuffix(n, " (group member)")] = true
 	}
 	for _, want := range []string{"mariadb", "rabbitmq", "epmd", "neutron-stub"} {
 		if !names[want] {
