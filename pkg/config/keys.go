@@ -20,16 +20,18 @@ const (
 type kind int
 
 const (
-	kindInt     kind = iota // integer (count, percent), or seconds when dur is set
-	kindBool                // YAML bool or true/1/yes/on/enabled, false/0/no/off/disabled
-	kindString              // any scalar
-	kindPath                // a file that must exist and be readable when set
-	kindList                // YAML list or comma-separated string
-	kindEnum                // one of enum (case-insensitive)
-	kindAddr                // host:port
-	kindPeers               // list of id=host:port
-	kindIgnored             // accepted and ignored (shipped upstream but unused)
-	kindSecret              // a token or password: never rendered, never shown in a problem
+	kindInt        kind = iota // integer (count, percent), or seconds when dur is set
+	kindBool                   // YAML bool or true/1/yes/on/enabled, false/0/no/off/disabled
+	kindString                 // any scalar
+	kindPath                   // a file that must exist and be readable when set
+	kindList                   // YAML list or comma-separated string
+	kindEnum                   // one of enum (case-insensitive)
+	kindAddr                   // host:port
+	kindPeers                  // list of id=host:port
+	kindIgnored                // accepted and ignored (shipped upstream but unused)
+	kindSecret                 // a token or password: never rendered, never shown in a problem
+	kindDuration               // a Go duration ("500ms") or seconds ("0.5"); zero (unset) means "from the profile"
+	kindListenAddr             // host:port to listen on, or "off"
 )
 
 type keySpec struct {
@@ -38,9 +40,11 @@ type keySpec struct {
 	Origin   string
 	Min, Max int
 	Unit     string // for ints: "seconds", "percent" or ""
-	Enum     []string
-	Upper    bool // enum values are upper-case (else lower-case)
-	Meaning  string
+	// DurMin and DurMax bound a kindDuration.
+	DurMin, DurMax time.Duration
+	Enum           []string
+	Upper          bool // enum values are upper-case (else lower-case)
+	Meaning        string
 	// DocDefault replaces the rendering of the default in the reference
 	// (for defaults computed at load time).
 	DocDefault string
@@ -60,6 +64,10 @@ func intKey(name, origin string, lo, hi int, unit, meaning string, p func(*Setti
 
 func secKey(name, origin string, lo, hi int, meaning string, p func(*Settings) *time.Duration) keySpec {
 	return keySpec{Name: name, Kind: kindInt, Origin: origin, Min: lo, Max: hi, Unit: "seconds", Meaning: meaning, durp: p}
+}
+
+func durKey(name, origin string, lo, hi time.Duration, meaning, docDefault string, p func(*Settings) *time.Duration) keySpec {
+	return keySpec{Name: name, Kind: kindDuration, Origin: origin, DurMin: lo, DurMax: hi, Meaning: meaning, DocDefault: docDefault, durp: p}
 }
 
 func boolKey(name, origin, meaning string, p func(*Settings) *bool) keySpec {
@@ -130,7 +138,70 @@ var keyTable = []keySpec{
 	{Name: "API_READ_TOKEN", Kind: kindSecret, Origin: originIHA, Meaning: "read-only token of the status API; when set, reads need it or API_TOKEN (health, metrics and the agents' gate stay open)", DocDefault: "(none: reads open)", secp: func(s *Settings) *Secret { return &s.APIReadToken }},
 	strKey("API_TLS_CERT", kindPath, originIHA, "PEM certificate (chain) of the status API; with API_TLS_KEY the API serves HTTPS", func(s *Settings) *string { return &s.APITLSCert }),
 	strKey("API_TLS_KEY", kindPath, originIHA, "PEM private key of API_TLS_CERT", func(s *Settings) *string { return &s.APITLSKey }),
+
+	// The gossip mesh (the leader joins it as a controller).
+	strKey("GOSSIP_BIND", kindListenAddr, originIHA, "host:port the leader's gossip listens on (UDP and TCP), or `off`: no mesh, every host is judged by InstanceHA's rule", func(s *Settings) *string { return &s.GossipBind }),
+	{Name: "GOSSIP_ADVERTISE", Kind: kindAddr, Origin: originIHA, Meaning: "host:port the agents and other controllers reach this leader's gossip at, when it differs from GOSSIP_BIND (0.0.0.0, NAT)", DocDefault: "(the bound address)", strp: func(s *Settings) *string { return &s.GossipAdvertise }},
+	{Name: "GOSSIP_JOIN", Kind: kindList, Origin: originIHA, Meaning: "gossip addresses (`host:port`) of members to join: the other controllers and/or some agents; retried forever with back-off, and re-joined periodically so a healed partition merges", DocDefault: "(empty: wait for agents to join)", listp: func(s *Settings) *[]string { return &s.GossipJoin }},
+	strKey("GOSSIP_KEYRING", kindPath, originIHA, "keyring file of the mesh's encryption keys (JSON array of base64 keys, primary first; the agents' `keyring`)", func(s *Settings) *string { return &s.GossipKeyring }),
+	{Name: "GOSSIP_LABEL", Kind: kindString, Origin: originIHA, Meaning: "cluster label carried by every gossip packet: meshes with different labels never merge (the agents' `label`)", DocDefault: "(none)", strp: func(s *Settings) *string { return &s.GossipLabel }},
+	{Name: "GOSSIP_PROFILE", Kind: kindEnum, Origin: originIHA, Enum: []string{GossipProfileDefault, GossipProfileFast}, Meaning: "failure-detector base: `default` (memberlist LAN: dead ≈ 6.6 s at 10 members, 10.6 s at 100) or `fast` (3.3 s / 5.3 s, less margin for a starved host)", strp: func(s *Settings) *string { return &s.GossipProfile }},
+	durKey("GOSSIP_PROBE_INTERVAL", originIHA, 100*time.Millisecond, time.Minute, "time between two probes of a member", "from GOSSIP_PROFILE (1s / 500ms)", func(s *Settings) *time.Duration { return &s.GossipProbeInterval }),
+	durKey("GOSSIP_PROBE_TIMEOUT", originIHA, time.Millisecond, time.Minute, "wait for a probe's ack; must be shorter than the probe interval", "from GOSSIP_PROFILE (500ms / 200ms; at most half the probe interval when only that is set)", func(s *Settings) *time.Duration { return &s.GossipProbeTimeout }),
+	{Name: "GOSSIP_SUSPICION_MULT", Kind: kindInt, Origin: originIHA, Min: 2, Max: 20, Meaning: "suspicion timeout = this × log10(members) × probe interval", DocDefault: "from GOSSIP_PROFILE (4)", intp: func(s *Settings) *int { return &s.GossipSuspicionMult }},
+	durKey("GOSSIP_GOSSIP_INTERVAL", originIHA, 10*time.Millisecond, 10*time.Second, "time between two gossip rounds", "from GOSSIP_PROFILE (200ms / 100ms)", func(s *Settings) *time.Duration { return &s.GossipGossipInterval }),
+	intKey("MESH_PARTITION_PERCENT", originIHA, 1, 100, "percent", "when more than this share of the mesh's computes is lost within MESH_PARTITION_WINDOW, suspect the leader's own network: those hosts need Nova's DELTA rule as well", func(s *Settings) *int { return &s.MeshPartitionPercent }),
+	secKey("MESH_PARTITION_WINDOW", originIHA, 5, 600, "the window of MESH_PARTITION_PERCENT", func(s *Settings) *time.Duration { return &s.MeshPartitionWindow }),
+	{Name: "KDUMP_LISTEN", Kind: kindListenAddr, Origin: originIHA, Meaning: "with CHECK_KDUMP, where the leader listens for fence_kdump packets (UDP), or `off` (notices then come only through the agents)", DocDefault: "`:UDP_PORT` (:7410)", strp: func(s *Settings) *string { return &s.KdumpListen }},
 }
+
+// Gossip profiles (GOSSIP_PROFILE). Their knobs are gossip.DefaultProfile's
+// and gossip.FastProfile's (a test in cmd/iha-leader keeps them in step).
+const (
+	GossipProfileDefault = "default"
+	GossipProfileFast    = "fast"
+)
+
+// GossipKnobs are the effective failure-detector settings.
+type GossipKnobs struct {
+	ProbeInterval, ProbeTimeout, GossipInterval time.Duration
+	SuspicionMult                               int
+}
+
+// GossipBase returns the knobs of a profile.
+func GossipBase(profile string) GossipKnobs {
+	if profile == GossipProfileFast {
+		return GossipKnobs{ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond, GossipInterval: 100 * time.Millisecond, SuspicionMult: 4}
+	}
+	return GossipKnobs{ProbeInterval: time.Second, ProbeTimeout: 500 * time.Millisecond, GossipInterval: 200 * time.Millisecond, SuspicionMult: 4}
+}
+
+// Gossip returns the effective knobs: GOSSIP_PROFILE's, overridden by the
+// keys that are set.
+func (s Settings) Gossip() GossipKnobs {
+	g := GossipBase(s.GossipProfile)
+	if s.GossipProbeInterval > 0 {
+		g.ProbeInterval = s.GossipProbeInterval
+	}
+	if s.GossipProbeTimeout > 0 {
+		g.ProbeTimeout = s.GossipProbeTimeout
+	} else if g.ProbeTimeout >= g.ProbeInterval {
+		g.ProbeTimeout = g.ProbeInterval / 2 // a shorter interval alone stays valid
+	}
+	if s.GossipGossipInterval > 0 {
+		g.GossipInterval = s.GossipGossipInterval
+	}
+	if s.GossipSuspicionMult > 0 {
+		g.SuspicionMult = s.GossipSuspicionMult
+	}
+	return g
+}
+
+// Off disables a listener (GOSSIP_BIND, KDUMP_LISTEN).
+const Off = "off"
+
+// MeshEnabled reports whether the leader joins the gossip mesh.
+func (s Settings) MeshEnabled() bool { return s.GossipBind != "" && s.GossipBind != Off }
 
 // keyIndex maps a key name to its entry in keyTable.
 var keyIndex = func() map[string]*keySpec {
@@ -155,6 +226,11 @@ func (k *keySpec) render(s *Settings) string {
 	switch {
 	case k.intp != nil:
 		return strconv.Itoa(*k.intp(s))
+	case k.durp != nil && k.Kind == kindDuration:
+		if *k.durp(s) == 0 {
+			return ""
+		}
+		return k.durp(s).String()
 	case k.durp != nil:
 		return strconv.FormatInt(int64(*k.durp(s)/time.Second), 10)
 	case k.boolp != nil:
@@ -195,6 +271,10 @@ func (k *keySpec) allowed() string {
 		return "a YAML list or a comma-separated string"
 	case kindSecret:
 		return "a non-empty string (kept secret)"
+	case kindDuration:
+		return "a duration (500ms) or seconds (0.5), " + k.DurMin.String() + "–" + k.DurMax.String()
+	case kindListenAddr:
+		return "host:port (empty host: every address), or off"
 	}
 	return ""
 }
@@ -226,6 +306,10 @@ func (k *keySpec) typeName() string {
 		return "list of id=host:port"
 	case kindSecret:
 		return "secret"
+	case kindDuration:
+		return "duration"
+	case kindListenAddr:
+		return "host:port or off"
 	}
 	return "any"
 }

@@ -85,6 +85,9 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 			udpPort = n
 		}
 	}
+	if settings.KdumpListen == "" {
+		settings.KdumpListen = ":" + strconv.Itoa(udpPort)
+	}
 	cloudName := lookup(env, EnvCloud, DefaultCloud)
 
 	// 3. clouds.yaml + secure.yaml.

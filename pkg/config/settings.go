@@ -79,7 +79,7 @@ func (k *keySpec) apply(file string, v *yaml.Node, s *Settings, c *collector) {
 	}
 	if isNull(v) {
 		switch k.Kind {
-		case kindPath, kindList, kindPeers, kindSecret:
+		case kindPath, kindList, kindPeers, kindSecret, kindDuration:
 			k.setZero(s)
 		case kindString:
 			if k.Name != "NODE_NAME" { // NODE_NAME: keep the host name default
@@ -157,6 +157,38 @@ func (k *keySpec) apply(file string, v *yaml.Node, s *Settings, c *collector) {
 			}
 		}
 		bad("is not one of the allowed values")
+	case kindDuration:
+		str, ok := nodeString(v)
+		if !ok {
+			bad("is not a duration")
+			return
+		}
+		d, err := parseDuration(str)
+		if err != nil {
+			bad("is not a duration")
+			return
+		}
+		if d < k.DurMin || d > k.DurMax {
+			bad("is out of range")
+			return
+		}
+		*k.durp(s) = d
+	case kindListenAddr:
+		str, ok := nodeString(v)
+		if !ok {
+			bad("is not host:port or off")
+			return
+		}
+		str = strings.TrimSpace(str)
+		if strings.EqualFold(str, Off) {
+			*k.strp(s) = Off
+			return
+		}
+		if reason := checkHostPort(str, false); reason != "" {
+			bad(reason)
+			return
+		}
+		*k.strp(s) = str
 	case kindAddr:
 		str, ok := nodeString(v)
 		if !ok {
@@ -164,7 +196,7 @@ func (k *keySpec) apply(file string, v *yaml.Node, s *Settings, c *collector) {
 			return
 		}
 		str = strings.TrimSpace(str)
-		if reason := checkHostPort(str, k.Name == "RAFT_ADDR"); reason != "" {
+		if reason := checkHostPort(str, advertisedKey(k.Name)); reason != "" {
 			bad(reason)
 			return
 		}
@@ -219,7 +251,25 @@ func (k *keySpec) setZero(s *Settings) {
 		*k.listp(s) = nil
 	case k.secp != nil:
 		*k.secp(s) = Secret{}
+	case k.durp != nil:
+		*k.durp(s) = 0
 	}
+}
+
+// advertisedKey reports whether key names an address that peers dial (so
+// it needs a concrete host).
+func advertisedKey(key string) bool { return key == "RAFT_ADDR" || key == "GOSSIP_ADVERTISE" }
+
+// parseDuration accepts a Go duration ("500ms") or a number of seconds.
+func parseDuration(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f < 0 || f > 86400 {
+			return 0, strconv.ErrRange
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	return time.ParseDuration(v)
 }
 
 // checkHostPort returns why addr is not a usable host:port, or "".
@@ -276,6 +326,27 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 	}
 	if !s.APIToken.IsZero() && s.APIToken.Reveal() == s.APIReadToken.Reveal() {
 		c.add(Problem{File: file, Key: "API_READ_TOKEN", Reason: "must differ from API_TOKEN (a read-only token that equals the read-write one grants writes)"})
+	}
+	for _, a := range s.GossipJoin {
+		if reason := checkHostPort(strings.TrimSpace(a), true); reason != "" {
+			c.add(Problem{File: file, Line: seen["GOSSIP_JOIN"], Key: "GOSSIP_JOIN", Value: strconv.Quote(a), Reason: reason, Allowed: "host:port of a member"})
+		}
+	}
+	if g := s.Gossip(); g.ProbeTimeout >= g.ProbeInterval {
+		c.add(Problem{File: file, Line: seen["GOSSIP_PROBE_TIMEOUT"], Key: "GOSSIP_PROBE_TIMEOUT", Value: g.ProbeTimeout.String(),
+			Reason: "must be shorter than GOSSIP_PROBE_INTERVAL (" + g.ProbeInterval.String() + ")"})
+	}
+	if s.DetectionMode == DetectGossip && !s.MeshEnabled() {
+		c.add(Problem{File: file, Line: seen["DETECTION_MODE"], Key: "DETECTION_MODE", Value: "gossip",
+			Reason: "needs the mesh, but GOSSIP_BIND is off", Allowed: "nova or both, or set GOSSIP_BIND"})
+	}
+	if s.DetectionMode == DetectBoth && !s.MeshEnabled() {
+		c.warn(file + ": DETECTION_MODE both with GOSSIP_BIND off: no mesh, every host is judged by InstanceHA's rule (nova)")
+	}
+	if s.GossipKeyring != "" {
+		if reason := checkReadable(s.GossipKeyring); reason != "" {
+			c.add(Problem{File: file, Line: seen["GOSSIP_KEYRING"], Key: "GOSSIP_KEYRING", Value: strconv.Quote(s.GossipKeyring), Reason: reason})
+		}
 	}
 	if len(s.RaftPeers) > 0 && s.NodeName != "" {
 		found := false

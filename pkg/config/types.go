@@ -98,6 +98,20 @@ type Settings struct {
 	APIReadToken       Secret        // API_READ_TOKEN: read-only token (none: reads need no token)
 	APITLSCert         string        // API_TLS_CERT: PEM certificate of the status API (with API_TLS_KEY: HTTPS)
 	APITLSKey          string        // API_TLS_KEY: PEM private key of API_TLS_CERT
+
+	GossipBind           string        // GOSSIP_BIND: gossip listen host:port, or "off" (default 0.0.0.0:7946)
+	GossipAdvertise      string        // GOSSIP_ADVERTISE: gossip address peers use (default: the bound one)
+	GossipJoin           []string      // GOSSIP_JOIN: members to join
+	GossipKeyring        string        // GOSSIP_KEYRING: keyring file (encryption)
+	GossipLabel          string        // GOSSIP_LABEL: cluster label
+	GossipProfile        string        // GOSSIP_PROFILE: default | fast
+	GossipProbeInterval  time.Duration // GOSSIP_PROBE_INTERVAL (0: the profile's)
+	GossipProbeTimeout   time.Duration // GOSSIP_PROBE_TIMEOUT (0: the profile's)
+	GossipSuspicionMult  int           // GOSSIP_SUSPICION_MULT (0: the profile's)
+	GossipGossipInterval time.Duration // GOSSIP_GOSSIP_INTERVAL (0: the profile's)
+	MeshPartitionPercent int           // MESH_PARTITION_PERCENT (default 30)
+	MeshPartitionWindow  time.Duration // MESH_PARTITION_WINDOW, seconds (default 60)
+	KdumpListen          string        // KDUMP_LISTEN: kdump UDP listen host:port, or "off" (default ":"+UDP_PORT)
 }
 
 // Defaults returns InstanceHA's defaults plus IHA's.
@@ -134,6 +148,11 @@ func Defaults() Settings {
 		NovaReportInterval: 10 * time.Second,
 		NovaAPITimeout:     30 * time.Second,
 		EvacuationGrace:    60 * time.Second,
+
+		GossipBind:           "0.0.0.0:7946",
+		GossipProfile:        GossipProfileDefault,
+		MeshPartitionPercent: 30,
+		MeshPartitionWindow:  60 * time.Second,
 	}
 }
 
