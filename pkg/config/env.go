@@ -16,20 +16,22 @@ func MapEnv(m map[string]string) Env {
 
 // Environment variables and their defaults (InstanceHA's).
 const (
-	EnvConfigPath  = "INSTANCEHA_CONFIG_PATH"
-	EnvCloudsPath  = "CLOUDS_CONFIG_PATH"
-	EnvSecurePath  = "SECURE_CONFIG_PATH"
-	EnvFencingPath = "FENCING_CONFIG_PATH"
-	EnvCloud       = "OS_CLOUD"
-	EnvUDPPort     = "UDP_PORT"
-	EnvDisabled    = "INSTANCEHA_DISABLED"
+	EnvConfigPath   = "INSTANCEHA_CONFIG_PATH"
+	EnvCloudsPath   = "CLOUDS_CONFIG_PATH"
+	EnvSecurePath   = "SECURE_CONFIG_PATH"
+	EnvFencingPath  = "FENCING_CONFIG_PATH"
+	EnvSegmentsPath = "SEGMENTS_CONFIG_PATH"
+	EnvCloud        = "OS_CLOUD"
+	EnvUDPPort      = "UDP_PORT"
+	EnvDisabled     = "INSTANCEHA_DISABLED"
 
-	DefaultConfigPath  = "/var/lib/instanceha/config.yaml"
-	DefaultCloudsPath  = "/home/cloud-admin/.config/openstack/clouds.yaml"
-	DefaultSecurePath  = "/home/cloud-admin/.config/openstack/secure.yaml"
-	DefaultFencingPath = "/secrets/fencing.yaml"
-	DefaultCloud       = "overcloud"
-	DefaultUDPPort     = 7410
+	DefaultConfigPath   = "/var/lib/instanceha/config.yaml"
+	DefaultCloudsPath   = "/home/cloud-admin/.config/openstack/clouds.yaml"
+	DefaultSecurePath   = "/home/cloud-admin/.config/openstack/secure.yaml"
+	DefaultFencingPath  = "/secrets/fencing.yaml"
+	DefaultSegmentsPath = "/secrets/segments.yaml"
+	DefaultCloud        = "overcloud"
+	DefaultUDPPort      = 7410
 )
 
 // envVar describes one environment variable for the reference.
@@ -42,6 +44,7 @@ var envVars = []envVar{
 	{EnvCloudsPath, DefaultCloudsPath, "path of clouds.yaml"},
 	{EnvSecurePath, DefaultSecurePath, "path of secure.yaml (passwords; merged over clouds.yaml)"},
 	{EnvFencingPath, DefaultFencingPath, "path of fencing.yaml"},
+	{EnvSegmentsPath, DefaultSegmentsPath, "path of segments.yaml, the failover segments (missing: no segments)"},
 	{EnvCloud, DefaultCloud, "entry of clouds.yaml to use"},
 	{EnvUDPPort, "7410", "kdump UDP listener port, 1–65535 (unlike InstanceHA, a bad value is an error)"},
 	{EnvDisabled, "unset", "exactly `True` forces DISABLED=true; any other value leaves the file's DISABLED"},

@@ -138,6 +138,11 @@ var keyTable = []keySpec{
 	{Name: "API_READ_TOKEN", Kind: kindSecret, Origin: originIHA, Meaning: "read-only token of the status API; when set, reads need it or API_TOKEN (health, metrics and the agents' gate stay open)", DocDefault: "(none: reads open)", secp: func(s *Settings) *Secret { return &s.APIReadToken }},
 	strKey("API_TLS_CERT", kindPath, originIHA, "PEM certificate (chain) of the status API; with API_TLS_KEY the API serves HTTPS", func(s *Settings) *string { return &s.APITLSCert }),
 	strKey("API_TLS_KEY", kindPath, originIHA, "PEM private key of API_TLS_CERT", func(s *Settings) *string { return &s.APITLSKey }),
+	strKey("HA_ENABLED_INSTANCE_KEY", kindString, originIHA, "server metadata key that opts a server of a failover segment in to recovery (Masakari's `ha_enabled_instance_metadata_key`; value true/yes/1/on)", func(s *Settings) *string { return &s.HAEnabledInstanceKey }),
+	boolKey("EVACUATE_ALL_INSTANCES", originIHA, "in a failover segment, also evacuate servers that are not opted in (after the opted-in ones), subject to InstanceHA's tags (Masakari's `evacuate_all_instances`)", func(s *Settings) *bool { return &s.EvacuateAllInstances }),
+	boolKey("IGNORE_INSTANCES_IN_ERROR_STATE", originIHA, "in a failover segment, never evacuate servers in ERROR (Masakari's `ignore_instances_in_error_state`)", func(s *Settings) *bool { return &s.IgnoreInstancesInErrorState }),
+	boolKey("ADD_RESERVED_HOST_TO_AGGREGATE", originIHA, "add a segment's reserved host to every aggregate of the failed host before evacuating to it (Masakari's `add_reserved_host_to_aggregate`)", func(s *Settings) *bool { return &s.AddReservedHostToAggregate }),
+	boolKey("RECOVERED_HOST_MAINTENANCE", originIHA, "park a recovered host in maintenance, disabled, instead of re-enabling it; `iha maintenance HOST off` returns it (a segment's `recovered_host_maintenance` overrides this)", func(s *Settings) *bool { return &s.RecoveredHostMaintenance }),
 
 	// The gossip mesh (the leader joins it as a controller).
 	strKey("GOSSIP_BIND", kindListenAddr, originIHA, "host:port the leader's gossip listens on (UDP and TCP), or `off`: no mesh, every host is judged by InstanceHA's rule", func(s *Settings) *string { return &s.GossipBind }),

@@ -19,10 +19,11 @@ import (
 // part of an error, a warning or a log record.
 func Load(env Env, logger *slog.Logger) (*Config, error) {
 	return load(Files{
-		Config:  lookup(env, EnvConfigPath, DefaultConfigPath),
-		Clouds:  lookup(env, EnvCloudsPath, DefaultCloudsPath),
-		Secure:  lookup(env, EnvSecurePath, DefaultSecurePath),
-		Fencing: lookup(env, EnvFencingPath, DefaultFencingPath),
+		Config:   lookup(env, EnvConfigPath, DefaultConfigPath),
+		Clouds:   lookup(env, EnvCloudsPath, DefaultCloudsPath),
+		Secure:   lookup(env, EnvSecurePath, DefaultSecurePath),
+		Fencing:  lookup(env, EnvFencingPath, DefaultFencingPath),
+		Segments: lookup(env, EnvSegmentsPath, DefaultSegmentsPath),
 	}, env, logger)
 }
 
@@ -31,10 +32,11 @@ func Load(env Env, logger *slog.Logger) (*Config, error) {
 // win when they are set. `iha config check --dir` uses it.
 func LoadDir(dir string, env Env, logger *slog.Logger) (*Config, error) {
 	return load(Files{
-		Config:  lookup(env, EnvConfigPath, filepath.Join(dir, "config.yaml")),
-		Clouds:  lookup(env, EnvCloudsPath, filepath.Join(dir, "clouds.yaml")),
-		Secure:  lookup(env, EnvSecurePath, filepath.Join(dir, "secure.yaml")),
-		Fencing: lookup(env, EnvFencingPath, filepath.Join(dir, "fencing.yaml")),
+		Config:   lookup(env, EnvConfigPath, filepath.Join(dir, "config.yaml")),
+		Clouds:   lookup(env, EnvCloudsPath, filepath.Join(dir, "clouds.yaml")),
+		Secure:   lookup(env, EnvSecurePath, filepath.Join(dir, "secure.yaml")),
+		Fencing:  lookup(env, EnvFencingPath, filepath.Join(dir, "fencing.yaml")),
+		Segments: lookup(env, EnvSegmentsPath, filepath.Join(dir, "segments.yaml")),
 	}, env, logger)
 }
 
@@ -98,6 +100,9 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 	if data, ok := readFile(files.Fencing, true, "without it no host can be fenced, so none is evacuated", c); ok {
 		fencing = parseFencing(files.Fencing, data, c)
 	}
+
+	// 5. segments.yaml: optional.
+	settings.Segments = loadSegments(files.Segments, c)
 
 	problems, warnings := c.finish()
 	for _, w := range warnings {

@@ -33,6 +33,8 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"GOSSIP_LABEL": "", "GOSSIP_PROFILE": "default", "GOSSIP_PROBE_INTERVAL": "", "GOSSIP_PROBE_TIMEOUT": "",
 		"GOSSIP_SUSPICION_MULT": "0", "GOSSIP_GOSSIP_INTERVAL": "", "MESH_PARTITION_PERCENT": "30",
 		"MESH_PARTITION_WINDOW": "60", "KDUMP_LISTEN": ":7410",
+		"HA_ENABLED_INSTANCE_KEY": "HA_Enabled", "EVACUATE_ALL_INSTANCES": "true", "IGNORE_INSTANCES_IN_ERROR_STATE": "false",
+		"ADD_RESERVED_HOST_TO_AGGREGATE": "false", "RECOVERED_HOST_MAINTENANCE": "false",
 	}
 	for _, content := range []string{"config: {}\n", "-", "", "config:\n"} {
 		name := content
@@ -367,6 +369,7 @@ func TestEnvironmentOverridesPaths(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := Files{Config: env["INSTANCEHA_CONFIG_PATH"], Clouds: env["CLOUDS_CONFIG_PATH"], Secure: env["SECURE_CONFIG_PATH"], Fencing: env["FENCING_CONFIG_PATH"]}
+			want.Segments = cfg.Files.Segments // optional file; its path is tested in segments_test.go
 			if cfg.Files != want {
 				t.Errorf("Files = %+v, want %+v", cfg.Files, want)
 			}
@@ -390,7 +393,7 @@ func TestEnvironmentOverridesPaths(t *testing.T) {
 	t.Run("Load defaults", func(t *testing.T) {
 		cfg, err := Load(MapEnv(nil), nil)
 		if err == nil { // a machine with InstanceHA's files in place
-			want := Files{DefaultConfigPath, DefaultCloudsPath, DefaultSecurePath, DefaultFencingPath}
+			want := Files{DefaultConfigPath, DefaultCloudsPath, DefaultSecurePath, DefaultFencingPath, DefaultSegmentsPath}
 			if cfg.Files != want {
 				t.Errorf("Files = %+v, want %+v", cfg.Files, want)
 			}
@@ -485,7 +488,8 @@ func TestKeyTableCoversEverySettingsField(t *testing.T) {
 		}
 		seen[p-base] = k.Name
 	}
-	if n := reflect.TypeOf(s).NumField(); n != len(seen) {
+	// Segments comes from the segments file, not from a `config:` key.
+	if n := reflect.TypeOf(s).NumField() - 1; n != len(seen) {
 		t.Errorf("Settings has %d fields, the key table sets %d", n, len(seen))
 	}
 }

@@ -26,6 +26,9 @@ type Config struct {
 // Files names the files a Config was read from.
 type Files struct {
 	Config, Clouds, Secure, Fencing string
+	// Segments is the failover segments file (optional: missing means no
+	// segments).
+	Segments string
 }
 
 // Detection modes (DETECTION_MODE).
@@ -99,6 +102,18 @@ type Settings struct {
 	APITLSCert         string        // API_TLS_CERT: PEM certificate of the status API (with API_TLS_KEY: HTTPS)
 	APITLSKey          string        // API_TLS_KEY: PEM private key of API_TLS_CERT
 
+	// Masakari parity (IHA keys).
+	HAEnabledInstanceKey        string // HA_ENABLED_INSTANCE_KEY: server metadata key of the per-server opt-in (default HA_Enabled)
+	EvacuateAllInstances        bool   // EVACUATE_ALL_INSTANCES: segment hosts also evacuate servers not opted in (default true)
+	IgnoreInstancesInErrorState bool   // IGNORE_INSTANCES_IN_ERROR_STATE: segment hosts never evacuate ERROR servers (default false)
+	AddReservedHostToAggregate  bool   // ADD_RESERVED_HOST_TO_AGGREGATE: add the reserved host to the failed host's aggregates (default false)
+	RecoveredHostMaintenance    bool   // RECOVERED_HOST_MAINTENANCE: park recovered hosts in maintenance (default false)
+
+	// Segments are the failover segments of the segments file
+	// (SEGMENTS_CONFIG_PATH), not a `config:` key. Nova aggregates may add
+	// more at run time (see MergeSegments).
+	Segments Segments
+
 	GossipBind           string        // GOSSIP_BIND: gossip listen host:port, or "off" (default 0.0.0.0:7946)
 	GossipAdvertise      string        // GOSSIP_ADVERTISE: gossip address peers use (default: the bound one)
 	GossipJoin           []string      // GOSSIP_JOIN: members to join
@@ -153,6 +168,9 @@ func Defaults() Settings {
 		GossipProfile:        GossipProfileDefault,
 		MeshPartitionPercent: 30,
 		MeshPartitionWindow:  60 * time.Second,
+
+		HAEnabledInstanceKey: "HA_Enabled",
+		EvacuateAllInstances: true,
 	}
 }
 
