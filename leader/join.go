@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,7 +116,7 @@ func (n *Node) JoinHandler() http.Handler {
 			return
 		}
 		if n.tls != nil {
-			if err := peerMayJoin(r, req.Addr); err != nil {
+			if err := peerMayJoin(r, req.Addr, n.tls.ClientCAs); err != nil {
 				n.log.Warn("join refused", "node", req.ID, "addr", req.Addr, "err", err)
 				writeJoin(w, http.StatusForbidden, JoinResponse{Error: err.Error()})
 				return
@@ -143,16 +144,34 @@ func (n *Node) JoinHandler() http.Handler {
 	})
 }
 
-// peerMayJoin checks the client certificate of a join request.
-func peerMayJoin(r *http.Request, addr string) error {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.PeerCertificates) == 0 {
-		return errors.New("join needs a client certificate of the cluster CA")
+// peerMayJoin checks the client certificate of a join request: it must
+// chain to roots (RAFT_TLS_CA) for client authentication and name the host
+// of the Raft address the request adds. The chain is verified here, not
+// left to the listener: the status API's listener only requests a
+// certificate (its own pool holds the system roots, which must never admit
+// a controller), and the refusal then reaches the joining controller as a
+// 403 that says why instead of a failed handshake.
+func peerMayJoin(r *http.Request, addr string, roots *x509.CertPool) error {
+	if r.TLS == nil {
+		return errors.New("join needs TLS with a client certificate of the cluster CA (RAFT_TLS_CA): this request came over plain HTTP; set API_TLS_CERT/API_TLS_KEY on the members")
+	}
+	if len(r.TLS.PeerCertificates) == 0 {
+		return errors.New("join needs a client certificate of the cluster CA (RAFT_TLS_CA): none was presented")
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("the client certificate %q is not one of the cluster CA (RAFT_TLS_CA): %w", leaf.Subject.CommonName, err)
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("addr %q is not host:port", addr)
 	}
-	if err := r.TLS.PeerCertificates[0].VerifyHostname(host); err != nil {
+	if err := leaf.VerifyHostname(host); err != nil {
 		return fmt.Errorf("the client certificate does not cover %s: %w", host, err)
 	}
 	return nil
@@ -186,9 +205,12 @@ type JoinOptions struct {
 	// TLS is the client configuration (LoadTLS); its certificate proves
 	// this controller belongs to the cluster.
 	TLS *tls.Config
-	// Retry is the pause between rounds over all targets (default 2 s).
-	Retry  time.Duration
-	Logger *slog.Logger
+	// Retry is the pause after the first round over all targets (default
+	// 2 s); it doubles after each failed round up to MaxRetry (default
+	// 30 s), so a controller started long before its members does not
+	// flood their logs.
+	Retry, MaxRetry time.Duration
+	Logger          *slog.Logger
 }
 
 // JoinCluster asks the members in opts.Targets, in order, to add this node
@@ -203,6 +225,9 @@ func JoinCluster(ctx context.Context, opts JoinOptions) error {
 	if opts.Retry <= 0 {
 		opts.Retry = 2 * time.Second
 	}
+	if opts.MaxRetry < opts.Retry {
+		opts.MaxRetry = max(opts.Retry, 30*time.Second)
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -211,7 +236,8 @@ func JoinCluster(ctx context.Context, opts JoinOptions) error {
 	client := &http.Client{Transport: tr, Timeout: joinTimeout + 10*time.Second}
 	body, _ := json.Marshal(JoinRequest{ID: opts.ID, Addr: opts.Addr})
 	var last error
-	for {
+	pause := opts.Retry
+	for round := 1; ; round++ {
 		for _, t := range opts.Targets {
 			u := apiURL(t, opts.TLS != nil) + JoinPath
 			if strings.Contains(strings.TrimPrefix(strings.TrimPrefix(t, "https://"), "http://"), "/") {
@@ -223,13 +249,18 @@ func JoinCluster(ctx context.Context, opts JoinOptions) error {
 				return nil
 			}
 			last = err
-			opts.Logger.Warn("join attempt failed", "via", t, "err", err)
+			if ctx.Err() != nil {
+				return fmt.Errorf("join: gave up: %w (last: %v)", ctx.Err(), last)
+			}
+			opts.Logger.Warn("join attempt failed", "via", t, "round", round, "err", err)
 		}
+		opts.Logger.Info("join: retrying", "after", pause, "round", round)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("join: gave up: %w (last: %v)", ctx.Err(), last)
-		case <-time.After(opts.Retry):
+		case <-time.After(pause):
 		}
+		pause = min(2*pause, opts.MaxRetry)
 	}
 }
 

@@ -68,6 +68,7 @@ type Node struct {
 	log       *slog.Logger
 	tls       *tls.Config // nil: the join RPC asks for no client certificate
 	logw      io.Closer   // raft's log pipe; closing it ends its reader goroutine
+	hadState  bool        // DataDir held Raft state when the node opened
 }
 
 // OpenNode opens (or creates) the node's state in DataDir and starts raft.
@@ -161,8 +162,16 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("raft: start: %w", err)
 	}
-	return &Node{id: cfg.ID, raft: r, fsm: fsm, store: store, transport: trans, notify: notify, log: cfg.Logger, tls: cfg.TLS, logw: logw}, nil
+	return &Node{id: cfg.ID, raft: r, fsm: fsm, store: store, transport: trans, notify: notify, log: cfg.Logger, tls: cfg.TLS, logw: logw,
+		hadState: has}, nil
 }
+
+// HadState reports whether DataDir already held Raft state (a term, log
+// entries or a snapshot) when the node opened: a restart rather than a
+// first start. A controller that joins through RAFT_JOIN asks to join only
+// when it had none; one with state is a member already, or was removed on
+// purpose and must not add itself back.
+func (n *Node) HadState() bool { return n.hadState }
 
 // FSM returns the node's replica of the state.
 func (n *Node) FSM() *FSM { return n.fsm }

@@ -86,9 +86,11 @@ func apiTLS(s config.Settings) (*tls.Config, error) {
 		pool.AppendCertsFromPEM(pem)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12,
-		// The Raft join handler checks a client certificate when one is
-		// given; nothing else asks for one.
-		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, nil
+		// The Raft join handler verifies a client certificate against
+		// RAFT_TLS_CA itself (leader/join.go); the listener only asks for
+		// one. Verifying here against this pool (system roots) would admit
+		// any publicly issued certificate and refuse the cluster's own.
+		ClientAuth: tls.RequestClientCert}, nil
 }
 
 // devAPIAddr is where dev mode serves the status API (tests use port 0);

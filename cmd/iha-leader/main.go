@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -111,12 +113,32 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 		fmt.Fprintf(stderr, "iha-leader: RAFT_PEERS: %v\n", err)
 		return 1
 	}
+	// Mutual TLS between controllers when RAFT_TLS_* is set: all three or
+	// none (config checks this too; LoadTLS refuses half a set by name).
+	var raftTLS *tls.Config
+	if s.RaftTLSCert != "" || s.RaftTLSKey != "" || s.RaftTLSCA != "" {
+		if raftTLS, err = leader.LoadTLS(s.RaftTLSCert, s.RaftTLSKey, s.RaftTLSCA); err != nil {
+			fmt.Fprintf(stderr, "iha-leader: %v\n", err)
+			return 1
+		}
+		if s.APITLSCert == "" {
+			log.Warn("joins through this controller will be refused: RAFT_TLS_* is set but the status API serves plain HTTP, "+
+				"and a join must present its certificate over TLS (set API_TLS_CERT and API_TLS_KEY)", "api_addr", s.APIAddr)
+		}
+	}
+	// RAFT_JOIN: this controller is added to a running group by its
+	// leader, and never bootstraps a group of its own.
+	joining := len(s.RaftJoin) > 0
+	if joining && len(peers) > 0 {
+		log.Warn("RAFT_PEERS is ignored: RAFT_JOIN is set, so this controller joins the running group", "raft_join", strings.Join(s.RaftJoin, ","))
+	}
 	node, err := leader.OpenNode(leader.NodeConfig{ID: s.NodeName, Addr: s.RaftAddr, DataDir: s.DataDir, Peers: peers,
-		Logger: log})
+		NoBootstrap: joining, TLS: raftTLS, Logger: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "iha-leader: %v\n", err)
 		return 1
 	}
+	log.Info("raft open", "node", s.NodeName, "raft_addr", node.Addr(), "tls", raftTLS != nil, "had_state", node.HadState(), "joining", joining && !node.HadState())
 
 	// 5. The leader loop: one reconciler per term, after a Barrier. The
 	// status API observes its poll cycles (metrics, /v1/hosts), so the API
@@ -146,6 +168,22 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 		_ = mon.Run(monCtx)
 	}()
 
+	// 6b. Join (RAFT_JOIN, first start only): ask the members listed to
+	// add this controller as a voter, retried with backoff until one
+	// accepts or the process stops. A node with Raft state is a member
+	// already (or was removed on purpose: it must not add itself back).
+	joinCtx, stopJoin := context.WithCancel(context.Background())
+	joinDone := make(chan struct{})
+	go func() {
+		defer close(joinDone)
+		if !joining || node.HadState() {
+			return
+		}
+		if err := joinGroup(joinCtx, s, raftTLS, s.RaftAddr, log); err == nil {
+			_, _ = sdnotify.Status("joined the Raft group; voting, API on " + s.APIAddr)
+		}
+	}()
+
 	// 7. Tell systemd (Type=notify) that this controller is up: it votes
 	// and serves; leadership and Nova come when they come.
 	if _, err := sdnotify.Notify(sdnotify.Ready + "\nSTATUS=voting in the Raft group, API on " + s.APIAddr); err != nil {
@@ -157,6 +195,8 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	// Shutdown order: stop serving, stop acting (the reconciler finishes its
 	// current Raft command), then leave Raft, handing leadership over first.
+	stopJoin()
+	<-joinDone
 	if apiSrv != nil {
 		apiSrv.Stop()
 	}
@@ -168,6 +208,32 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// joinGroup runs leader.JoinCluster through RAFT_JOIN. With Raft TLS the
+// request presents this controller's certificate (the members check it
+// against RAFT_TLS_CA), and trusts the members' status API certificates
+// if they chain to RAFT_TLS_CA or to the system roots.
+func joinGroup(ctx context.Context, s config.Settings, raftTLS *tls.Config, raftAddr string, log *slog.Logger) error {
+	var cl *tls.Config
+	if raftTLS != nil {
+		cl = raftTLS.Clone()
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if pem, err := os.ReadFile(s.RaftTLSCA); err == nil {
+			pool.AppendCertsFromPEM(pem)
+		}
+		cl.RootCAs = pool
+	}
+	log.Info("joining the Raft group", "via", strings.Join(s.RaftJoin, ","), "node", s.NodeName, "raft_addr", raftAddr, "tls", cl != nil)
+	err := leader.JoinCluster(ctx, leader.JoinOptions{Targets: s.RaftJoin, ID: s.NodeName, Addr: raftAddr, TLS: cl,
+		Logger: log.With("component", "join")})
+	if err != nil {
+		log.Warn("not joined", "err", err)
+	}
+	return err
 }
 
 func parsePeers(list []string) ([]leader.Peer, error) {
