@@ -496,6 +496,8 @@ func (a *API) Mutate(ctx context.Context, m api.Mutation) (uint64, error) {
 		t, body = CmdConfirmFence, ConfirmCmd{Host: m.Host, By: m.By, Reason: m.Reason}
 	case api.MutMaintenanceOn, api.MutMaintenanceOff:
 		t, body = CmdMaintenance, MaintenanceCmd{Host: m.Host, On: m.Kind == api.MutMaintenanceOn, By: m.By, Reason: m.Reason}
+	case api.MutRemoveVoter:
+		return a.removeVoter(ctx, m)
 	case api.MutRetry:
 		rec := a.node.fsm.Host(m.Host)
 		if rec == nil {
@@ -527,6 +529,93 @@ func (a *API) Mutate(ctx context.Context, m api.Mutation) (uint64, error) {
 		}
 	}
 	return 0, nil
+}
+
+// EventVoterRemoved is the audit event of a controller taken out of the
+// Raft group through the API.
+const EventVoterRemoved = "VoterRemoved"
+
+// removeVoter takes m.Voter out of the Raft configuration and audits it in
+// the event log. It refuses to remove the last voter (the group would have
+// no member left to commit anything, the removal included). A follower is
+// removed first and audited after; the leader removing itself audits
+// first, because once raft commits a configuration without it, it steps
+// down and (raft's ShutdownOnRemove) shuts its raft down: it can commit
+// nothing more, and the remaining voters elect a leader among themselves
+// after their election timeout.
+func (a *API) removeVoter(ctx context.Context, m api.Mutation) (uint64, error) {
+	cf := a.node.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return 0, fmt.Errorf("raft configuration: %w", err)
+	}
+	var target *raft.Server
+	voters := 0
+	for _, sv := range cf.Configuration().Servers {
+		if sv.Suffrage == raft.Voter {
+			voters++
+		}
+		if string(sv.ID) == m.Voter {
+			target = &sv
+		}
+	}
+	if target == nil {
+		return 0, fmt.Errorf("%w: no controller %q in the Raft group (`iha controllers` lists them)", api.ErrNotFound, m.Voter)
+	}
+	if target.Suffrage == raft.Voter && voters == 1 {
+		return 0, fmt.Errorf("%w: %s is the last voter: without it the group has no member to commit anything, "+
+			"this removal included; stop iha-leader on it instead", api.ErrConflict, m.Voter)
+	}
+	self := m.Voter == a.node.ID()
+	msg := fmt.Sprintf("controller %s (%s) removed from the Raft group by %s", m.Voter, target.Address, m.By)
+	if self {
+		msg = fmt.Sprintf("controller %s (%s), the leader, removes itself from the Raft group at the request of %s; "+
+			"the %d remaining voter(s) elect a new leader", m.Voter, target.Address, m.By, voters-1)
+	}
+	if m.Reason != "" {
+		msg += ": " + m.Reason
+	}
+	audit := func() (uint64, error) {
+		var before uint64
+		if last := a.node.fsm.Events(0, "", 1); len(last) > 0 {
+			before = last[0].Seq
+		}
+		if _, err := a.node.Apply(ctx, CmdEvent, time.Now(), EventCmd{Kind: EventVoterRemoved, Message: msg, Warning: true}); err != nil {
+			return 0, err
+		}
+		for _, e := range a.node.fsm.Events(before, "", 0) {
+			if e.Kind == EventVoterRemoved {
+				return e.Seq, nil
+			}
+		}
+		return 0, nil
+	}
+	notLeader := func(err error) error {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return api.ErrNotLeader
+		}
+		return err
+	}
+	var seq uint64
+	if self {
+		var err error
+		if seq, err = audit(); err != nil {
+			return 0, notLeader(err)
+		}
+	}
+	a.log.Warn("removing a controller from the Raft group", "node", m.Voter, "addr", string(target.Address), "by", m.By, "self", self)
+	if err := a.node.Remove(ctx, m.Voter); err != nil {
+		return seq, notLeader(err)
+	}
+	if self {
+		return seq, nil
+	}
+	seq, err := audit()
+	if err != nil {
+		// The removal is committed; only its audit event is missing.
+		a.log.Error("controller removed, but its audit event was not committed", "node", m.Voter, "err", err)
+		return 0, nil
+	}
+	return seq, nil
 }
 
 // Ready implements api.Backend.

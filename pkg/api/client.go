@@ -231,11 +231,21 @@ func (c *Client) Mutate(ctx context.Context, kind MutationKind, host, reason str
 		path = "/v1/hosts/" + esc + "/maintenance"
 	case MutRetry:
 		path = "/v1/hosts/" + esc + "/retry"
+	case MutRemoveVoter:
+		return c.RemoveVoter(ctx, host, reason)
 	default:
 		return MutationResult{}, fmt.Errorf("unknown command %q", kind)
 	}
 	var out MutationResult
 	return out, c.do(ctx, http.MethodPost, path, nil, req, &out)
+}
+
+// RemoveVoter is DELETE /v1/cluster/voters/{id}: the leader takes the
+// controller id out of the Raft group (any node forwards to the leader).
+// The last voter is never removed (409).
+func (c *Client) RemoveVoter(ctx context.Context, id, reason string) (MutationResult, error) {
+	var out MutationResult
+	return out, c.do(ctx, http.MethodDelete, "/v1/cluster/voters/"+url.PathEscape(id), nil, MutationRequest{Reason: reason}, &out)
 }
 
 // Stream follows GET /v1/events/stream from the first address that

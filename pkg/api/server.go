@@ -152,6 +152,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/hosts/{host}/confirm-fenced", s.mutation(MutConfirmFenced))
 	m.HandleFunc("POST /v1/hosts/{host}/maintenance", s.mutation(MutMaintenanceOn))
 	m.HandleFunc("POST /v1/hosts/{host}/retry", s.mutation(MutRetry))
+	m.HandleFunc("DELETE /v1/cluster/voters/{id}", s.mutation(MutRemoveVoter))
 	m.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, ErrorBody{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -524,11 +525,16 @@ func (s *Server) mutation(kind MutationKind) http.HandlerFunc {
 				return
 			}
 		}
-		m := Mutation{Kind: kind, Host: r.PathValue("host"), Reason: strings.TrimSpace(req.Reason)}
+		m := Mutation{Kind: kind, Host: r.PathValue("host"), Voter: r.PathValue("id"), Reason: strings.TrimSpace(req.Reason)}
 		if m.Host != "" && !hostRE.MatchString(m.Host) {
 			writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("%q is not a host name", m.Host), Parameter: "host"})
 			return
 		}
+		if kind == MutRemoveVoter && !hostRE.MatchString(m.Voter) {
+			writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("%q is not a controller id (NODE_NAME)", m.Voter), Parameter: "id"})
+			return
+		}
+
 		if len(m.Reason) > maxReason || strings.ContainsAny(m.Reason, "\x00\r\n") {
 			writeError(w, http.StatusBadRequest, ErrorBody{Error: "reason must be one line of at most 500 bytes", Parameter: "reason"})
 			return
@@ -561,8 +567,8 @@ func (s *Server) mutation(kind MutationKind) http.HandlerFunc {
 			s.writeErr(w, err)
 			return
 		}
-		s.log.Info("operator command", "kind", string(m.Kind), "host", m.Host, "by", m.By)
-		writeJSON(w, http.StatusOK, MutationResult{OK: true, Kind: string(m.Kind), Host: m.Host, By: m.By,
+		s.log.Info("operator command", "kind", string(m.Kind), "host", m.Host, "voter", m.Voter, "by", m.By)
+		writeJSON(w, http.StatusOK, MutationResult{OK: true, Kind: string(m.Kind), Host: m.Host, Voter: m.Voter, By: m.By,
 			Freshness: s.cfg.Backend.Freshness(), EventSeq: seq})
 	}
 }

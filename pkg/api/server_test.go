@@ -87,6 +87,12 @@ func (f *fakeBackend) Mutate(_ context.Context, m Mutation) (uint64, error) {
 	if m.Kind == MutRetry && m.Host == "compute-ok" {
 		return 0, errors.Join(ErrConflict, errors.New("compute-ok is done, not failed"))
 	}
+	if m.Kind == MutRemoveVoter && m.Voter == "ctl-last" {
+		return 0, errors.Join(ErrConflict, errors.New("ctl-last is the last voter"))
+	}
+	if m.Kind == MutRemoveVoter && m.Voter == "ctl-gone" {
+		return 0, errors.Join(ErrNotFound, errors.New("no voter ctl-gone"))
+	}
 	f.mutations = append(f.mutations, m)
 	return uint64(len(f.mutations)), nil
 }

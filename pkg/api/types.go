@@ -233,6 +233,9 @@ const (
 	MutMaintenanceOn  MutationKind = "maintenance-on"
 	MutMaintenanceOff MutationKind = "maintenance-off"
 	MutRetry          MutationKind = "retry"
+	// MutRemoveVoter takes a controller out of the Raft group (DELETE
+	// /v1/cluster/voters/{id}); Mutation.Voter names it.
+	MutRemoveVoter MutationKind = "remove-voter"
 )
 
 // Mutation is an operator command, validated by the server before the
@@ -242,6 +245,8 @@ type Mutation struct {
 	Host   string       `json:"host,omitempty"`
 	Reason string       `json:"reason,omitempty"`
 	By     string       `json:"by"`
+	// Voter is the Raft server id (NODE_NAME) of MutRemoveVoter.
+	Voter string `json:"voter,omitempty"`
 }
 
 // MutationRequest is the body of a mutation (all fields optional except
@@ -256,6 +261,7 @@ type MutationResult struct {
 	OK        bool      `json:"ok"`
 	Kind      string    `json:"kind"`
 	Host      string    `json:"host,omitempty"`
+	Voter     string    `json:"voter,omitempty"` // remove-voter
 	By        string    `json:"by"`
 	Freshness Freshness `json:"freshness"`
 	// EventSeq is the audit event the command wrote (0 if none could be
@@ -281,7 +287,7 @@ var (
 	// forwards instead; 503 if it cannot).
 	ErrNotLeader = errors.New("not the Raft leader")
 	// ErrConflict: the command does not fit the state, e.g. retry of a host
-	// that has not failed (409).
+	// that has not failed, or removing the last voter (409).
 	ErrConflict = errors.New("conflict")
 )
 
