@@ -1,0 +1,227 @@
+package gossip
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkAgentCost runs one real iha-agent process joined to a mesh of
+// n-1 in-process members over real UDP/TCP on loopback and reports the
+// agent's RSS and CPU (% of one core) over a minute once the mesh settled.
+// Its figures are the cost of one agent on a compute of a 1,000-host cloud;
+// proc_cores says whether the simulated mesh kept up.
+func BenchmarkAgentCost(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("n=%d/default/udp", n), func(b *testing.B) {
+			bin := buildAgent(b)
+			members := n - 1
+			raiseNofile(b, 2*members+256)
+			p := DefaultProfile()
+			sinceStart = startCPU()
+			c := newBenchCluster(b, members, p, true)
+			b.Logf("mesh of %d in-process members converged in %v (process %.2f cores, load %s)",
+				members, time.Since(sinceStart.wall).Round(time.Millisecond), sinceStart.cores(), loadAvg())
+
+			dir := b.TempDir()
+			port := freePort(b)
+			cfg := fmt.Sprintf("node_name: agent-under-test\nnova_host: agent-under-test\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: warn\n",
+				port, c.ctl.Addr(), dir)
+			cfgFile := filepath.Join(dir, "agent.yaml")
+			if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			agent := startAgentProc(b, bin, "-config", cfgFile)
+			waitFor(b, scale(2*time.Minute), "the controller to see the agent alive", func() bool {
+				for _, m := range c.ctl.Members() {
+					if m.Name == "agent-under-test" && m.State == StateAlive {
+						return true
+					}
+				}
+				return false
+			})
+			c.waitConverged(n, scale(5*time.Minute))
+			// The join's push/pull gave the agent the full member list; let
+			// the joins' gossip die down before measuring.
+			time.Sleep(30 * time.Second)
+
+			window := 60 * time.Second
+			susp0 := c.obs.count(KindSuspect)
+			cpu0 := procStatCPU(b, agent.Pid)
+			mesh := startCPU()
+			t0 := time.Now()
+			var rssMax float64
+			for time.Since(t0) < window {
+				time.Sleep(time.Second)
+				rssMax = max(rssMax, vmRSS(b, agent.Pid))
+			}
+			cpu := procStatCPU(b, agent.Pid) - cpu0
+			wall := time.Since(t0)
+			rss := vmRSS(b, agent.Pid)
+			alive, suspect := c.atController()
+			b.ReportMetric(rss, "agent_RSS_MiB")
+			b.ReportMetric(rssMax, "agent_RSS_max_MiB")
+			b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "agent_CPU_%core")
+			b.ReportMetric(mesh.cores(), "proc_cores")
+			b.ReportMetric(float64(c.obs.count(KindSuspect)-susp0), "suspects_at_ctl")
+			b.Logf("agent among %d members over %v: RSS %.1f MiB (max %.1f), CPU %.2f %% of one core; the controller sees %d alive, %d suspect; %d suspect events during the window; mesh process %.2f cores; load %s",
+				n, wall.Round(time.Second), rss, rssMax, 100*cpu.Seconds()/wall.Seconds(), alive, suspect, c.obs.count(KindSuspect)-susp0, mesh.cores(), loadAvg())
+		})
+	}
+}
+
+var (
+	agentBuild    sync.Once
+	agentBin      string
+	agentBuildErr error
+)
+
+// buildAgent builds cmd/iha-agent once into a temporary directory.
+func buildAgent(b testing.TB) string {
+	agentBuild.Do(func() {
+		dir, err := os.MkdirTemp("", "iha-agent-bench")
+		if err != nil {
+			agentBuildErr = err
+			return
+		}
+		agentBin = filepath.Join(dir, "iha-agent")
+		out, err := exec.Command("go", "build", "-o", agentBin, "github.com/ihaproject/iha/cmd/iha-agent").CombinedOutput()
+		if err != nil {
+			agentBuildErr = fmt.Errorf("go build ./cmd/iha-agent: %v\n%s", err, out)
+		}
+	})
+	if agentBuildErr != nil {
+		b.Fatal(agentBuildErr)
+	}
+	return agentBin
+}
+
+// startAgentProc starts the agent and stops it by its PID when the benchmark
+// ends (SIGTERM, then SIGKILL after 10 s).
+func startAgentProc(b testing.TB, bin string, args ...string) *os.Process {
+	cmd := exec.Command(bin, args...)
+	var out bytes.Buffer
+	var mu sync.Mutex
+	cmd.Stdout = lockedWriter{&mu, &out}
+	cmd.Stderr = lockedWriter{&mu, &out}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if b.Failed() || out.Len() > 0 {
+			b.Logf("iha-agent output:\n%s", out.String())
+		}
+	})
+	return cmd.Process
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// freePort finds a port free for both TCP and UDP on 127.0.0.1.
+func freePort(b testing.TB) int {
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		_ = l.Close()
+		if err == nil {
+			_ = u.Close()
+			return port
+		}
+	}
+	b.Fatal("no free TCP+UDP port on 127.0.0.1")
+	return 0
+}
+
+// raiseNofile raises this process's open-file limit to at least want (each
+// UDP member holds a UDP socket, a TCP listener and short-lived streams).
+func raiseNofile(b testing.TB, want int) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		b.Fatal(err)
+	}
+	if rl.Cur >= uint64(want) {
+		return
+	}
+	rl.Cur = min(max(uint64(want), rl.Cur), rl.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		b.Fatal(err)
+	}
+	if rl.Cur < uint64(want) {
+		b.Fatalf("open-file limit %d (hard) is below the %d this mesh needs", rl.Max, want)
+	}
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// procStatCPU is a process's utime+stime from /proc/PID/stat.
+func procStatCPU(b testing.TB, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(raw, ')')
+	f := strings.Fields(string(raw[i+1:]))
+	// After the name: state is field 3, utime field 14, stime field 15.
+	ut, err1 := strconv.ParseInt(f[14-3], 10, 64)
+	st, err2 := strconv.ParseInt(f[15-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("parse /proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// vmRSS is a process's resident set in MiB.
+func vmRSS(b testing.TB, pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			kb, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
