@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # ctl.sh stop|kill|start|restart|freeze|thaw|power HOST
 #   stop, kill  SIGKILL every process of HOST (power loss); idempotent
-#   start       start HOST's nova-compute again (new PID recorded); idempotent
+#   start       start HOST's processes again (new PIDs recorded): its iha-agent
+#               and its gated nova-compute when the lab runs IHA; idempotent
 #   restart     graceful: TERM (KILL after 30 s), then start
 #   freeze/thaw SIGSTOP/SIGCONT HOST's processes (a hung host)
 #   power       prints power:1 or power:0
 #   cut/mend    (LAB_NETNS=1 labs) stop/resume the only link of HOST's network
 #               namespace: its traffic goes nowhere, like a pulled cable
 # ctl.sh bmc HOST get power | set power 0|1 | set reset 1 | set boot X
-#   the ipmi_sim chassis_control protocol.
+#   the ipmi_sim chassis_control protocol; every set power/reset is recorded
+#   in $LAB_DIR/bmc/HOST/history with the power state it found.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -47,12 +49,13 @@ case "$op" in
       "get power") echo "power:$(power_state "$host")" ;;
       "set power")
         case "${3:-}" in
-          0) power_off "$host" >>"$LOGS/bmc-$host.power.log" 2>&1 ;;
-          1) power_on "$host" >>"$LOGS/bmc-$host.power.log" 2>&1 ;;
+          0) bmc_history "$host" off; power_off "$host" >>"$LOGS/bmc-$host.power.log" 2>&1 ;;
+          1) bmc_history "$host" on; power_on "$host" >>"$LOGS/bmc-$host.power.log" 2>&1 ;;
           *) exit 1 ;;
         esac
         ;;
       "set reset")
+        bmc_history "$host" reset
         { power_off "$host" && power_on "$host"; } >>"$LOGS/bmc-$host.power.log" 2>&1 ;;
       "set boot") ;;
       *) exit 1 ;;

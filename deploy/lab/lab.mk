@@ -8,8 +8,14 @@ LAB_SH := deploy/lab
 lab-install: ## install the lab's Debian packages (real Nova, MariaDB, RabbitMQ, ipmi_sim), idempotent
 	$(LAB_SH)/install.sh
 
-lab-up: lab-install ## start a real Nova (Zed) with LAB_COMPUTES fake computes and their ipmi_sim BMCs on 127.0.0.1
-	$(LAB_SH)/up.sh $(LAB_COMPUTES)
+# lab-up builds IHA's binaries into LAB_IHA_BIN: every compute's host then
+# runs an iha-agent and starts nova-compute behind `iha-agent gate`
+# (LAB_IHA_BIN= runs the bare lab).
+LAB_IHA_BIN ?= $(CURDIR)/.cache/lab-iha-bin
+
+lab-up: lab-install ## start a real Nova (Zed) with LAB_COMPUTES fake computes, their ipmi_sim BMCs and iha-agents on 127.0.0.1
+	if [ -n "$(LAB_IHA_BIN)" ]; then mkdir -p "$(LAB_IHA_BIN)" && for c in iha-agent iha-leader iha; do go build -o "$(LAB_IHA_BIN)/$$c" ./cmd/$$c || exit 1; done; fi
+	LAB_IHA_BIN="$(LAB_IHA_BIN)" $(LAB_SH)/up.sh $(LAB_COMPUTES)
 
 lab-down: ## stop exactly the processes the lab started and verify they are gone
 	$(LAB_SH)/down.sh
@@ -20,7 +26,7 @@ lab-status: ## show the lab's recorded processes and Nova's view of the computes
 lab-contract: ## run the novasim contract suite against the running lab (make lab-up first)
 	. "$${LAB_DIR:-$(LAB_SH)/.state}/env" && go test -race -count=1 -run Contract ./pkg/novasim/ -v
 
-lab-scenarios: ## IHA's end-to-end scenarios (real iha-leader) against the running lab (make lab-up first)
+lab-scenarios: ## IHA's end-to-end scenarios (3 real iha-leaders, the lab's iha-agents) against the running lab (make lab-up first)
 	LAB_SCENARIO_REUSE=1 LAB_DIR="$${LAB_DIR:-$(CURDIR)/$(LAB_SH)/.state}" go test -tags lab -count=1 -timeout 60m -v ./deploy/lab/scenarios/
 
 # lab-test brings up labs of its own (ports 18800 and 18900, state in temp

@@ -27,6 +27,21 @@ export LAB_RABBIT_NODE="iha-lab-${LAB_RABBIT_PORT}@localhost"
 # Scale every wait on a slow or busy machine: LAB_TIMEOUT_SCALE=2 doubles them.
 LAB_TIMEOUT_SCALE="${LAB_TIMEOUT_SCALE:-1}"
 
+# IHA on the lab: with LAB_IHA_BIN (a directory holding iha-agent), every
+# compute's host also runs an iha-agent, and its nova-compute starts behind
+# `iha-agent gate` (as the systemd drop-in's ExecStartPre) while
+# $LAB_DIR/iha/gate-on exists (written by whoever runs the leaders: with no
+# leader to ask, the gate would hold every compute start for its timeout).
+# up.sh records the directory in $LAB_DIR/iha/bin for ctl.sh and the BMCs.
+# Ports of the 3 leaders (j = 1..3) and of the agents (compute i = 1..9):
+#   leader j: Raft +40+j, status API +44+j, gossip +48+j, fence_kdump UDP +52+j
+#   agent  i: gossip +55+i, fence_kdump UDP +80+i
+LAB_IHA_LEADERS=3
+LAB_IHA_PORT_BASE="${LAB_IHA_PORT_BASE:-$((LAB_PORT_BASE + 40))}"
+LAB_GATE_TIMEOUT="${LAB_GATE_TIMEOUT:-300}" # seconds; the drop-in's default is 600
+if [ -z "${LAB_IHA_BIN:-}" ] && [ -s "$LAB_DIR/iha/bin" ]; then LAB_IHA_BIN=$(cat "$LAB_DIR/iha/bin"); fi
+LAB_IHA_BIN="${LAB_IHA_BIN:-}"
+
 PIDS="$LAB_DIR/pids"
 LOGS="$LAB_DIR/log"
 ETC="$LAB_DIR/etc"
@@ -141,15 +156,81 @@ compute_names() {
 }
 
 # Host processes: every process of the simulated host HOST has its pid file
-# named HOST.<what>.pid (nova-compute now; iha-agent later), so a power-off
-# kills them all and power_on is where a host's processes start.
+# named HOST.<what>.pid (nova-compute, iha-agent), so a power-off kills them
+# all and power_on is where a host's processes start.
 start_compute() {
-  local host=$1 pre=()
+  local host=$1 pre=() gate=()
   [ -f "$ETC/nova/$host.conf" ] || die "unknown host $host (no $ETC/nova/$host.conf)"
   # A host with a network namespace (LAB_NETNS=1 at up) runs inside it.
   if [ -s "$LAB_DIR/netns/$host" ]; then pre=(ip netns exec "$(cat "$LAB_DIR/netns/$host")"); fi
-  start_daemon "$host.nova-compute" "${pre[@]}" "$PY3" "$LAB_HOME/shims/pymain.py" \
+  # With IHA: the gate runs first in the same process (group), as systemd's
+  # ExecStartPre; its lines land in nova-compute's log as in its journal. A
+  # gate that refuses until its timeout leaves nova-compute not started.
+  if [ -n "$LAB_IHA_BIN" ]; then
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    gate=(bash -c 'if [ -e "$1" ]; then echo "$(date +%T.%3N) lab: ExecStartPre: iha-agent gate"; "$2" gate --config "$3" || { echo "$(date +%T.%3N) lab: the gate refused: nova-compute not started"; exit 1; }; fi; shift 3; exec "$@"' \
+      gate "$LAB_DIR/iha/gate-on" "$LAB_IHA_BIN/iha-agent" "$(agent_config "$host")")
+  fi
+  start_daemon "$host.nova-compute" "${pre[@]}" "${gate[@]}" "$PY3" "$LAB_HOME/shims/pymain.py" \
     nova.cmd.compute:main nova-compute --config-file "$ETC/nova/$host.conf"
+}
+
+# iha_port KIND J: the loopback port of leader J's raft|api|gossip|kdump, or
+# of compute J's agent-gossip|agent-kdump.
+iha_port() {
+  case $1 in
+    raft) echo $((LAB_IHA_PORT_BASE + $2)) ;;
+    api) echo $((LAB_IHA_PORT_BASE + 4 + $2)) ;;
+    gossip) echo $((LAB_IHA_PORT_BASE + 8 + $2)) ;;
+    kdump) echo $((LAB_IHA_PORT_BASE + 12 + $2)) ;;
+    agent-gossip) echo $((LAB_IHA_PORT_BASE + 15 + $2)) ;;
+    agent-kdump) echo $((LAB_IHA_PORT_BASE + 40 + $2)) ;;
+    *) die "iha_port: unknown kind $1" ;;
+  esac
+}
+
+# iha_addrs KIND: the leaders' KIND addresses, comma-separated.
+iha_addrs() {
+  local j out=()
+  for ((j = 1; j <= LAB_IHA_LEADERS; j++)); do out+=("127.0.0.1:$(iha_port "$1" "$j")"); done
+  (IFS=,; echo "${out[*]}")
+}
+
+# agent_config HOST: writes (if missing) and prints the path of HOST's
+# agent.yaml: its Nova host name, a gossip and a fence_kdump port of its
+# own, the leaders' gossip addresses to join and their status APIs for the
+# gate. No credential: the agent holds none.
+agent_config() {
+  local host=$1 i dir
+  i=${host#lab-compute-}
+  dir="$LAB_DIR/iha/agents/$host"
+  if [ ! -s "$dir/agent.yaml" ]; then
+    mkdir -p "$dir/state"
+    cat >"$dir/agent.yaml" <<AGENT
+# iha-agent of $host (written by deploy/lab/lib.sh)
+nova_host: $host
+bind: 127.0.0.1:$(iha_port agent-gossip "$i")
+join: [$(iha_addrs gossip)]
+kdump_listen: 127.0.0.1:$(iha_port agent-kdump "$i")
+controllers: [$(iha_addrs api)]
+state_dir: $dir/state
+gossip: {GOSSIP_PROFILE: fast}
+gate_timeout: ${LAB_GATE_TIMEOUT}s
+gate_interval: 1s
+gate_on_no_answer: start
+log_level: info
+AGENT
+  fi
+  echo "$dir/agent.yaml"
+}
+
+# start_agent HOST: HOST's iha-agent, one of its host processes. It runs in
+# the root network namespace even with LAB_NETNS=1 (the namespace proxy
+# carries TCP only, not gossip's UDP): a cut link is not seen by the mesh.
+start_agent() {
+  local host=$1 conf
+  conf=$(agent_config "$host")
+  start_daemon "$host.iha-agent" "$LAB_IHA_BIN/iha-agent" --config "$conf"
 }
 
 # netns_name HOST: the network namespace of HOST, unique per port block.
@@ -213,8 +294,16 @@ power_off() {
 # power_on HOST: start HOST's processes unless running. Idempotent.
 power_on() {
   [ "$(power_state "$1")" = 1 ] && return 0
+  if [ -n "$LAB_IHA_BIN" ]; then start_agent "$1"; fi
   start_compute "$1"
-  # The host's iha-agent joins here once it exists, as "$1.iha-agent".
+}
+
+# bmc_history HOST OP: one line per chassis command in
+# $LAB_DIR/bmc/HOST/history: "<unix ms> <op> was power:<0|1>", written
+# before acting, so tests can count real power transitions.
+bmc_history() {
+  mkdir -p "$LAB_DIR/bmc/$1"
+  echo "$(date +%s%3N) $2 was power:$(power_state "$1")" >>"$LAB_DIR/bmc/$1/history"
 }
 
 # start_bmc HOST PORT: an ipmi_sim whose chassis power is HOST's processes.

@@ -6,7 +6,9 @@
 # Writes $LAB_DIR/env for the novasim contract suite. See README.md.
 # up.sh --dump-path prints where the schema dump of this setup is cached.
 set -Eeuo pipefail
+iha_bin_arg=${LAB_IHA_BIN:-} # only the caller's: not a wiped lab's record
 . "$(dirname "$0")/lib.sh"
+LAB_IHA_BIN=$iha_bin_arg
 . "$LAB_HOME/configs.sh"
 
 if [ "${1:-}" = --dump-path ]; then dump_path; exit 0; fi
@@ -29,6 +31,14 @@ fi
 rm -rf "$LAB_DIR"
 mkdir -p "$LAB_DIR" "$PIDS" "$LOGS"
 echo "$N" >"$LAB_DIR/computes"
+# IHA's binaries (LAB_IHA_BIN): each host also runs an iha-agent (lib.sh).
+if [ -n "$LAB_IHA_BIN" ]; then
+  [ -x "$LAB_IHA_BIN/iha-agent" ] || die "LAB_IHA_BIN=$LAB_IHA_BIN holds no iha-agent"
+  [ "$N" -le 9 ] || die "the lab's IHA ports fit 9 computes at most"
+  LAB_IHA_BIN=$(realpath "$LAB_IHA_BIN")
+  mkdir -p "$LAB_DIR/iha"
+  echo "$LAB_IHA_BIN" >"$LAB_DIR/iha/bin"
+fi
 on_exit() {
   local rc=$?
   [ $rc -eq 0 ] && return
@@ -202,4 +212,15 @@ export LAB_SERVICE_DOWN_TIME=$LAB_SERVICE_DOWN_TIME
 export LAB_BMC_PORT_BASE=$LAB_BMC_PORT_BASE
 export LAB_BMC_USER=$LAB_BMC_USER
 ENV
+if [ -n "$LAB_IHA_BIN" ]; then
+  # Where IHA's leaders must listen for the agents to find them (lib.sh).
+  cat >>"$LAB_DIR/env" <<ENV
+export LAB_IHA_BIN=$LAB_IHA_BIN
+export LAB_IHA_RAFT_ADDRS=$(iha_addrs raft)
+export LAB_IHA_API_ADDRS=$(iha_addrs api)
+export LAB_IHA_GOSSIP_ADDRS=$(iha_addrs gossip)
+export LAB_IHA_KDUMP_ADDRS=$(iha_addrs kdump)
+export LAB_IHA_GATE_FILE=$LAB_DIR/iha/gate-on
+ENV
+fi
 mark "lab up: $N computes, env in $LAB_DIR/env"

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,6 +44,7 @@ type lab struct {
 	seen   map[int]string // PIDs the lab recorded -> name
 	nova   string
 	glance string
+	bin    string // iha-leader, iha and iha-agent built from this tree
 	hc     *http.Client
 }
 
@@ -55,6 +55,7 @@ func newLab(t *testing.T, computes int) *lab {
 	}
 	l := &lab{t: t, home: filepath.Dir(wd), root: filepath.Dir(filepath.Dir(filepath.Dir(wd))), seen: map[int]string{},
 		hc: &http.Client{Timeout: 60 * time.Second}}
+	l.bin = build(t, l.root)
 	if os.Getenv("LAB_SCENARIO_REUSE") == "1" {
 		l.dir = os.Getenv("LAB_DIR")
 		if l.dir == "" {
@@ -70,7 +71,8 @@ func newLab(t *testing.T, computes int) *lab {
 		// A 2 s heartbeat, down after 10 s: IHA's DELTA can then be its
 		// minimum, 10 s. A 6 s service_down_time flaps under load.
 		l.env = append(os.Environ(), "LAB_DIR="+l.dir, "LAB_PORT_BASE="+base,
-			fmt.Sprintf("LAB_TIMEOUT_SCALE=%d", int(scale())), "LAB_REPORT_INTERVAL=2", "LAB_SERVICE_DOWN_TIME=10")
+			fmt.Sprintf("LAB_TIMEOUT_SCALE=%d", int(scale())), "LAB_REPORT_INTERVAL=2", "LAB_SERVICE_DOWN_TIME=10",
+			"LAB_IHA_BIN="+l.bin) // every host runs an iha-agent
 		if out, err := l.sh(15*time.Minute, "install.sh"); err != nil {
 			t.Fatalf("install.sh: %v\n%s", err, out)
 		}
@@ -339,7 +341,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() (bool, stri
 	}
 }
 
-// ---- the leader ----
+// ---- the leaders ----
 
 // leaderProc is one iha-leader process started by the test.
 type leaderProc struct {
@@ -348,28 +350,47 @@ type leaderProc struct {
 	done chan struct{}
 }
 
-// ihaConfig is the InstanceHA-style configuration the test writes.
+// ihaNode is one of the three controllers: its own NODE_NAME, Raft,
+// status API, gossip and fence_kdump addresses and data directory, and
+// every process started for it (a killed one is restarted on the same
+// data directory).
+type ihaNode struct {
+	name  string
+	dir   string // config.yaml, data/, logs
+	api   string
+	env   []string
+	procs []*leaderProc
+}
+
+func (n *ihaNode) proc() *leaderProc { return n.procs[len(n.procs)-1] }
+
+// ihaConfig is one scenario's IHA cluster: three iha-leaders configured
+// from InstanceHA-style files (config.yaml per node, shared clouds.yaml
+// and fencing.yaml) in the lab's state directory, bootstrapped together
+// with RAFT_PEERS.
 type ihaConfig struct {
-	dir      string // config.yaml, clouds.yaml, fencing.yaml, data/
-	apiAddr  string
-	raftAddr string
-	env      []string
-	bin      string // directory holding iha-leader and iha
+	dir   string
+	bin   string // iha-leader and iha
+	nodes []*ihaNode
+	env   []string // the CLI's: IHA_ADDR lists every node
+	gate  string   // while it exists, the lab's hosts run `iha-agent gate` before nova-compute
+	hc    *http.Client
+	last  int // index of the last acting leader seen
 }
 
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// build compiles iha-leader and iha once per test binary.
+// build compiles iha-leader, iha and iha-agent once per test binary
+// (LAB_SCENARIO_BIN names a directory of prebuilt ones instead).
 func build(t *testing.T, root string) string {
+	if dir := os.Getenv("LAB_SCENARIO_BIN"); dir != "" {
+		for _, c := range []string{"iha-leader", "iha", "iha-agent"} {
+			if _, err := os.Stat(filepath.Join(dir, c)); err != nil {
+				t.Fatalf("LAB_SCENARIO_BIN: %v", err)
+			}
+		}
+		return dir
+	}
 	dir := t.TempDir()
-	for _, c := range []string{"iha-leader", "iha"} {
+	for _, c := range []string{"iha-leader", "iha", "iha-agent"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute*scale())
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c)
 		cmd.Dir = root
@@ -382,37 +403,32 @@ func build(t *testing.T, root string) string {
 	return dir
 }
 
-// writeConfig writes config.yaml, clouds.yaml and fencing.yaml (one ipmi
-// entry per compute, at its ipmi_sim) into the lab's state directory.
+// addrs is one of the env file's comma-separated LAB_IHA_* lists.
+func (l *lab) addrs(t *testing.T, key string) []string {
+	v := l.vars[key]
+	if v == "" {
+		t.Fatalf("%s/env lacks %s: the lab was brought up without IHA (make lab-up builds it; LAB_IHA_BIN=dir up.sh)", l.dir, key)
+	}
+	return strings.Split(v, ",")
+}
+
+// writeConfig writes, for each of the three leaders, config.yaml (the
+// InstanceHA keys plus IHA's NODE_NAME, RAFT_*, API_ADDR, DATA_DIR and
+// gossip keys), and the shared clouds.yaml and fencing.yaml (one ipmi
+// entry per compute, at its ipmi_sim), under $LAB_DIR/iha/<test>/.
+// The addresses are the lab's (up.sh wrote them in env): the agents'
+// agent.yaml joins those gossip addresses and asks those status APIs.
 func (l *lab) writeConfig(t *testing.T, bin string, extra map[string]string) *ihaConfig {
 	dir := filepath.Join(l.dir, "iha", strings.ReplaceAll(t.Name(), "/", "_"))
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	c := &ihaConfig{dir: dir, apiAddr: freePort(t), raftAddr: freePort(t), bin: bin}
-	keys := map[string]string{
-		"EVACUABLE_TAG": "evacuable", "DELTA": "10", "POLL": "15", "THRESHOLD": "50",
-		"TAGGED_IMAGES": "true", "TAGGED_FLAVORS": "true", "TAGGED_AGGREGATES": "false",
-		"SMART_EVACUATION": "true", "DETECTION_MODE": "nova", "NOVA_REPORT_INTERVAL": "2",
-		"FENCING_TIMEOUT": "30", "LOGLEVEL": "INFO",
-		"NODE_NAME": "lab-leader-1", "RAFT_ADDR": c.raftAddr, "API_ADDR": c.apiAddr,
-		"DATA_DIR": filepath.Join(dir, "data"),
-	}
-	for k, v := range extra {
-		keys[k] = v
-	}
-	var cfg strings.Builder
-	cfg.WriteString("config:\n")
-	names := make([]string, 0, len(keys))
-	for k := range keys {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		fmt.Fprintf(&cfg, "  %s: %q\n", k, keys[k])
+	raft, api, gossip, kdump := l.addrs(t, "LAB_IHA_RAFT_ADDRS"), l.addrs(t, "LAB_IHA_API_ADDRS"),
+		l.addrs(t, "LAB_IHA_GOSSIP_ADDRS"), l.addrs(t, "LAB_IHA_KDUMP_ADDRS")
+	c := &ihaConfig{dir: dir, bin: bin, gate: l.vars["LAB_IHA_GATE_FILE"], hc: &http.Client{Timeout: 3 * time.Second * scale()}}
+	var peers []string
+	for j := range raft {
+		peers = append(peers, fmt.Sprintf("lab-leader-%d=%s", j+1, raft[j]))
 	}
 	clouds := fmt.Sprintf("clouds:\n  lab:\n    auth_type: noauth\n    auth:\n      endpoint: %s\n      image_endpoint: %s\n      token: admin:admin\n    region_name: RegionOne\n",
 		l.nova, l.glance)
@@ -422,27 +438,86 @@ func (l *lab) writeConfig(t *testing.T, bin string, extra map[string]string) *ih
 		fmt.Fprintf(&fencing, "  %s:\n    agent: ipmi\n    ipaddr: 127.0.0.1\n    ipport: \"%d\"\n    login: %s\n    passwd: %s\n",
 			h, l.bmcPort(h), l.vars["LAB_BMC_USER"], bmcPassword())
 	}
-	for name, body := range map[string]string{"config.yaml": cfg.String(), "clouds.yaml": clouds, "fencing.yaml": fencing.String()} {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"clouds.yaml": clouds, "fencing.yaml": fencing.String()} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c.env = append(os.Environ(), "INSTANCEHA_CONFIG_PATH="+filepath.Join(dir, "config.yaml"),
-		"CLOUDS_CONFIG_PATH="+filepath.Join(dir, "clouds.yaml"), "FENCING_CONFIG_PATH="+filepath.Join(dir, "fencing.yaml"),
-		"SECURE_CONFIG_PATH="+filepath.Join(dir, "secure.yaml"), "OS_CLOUD=lab", "IHA_ADDR="+c.apiAddr)
+	for j := range raft {
+		n := &ihaNode{name: fmt.Sprintf("lab-leader-%d", j+1), dir: filepath.Join(dir, fmt.Sprintf("lab-leader-%d", j+1)), api: api[j]}
+		if err := os.MkdirAll(filepath.Join(n.dir, "data"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		keys := map[string]string{
+			"EVACUABLE_TAG": "evacuable", "DELTA": "10", "POLL": "15", "THRESHOLD": "50",
+			"TAGGED_IMAGES": "true", "TAGGED_FLAVORS": "true", "TAGGED_AGGREGATES": "false",
+			"SMART_EVACUATION": "true", "DETECTION_MODE": "both", "NOVA_REPORT_INTERVAL": "2",
+			"FENCING_TIMEOUT": "30", "LOGLEVEL": "INFO",
+			"NODE_NAME": n.name, "RAFT_ADDR": raft[j], "API_ADDR": api[j], "RAFT_PEERS": strings.Join(peers, ","),
+			"DATA_DIR": filepath.Join(n.dir, "data"),
+			// The mesh: the leaders join as controllers; the agents join them.
+			"GOSSIP_BIND": gossip[j], "GOSSIP_JOIN": strings.Join(gossip, ","), "GOSSIP_PROFILE": "fast",
+			"CHECK_KDUMP": "true", "KDUMP_LISTEN": kdump[j],
+		}
+		for k, v := range extra {
+			keys[k] = v
+		}
+		if m := os.Getenv("LAB_SCENARIO_DETECTION"); m != "" {
+			keys["DETECTION_MODE"] = m // e.g. nova, for a leader build without the mesh
+		}
+		var cfg strings.Builder
+		cfg.WriteString("config:\n")
+		names := make([]string, 0, len(keys))
+		for k := range keys {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			fmt.Fprintf(&cfg, "  %s: %q\n", k, keys[k])
+		}
+		if err := os.WriteFile(filepath.Join(n.dir, "config.yaml"), []byte(cfg.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.env = append(os.Environ(), "INSTANCEHA_CONFIG_PATH="+filepath.Join(n.dir, "config.yaml"),
+			"CLOUDS_CONFIG_PATH="+filepath.Join(dir, "clouds.yaml"), "FENCING_CONFIG_PATH="+filepath.Join(dir, "fencing.yaml"),
+			"SECURE_CONFIG_PATH="+filepath.Join(dir, "secure.yaml"), "OS_CLOUD=lab")
+		c.nodes = append(c.nodes, n)
+	}
+	c.env = append(os.Environ(), "IHA_ADDR="+strings.Join(api, ","))
 	return c
 }
 
-// startLeader starts iha-leader; it is SIGKILLed by PID when the test ends
-// if still running.
-func (c *ihaConfig) startLeader(t *testing.T) *leaderProc {
-	logPath := filepath.Join(c.dir, fmt.Sprintf("iha-leader-%d.log", time.Now().UnixNano()))
+// start starts the three leaders, waits until one of them leads, and turns
+// the lab's nova-compute gate on (a host started from now on asks them).
+// Every process is SIGKILLed by PID when the test ends if still running.
+func (c *ihaConfig) start(t *testing.T) {
+	for j := range c.nodes {
+		c.startNode(t, j)
+	}
+	if c.gate != "" {
+		if err := os.WriteFile(c.gate, []byte(c.dir+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(c.gate) })
+	}
+	start := time.Now()
+	j := c.leader(t, time.Minute)
+	t.Logf("3 iha-leaders up, %s leads (%v after start)", c.nodes[j].name, time.Since(start).Round(10*time.Millisecond))
+}
+
+// startNode starts (or restarts, on the same data directory) node j.
+func (c *ihaConfig) startNode(t *testing.T, j int) *leaderProc {
+	n := c.nodes[j]
+	logPath := filepath.Join(n.dir, fmt.Sprintf("iha-leader-%d.log", len(n.procs)+1))
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(c.bin, "iha-leader"))
-	cmd.Env = c.env
+	cmd.Env = n.env
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -451,11 +526,156 @@ func (c *ihaConfig) startLeader(t *testing.T) *leaderProc {
 	p := &leaderProc{cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
 	t.Cleanup(func() { p.kill(t) })
-	waitFor(t, "the leader's status API", time.Minute, func() (bool, string) {
-		out, err := c.iha("status")
-		return err == nil, out
+	n.procs = append(n.procs, p)
+	waitFor(t, n.name+"'s status API", time.Minute, func() (bool, string) {
+		var cl clusterView
+		err := c.get(j, "/v1/cluster", &cl)
+		return err == nil, fmt.Sprint(err)
 	})
 	return p
+}
+
+// stop sends SIGTERM to every running leader and waits (followers first,
+// so the leader does not stay alone without a quorum while they stop).
+func (c *ihaConfig) stop(t *testing.T) {
+	_ = os.Remove(c.gate)
+	lead := c.last
+	for j := range c.nodes {
+		if j != lead {
+			c.nodes[j].proc().stop(t)
+		}
+	}
+	c.nodes[lead].proc().stop(t)
+}
+
+// clusterView is the part of GET /v1/cluster the scenarios read.
+type clusterView struct {
+	RaftState   string `json:"raft_state"`
+	Term        uint64 `json:"term"`
+	CommitIndex uint64 `json:"commit_index"`
+	Leader      string `json:"leader"`
+	Mesh        struct {
+		Wired   bool           `json:"wired"`
+		Members int            `json:"members"`
+		States  map[string]int `json:"states"`
+	} `json:"mesh"`
+	Config struct {
+		DetectionMode string `json:"detection_mode"`
+	} `json:"config"`
+}
+
+// hostView is the part of GET /v1/hosts/{host} the scenarios read.
+type hostView struct {
+	Host  string `json:"host"`
+	Phase string `json:"phase"`
+	Fence *struct {
+		Method string `json:"method"`
+		State  string `json:"state"`
+	} `json:"fence"`
+	Evidence struct {
+		Mode   string `json:"mode"`
+		Source string `json:"source"`
+	} `json:"evidence"`
+	Steps []struct {
+		Step     string    `json:"step"`
+		ServerID string    `json:"server_id"`
+		Started  time.Time `json:"started"`
+		Finished time.Time `json:"finished"`
+		Outcome  string    `json:"outcome"`
+		Detail   string    `json:"detail"`
+	} `json:"steps"`
+	Servers []struct {
+		ID          string `json:"id"`
+		State       string `json:"state"`
+		MigrationID int    `json:"migration_id"`
+	} `json:"servers"`
+}
+
+// requested counts the servers whose evacuate Nova accepted.
+func (h hostView) requested() int {
+	n := 0
+	for _, s := range h.Servers {
+		if s.MigrationID > 0 || s.State == "requested" || s.State == "done" {
+			n++
+		}
+	}
+	return n
+}
+
+// get decodes GET path on node j's status API.
+func (c *ihaConfig) get(j int, path string, v any) error {
+	resp, err := c.hc.Get("http://" + c.nodes[j].api + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s on %s: HTTP %d %s", path, c.nodes[j].name, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return json.Unmarshal(b, v)
+}
+
+// actingLeader returns the node that says it is the Raft leader, or -1.
+func (c *ihaConfig) actingLeader() int {
+	order := []int{c.last}
+	for j := range c.nodes {
+		if j != c.last {
+			order = append(order, j)
+		}
+	}
+	for _, j := range order {
+		select {
+		case <-c.nodes[j].proc().done:
+			continue
+		default:
+		}
+		var cl clusterView
+		if c.get(j, "/v1/cluster", &cl) == nil && cl.RaftState == "Leader" {
+			c.last = j
+			return j
+		}
+	}
+	return -1
+}
+
+// leader waits until a node leads and returns it.
+func (c *ihaConfig) leader(t *testing.T, d time.Duration) int {
+	t.Helper()
+	j := -1
+	waitFor(t, "an acting Raft leader among the three", d, func() (bool, string) {
+		j = c.actingLeader()
+		return j >= 0, "none says Leader"
+	})
+	return j
+}
+
+// hostOnLeader reads host's record from the acting leader (false when no
+// node leads at this moment).
+func (c *ihaConfig) hostOnLeader(host string) (hostView, bool) {
+	j := c.actingLeader()
+	if j < 0 {
+		return hostView{}, false
+	}
+	var h hostView
+	if err := c.get(j, "/v1/hosts/"+host, &h); err != nil {
+		return hostView{}, false
+	}
+	return h, true
+}
+
+// logText is every leader process's log, node by node, oldest first.
+func (c *ihaConfig) logText() string {
+	var b strings.Builder
+	for _, n := range c.nodes {
+		for i, p := range n.procs {
+			fmt.Fprintf(&b, "=== %s process %d (pid %d)\n%s", n.name, i+1, p.cmd.Process.Pid, p.logText())
+		}
+	}
+	return b.String()
 }
 
 // stop sends SIGTERM and waits.
@@ -493,7 +713,7 @@ func (p *leaderProc) logText() string {
 	return string(b)
 }
 
-// iha runs the CLI against this leader's status API.
+// iha runs the CLI against the three leaders' status APIs (tried in turn).
 func (c *ihaConfig) iha(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second*scale())
 	defer cancel()
@@ -501,4 +721,30 @@ func (c *ihaConfig) iha(args ...string) (string, error) {
 	cmd.Env = c.env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// bmcEvent is one line of $LAB_DIR/bmc/HOST/history (ctl.sh bmc).
+type bmcEvent struct {
+	at  time.Time
+	op  string // off, on, reset
+	was string // power:0 or power:1
+}
+
+func (l *lab) bmcHistory(host string, since time.Time) []bmcEvent {
+	b, _ := os.ReadFile(filepath.Join(l.dir, "bmc", host, "history"))
+	var out []bmcEvent
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 4 {
+			continue
+		}
+		ms, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		if at := time.UnixMilli(ms); !at.Before(since) {
+			out = append(out, bmcEvent{at: at, op: f[1], was: f[3]})
+		}
+	}
+	return out
 }
