@@ -67,9 +67,10 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 }
 
 // apiTLS is the API's TLS configuration from API_TLS_CERT/API_TLS_KEY (nil:
-// plain HTTP). Forwarding to the leader trusts the system roots and the
-// certificates of API_TLS_CERT's file (its chain), so controllers whose
-// certificates share an issuer included in that file trust each other.
+// plain HTTP). Forwarding to the leader trusts the system roots, the
+// certificates of API_TLS_CERT's file (its chain) and RAFT_TLS_CA, so
+// controllers whose certificates share an issuer included in that file, or
+// are issued by the Raft CA, trust each other.
 func apiTLS(s config.Settings) (*tls.Config, error) {
 	if s.APITLSCert == "" {
 		return nil, nil
@@ -84,6 +85,13 @@ func apiTLS(s config.Settings) (*tls.Config, error) {
 	}
 	if pem, err := os.ReadFile(s.APITLSCert); err == nil {
 		pool.AppendCertsFromPEM(pem)
+	}
+	// Controllers whose API certificates are issued by the Raft CA (a
+	// common choice: one CA for the controllers) trust each other's.
+	if s.RaftTLSCA != "" {
+		if pem, err := os.ReadFile(s.RaftTLSCA); err == nil {
+			pool.AppendCertsFromPEM(pem)
+		}
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12,
 		// The Raft join handler verifies a client certificate against
