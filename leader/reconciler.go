@@ -60,9 +60,16 @@ type ReconcilerConfig struct {
 	Observer Observer
 	// Mesh is the gossip mesh's view of the agents (nil: no mesh; every
 	// host is judged by InstanceHA's rule). Wake, when it delivers, starts
-	// a poll cycle at once (the mesh declared a member dead).
+	// a poll cycle at once (the mesh declared a member dead, or a kdump
+	// notice arrived).
 	Mesh MeshView
 	Wake <-chan struct{}
+	// Kdump holds the fence_kdump notices this controller received (used
+	// with CHECK_KDUMP; nil: none).
+	Kdump *KdumpLog
+	// KdumpQuiet is how long a kdump-marked host must have sent no notice
+	// before it is re-enabled (R11.5: 60 s).
+	KdumpQuiet time.Duration
 }
 
 // Reconciler is the leader-only subsystem that judges hosts and drives
@@ -104,6 +111,16 @@ type Reconciler struct {
 	mine sync.Map
 	mesh MeshView
 	wake <-chan struct{}
+	// snap is the mesh's view taken at the start of each cycle, part the
+	// mass-failure guard's finding on it.
+	snap       MeshSnapshot
+	part       Partition
+	partLogged bool
+	kdump      *KdumpLog
+	kdumpQuiet time.Duration
+	// kdumpWait is when each failed host without a kdump notice began
+	// waiting for one (R12.3: up to KDUMP_TIMEOUT before a power-off).
+	kdumpWait map[string]time.Time
 	// nextLook is when a host the verdict table told us to wait for becomes
 	// decidable (zero: none).
 	nextLook time.Time
@@ -132,13 +149,17 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = time.Second
 	}
+	if c.KdumpQuiet <= 0 {
+		c.KdumpQuiet = 60 * time.Second
+	}
 	workers := max(c.Settings.Workers, 1)
 	if c.Observer == nil {
 		c.Observer = noObserver{}
 	}
 	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff,
-		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}}
+		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{},
+		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}}
 }
 
 // Ready reports whether the last poll cycles reached Nova (readiness).
@@ -206,20 +227,86 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 }
 
-// judge applies the verdict table to one service.
-func (r *Reconciler) judge(s nova.Service, now time.Time) (Verdict, string, time.Time) {
+// verdictInput gathers what the verdict table needs of one service: Nova's
+// row, this cycle's mesh snapshot and the host's last kdump notice.
+func (r *Reconciler) verdictInput(s nova.Service, now time.Time) VerdictInput {
 	in := VerdictInput{Mode: r.cfg.DetectionMode, Service: s, Now: now, Delta: r.cfg.Delta,
-		ReportInterval: r.cfg.NovaReportInterval, Margin: verdictMargin}
+		ReportInterval: r.cfg.NovaReportInterval, Margin: verdictMargin,
+		CheckKdump: r.cfg.CheckKdump, KdumpTimeout: r.cfg.KdumpTimeout}
 	if r.mesh != nil {
-		in.MeshState, in.MeshSince = r.mesh.HostState(s.Host)
-		// A clock is not trusted across a failover: a host the mesh lost
-		// before this term gets its full detection time from the term start.
-		in.MeshSince = maxTime(in.MeshSince, r.termStart)
+		if m, ok := r.snap[s.Host]; ok {
+			// A clock is not trusted across a failover: a host the mesh lost
+			// before this term gets its full detection time from the term start.
+			in.MeshState, in.MeshSince = m.State, maxTime(m.Since, r.termStart)
+			in.Partition = r.part.Suspected && m.State == MeshDead && now.Sub(m.Since) <= r.cfg.MeshPartitionWindow
+		}
+	}
+	if n, ok := r.kdump.Last(s.Host); ok {
+		in.Kdump = n
 	}
 	if in.ReportInterval <= 0 {
 		in.ReportInterval = 10 * time.Second
 	}
-	return Judge(in)
+	if in.KdumpTimeout <= 0 {
+		in.KdumpTimeout = 30 * time.Second
+	}
+	return in
+}
+
+// judge applies the verdict table to one service.
+func (r *Reconciler) judge(s nova.Service, now time.Time) (Verdict, string, time.Time) {
+	return Judge(r.verdictInput(s, now))
+}
+
+// evidence records what the verdict of s rested on.
+func (r *Reconciler) evidence(s nova.Service, now time.Time, v Verdict, why string) Evidence {
+	in := r.verdictInput(s, now)
+	ev := Evidence{Source: "nova", Verdict: string(v), NovaState: s.State, NovaUpdatedAt: s.UpdatedAt,
+		Stale: IsStale(s, now, r.cfg.Delta), Note: why}
+	if m, ok := r.snap[s.Host]; ok {
+		ev.MeshState, ev.MeshSince, ev.Accusers, ev.Confirmations = m.State, m.Since, m.Accusers, m.Confirmations
+		if m.State == MeshDead {
+			ev.Source = "gossip+nova"
+		}
+	}
+	if in.Partition {
+		ev.Partition = r.part.String()
+	}
+	if !in.Kdump.At.IsZero() {
+		ev.KdumpAt, ev.KdumpFrom = in.Kdump.At, in.Kdump.From
+	}
+	if v == VerdictKdump {
+		ev.Source = "kdump+" + ev.Source
+	}
+	return ev
+}
+
+// observeMesh takes this cycle's mesh snapshot and runs the mass-failure
+// guard, telling the operator once per episode.
+func (r *Reconciler) observeMesh(ctx context.Context, now time.Time) {
+	if r.mesh == nil {
+		return
+	}
+	r.snap = r.mesh.Snapshot()
+	pct, win := r.cfg.MeshPartitionPercent, r.cfg.MeshPartitionWindow
+	if pct <= 0 {
+		pct = 30
+	}
+	if win <= 0 {
+		win = 60 * time.Second
+	}
+	r.part = CheckPartition(r.snap, now, win, pct)
+	switch {
+	case r.part.Suspected && !r.partLogged:
+		r.partLogged = true
+		msg := fmt.Sprintf("the mesh lost %s (> %d%%): suspecting this controller's network; those hosts need Nova's DELTA rule too: %v",
+			r.part, pct, r.part.Hosts)
+		r.log.Error(msg)
+		r.event(ctx, "", "MeshPartitionSuspected", msg, true)
+	case !r.part.Suspected && r.partLogged:
+		r.partLogged = false
+		r.log.Info("mesh partition guard cleared", "lost", r.part.Lost, "total", r.part.Total)
+	}
 }
 
 // verdictMargin absorbs updated_at's whole-second truncation and
@@ -264,7 +351,7 @@ func (r *Reconciler) paused() bool {
 func (r *Reconciler) detect(ctx context.Context, s nova.Service, ev Evidence, adopted bool, phase Phase) error {
 	ev.Mode = r.cfg.DetectionMode
 	_, err := r.apply(ctx, CmdDetect, DetectCmd{Host: s.Host, ServiceID: s.ID, Zone: s.Zone, Evidence: ev,
-		Level: r.cfg.QuickEvacuateLevel, Adopted: adopted, Phase: phase})
+		Level: r.cfg.QuickEvacuateLevel, Adopted: adopted, Phase: phase, Kdump: ev.Verdict == string(VerdictKdump)})
 	return err
 }
 
@@ -310,6 +397,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		byHost[s.Host] = s
 	}
 	cats := Categorize(svcs, now, r.cfg.Delta)
+	r.observeMesh(ctx, now)
 
 	var cands, resume []nova.Service
 	var inflight []string
@@ -320,6 +408,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	}
 	r.nextLook = time.Time{}
 	why := map[string]string{}
+	verdicts := map[string]Verdict{}
 	for _, s := range svcs {
 		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
 			continue // G2: already in recovery
@@ -329,9 +418,16 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		}
 		v, reason, look := r.judge(s, now)
 		switch v {
-		case VerdictFailed, VerdictInstanceHA:
+		case VerdictFailed, VerdictInstanceHA, VerdictKdump:
 			cands = append(cands, s)
-			why[s.Host] = reason
+			why[s.Host], verdicts[s.Host] = reason, v
+		case VerdictKdumpIgnored:
+			if r.lastSkips["kdump:"+s.Host] == "" {
+				r.lastSkips["kdump:"+s.Host] = "reported"
+				r.log.Warn("kdump notice ignored", "host", s.Host, "evidence", reason)
+				r.event(ctx, s.Host, "KdumpNoticeIgnored", reason, true)
+			}
+			continue
 		case VerdictNovaBroken:
 			if r.lastSkips["nova:"+s.Host] == "" {
 				r.lastSkips["nova:"+s.Host] = "reported"
@@ -346,6 +442,12 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 			}
 		}
 		delete(r.lastSkips, "nova:"+s.Host)
+		delete(r.lastSkips, "kdump:"+s.Host)
+	}
+	for h := range r.kdumpWait {
+		if _, failed := verdicts[h]; !failed {
+			delete(r.kdumpWait, h) // healthy again, or in recovery
+		}
 	}
 	for _, s := range cats.Resume {
 		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
@@ -366,7 +468,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		}
 	}
 	if len(cands)+len(resume) > 0 {
-		if err := r.admit(ctx, svcs, cands, resume, inflight, now, why); err != nil {
+		if err := r.admit(ctx, svcs, cands, resume, inflight, now, why, verdicts); err != nil {
 			return err
 		}
 	} else {
@@ -378,7 +480,8 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 }
 
 // admit runs the gate chain (behaviour §4) and opens records.
-func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Service, inflight []string, now time.Time, why map[string]string) error {
+func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Service, inflight []string, now time.Time,
+	why map[string]string, verdicts map[string]Verdict) error {
 	// G4: all services stale → Nova or our clock is broken.
 	if AllServicesStale(svcs, len(cands)) {
 		if !r.stale {
@@ -479,15 +582,13 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 		return nil
 	}
 	for _, s := range admitted {
-		ev := Evidence{Source: "nova", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt, Stale: IsStale(s, now, r.cfg.Delta),
-			Note: why[s.Host]}
-		if r.mesh != nil {
-			if st, _ := r.mesh.HostState(s.Host); st == MeshDead {
-				ev.Source = "gossip+nova"
-			}
+		v := verdicts[s.Host]
+		if r.cfg.CheckKdump && v != VerdictKdump && !r.kdumpWaitOver(s.Host, now) {
+			continue
 		}
-		r.log.Warn("host judged failed", "host", s.Host, "verdict", "failed", "evidence", why[s.Host], "nova_state", s.State,
-			"updated_at", s.UpdatedAt, "stale", ev.Stale)
+		ev := r.evidence(s, now, v, why[s.Host])
+		r.log.Warn("host judged failed", "host", s.Host, "verdict", v, "evidence", why[s.Host], "nova_state", s.State,
+			"updated_at", s.UpdatedAt, "stale", ev.Stale, "mesh", ev.MeshState, "accusers", ev.Accusers)
 		if err := r.detect(ctx, s, ev, false, ""); err != nil {
 			return err
 		}
@@ -501,6 +602,35 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 		}
 	}
 	return nil
+}
+
+// kdumpWaitOver is R12.3 (b–d): a failed host with no kdump notice is given
+// KDUMP_TIMEOUT from the first time it was judged failed for one to arrive
+// before it is powered off, so a dump in progress is not cut. Unlike
+// InstanceHA the wait ends at its deadline, not at the next poll, and a
+// notice ends it at once (the mesh wakes the reconciler).
+func (r *Reconciler) kdumpWaitOver(host string, now time.Time) bool {
+	start, ok := r.kdumpWait[host]
+	if !ok {
+		start = now
+		r.kdumpWait[host] = now
+	}
+	timeout := r.cfg.KdumpTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := start.Add(timeout)
+	if !now.Before(deadline) {
+		r.log.Info("no kdump notice within KDUMP_TIMEOUT: fencing", "host", host, "waited", now.Sub(start).Round(time.Millisecond))
+		return true
+	}
+	if !ok {
+		r.log.Info("waiting for a kdump notice before powering off (CHECK_KDUMP)", "host", host, "until", deadline.UTC().Format(time.RFC3339))
+	}
+	if r.nextLook.IsZero() || deadline.Before(r.nextLook) {
+		r.nextLook = deadline
+	}
+	return false
 }
 
 // tagCacheTTL is upstream's cache TTL for tagged images and flavors.

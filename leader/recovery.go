@@ -535,6 +535,14 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 			return err
 		}
 	}
+	// R11.5, even with FORCE_ENABLE: a host that was dumping stays out until
+	// it has sent no kdump notice for a while (the dump is written).
+	if rec.Kdump || strings.Contains(svc.DisabledReason, "kdump") {
+		if n, ok := r.kdump.Last(host); ok && now.Sub(n.At) < r.kdumpQuiet {
+			r.log.Info("waiting: the host sent a kdump notice recently", "host", host, "last_notice", n.At, "quiet_for", r.kdumpQuiet)
+			return errWait
+		}
+	}
 	if svc.ForcedDown {
 		op, err := r.begin(ctx, host, StepUnforce, "", "")
 		if err != nil {

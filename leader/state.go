@@ -85,8 +85,24 @@ type Evidence struct {
 	Stale          bool      `json:"stale"`                     // updated_at older than DELTA
 	ForcedDown     bool      `json:"forced_down"`
 	DisabledReason string    `json:"disabled_reason,omitempty"`
-	Source         string    `json:"source"` // "nova", "gossip", "marker" (adopted from a Nova marker), "orphan"
+	Source         string    `json:"source"` // "nova", "gossip+nova", "kdump", "marker" (adopted from a Nova marker), "orphan"
 	Note           string    `json:"note,omitempty"`
+	// Verdict is the verdict table's row (failed, instanceha-rule, kdump).
+	Verdict string `json:"verdict,omitempty"`
+	// What the gossip mesh said: the agent's state and since when (this
+	// leader's clock), who reported it, and the suspicion confirmations
+	// (-1: the dead verdict reached the leader by gossip).
+	MeshState     string    `json:"mesh_state,omitempty"`
+	MeshSince     time.Time `json:"mesh_since,omitempty"`
+	Accusers      []string  `json:"accusers,omitempty"`
+	Confirmations int       `json:"confirmations,omitempty"`
+	// Partition is set when the mass-failure guard made this host wait for
+	// Nova's DELTA rule: "3 of 6 computes lost by the mesh within the window".
+	Partition string `json:"partition,omitempty"`
+	// The last fence_kdump notice: when this leader received it and from
+	// which address.
+	KdumpAt   time.Time `json:"kdump_at,omitempty"`
+	KdumpFrom string    `json:"kdump_from,omitempty"`
 }
 
 // FenceResult records how the host was fenced.

@@ -17,7 +17,8 @@ func TestJudge(t *testing.T) {
 	}
 	down := nova.Service{Host: "h", Status: "enabled", State: "down", UpdatedAt: now.Add(-70 * time.Second)}
 	deadAt := now.Add(-15 * time.Second) // 12:00:15
-	base := VerdictInput{Mode: "both", Now: now, Delta: 30 * time.Second, ReportInterval: 10 * time.Second, Margin: 2 * time.Second}
+	base := VerdictInput{Mode: "both", Now: now, Delta: 30 * time.Second, ReportInterval: 10 * time.Second, Margin: 2 * time.Second,
+		KdumpTimeout: 30 * time.Second}
 	cases := []struct {
 		name string
 		mod  func(*VerdictInput)
@@ -52,6 +53,59 @@ func TestJudge(t *testing.T) {
 		{"mode nova ignores the mesh", func(in *VerdictInput) {
 			in.Mode, in.MeshState, in.MeshSince, in.Service = "nova", MeshDead, deadAt, up(now.Add(-2*time.Second))
 		}, VerdictHealthy},
+		// Partition guard: the mesh lost many computes at once.
+		{"partition guard: dead + no heartbeat waits for DELTA", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Partition, in.Service = MeshDead, deadAt, true, up(deadAt.Add(-4*time.Second).Truncate(time.Second))
+		}, VerdictWait},
+		{"partition guard: dead + stale for DELTA is InstanceHA's rule", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Partition, in.Service = MeshDead, deadAt, true, up(now.Add(-31*time.Second))
+		}, VerdictInstanceHA},
+		{"partition guard does not apply in mode nova", func(in *VerdictInput) {
+			in.Mode, in.MeshState, in.MeshSince, in.Partition, in.Service = "nova", MeshDead, deadAt, true, up(now.Add(-31*time.Second))
+		}, VerdictInstanceHA},
+		// kdump (CHECK_KDUMP, notice within KDUMP_TIMEOUT).
+		{"kdump + dead + not heard since is kdump at once, without one more report", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-2*time.Second), up(now.Add(-5*time.Second).Truncate(time.Second))
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", From: "127.0.0.9", At: now.Add(-time.Second)}
+		}, VerdictKdump},
+		{"kdump + dead but nova heard it since is not enough: wait", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-3*time.Second), up(now.Add(-time.Second))
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictWait},
+		{"kdump + suspect only is not enough", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshSuspect, now.Add(-2*time.Second), up(now.Add(-5*time.Second))
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictHealthy},
+		{"kdump + agent alive is ignored", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshAlive, up(now.Add(-2*time.Second))
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictKdumpIgnored},
+		{"kdump + no agent needs nova's DELTA rule", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, up(now.Add(-31*time.Second))
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictKdump},
+		{"kdump + no agent + nova up is healthy", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, up(now.Add(-2*time.Second))
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictHealthy},
+		{"kdump + partition guard needs nova's DELTA rule", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Partition, in.Service = MeshDead, deadAt, true, up(deadAt.Add(-4*time.Second).Truncate(time.Second))
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictWait},
+		{"an old kdump notice (beyond KDUMP_TIMEOUT) is not a witness", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-2*time.Second), up(now.Add(-5*time.Second).Truncate(time.Second))
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-31 * time.Second)}
+		}, VerdictWait},
+		{"kdump notices are not looked at without CHECK_KDUMP", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-2*time.Second), up(now.Add(-5*time.Second).Truncate(time.Second))
+			in.Kdump = KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictWait},
+		{"kdump on a forced-down host is not a new failure", func(in *VerdictInput) {
+			sv := down
+			sv.ForcedDown = true
+			in.MeshState, in.MeshSince, in.Service = MeshDead, deadAt, sv
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictHealthy},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -65,5 +119,67 @@ func TestJudge(t *testing.T) {
 				t.Fatal("every verdict must explain itself")
 			}
 		})
+	}
+}
+
+func TestCheckPartition(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	mk := func(states ...string) MeshSnapshot {
+		s := MeshSnapshot{}
+		for i, st := range states {
+			h := "c" + string(rune('a'+i))
+			s[h] = MeshMember{Host: h, State: st, Since: now.Add(-10 * time.Second)}
+		}
+		return s
+	}
+	cases := []struct {
+		name      string
+		snap      MeshSnapshot
+		percent   int
+		suspected bool
+		lost      int
+		total     int
+	}{
+		{"one of three dead is a failure, not a partition", mk(MeshDead, MeshAlive, MeshAlive), 30, false, 1, 3},
+		{"two of three dead within the window is suspected", mk(MeshDead, MeshDead, MeshAlive), 30, true, 2, 3},
+		{"two of ten is below 30 %", mk(MeshDead, MeshDead, MeshAlive, MeshAlive, MeshAlive, MeshAlive, MeshAlive, MeshAlive, MeshAlive, MeshAlive), 30, false, 2, 10},
+		{"left members do not count", mk(MeshDead, MeshDead, MeshLeft, MeshLeft, MeshLeft, MeshLeft, MeshLeft, MeshLeft, MeshAlive, MeshAlive, MeshAlive), 30, true, 2, 5},
+		{"exactly the percentage is not more than it", mk(MeshDead, MeshDead, MeshAlive, MeshAlive), 50, false, 2, 4},
+		{"suspects are not lost", mk(MeshSuspect, MeshSuspect, MeshAlive), 30, false, 0, 3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := CheckPartition(c.snap, now, time.Minute, c.percent)
+			if p.Suspected != c.suspected || p.Lost != c.lost || p.Total != c.total {
+				t.Errorf("got %+v, want suspected=%v lost=%d total=%d", p, c.suspected, c.lost, c.total)
+			}
+		})
+	}
+	t.Run("deaths older than the window are not at once", func(t *testing.T) {
+		snap := mk(MeshDead, MeshDead, MeshAlive)
+		m := snap["ca"]
+		m.Since = now.Add(-2 * time.Minute)
+		snap["ca"] = m
+		if p := CheckPartition(snap, now, time.Minute, 30); p.Suspected || p.Lost != 1 {
+			t.Errorf("got %+v", p)
+		}
+	})
+}
+
+func TestKdumpLogKeepsTheLatestNotice(t *testing.T) {
+	k := NewKdumpLog()
+	t0 := time.Now()
+	k.Record(KdumpNotice{Host: "c1", From: "a", At: t0})
+	k.Record(KdumpNotice{Host: "c1", From: "b", At: t0.Add(-time.Second)}) // late, older
+	if n, ok := k.Last("c1"); !ok || n.From != "a" {
+		t.Errorf("last = %+v, %v", n, ok)
+	}
+	if _, ok := k.Last("c2"); ok {
+		t.Error("c2 has no notice")
+	}
+	var nilLog *KdumpLog
+	nilLog.Record(KdumpNotice{Host: "c1", At: t0})
+	if _, ok := nilLog.Last("c1"); ok {
+		t.Error("a nil log knows nothing")
 	}
 }

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -9,40 +10,75 @@ import (
 
 // Mesh is a scripted gossip view for tests and dev mode: a test says what
 // the mesh believes of each host, and the leader is woken as the real mesh
-// would wake it on a death.
+// would wake it on a death or a kdump notice.
 type Mesh struct {
-	mu     sync.Mutex
-	states map[string]meshState
-	wake   chan struct{}
+	mu      sync.Mutex
+	members map[string]leader.MeshMember
+	wake    chan struct{}
+	kdump   *leader.KdumpLog
 }
 
-type meshState struct {
-	state string
-	since time.Time
+// NewMesh returns a mesh where every host of the sandbox is alive.
+func NewMesh() *Mesh {
+	return &Mesh{members: map[string]leader.MeshMember{}, wake: make(chan struct{}, 1), kdump: leader.NewKdumpLog()}
 }
-
-// NewMesh returns a mesh where every host is alive.
-func NewMesh() *Mesh { return &Mesh{states: map[string]meshState{}, wake: make(chan struct{}, 1)} }
 
 // Set records the mesh's state of host from now on and wakes the leader.
-func (m *Mesh) Set(host, state string) {
+// Accusers, when given, are the members said to have reported it.
+func (m *Mesh) Set(host, state string, accusers ...string) {
 	m.mu.Lock()
-	m.states[host] = meshState{state: state, since: time.Now()}
+	m.members[host] = leader.MeshMember{Host: host, Node: host, State: state, Since: time.Now(),
+		Accusers: slices.Clone(accusers), Confirmations: len(accusers)}
 	m.mu.Unlock()
+	m.poke()
+}
+
+// Forget makes host one the mesh never saw.
+func (m *Mesh) Forget(host string) {
+	m.mu.Lock()
+	delete(m.members, host)
+	m.mu.Unlock()
+	m.poke()
+}
+
+// alive marks hosts not yet scripted as alive since the zero time.
+func (m *Mesh) alive(hosts []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, h := range hosts {
+		if _, ok := m.members[h]; !ok {
+			m.members[h] = leader.MeshMember{Host: h, Node: h, State: leader.MeshAlive}
+		}
+	}
+}
+
+// Snapshot implements leader.MeshView.
+func (m *Mesh) Snapshot() leader.MeshSnapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(leader.MeshSnapshot, len(m.members))
+	for h, mem := range m.members {
+		mem.Accusers = slices.Clone(mem.Accusers)
+		out[h] = mem
+	}
+	return out
+}
+
+// Kdump records a fence_kdump notice for host, as an agent's relay would
+// deliver it, and wakes the leader.
+func (m *Mesh) Kdump(host, from string) {
+	m.kdump.Record(leader.KdumpNotice{Host: host, From: from, Via: "agent", At: time.Now()})
+	m.poke()
+}
+
+// KdumpLog is the notices recorded by Kdump.
+func (m *Mesh) KdumpLog() *leader.KdumpLog { return m.kdump }
+
+func (m *Mesh) poke() {
 	select {
 	case m.wake <- struct{}{}:
 	default:
 	}
-}
-
-// HostState implements leader.MeshView. Hosts never Set are alive.
-func (m *Mesh) HostState(host string) (string, time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if s, ok := m.states[host]; ok {
-		return s.state, s.since
-	}
-	return leader.MeshAlive, time.Time{}
 }
 
 // Wake is the channel the reconciler listens on.

@@ -41,8 +41,12 @@ type Options struct {
 	// BootDelay is how long a powered-on host takes to boot before its
 	// nova-compute gate runs (default 0).
 	BootDelay time.Duration
-	// Mesh, when set, is the gossip view the leader judges with.
+	// Mesh, when set, is the gossip view the leader judges with, and its
+	// kdump notices the leader's.
 	Mesh *Mesh
+	// KdumpQuiet shortens R11.5's 60 s (how long a dumping host must be
+	// silent before it is re-enabled).
+	KdumpQuiet time.Duration
 }
 
 // Sandbox is novasim, one simulated BMC per compute, and a single-voter
@@ -179,7 +183,11 @@ func (s *Sandbox) StartLeader(ctx context.Context) error {
 	mk := func() *leader.Reconciler {
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s.opts.Settings, Nova: nv, Fencers: fl, Store: store,
 			Logger: s.opts.Logger, TrackInterval: s.opts.TrackInterval, InitialTrackDelay: s.opts.TrackInterval,
-			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs, Mesh: meshView(s.opts.Mesh), Wake: meshWake(s.opts.Mesh)})
+			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs, Mesh: meshView(s.opts.Mesh), Wake: meshWake(s.opts.Mesh),
+			Kdump: meshKdump(s.opts.Mesh), KdumpQuiet: s.opts.KdumpQuiet})
+	}
+	if s.opts.Mesh != nil {
+		s.opts.Mesh.alive(s.Hosts())
 	}
 	mon := leader.NewMonitor(node, mk, s.opts.Logger)
 	lctx, cancel := context.WithCancel(ctx)
@@ -363,6 +371,13 @@ func meshView(m *Mesh) leader.MeshView {
 		return nil
 	}
 	return m
+}
+
+func meshKdump(m *Mesh) *leader.KdumpLog {
+	if m == nil {
+		return nil
+	}
+	return m.kdump
 }
 
 func meshWake(m *Mesh) <-chan struct{} {
