@@ -15,6 +15,7 @@ PKGS=(
   python3-nova python3-placement python3-glance  # deploy/lab: a real Nova (Zed) with fake computes
   rabbitmq-server mariadb-server python3-pymysql # deploy/lab: its message bus and databases
   etcd-server     # etcd for the real kube-apiserver of the fence/bmh tests (scripts/build-kube-apiserver.sh)
+  mount           # mount/umount of a small tmpfs: cmd/iha-leader's disk-full test (needs root)
 )
 
 missing=()
