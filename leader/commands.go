@@ -25,6 +25,8 @@ const (
 	CmdForget       CommandType = "host.forget"      // ForgetCmd
 	CmdRetry        CommandType = "host.retry"       // RetryCmd
 	CmdLeaderAPI    CommandType = "cluster.leader"   // LeaderAPICmd
+	CmdSegment      CommandType = "host.segment"     // SegmentCmd
+	CmdPark         CommandType = "host.park"        // ParkCmd
 )
 
 // commandVersion is the envelope version this build writes. Apply accepts
@@ -182,4 +184,27 @@ type RetryCmd struct {
 type LeaderAPICmd struct {
 	NodeID  string `json:"node_id"`
 	APIAddr string `json:"api_addr"`
+}
+
+// SegmentCmd records how a host of a failover segment is recovered: the
+// segment, its recovery method, the method in use and, for auto, the
+// target hosts. With ResetFailed (a fallback after failed evacuations) the
+// failed servers go back to pending for the other method.
+type SegmentCmd struct {
+	Host           string   `json:"host"`
+	Segment        string   `json:"segment"`
+	RecoveryMethod string   `json:"recovery_method"`
+	Method         string   `json:"method"`
+	Targets        []string `json:"targets,omitempty"`
+	FellBack       bool     `json:"fell_back,omitempty"`
+	ResetFailed    bool     `json:"reset_failed,omitempty"`
+	Reason         string   `json:"reason,omitempty"`
+}
+
+// ParkCmd puts a recovered host in maintenance instead of re-enabling it
+// (RECOVERED_HOST_MAINTENANCE, Masakari's on_maintenance) and marks its
+// record parked, so that `iha maintenance HOST off` lets re-enable run.
+type ParkCmd struct {
+	Host   string `json:"host"`
+	Reason string `json:"reason"`
 }

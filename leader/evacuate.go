@@ -81,6 +81,9 @@ func (r *Reconciler) evacuateStep(ctx context.Context, rec *HostRecord) error {
 		return errWait
 	}
 	if failed > 0 {
+		if r.segmentFallback(ctx, rec) {
+			return nil // failed servers back to pending for the segment's other target(s)
+		}
 		r.returnReservedHost(ctx, rec)
 		return r.failHost(ctx, rec, fmt.Sprintf("%d of %d servers could not be evacuated", failed, len(rec.Servers)))
 	}
@@ -360,8 +363,14 @@ func (r *Reconciler) evacuateOne(ctx context.Context, rec *HostRecord, s *Server
 	if r.cfg.ForceReservedHostEvacuation && rec.ReservedHost != "" {
 		target = rec.ReservedHost
 	}
-	eerr := r.nova.Evacuate(ctx, s.ID, target)
-	if eerr != nil && target != "" && (errors.Is(eerr, nova.ErrConflict) || errors.Is(eerr, nova.ErrServer)) {
+	var eerr error
+	if rec.Segment != "" {
+		// A failover segment's host: always to a host of the segment.
+		target, eerr = r.evacuateInSegment(ctx, rec, s)
+	} else {
+		eerr = r.nova.Evacuate(ctx, s.ID, target)
+	}
+	if eerr != nil && target != "" && rec.Segment == "" && (errors.Is(eerr, nova.ErrConflict) || errors.Is(eerr, nova.ErrServer)) {
 		r.log.Warn("evacuate to reserved host refused; retrying without a target", "host", host, "server_id", s.ID, "err", eerr)
 		eerr = r.nova.Evacuate(ctx, s.ID, "")
 	}

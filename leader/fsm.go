@@ -218,6 +218,18 @@ func (s *fsmState) apply(c Command, op OpID) (any, error) {
 		}
 		s.Leader = b
 		return nil, nil
+	case CmdSegment:
+		b, err := decodeBody[SegmentCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return nil, s.segment(c, b)
+	case CmdPark:
+		b, err := decodeBody[ParkCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return nil, s.park(c, b)
 	}
 	return nil, &unknownCommandError{c.Type, c.Version}
 }
@@ -336,6 +348,9 @@ func (s *fsmState) stepBegin(c Command, b StepBeginCmd, op OpID) (any, error) {
 		sr.Pending = in
 		if b.Step == StepEvacuate {
 			sr.Attempts++
+			if sr.StartedAt.IsZero() {
+				sr.StartedAt = c.At
+			}
 		}
 		return op, nil
 	}

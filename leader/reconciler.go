@@ -95,6 +95,8 @@ type Reconciler struct {
 	// we cannot trust across a failover.
 	termStart time.Time
 
+	seg segmentCache // failover segments (segments.go)
+
 	tagMu  sync.Mutex
 	tagIx  TagIndex
 	tagAt  time.Time
@@ -322,6 +324,7 @@ func (r *Reconciler) startupReconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.segments(ctx, true) // invalid failover segments are reported at the start of the term
 	fsm := r.store.FSM()
 	for _, s := range svcs {
 		if !(s.ForcedDown && s.State == "down" && !disabled(s)) {
@@ -424,7 +427,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		case VerdictKdumpIgnored:
 			if r.lastSkips["kdump:"+s.Host] == "" {
 				r.lastSkips["kdump:"+s.Host] = "reported"
-				r.log.Warn("kdump notice ignored", "host", s.Host, "evidence", reason)
+				r.log.Warn("kdump notice for a host whose agent is alive: not acted on while it is", "host", s.Host, "evidence", reason)
 				r.event(ctx, s.Host, "KdumpNoticeIgnored", reason, true)
 			}
 			continue
@@ -504,7 +507,12 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 	}
 	var admitted []nova.Service
 	for _, s := range cands {
-		if !ix.HostInScope(r.cfg, s.Host) {
+		seg, segWhy := r.segmentOf(ctx, s.Host, true)
+		if segWhy != "" {
+			r.skip(ctx, s, segWhy, now)
+			continue
+		}
+		if seg == nil && !ix.HostInScope(r.cfg, s.Host) {
 			r.skip(ctx, s, "host is not in an aggregate tagged "+r.cfg.EvacuableTag+" (TAGGED_AGGREGATES)", now)
 			continue
 		}
@@ -518,7 +526,7 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 			r.skip(ctx, s, "no servers on the host: nothing to evacuate", now)
 			continue
 		}
-		if !anyPending(ix.SelectServers(r.cfg, s.Host, servers, false)) {
+		if !anyPending(ix.selectFor(r.cfg, seg, s.Host, servers, false)) {
 			r.skip(ctx, s, "no evacuable server on the host (status, name or tags)", now)
 			continue
 		}

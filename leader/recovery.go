@@ -250,7 +250,20 @@ func (r *Reconciler) waitNovaDown(ctx context.Context, host string) error {
 // planStep enables a reserved host if configured, then records which
 // servers to evacuate.
 func (r *Reconciler) planStep(ctx context.Context, rec *HostRecord) error {
-	if r.cfg.ReservedHosts && rec.ReservedHost == "" && !stepTried(rec, StepReserve) {
+	seg, segWhy := r.segmentOf(ctx, rec.Host, false)
+	switch {
+	case seg == nil && segWhy != "":
+		return r.failHost(ctx, rec, segWhy)
+	case seg != nil:
+		// A host of a failover segment: its method picks the targets,
+		// InstanceHA's reserved-host pool is not used.
+		if err := r.planSegment(ctx, rec, seg); err != nil {
+			return err
+		}
+		if rec = r.store.FSM().Host(rec.Host); rec == nil || rec.Phase != PhaseDisabled {
+			return errWait
+		}
+	case r.cfg.ReservedHosts && rec.ReservedHost == "" && !stepTried(rec, StepReserve):
 		r.reserveHost(ctx, rec)
 	}
 	servers, err := r.nova.ListServers(ctx, rec.Host)
@@ -258,7 +271,7 @@ func (r *Reconciler) planStep(ctx context.Context, rec *HostRecord) error {
 		return err
 	}
 	ix := r.tagIndex(ctx, false)
-	plan := ix.SelectServers(r.cfg, rec.Host, servers, rec.Adopted)
+	plan := ix.selectFor(r.cfg, seg, rec.Host, servers, rec.Adopted)
 	if _, err := r.apply(ctx, CmdPlan, PlanCmd{Host: rec.Host, Servers: plan}); err != nil {
 		return err
 	}
@@ -311,6 +324,9 @@ func (r *Reconciler) reserveHost(ctx context.Context, rec *HostRecord) {
 		}
 	}
 	for _, cand := range pool {
+		if r.inSegment(ctx, cand.Host) {
+			continue // a failover segment's spare serves its own segment only
+		}
 		if !reservedMatches(r.cfg.TaggedAggregates, r.cfg.EvacuableTag, aggs, failed, cand) {
 			continue
 		}
@@ -563,6 +579,12 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 		return errWait // the snapshot state is stale; enable next cycle (R11.7)
 	}
 	if disabled(svc) {
+		if parked, err := r.parkRecovered(ctx, rec); parked || err != nil {
+			if err != nil {
+				return err
+			}
+			return errWait // in maintenance: left disabled until `iha maintenance HOST off`
+		}
 		if svc.State != "up" {
 			return errWait
 		}

@@ -141,6 +141,12 @@ type ServerRecord struct {
 	RequestedAt time.Time   `json:"requested_at,omitempty"`
 	FinishedAt  time.Time   `json:"finished_at,omitempty"`
 	Pending     *Intent     `json:"pending,omitempty"`
+	// StartedAt is when the first evacuate of this server was begun
+	// (Masakari's vmove start_time); RequestedAt is when one was accepted.
+	StartedAt time.Time `json:"started_at,omitempty"`
+	// HAEnabled is set when the server opted in with the
+	// HA_ENABLED_INSTANCE_KEY metadata (segment hosts only).
+	HAEnabled bool `json:"ha_enabled,omitempty"`
 }
 
 // HostRecord is the replicated recovery record of one compute host.
@@ -169,6 +175,17 @@ type HostRecord struct {
 	LastError    string          `json:"last_error,omitempty"`
 	Reason       string          `json:"reason,omitempty"`
 	FinishedAt   time.Time       `json:"finished_at,omitempty"`
+	// Failover segment (Masakari parity): the host's segment, its
+	// configured recovery method, the method in use (auto or
+	// reserved_host), the auto targets (hosts of the segment that were up
+	// and enabled when planned), whether the method fell back to the other
+	// one, and whether the recovered host was parked in maintenance.
+	Segment        string   `json:"segment,omitempty"`
+	RecoveryMethod string   `json:"recovery_method,omitempty"`
+	Method         string   `json:"method,omitempty"`
+	Targets        []string `json:"targets,omitempty"`
+	FellBack       bool     `json:"fell_back,omitempty"`
+	Parked         bool     `json:"parked,omitempty"`
 }
 
 // Server returns the record of server id, or nil.
@@ -202,6 +219,7 @@ func (h *HostRecord) clone() *HostRecord {
 		c.Servers[i] = &sc
 	}
 	c.Steps = append([]StepRecord(nil), h.Steps...)
+	c.Targets = append([]string(nil), h.Targets...)
 	return &c
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/ihaproject/iha/pkg/api"
 )
@@ -87,6 +88,19 @@ func printHost(w io.Writer, h api.Host, st style) {
 	if h.ReservedHost != "" {
 		fmt.Fprintf(w, "reserved:  %s\n", h.ReservedHost)
 	}
+	if h.Segment != "" {
+		fmt.Fprintf(w, "segment:   %s, recovery_method %s, method %s", h.Segment, h.RecoveryMethod, dash(h.Method))
+		if len(h.Targets) > 0 {
+			fmt.Fprintf(w, " to %s", strings.Join(h.Targets, ", "))
+		}
+		if h.FellBack {
+			fmt.Fprint(w, " (fell back)")
+		}
+		if h.Parked {
+			fmt.Fprint(w, ", parked in maintenance")
+		}
+		fmt.Fprintln(w)
+	}
 	if h.LastError != "" {
 		fmt.Fprintf(w, "last error: %s\n", st.bad(h.LastError))
 	}
@@ -117,7 +131,7 @@ func printHost(w io.Writer, h api.Host, st style) {
 
 	fmt.Fprintf(w, "\nservers (%d):\n", len(h.Servers))
 	tw = table(w)
-	fmt.Fprintln(tw, "SERVER\tNAME\tFROM\tTO\tSTATE\tMIGRATION\tATTEMPTS\tERROR")
+	fmt.Fprintln(tw, "SERVER\tNAME\tFROM\tTO\tSTATE\tMIGRATION\tATTEMPTS\tSTARTED\tFINISHED\tMESSAGE")
 	for _, s := range h.Servers {
 		state := s.State
 		switch state {
@@ -133,7 +147,16 @@ func printHost(w io.Writer, h api.Host, st style) {
 		if s.MigrationID != 0 {
 			mig = strconv.Itoa(s.MigrationID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.ID, s.Name, s.From, dash(s.To), state, mig, s.Attempts, dash(s.Error))
+		name := s.Name
+		if s.HAEnabled {
+			name += " (HA)"
+		}
+		started := s.StartedAt
+		if started.IsZero() {
+			started = s.RequestedAt
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, name, s.From, dash(s.To), state, mig, s.Attempts,
+			when(started), when(s.FinishedAt), dash(s.Error))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%s\n", freshness(h.Freshness))

@@ -87,9 +87,10 @@ func (f *fixture) Host(_ context.Context, h string) (api.Host, error) {
 			{Step: "evacuate", Op: "t2.i15", ServerID: "srv-b", Started: fat(1.9), Finished: fat(2.2), Seconds: 0.3, Outcome: "failed", Detail: "nova: 409 Conflict: no valid host"},
 		},
 		Servers: []api.Instance{
-			{ID: "srv-a", Name: "web-1", From: "compute-9", To: "compute-2", OrigStatus: "ACTIVE", State: "done", MigrationID: 41, Attempts: 1, RequestedAt: fat(2), FinishedAt: fat(3.5)},
-			{ID: "srv-b", Name: "db-1", From: "compute-9", OrigStatus: "ACTIVE", State: "failed", Attempts: 1, Error: "nova: 409 Conflict: no valid host", FinishedAt: fat(2.2)},
+			{ID: "srv-a", Name: "web-1", From: "compute-9", To: "compute-2", OrigStatus: "ACTIVE", State: "done", MigrationID: 41, Attempts: 1, StartedAt: fat(1.8), RequestedAt: fat(2), FinishedAt: fat(3.5), HAEnabled: true},
+			{ID: "srv-b", Name: "db-1", From: "compute-9", OrigStatus: "ACTIVE", State: "failed", Attempts: 1, Error: "nova: 409 Conflict: no valid host", StartedAt: fat(1.9), FinishedAt: fat(2.2)},
 		},
+		Segment: "rack-a", RecoveryMethod: "auto_priority", Method: "auto", Targets: []string{"compute-2", "compute-3"},
 		Gate: api.Gate{Host: "compute-9", Allow: false, Reason: "recovery failed and needs an operator: 1 server could not be evacuated"}}, nil
 }
 func (f *fixture) Events(q api.EventQuery) []api.Event {

@@ -117,6 +117,19 @@ type Evidence struct {
 	Kdump          bool      `json:"kdump,omitempty"`
 	Adopted        bool      `json:"adopted,omitempty"`
 	Note           string    `json:"note,omitempty"`
+	// Verdict is the verdict table's row; the mesh fields say what the
+	// gossip mesh reported (state, since, accusers, confirmations; -1: the
+	// death reached this controller by gossip); Partition is set when the
+	// mass-failure guard held the verdict for Nova's rule; KdumpAt/From is
+	// the last fence_kdump notice.
+	Verdict       string    `json:"verdict,omitempty"`
+	MeshState     string    `json:"mesh_state,omitempty"`
+	MeshSince     time.Time `json:"mesh_since,omitzero"`
+	Accusers      []string  `json:"accusers,omitempty"`
+	Confirmations int       `json:"confirmations,omitempty"`
+	Partition     string    `json:"partition,omitempty"`
+	KdumpAt       time.Time `json:"kdump_at,omitzero"`
+	KdumpFrom     string    `json:"kdump_from,omitempty"`
 }
 
 // Step is one side effect of a recovery.
@@ -145,6 +158,10 @@ type Instance struct {
 	RequestedAt time.Time `json:"requested_at,omitzero"`
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
 	Pending     string    `json:"pending,omitempty"` // step whose result is not committed yet
+	// StartedAt is when the first evacuate was begun (Masakari's vmove
+	// start_time); HAEnabled: the server opted in (segment hosts).
+	StartedAt time.Time `json:"started_at,omitzero"`
+	HAEnabled bool      `json:"ha_enabled,omitempty"`
 }
 
 // Fence is how a host was fenced.
@@ -185,6 +202,16 @@ type Host struct {
 	LastError    string        `json:"last_error,omitempty"`
 	Reason       string        `json:"reason,omitempty"`
 	Gate         Gate          `json:"gate"`
+	// Failover segment of the host (empty: none, InstanceHA's behaviour),
+	// its recovery_method, the method in use (auto or reserved_host), the
+	// auto targets, whether it fell back, and whether the recovered host
+	// was parked in maintenance.
+	Segment        string   `json:"segment,omitempty"`
+	RecoveryMethod string   `json:"recovery_method,omitempty"`
+	Method         string   `json:"method,omitempty"`
+	Targets        []string `json:"targets,omitempty"`
+	FellBack       bool     `json:"fell_back,omitempty"`
+	Parked         bool     `json:"parked,omitempty"`
 }
 
 // Event is one line of the replicated event log.
