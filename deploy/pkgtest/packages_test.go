@@ -257,8 +257,7 @@ func bootLeader(t *testing.T, sys string) {
 	edit("config.yaml",
 		`(?m)^  RAFT_ADDR: .*$`, `  RAFT_ADDR: "`+raftAddr+`"`,
 		`(?m)^  API_ADDR: .*$`, `  API_ADDR: "`+apiAddr+`"`,
-		`(?m)^  DATA_DIR: .*$`, `  DATA_DIR: "`+filepath.Join(t.TempDir(), "raft")+`"`,
-		`(?m)^  GOSSIP_BIND: .*$`, `  GOSSIP_BIND: "`+freeAddr(t)+`"`)
+		`(?m)^  DATA_DIR: .*$`, `  DATA_DIR: "`+filepath.Join(t.TempDir(), "raft")+`"`)
 	edit("clouds.yaml", `https://keystone\.example\.com:5000/v3`, sim.AuthURL())
 	edit("secure.yaml")
 	// The bmh sample's ca_file defaults to the in-cluster service account

@@ -87,9 +87,7 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 			udpPort = n
 		}
 	}
-	// UDP_PORT (InstanceHA's way to move the kdump port) applies unless
-	// KDUMP_LISTEN names another address.
-	if settings.KdumpListen == Defaults().KdumpListen {
+	if settings.KdumpListen == "" {
 		settings.KdumpListen = ":" + strconv.Itoa(udpPort)
 	}
 	cloudName := lookup(env, EnvCloud, DefaultCloud)

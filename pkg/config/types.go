@@ -2,7 +2,6 @@ package config
 
 import (
 	"crypto/tls"
-	"strconv"
 	"encoding/json"
 	"time"
 
@@ -166,7 +165,6 @@ func Defaults() Settings {
 		EvacuationGrace:    60 * time.Second,
 
 		GossipBind:           "0.0.0.0:7946",
-		KdumpListen:          ":" + strconv.Itoa(DefaultUDPPort),
 		GossipProfile:        GossipProfileDefault,
 		MeshPartitionPercent: 30,
 		MeshPartitionWindow:  60 * time.Second,
