@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,7 +130,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
+// READY=1 is sent at once: the sockets are bound and the kdump receiver
+// runs, and the join goes on in the background for as long as it takes. A
+// compute must never wait for the controllers to boot (nor be restarted in
+// a loop by systemd while they are away); STATUS= says whether it joined.
 func (a *Agent) notifyWhenJoined(ctx context.Context) {
+	if _, err := sdnotify.Notify(sdnotify.Ready + "\nSTATUS=joining the IHA mesh as " + a.mesh.Name() + " through " + strings.Join(a.cfg.Join, ",")); err != nil {
+		a.log.Warn("sd_notify failed", "err", err)
+	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -140,7 +148,7 @@ func (a *Agent) notifyWhenJoined(ctx context.Context) {
 			if !a.mesh.Joined() {
 				continue
 			}
-			sent, err := sdnotify.Notify(sdnotify.Ready + "\nSTATUS=joined the IHA mesh as " + a.mesh.Name() + " (nova host " + a.cfg.NovaHost + ")")
+			sent, err := sdnotify.Status("joined the IHA mesh as " + a.mesh.Name() + " (nova host " + a.cfg.NovaHost + ")")
 			if err != nil {
 				a.log.Warn("sd_notify failed", "err", err)
 			}

@@ -182,7 +182,7 @@ func TestVersion(t *testing.T) {
 
 // TestAgentProcessLifecycle runs three real iha-agent processes against an
 // in-process controller over UDP/TCP on loopback (default profile):
-//   - each tells systemd READY=1 once joined;
+//   - each tells systemd READY=1;
 //   - one frozen with SIGSTOP for less than the minimum suspicion timeout
 //     is not declared dead;
 //   - one killed with SIGKILL is declared dead within the formula's time;
@@ -336,4 +336,67 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(filepath.Dir(binary))
 	}
 	os.Exit(code)
+}
+
+// TestAgentIsReadyWhileTheControllersAreAway: a compute booting while no
+// controller answers must not wait for them: the agent says READY=1 at once
+// with a "joining" status, keeps trying, and says "joined" once a
+// controller appears.
+func TestAgentIsReadyWhileTheControllersAreAway(t *testing.T) {
+	dir := t.TempDir()
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify.sock"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	msgs := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	// A controller address nobody listens on yet.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	away := l.Addr().String()
+	l.Close()
+	cfg := writeConfig(t, fmt.Sprintf("nova_host: compute-early\nbind: 127.0.0.5:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\n", away, filepath.Join(dir, "state")))
+	start := time.Now()
+	startAgent(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify.sock")}, "-config", cfg)
+	select {
+	case msg := <-msgs:
+		if !strings.HasPrefix(msg, "READY=1") || !strings.Contains(msg, "STATUS=joining") {
+			t.Fatalf("first sd_notify message %q, want READY=1 with a joining status", msg)
+		}
+		t.Logf("READY=1 %s after start with no controller: %q", time.Since(start).Round(time.Millisecond), msg)
+	case <-time.After(scale(10 * time.Second)):
+		t.Fatal("no READY=1 while the controllers are away")
+	}
+	// The controller comes up at that address: the agent joins and says so.
+	_, port, _ := net.SplitHostPort(away)
+	p, _ := strconv.Atoi(port)
+	ctl, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", BindPort: p, Profile: gossip.FastProfile(),
+		Meta: gossip.Meta{Role: gossip.RoleController, APIAddr: "127.0.0.1:7421"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctl.Shutdown)
+	deadline := time.After(scale(60 * time.Second))
+	for {
+		select {
+		case msg := <-msgs:
+			if strings.Contains(msg, "STATUS=joined") {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the agent never said it joined once the controller was up")
+		}
+	}
 }
