@@ -66,6 +66,15 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "iha config check: %v\n", err)
 		return 1
 	}
+	// Build the fencing drivers as iha-leader does at start (files they
+	// read, certificates, URLs), so that what the leader would refuse is
+	// refused here too. No BMC is contacted.
+	if problems == nil {
+		if _, rerr := fenceRegistry(cfg.Fencing, cfg.Settings, quiet); rerr != nil {
+			problems = &config.Problems{Items: []config.Problem{{File: cfg.Files.Fencing,
+				Reason: "iha-leader would refuse to start: " + rerr.Error()}}, Warnings: cfg.Warnings}
+		}
+	}
 	if *asJSON {
 		return printCheckJSON(stdout, stderr, cfg, problems)
 	}

@@ -3,12 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ihaproject/iha/pkg/config"
 )
@@ -59,7 +67,7 @@ func TestConfigCheckUsage(t *testing.T) {
 
 func TestConfigCheckSamplesPass(t *testing.T) {
 	withEnv(t, nil)
-	code, stdout, _ := runIHA(t, "config", "check", "--dir", samples)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", podSamples(t))
 	if code != 0 {
 		t.Fatalf("exit %d, want 0: the samples in deploy/config must be valid", code)
 	}
@@ -99,7 +107,7 @@ func TestConfigSampleListsEveryKeyWithItsDefault(t *testing.T) {
 
 func TestConfigCheckOtherCloudFromEnvironment(t *testing.T) {
 	withEnv(t, map[string]string{"OS_CLOUD": "lab", "UDP_PORT": "7500"})
-	code, stdout, _ := runIHA(t, "config", "check", "--dir", samples)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", podSamples(t))
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
@@ -169,7 +177,7 @@ func TestConfigCheckReportsEveryProblem(t *testing.T) {
 
 func TestConfigCheckJSONSummary(t *testing.T) {
 	withEnv(t, nil)
-	code, stdout, _ := runIHA(t, "config", "check", "--dir", samples, "--json")
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", podSamples(t), "--json")
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
@@ -199,7 +207,20 @@ func TestConfigCheckMissingDir(t *testing.T) {
 	}
 }
 
-func copySamples(t *testing.T) string {
+// copySamples is podSamples: a copy of the samples as they run.
+func copySamples(t *testing.T) string { return podSamples(t) }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// podSamples copies deploy/config and gives the bmh entry the CA file a
+// pod would have (the service account's), so that the samples are checked
+// as they run: inside the control plane's pod.
+func podSamples(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, f := range []string{"config.yaml", "clouds.yaml", "secure.yaml", "fencing.yaml"} {
@@ -207,14 +228,58 @@ func copySamples(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(dir, f), string(data))
+		if f == "fencing.yaml" {
+			ca := filepath.Join(dir, "ca.crt")
+			writeTestCA(t, ca)
+			old := "    # ca_file: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+			if !bytes.Contains(data, []byte(old)) {
+				t.Fatalf("fencing.yaml sample no longer has %q", old)
+			}
+			data = bytes.Replace(data, []byte(old), []byte("    ca_file: "+ca), 1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeTestCA(t *testing.T, path string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
 		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test kubernetes CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConfigCheckRefusesWhatTheLeaderWould: outside a pod, the sample's
+// bmh entry has no service account CA; iha-leader would refuse to start, so
+// the check fails too, naming the file, the host, the driver and the key.
+func TestConfigCheckRefusesWhatTheLeaderWould(t *testing.T) {
+	withEnv(t, nil)
+	if _, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"); err == nil {
+		t.Fatal("this test expects to run outside a Kubernetes pod")
+	}
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", samples)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, stdout)
+	}
+	for _, want := range []string{"fencing.yaml: iha-leader would refuse to start", "compute-3.example.com via bmh", "ca_file"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "change-me") {
+		t.Error("a token reached the output")
 	}
 }
