@@ -51,6 +51,9 @@ type APIConfig struct {
 	// apply and call itself caught up (default 64).
 	MaxApplyLag uint64
 	Logger      *slog.Logger
+	// Mesh, when set, is the gossip mesh this controller is a member of
+	// (nil: no mesh; /v1/cluster says so).
+	Mesh MeshReporter
 }
 
 // API implements api.Backend, metrics.Source (via MetricsSource) and
@@ -238,7 +241,7 @@ func (a *API) Cluster(_ context.Context) (api.Cluster, error) {
 		Version: a.cfg.Version, RaftState: a.node.State(), Term: statUint(stats, "term"),
 		CommitIndex: statUint(stats, "commit_index"), Leader: lid,
 		Paused: st.Paused || s.Disabled, PausedBy: st.PausedBy, PauseReason: st.PauseReason, Maintenance: st.Maintenance,
-		Mesh: api.Mesh{Wired: false, States: map[string]int{}},
+		Mesh: a.meshSummary(),
 		Config: api.ConfigSummary{DetectionMode: s.DetectionMode, QuickEvacuateLevel: s.QuickEvacuateLevel,
 			PollSeconds: int(s.Poll / time.Second), DeltaSeconds: int(s.Delta / time.Second), ThresholdPercent: s.Threshold,
 			Workers: s.Workers, SmartEvacuation: s.SmartEvacuation, ReservedHosts: s.ReservedHosts, LeaveDisabled: s.LeaveDisabled,
@@ -356,6 +359,12 @@ func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
 			}
 		}
 	}
+	if a.cfg.Mesh != nil {
+		// Every controller is in the mesh: followers show the agents too.
+		for h, m := range a.cfg.Mesh.Snapshot() {
+			get(h).MeshState = m.State
+		}
+	}
 	st := a.node.fsm.Settings()
 	for h, why := range st.Maintenance {
 		s := get(h)
@@ -412,7 +421,10 @@ func (a *API) Host(_ context.Context, host string) (api.Host, error) {
 		Maintenance: st.Maintenance[rec.Host], Steps: []api.Step{}, Servers: []api.Instance{},
 		Evidence: api.Evidence{Mode: rec.Evidence.Mode, Source: rec.Evidence.Source, NovaState: rec.Evidence.NovaState,
 			NovaUpdatedAt: rec.Evidence.NovaUpdatedAt.UTC(), Stale: rec.Evidence.Stale, ForcedDown: rec.Evidence.ForcedDown,
-			DisabledReason: rec.Evidence.DisabledReason, Kdump: rec.Kdump, Adopted: rec.Adopted, Note: rec.Evidence.Note}}
+			DisabledReason: rec.Evidence.DisabledReason, Kdump: rec.Kdump, Adopted: rec.Adopted, Note: rec.Evidence.Note,
+			Verdict: rec.Evidence.Verdict, MeshState: rec.Evidence.MeshState, MeshSince: rec.Evidence.MeshSince.UTC(),
+			Accusers: rec.Evidence.Accusers, Confirmations: rec.Evidence.Confirmations, Partition: rec.Evidence.Partition,
+			KdumpAt: rec.Evidence.KdumpAt.UTC(), KdumpFrom: rec.Evidence.KdumpFrom}}
 	if rec.Fence != nil {
 		h.Fence = &api.Fence{Method: rec.Fence.Method, State: rec.Fence.State, At: rec.Fence.At.UTC(), Detail: rec.Fence.Detail}
 	}
@@ -709,8 +721,20 @@ func (m metricsSource) EventsSince(seq uint64) []metrics.Event {
 	return out
 }
 
-// Mesh is a placeholder until the gossip layer reports to the leader.
-func (m metricsSource) Mesh() metrics.MeshStats { return metrics.MeshStats{} }
+// Mesh reports the gossip mesh (all zero without one).
+func (m metricsSource) Mesh() metrics.MeshStats {
+	s := m.a.meshSummary()
+	return metrics.MeshStats{Wired: s.Wired, States: s.States, HealthScore: s.HealthScore}
+}
+
+// meshSummary is the mesh as /v1/cluster shows it.
+func (a *API) meshSummary() api.Mesh {
+	if a.cfg.Mesh == nil {
+		return api.Mesh{Wired: false, States: map[string]int{}}
+	}
+	s := a.cfg.Mesh.Summary()
+	return api.Mesh{Wired: s.Wired, Members: s.Members, States: s.States, HealthScore: s.HealthScore}
+}
 
 func (m metricsSource) Paused() bool {
 	return m.a.node.fsm.Settings().Paused || m.a.cfg.Settings.Disabled

@@ -132,3 +132,18 @@ func (k *KdumpLog) Last(host string) (KdumpNotice, bool) {
 	n, ok := k.last[host]
 	return n, ok
 }
+
+// MeshSummary is the whole mesh as this controller sees it (controllers
+// included), for the status API and metrics.
+type MeshSummary struct {
+	Wired       bool
+	Members     int
+	States      map[string]int // alive, suspect, dead, left → members
+	HealthScore int            // memberlist's Lifeguard awareness: 0 is healthy
+}
+
+// MeshReporter is the mesh as the status API reads it.
+type MeshReporter interface {
+	MeshView
+	Summary() MeshSummary
+}

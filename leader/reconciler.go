@@ -427,7 +427,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		case VerdictKdumpIgnored:
 			if r.lastSkips["kdump:"+s.Host] == "" {
 				r.lastSkips["kdump:"+s.Host] = "reported"
-				r.log.Warn("kdump notice ignored", "host", s.Host, "evidence", reason)
+				r.log.Warn("kdump notice for a host whose agent is alive: not acted on while it is", "host", s.Host, "evidence", reason)
 				r.event(ctx, s.Host, "KdumpNoticeIgnored", reason, true)
 			}
 			continue

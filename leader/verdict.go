@@ -103,7 +103,7 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 		kd := fmt.Sprintf("kdump notice from %s at %s", in.Kdump.From, fmtTime(in.Kdump.At))
 		switch {
 		case in.Mode != "nova" && (in.MeshState == MeshAlive):
-			return VerdictKdumpIgnored, kd + " but the agent is alive in the mesh: ignored (spoofed, or the address maps to the wrong host)", time.Time{}
+			return VerdictKdumpIgnored, kd + " but its agent answers in the mesh: not acted on while it does (a crash the mesh has not noticed yet, a spoofed packet, or an address mapped to the wrong host)", time.Time{}
 		case in.Mode != "nova" && in.MeshState == MeshDead && !in.Partition && !heardSince(s, in.MeshSince):
 			return VerdictKdump, fmt.Sprintf("%s; mesh: dead since %s; nova heartbeat not heard since (updated_at %s)",
 				kd, fmtTime(in.MeshSince), fmtTime(s.UpdatedAt)), time.Time{}

@@ -41,13 +41,13 @@ func (s *statusAPI) Stop() {
 
 // startAPI serves the status API of node on addr (API_ADDR) with the
 // tokens and TLS of s.
-func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, log *slog.Logger) (*statusAPI, error) {
+func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, mesh leader.MeshReporter, log *slog.Logger) (*statusAPI, error) {
 	tlsCfg, err := apiTLS(s)
 	if err != nil {
 		return nil, err
 	}
 	backend := leader.NewAPI(leader.APIConfig{Node: node, Monitor: mon, Settings: s, Version: version.String(),
-		Logger: log.With("component", "api")})
+		Logger: log.With("component", "api"), Mesh: mesh})
 	met := metrics.New(backend.MetricsSource(), version.Version)
 	srv := api.NewServer(api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken,
 		Metrics: met.Handler(), TLS: tlsCfg, Logger: log.With("component", "api"),
@@ -112,9 +112,9 @@ func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
 	s.APIToken = config.NewSecret(tok)
-	a, err := startAPI(node, mon, s, devAPIAddr, log)
+	a, err := startAPI(node, mon, s, devAPIAddr, nil, log)
 	if err != nil {
-		a, err = startAPI(node, mon, s, "127.0.0.1:0", log)
+		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, log)
 	}
 	if err != nil {
 		log.Warn("dev mode: status API not served", "err", err)

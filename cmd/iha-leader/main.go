@@ -140,13 +140,42 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	}
 	log.Info("raft open", "node", s.NodeName, "raft_addr", node.Addr(), "tls", raftTLS != nil, "had_state", node.HadState(), "joining", joining && !node.HadState())
 
+	// 4b. The gossip mesh: this controller joins it (GOSSIP_BIND) to see
+	// every compute's agent, and with CHECK_KDUMP listens for fence_kdump
+	// (KDUMP_LISTEN) besides the notices the agents relay. Every controller
+	// is a member, so a new leader already knows what the mesh saw.
+	var mesh *meshNode
+	if s.MeshEnabled() {
+		mcfg, err := meshConfig(s, advertisedAPI(s.APIAddr, s), log.With("component", "gossip"))
+		if err == nil {
+			mesh, err = startMesh(mcfg, s, log.With("component", "gossip"))
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "iha-leader: gossip mesh: %v\n", err)
+			_ = node.Close()
+			return 1
+		}
+		g := s.Gossip()
+		log.Info("gossip mesh joined as a controller", "bind", s.GossipBind, "join", strings.Join(s.GossipJoin, ","),
+			"label", s.GossipLabel, "encrypted", s.GossipKeyring != "", "probe_interval", g.ProbeInterval,
+			"suspicion_mult", g.SuspicionMult, "kdump_listen", kdumpListen(s))
+	} else {
+		log.Warn("no gossip mesh (GOSSIP_BIND off): every host is judged by InstanceHA's rule (DELTA)")
+	}
+	rcfg := leader.ReconcilerConfig{Settings: s, Nova: nc, Fencers: fencers, Store: node, Logger: log.With("component", "reconciler")}
+	var meshRep leader.MeshReporter
+	if mesh != nil {
+		rcfg.Mesh, rcfg.Wake, rcfg.Kdump, meshRep = mesh, mesh.Wake(), mesh.kdump, mesh
+	}
+
 	// 5. The leader loop: one reconciler per term, after a Barrier. The
 	// status API observes its poll cycles (metrics, /v1/hosts), so the API
 	// is built before the loop starts.
 	var observer leader.Observer
 	mon := leader.NewMonitor(node, func() *leader.Reconciler {
-		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s, Nova: nc, Fencers: fencers, Store: node,
-			Observer: observer, Logger: log.With("component", "reconciler")})
+		c := rcfg
+		c.Observer = observer
+		return leader.NewReconciler(c)
 	}, log)
 	// Followers forward to the address the leader records at each term.
 	mon.APIAddr = s.APIAddr
@@ -154,7 +183,7 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	// 6. The status API: /v1 (reads, operator commands, events), /metrics,
 	// /healthz, /readyz, the agents' gate and the Raft join. A node that
 	// cannot serve it still votes and, when leader, recovers hosts.
-	apiSrv, err := startAPI(node, mon, s, s.APIAddr, log)
+	apiSrv, err := startAPI(node, mon, s, s.APIAddr, meshRep, log)
 	if err != nil {
 		log.Error("status API not served", "addr", s.APIAddr, "err", err)
 	} else {
@@ -202,6 +231,9 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	}
 	stopMon()
 	<-monDone
+	if mesh != nil {
+		mesh.Close() // a graceful leave: the agents see "left", not "dead"
+	}
 	if err := node.Shutdown(); err != nil {
 		log.Error("raft shutdown", "err", err)
 		return 1

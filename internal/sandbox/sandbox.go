@@ -42,8 +42,8 @@ type Options struct {
 	// nova-compute gate runs (default 0).
 	BootDelay time.Duration
 	// Mesh, when set, is the gossip view the leader judges with, and its
-	// kdump notices the leader's.
-	Mesh *Mesh
+	// kdump notices the leader's: a scripted *Mesh, or a real mesh.
+	Mesh MeshSource
 	// KdumpQuiet shortens R11.5's 60 s (how long a dumping host must be
 	// silent before it is re-enabled).
 	KdumpQuiet time.Duration
@@ -186,8 +186,8 @@ func (s *Sandbox) StartLeader(ctx context.Context) error {
 			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs, Mesh: meshView(s.opts.Mesh), Wake: meshWake(s.opts.Mesh),
 			Kdump: meshKdump(s.opts.Mesh), KdumpQuiet: s.opts.KdumpQuiet})
 	}
-	if s.opts.Mesh != nil {
-		s.opts.Mesh.alive(s.Hosts())
+	if m, ok := s.opts.Mesh.(*Mesh); ok {
+		m.alive(s.Hosts())
 	}
 	mon := leader.NewMonitor(node, mk, s.opts.Logger)
 	lctx, cancel := context.WithCancel(ctx)
@@ -366,21 +366,28 @@ func (s *Sandbox) Hosts() []string {
 	return out
 }
 
-func meshView(m *Mesh) leader.MeshView {
+// MeshSource is a mesh the sandbox's leader judges with.
+type MeshSource interface {
+	leader.MeshView
+	Wake() <-chan struct{}
+	KdumpLog() *leader.KdumpLog
+}
+
+func meshView(m MeshSource) leader.MeshView {
 	if m == nil {
 		return nil
 	}
 	return m
 }
 
-func meshKdump(m *Mesh) *leader.KdumpLog {
+func meshKdump(m MeshSource) *leader.KdumpLog {
 	if m == nil {
 		return nil
 	}
-	return m.kdump
+	return m.KdumpLog()
 }
 
-func meshWake(m *Mesh) <-chan struct{} {
+func meshWake(m MeshSource) <-chan struct{} {
 	if m == nil {
 		return nil
 	}

@@ -117,6 +117,19 @@ type Evidence struct {
 	Kdump          bool      `json:"kdump,omitempty"`
 	Adopted        bool      `json:"adopted,omitempty"`
 	Note           string    `json:"note,omitempty"`
+	// Verdict is the verdict table's row; the mesh fields say what the
+	// gossip mesh reported (state, since, accusers, confirmations; -1: the
+	// death reached this controller by gossip); Partition is set when the
+	// mass-failure guard held the verdict for Nova's rule; KdumpAt/From is
+	// the last fence_kdump notice.
+	Verdict       string    `json:"verdict,omitempty"`
+	MeshState     string    `json:"mesh_state,omitempty"`
+	MeshSince     time.Time `json:"mesh_since,omitzero"`
+	Accusers      []string  `json:"accusers,omitempty"`
+	Confirmations int       `json:"confirmations,omitempty"`
+	Partition     string    `json:"partition,omitempty"`
+	KdumpAt       time.Time `json:"kdump_at,omitzero"`
+	KdumpFrom     string    `json:"kdump_from,omitempty"`
 }
 
 // Step is one side effect of a recovery.

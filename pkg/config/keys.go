@@ -157,7 +157,7 @@ var keyTable = []keySpec{
 	durKey("GOSSIP_GOSSIP_INTERVAL", originIHA, 10*time.Millisecond, 10*time.Second, "time between two gossip rounds", "from GOSSIP_PROFILE (200ms / 100ms)", func(s *Settings) *time.Duration { return &s.GossipGossipInterval }),
 	intKey("MESH_PARTITION_PERCENT", originIHA, 1, 100, "percent", "when more than this share of the mesh's computes is lost within MESH_PARTITION_WINDOW, suspect the leader's own network: those hosts need Nova's DELTA rule as well", func(s *Settings) *int { return &s.MeshPartitionPercent }),
 	secKey("MESH_PARTITION_WINDOW", originIHA, 5, 600, "the window of MESH_PARTITION_PERCENT", func(s *Settings) *time.Duration { return &s.MeshPartitionWindow }),
-	{Name: "KDUMP_LISTEN", Kind: kindListenAddr, Origin: originIHA, Meaning: "with CHECK_KDUMP, where the leader listens for fence_kdump packets (UDP), or `off` (notices then come only through the agents)", DocDefault: "`:UDP_PORT` (:7410)", strp: func(s *Settings) *string { return &s.KdumpListen }},
+	{Name: "KDUMP_LISTEN", Kind: kindListenAddr, Origin: originIHA, Meaning: "with CHECK_KDUMP, where the leader listens for fence_kdump packets (UDP), or `off` (notices then come only through the agents)", DocDefault: "`:7410` (the port of UDP_PORT when set)", strp: func(s *Settings) *string { return &s.KdumpListen }},
 }
 
 // Gossip profiles (GOSSIP_PROFILE). Their knobs are gossip.DefaultProfile's

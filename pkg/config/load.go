@@ -87,7 +87,9 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 			udpPort = n
 		}
 	}
-	if settings.KdumpListen == "" {
+	// UDP_PORT (InstanceHA's way to move the kdump port) applies unless
+	// KDUMP_LISTEN names another address.
+	if settings.KdumpListen == Defaults().KdumpListen {
 		settings.KdumpListen = ":" + strconv.Itoa(udpPort)
 	}
 	cloudName := lookup(env, EnvCloud, DefaultCloud)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"strconv"
 	"encoding/json"
 	"time"
 
@@ -165,6 +166,7 @@ func Defaults() Settings {
 		EvacuationGrace:    60 * time.Second,
 
 		GossipBind:           "0.0.0.0:7946",
+		KdumpListen:          ":" + strconv.Itoa(DefaultUDPPort),
 		GossipProfile:        GossipProfileDefault,
 		MeshPartitionPercent: 30,
 		MeshPartitionWindow:  60 * time.Second,

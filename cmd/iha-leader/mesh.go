@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ihaproject/iha/agent"
+	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/leader"
+	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/kdump"
+	"github.com/ihaproject/iha/pkg/version"
+)
+
+// meshNode is this controller's membership in the gossip mesh, adapted to
+// what the leader needs: a snapshot of the compute agents (leader.MeshView),
+// a wake-up on a death or a kdump notice, the kdump notices themselves, and
+// whole-mesh figures for the status API.
+type meshNode struct {
+	mesh  *gossip.Mesh
+	log   *slog.Logger
+	wake  chan struct{}
+	kdump *leader.KdumpLog
+	recv  *agent.Receiver
+	conn  net.PacketConn
+
+	mu   sync.Mutex
+	dead map[string]gossip.Event // node → its last Dead event (accusers, confirmations)
+
+	stop context.CancelFunc
+	done sync.WaitGroup
+}
+
+// meshConfig builds the gossip configuration of a controller from the
+// settings. apiAddr is the status API's bound address, advertised so that
+// agents (the nova-compute gate) find the controllers.
+func meshConfig(s config.Settings, apiAddr string, log *slog.Logger) (gossip.Config, error) {
+	host, port, err := net.SplitHostPort(s.GossipBind)
+	if err != nil {
+		return gossip.Config{}, fmt.Errorf("GOSSIP_BIND %q: %w", s.GossipBind, err)
+	}
+	p, _ := strconv.Atoi(port)
+	g := s.Gossip()
+	cfg := gossip.Config{NodeName: s.NodeName, BindAddr: host, BindPort: p, Join: s.GossipJoin, Label: s.GossipLabel,
+		KeyringFile: s.GossipKeyring, Logger: log,
+		Profile: gossip.Profile{ProbeInterval: g.ProbeInterval, ProbeTimeout: g.ProbeTimeout, SuspicionMult: g.SuspicionMult,
+			GossipInterval: g.GossipInterval},
+		Meta: gossip.Meta{Role: gossip.RoleController, IHAVersion: version.Version, APIAddr: apiAddr}}
+	if err := cfg.Profile.Validate(); err != nil {
+		return gossip.Config{}, err
+	}
+	if s.GossipAdvertise != "" {
+		ah, ap, err := net.SplitHostPort(s.GossipAdvertise)
+		if err != nil {
+			return gossip.Config{}, fmt.Errorf("GOSSIP_ADVERTISE %q: %w", s.GossipAdvertise, err)
+		}
+		cfg.AdvertiseAddr = ah
+		cfg.AdvertisePort, _ = strconv.Atoi(ap)
+	}
+	return cfg, nil
+}
+
+// advertisedAPI is the API address agents can dial: the bound address, with
+// an unspecified host replaced by the gossip advertise (or bind) host.
+func advertisedAPI(bound string, s config.Settings) string {
+	h, p, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
+		return bound
+	}
+	for _, a := range []string{s.GossipAdvertise, s.GossipBind} {
+		if gh, _, err := net.SplitHostPort(a); err == nil && gh != "" {
+			if ip := net.ParseIP(gh); ip == nil || !ip.IsUnspecified() {
+				return net.JoinHostPort(gh, p)
+			}
+		}
+	}
+	return bound
+}
+
+// startMesh joins the mesh as a controller (GOSSIP_BIND not off) and, with
+// CHECK_KDUMP, listens for fence_kdump packets itself (KDUMP_LISTEN). The
+// join is retried in the background forever.
+func startMesh(cfg gossip.Config, s config.Settings, log *slog.Logger) (*meshNode, error) {
+	m, err := gossip.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n := &meshNode{mesh: m, log: log, wake: make(chan struct{}, 1), kdump: leader.NewKdumpLog(), dead: map[string]gossip.Event{}}
+	if s.CheckKdump && s.KdumpListen != config.Off && s.KdumpListen != "" {
+		conn, err := net.ListenPacket("udp", s.KdumpListen)
+		if err != nil {
+			m.Shutdown()
+			return nil, fmt.Errorf("KDUMP_LISTEN %s: %w", s.KdumpListen, err)
+		}
+		recv, err := agent.NewReceiver(agent.ReceiverConfig{Conn: conn, Members: m.Members, Relay: m.BroadcastKdump,
+			Logger: log.With("component", "kdump")})
+		if err != nil {
+			_ = conn.Close()
+			m.Shutdown()
+			return nil, err
+		}
+		n.recv, n.conn = recv, conn
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stop = cancel
+	n.done.Add(2)
+	go func() {
+		defer n.done.Done()
+		if err := m.Run(ctx); err != nil {
+			log.Warn("gossip: leave", "err", err)
+		}
+	}()
+	go func() {
+		defer n.done.Done()
+		n.consume(ctx)
+	}()
+	if n.recv != nil {
+		n.done.Add(1)
+		go func() {
+			defer n.done.Done()
+			_ = n.recv.Run(ctx)
+		}()
+	}
+	return n, nil
+}
+
+// consume turns the mesh's events and kdump notices into wake-ups and
+// evidence.
+func (n *meshNode) consume(ctx context.Context) {
+	events, notices := n.mesh.Events(), n.mesh.KdumpNotices()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			n.onEvent(ev)
+		case kn, ok := <-notices:
+			if !ok {
+				return
+			}
+			n.onKdump(kn)
+		}
+	}
+}
+
+func (n *meshNode) onEvent(ev gossip.Event) {
+	if ev.Meta.Role != gossip.RoleCompute {
+		return
+	}
+	host := novaHost(ev.Node, ev.Meta)
+	switch ev.Kind {
+	case gossip.KindDead:
+		n.mu.Lock()
+		n.dead[ev.Node] = ev
+		n.mu.Unlock()
+		n.log.Warn("mesh: compute agent dead", "host", host, "node", ev.Node, "accusers", ev.Accusers,
+			"confirmations", ev.Confirmations, "reason", ev.Reason)
+		n.poke()
+	case gossip.KindAlive:
+		n.mu.Lock()
+		delete(n.dead, ev.Node)
+		n.mu.Unlock()
+		if ev.Refuted {
+			n.log.Info("mesh: suspect compute agent refuted the suspicion", "host", host)
+		}
+	case gossip.KindLeft:
+		n.log.Info("mesh: compute agent left gracefully", "host", host, "node", ev.Node)
+	case gossip.KindSuspect:
+		n.log.Info("mesh: compute agent suspect", "host", host, "accuser", ev.Accuser)
+	}
+}
+
+func (n *meshNode) onKdump(kn kdump.Notice) {
+	n.kdump.Record(leader.KdumpNotice{Host: kn.Host, From: kn.SourceAddr, Via: kn.Relayer, At: time.Now()})
+	n.log.Warn("kdump notice", "host", kn.Host, "from", kn.SourceAddr, "relayer", kn.Relayer, "packets", kn.Packets)
+	n.poke()
+}
+
+func (n *meshNode) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// novaHost is the Nova host name a compute member stands for.
+func novaHost(node string, meta gossip.Meta) string {
+	if meta.NovaHost != "" {
+		return meta.NovaHost
+	}
+	return node
+}
+
+// rank orders member states when two members claim one Nova host (a
+// reinstalled compute under a new node name): the live one wins.
+var rank = map[string]int{leader.MeshAlive: 4, leader.MeshSuspect: 3, leader.MeshDead: 2, leader.MeshLeft: 1}
+
+// Snapshot implements leader.MeshView.
+func (n *meshNode) Snapshot() leader.MeshSnapshot {
+	members := n.mesh.Members()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(leader.MeshSnapshot, len(members))
+	for _, m := range members {
+		if m.Meta.Role != gossip.RoleCompute {
+			continue
+		}
+		mm := leader.MeshMember{Host: novaHost(m.Name, m.Meta), Node: m.Name, Addr: m.Addr, State: string(m.State), Since: m.Since,
+			Accusers: slices.Clone(m.Accusers), Confirmations: -1}
+		if d, ok := n.dead[m.Name]; ok && m.State == gossip.StateDead {
+			mm.Accusers, mm.Confirmations = slices.Clone(d.Accusers), d.Confirmations
+		}
+		if o, ok := out[mm.Host]; ok && (rank[o.State] > rank[mm.State] || rank[o.State] == rank[mm.State] && o.Since.After(mm.Since)) {
+			continue
+		}
+		out[mm.Host] = mm
+	}
+	return out
+}
+
+// Summary implements leader.MeshReporter: every member, controllers too.
+func (n *meshNode) Summary() leader.MeshSummary {
+	members := n.mesh.Members()
+	s := leader.MeshSummary{Wired: true, Members: len(members), States: map[string]int{}, HealthScore: n.mesh.HealthScore()}
+	for _, m := range members {
+		s.States[string(m.State)]++
+	}
+	return s
+}
+
+// KdumpLog is the notices this controller received.
+func (n *meshNode) KdumpLog() *leader.KdumpLog { return n.kdump }
+
+// Wake delivers when the reconciler should look at once.
+func (n *meshNode) Wake() <-chan struct{} { return n.wake }
+
+// Close leaves the mesh gracefully (the agents see "left", not "dead") and
+// stops the kdump listener.
+func (n *meshNode) Close() {
+	n.stop()
+	if n.conn != nil {
+		_ = n.conn.Close()
+	}
+	n.done.Wait()
+}
+
+// kdumpListen says where this controller listens for fence_kdump packets.
+func kdumpListen(s config.Settings) string {
+	if !s.CheckKdump {
+		return "off (CHECK_KDUMP false)"
+	}
+	return s.KdumpListen
+}
