@@ -8,10 +8,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ihaproject/iha/agent"
+	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/version"
 
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/drivers"
@@ -53,12 +59,17 @@ func runDev(ctx context.Context, o devOptions) int {
 	}
 	defer os.RemoveAll(dir)
 
-	// Faster than InstanceHA's defaults so the demo takes seconds; the
-	// rules are the same.
+	// InstanceHA's DELTA (30 s) and Nova's service_down_time (60 s): Nova
+	// alone would take that long. One agent per compute in a gossip mesh on
+	// 127.0.0.1 (fast profile) is the second witness that makes it seconds.
+	// POLL is short only so that the re-enable does not keep you waiting.
 	s := config.Defaults()
 	s.NodeName = "dev-leader"
 	s.Poll = time.Second
-	s.Delta = 3 * time.Second
+	s.Delta = 30 * time.Second
+	s.DetectionMode = config.DetectBoth
+	s.NovaReportInterval = time.Second
+	s.GossipBind, s.GossipProfile = "127.0.0.1:0", config.GossipProfileFast
 	s.SmartEvacuation = true
 	s.ReservedHosts = true
 	s.TaggedAggregates = true
@@ -69,9 +80,23 @@ func runDev(ctx context.Context, o devOptions) int {
 	// through the real Redfish driver over HTTP, and a BMC that powers its
 	// system off stops that compute in the simulated Nova.
 	var fencers fence.Lookup
+	mcfg, err := meshConfig(s, "", log.With("component", "gossip"))
+	if err != nil {
+		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
+		return 1
+	}
+	mesh, err := startMesh(mcfg, s, log.With("component", "gossip"))
+	if err != nil {
+		fmt.Fprintf(o.stderr, "iha-leader -dev: gossip mesh: %v\n", err)
+		return 1
+	}
+	defer mesh.Close()
+	agents := newDevAgents(mesh.mesh.Addr(), dir)
+	defer agents.stopAll()
 	sb, err := sandbox.New(sandbox.Options{Settings: s, DataDir: dir, Logger: log, BootDelay: 2 * time.Second,
 		TrackInterval: 300 * time.Millisecond, WrapFence: func(fence.Lookup) fence.Lookup { return fencers },
-		Sim: novasim.Options{ReportInterval: time.Second, ServiceDownTime: 4 * time.Second, NoStartupDelay: true,
+		Mesh: mesh, OnBoot: agents.start,
+		Sim: novasim.Options{ReportInterval: time.Second, ServiceDownTime: 60 * time.Second, NoStartupDelay: true,
 			EvacuationDelay: 1500 * time.Millisecond, Password: o.password}})
 	if err != nil {
 		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
@@ -88,13 +113,22 @@ func runDev(ctx context.Context, o devOptions) int {
 		return 1
 	}
 	fencers = reg
+	for _, h := range sb.Hosts() {
+		agents.start(h)
+	}
+	if err := agents.waitAlive(ctx, mesh, len(sb.Hosts())); err != nil {
+		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
+		return 1
+	}
 
 	fmt.Fprintf(o.stdout, `IHA dev mode
   a simulated Nova with %d computes and %d servers, one simulated Redfish BMC per compute,
-  and one iha-leader (a single-voter Raft group). In %s %s stops answering:
-  watch the leader judge it, fence it, force it down, evacuate it, and re-enable it.
+  one iha-agent per compute in a gossip mesh (UDP on 127.0.0.1), and one iha-leader (a
+  single-voter Raft group). In %s %s hangs: its agent and its nova-compute go silent.
+  Nova alone would call it down after DELTA (%s); watch the leader judge it on the mesh's
+  word in seconds, fence it, force it down, evacuate it, power it on and re-enable it.
 
-`, len(sb.Hosts()), len(servers), o.failAfter, devVictim)
+`, len(sb.Hosts()), len(servers), o.failAfter, devVictim, s.Delta)
 
 	if err := sb.StartLeader(ctx); err != nil {
 		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
@@ -112,6 +146,7 @@ func runDev(ctx context.Context, o devOptions) int {
 	log.Warn("DEMO: " + devVictim + " hangs: its nova-compute stops reporting, its power stays on")
 	failedAt := time.Now()
 	sb.Hang(devVictim)
+	agents.kill(devVictim)
 
 	var allActive time.Duration
 	deadline := time.After(2 * time.Minute)
@@ -134,6 +169,12 @@ func runDev(ctx context.Context, o devOptions) int {
 		}
 	}
 	ok := summary(o.stdout, sb, servers, allActive)
+	if rec := sb.FSM().Host(devVictim); rec != nil {
+		fmt.Fprintf(o.stdout, "verdict %.1f s after the failure (DELTA %s): %s\n", rec.DetectedAt.Sub(failedAt).Seconds(), s.Delta, rec.Evidence.Note)
+		if len(rec.Evidence.Accusers) > 0 {
+			fmt.Fprintf(o.stdout, "reported by the mesh members: %s\n", strings.Join(rec.Evidence.Accusers, ", "))
+		}
+	}
 	if o.keep {
 		fmt.Fprintln(o.stdout, "\n-dev-keep: still running; Ctrl-C to stop")
 		<-ctx.Done()
@@ -304,4 +345,91 @@ func phaseOf(rec *leader.HostRecord) string {
 		return "not started"
 	}
 	return string(rec.Phase)
+}
+
+// devAgents runs one iha-agent per compute of the demo, in this process,
+// over UDP on 127.0.0.1. A hang kills a host's agent; a boot starts it.
+type devAgents struct {
+	join, dir string
+	log       *slog.Logger
+	mu        sync.Mutex
+	running   map[string]*devAgent
+}
+
+type devAgent struct {
+	a      *agent.Agent
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newDevAgents(join, dir string) *devAgents {
+	// The agents' own logs are quiet: the leader's tell the story.
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return &devAgents{join: join, dir: dir, log: quiet, running: map[string]*devAgent{}}
+}
+
+func (d *devAgents) start(host string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.running[host] != nil {
+		return
+	}
+	cfg := agent.Config{NovaHost: host, Bind: "127.0.0.1:0", Join: []string{d.join}, KdumpListen: "off",
+		StateDir: filepath.Join(d.dir, "agent-"+host), Gossip: map[string]string{gossip.KeyProfile: "fast"}}
+	cfg.Defaults(host)
+	a, err := agent.New(cfg, agent.Options{Version: version.Version, Logger: d.log})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	da := &devAgent{a: a, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(da.done)
+		_ = a.Run(ctx)
+	}()
+	d.running[host] = da
+}
+
+// kill silences host's agent without a leave message, as a hang does.
+func (d *devAgents) kill(host string) {
+	d.mu.Lock()
+	da := d.running[host]
+	delete(d.running, host)
+	d.mu.Unlock()
+	if da != nil {
+		da.a.Mesh().Shutdown()
+		da.cancel()
+		<-da.done
+	}
+}
+
+func (d *devAgents) stopAll() {
+	d.mu.Lock()
+	all := d.running
+	d.running = map[string]*devAgent{}
+	d.mu.Unlock()
+	for _, da := range all {
+		da.cancel()
+		<-da.done
+	}
+}
+
+// waitAlive waits until the controller sees n agents alive.
+func (d *devAgents) waitAlive(ctx context.Context, m *meshNode, n int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		alive := 0
+		for _, mm := range m.Snapshot() {
+			if mm.State == leader.MeshAlive {
+				alive++
+			}
+		}
+		if alive >= n {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("only %d of %d agents joined the mesh", alive, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -41,6 +41,9 @@ type Options struct {
 	// BootDelay is how long a powered-on host takes to boot before its
 	// nova-compute gate runs (default 0).
 	BootDelay time.Duration
+	// OnBoot, when set, is called when a powered-on host has booted, before
+	// its nova-compute gate runs (dev mode starts the host's agent there).
+	OnBoot func(host string)
 	// Mesh, when set, is the gossip view the leader judges with, and its
 	// kdump notices the leader's: a scripted *Mesh, or a real mesh.
 	Mesh MeshSource
@@ -127,6 +130,9 @@ func (s *Sandbox) Boot(host string) { s.boot(host) }
 func (s *Sandbox) boot(host string) {
 	go func() {
 		time.Sleep(s.opts.BootDelay)
+		if s.opts.OnBoot != nil {
+			s.opts.OnBoot(host)
+		}
 		for {
 			fsm := s.FSM()
 			if fsm == nil {

@@ -2,8 +2,8 @@ package config
 
 import (
 	"crypto/tls"
-	"strconv"
 	"encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
