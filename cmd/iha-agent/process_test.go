@@ -190,22 +190,7 @@ func TestVersion(t *testing.T) {
 func TestAgentProcessLifecycle(t *testing.T) {
 	ctl, ev := startController(t)
 	dir := t.TempDir()
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify.sock"), Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-	readies := make(chan string, 16)
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, err := notify.Read(buf)
-			if err != nil {
-				return
-			}
-			readies <- string(buf[:n])
-		}
-	}()
+	readies := listenNotify(t, filepath.Join(dir, "notify.sock"))
 
 	procs := map[string]*agentProc{}
 	for i, name := range []string{"frozen", "killed", "stopped"} {
@@ -344,22 +329,7 @@ func TestMain(m *testing.M) {
 // controller appears.
 func TestAgentIsReadyWhileTheControllersAreAway(t *testing.T) {
 	dir := t.TempDir()
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify.sock"), Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-	msgs := make(chan string, 16)
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, err := notify.Read(buf)
-			if err != nil {
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
+	msgs := listenNotify(t, filepath.Join(dir, "notify.sock"))
 	// A controller address nobody listens on yet.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -399,4 +369,27 @@ func TestAgentIsReadyWhileTheControllersAreAway(t *testing.T) {
 			t.Fatal("the agent never said it joined once the controller was up")
 		}
 	}
+}
+
+// listenNotify plays systemd's notify socket at path: what the agent sends
+// arrives on the channel.
+func listenNotify(t *testing.T, path string) <-chan string {
+	t.Helper()
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	msgs := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	return msgs
 }
