@@ -35,6 +35,9 @@ import (
 // not refreshed on purpose (admission refreshes it).
 const segmentCacheTTL = 60 * time.Second
 
+// segmentRefreshMin is the age under which even a refresh reuses the view.
+const segmentRefreshMin = time.Second
+
 // segmentCache is the reconciler's merged view of the segments file and
 // the segment aggregates.
 type segmentCache struct {
@@ -65,8 +68,9 @@ func (r *Reconciler) segments(ctx context.Context, refresh bool) segmentView {
 	c := &r.seg
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.set && !refresh && r.now().Sub(c.at) < segmentCacheTTL {
-		return c.view
+	age := r.now().Sub(c.at)
+	if c.set && (age < segmentRefreshMin || !refresh && age < segmentCacheTTL) {
+		return c.view // one resolution serves every candidate of a cycle
 	}
 	aggs, err := r.nova.ListAggregates(ctx)
 	if err != nil {
