@@ -34,6 +34,10 @@ type Observer interface {
 	// ComputeServices is called with the nova-compute services of each
 	// successful listing (the slice is not kept: implementations copy).
 	ComputeServices(svcs []nova.Service, at time.Time)
+	// Verdicts is called after each successful cycle with the verdict table's
+	// row for every host it judged (hosts in recovery or maintenance are not
+	// judged; the map is not kept).
+	Verdicts(v map[string]Verdict, at time.Time)
 }
 
 // APIConfig wires an API adapter.
@@ -72,6 +76,7 @@ type API struct {
 	mu        sync.Mutex
 	services  []nova.Service // last listing seen by this node's reconciler
 	servAt    time.Time
+	verdicts  map[string]Verdict // the reconciler's last verdict per host
 	failing   map[string]time.Time // voter id → last contact, while its heartbeats fail
 	failures  int
 	lastPollE error
@@ -155,6 +160,17 @@ func (a *API) ComputeServices(svcs []nova.Service, at time.Time) {
 	cp := append([]nova.Service(nil), svcs...)
 	a.mu.Lock()
 	a.services, a.servAt = cp, at
+	a.mu.Unlock()
+}
+
+// Verdicts implements Observer.
+func (a *API) Verdicts(v map[string]Verdict, _ time.Time) {
+	cp := make(map[string]Verdict, len(v))
+	for h, x := range v {
+		cp[h] = x
+	}
+	a.mu.Lock()
+	a.verdicts = cp
 	a.mu.Unlock()
 }
 
@@ -347,7 +363,7 @@ func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
 		return s
 	}
 	a.mu.Lock()
-	svcs := a.services
+	svcs, verdicts := a.services, a.verdicts
 	a.mu.Unlock()
 	if a.node.IsLeader() {
 		for _, sv := range svcs {
@@ -356,6 +372,11 @@ func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
 			s.Verdict = verdictHealthy
 			if sv.State == "down" {
 				s.Verdict = verdictDown
+			}
+			// The verdict table's row, when it says more than "healthy":
+			// nova-compute broken on a live host, waiting for a witness, …
+			if v, ok := verdicts[sv.Host]; ok && v != VerdictHealthy {
+				s.Verdict = string(v)
 			}
 		}
 	}

@@ -412,6 +412,8 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	r.nextLook = time.Time{}
 	why := map[string]string{}
 	verdicts := map[string]Verdict{}
+	judged := make(map[string]Verdict, len(svcs))
+	defer func() { r.obs.Verdicts(judged, now) }()
 	for _, s := range svcs {
 		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
 			continue // G2: already in recovery
@@ -420,6 +422,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 			continue // a host in maintenance is never a new failure
 		}
 		v, reason, look := r.judge(s, now)
+		judged[s.Host] = v
 		switch v {
 		case VerdictFailed, VerdictInstanceHA, VerdictKdump:
 			cands = append(cands, s)
@@ -723,4 +726,5 @@ var errWait = errors.New("waiting")
 type noObserver struct{}
 
 func (noObserver) PollCycle(time.Duration, error, int)       {}
+func (noObserver) Verdicts(map[string]Verdict, time.Time)    {}
 func (noObserver) ComputeServices([]nova.Service, time.Time) {}

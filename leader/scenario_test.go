@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -372,6 +373,8 @@ func TestScenarioMeshDetection(t *testing.T) {
 	s.MeshPartitionPercent = 50 // two of four lost at once is a failure here, not a partition (see TestScenarioMeshPartitionGuard)
 	mesh := sandbox.NewMesh()
 	w := newWorld(t, s, func(o *sandbox.Options) { o.Mesh = mesh; o.Sim.ServiceDownTime = 30 * time.Second })
+	verdicts := &verdictLog{}
+	w.SetObserver(verdicts)
 	w.start()
 	time.Sleep(500 * time.Millisecond) // the first poll has run; the next is 15 s away
 
@@ -410,6 +413,38 @@ func TestScenarioMeshDetection(t *testing.T) {
 	if _, reqs, _ := w.BMC("c4").Counts(); reqs != 0 || w.phase("c4") != "" {
 		t.Errorf("c4's agent is alive: it must not be fenced (phase %q)", w.phase("c4"))
 	}
+	// The status API's host list shows the verdict table's rows.
+	if v := verdicts.last("c4"); v != leader.VerdictNovaBroken {
+		t.Errorf("c4's last verdict %q, want %q", v, leader.VerdictNovaBroken)
+	}
+	if v := verdicts.last("c3"); v != leader.VerdictWait {
+		t.Errorf("c3's last verdict %q, want %q (cut off from the mesh only)", v, leader.VerdictWait)
+	}
+}
+
+// verdictLog is an Observer that keeps the last verdict of each host.
+type verdictLog struct {
+	mu sync.Mutex
+	v  map[string]leader.Verdict
+}
+
+func (l *verdictLog) PollCycle(time.Duration, error, int)       {}
+func (l *verdictLog) ComputeServices([]nova.Service, time.Time) {}
+func (l *verdictLog) Verdicts(v map[string]leader.Verdict, _ time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.v == nil {
+		l.v = map[string]leader.Verdict{}
+	}
+	for h, x := range v {
+		l.v[h] = x
+	}
+}
+
+func (l *verdictLog) last(h string) leader.Verdict {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.v[h]
 }
 
 // TestScenarioRateLimit is G8: with MAX_HOSTS_PER_CYCLE 1, two hosts

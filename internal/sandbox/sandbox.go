@@ -247,6 +247,12 @@ func (o *observerProxy) PollCycle(took time.Duration, err error, n int) {
 	}
 }
 
+func (o *observerProxy) Verdicts(v map[string]leader.Verdict, at time.Time) {
+	if p := o.p.Load(); p != nil {
+		(*p).Verdicts(v, at)
+	}
+}
+
 func (o *observerProxy) ComputeServices(svcs []nova.Service, at time.Time) {
 	if p := o.p.Load(); p != nil {
 		(*p).ComputeServices(svcs, at)
