@@ -85,12 +85,16 @@ type PhaseCounts struct {
 
 // HostSummary is one line of GET /v1/hosts.
 type HostSummary struct {
-	Host        string    `json:"host"`
-	MeshState   string    `json:"mesh_state"`           // alive, suspect, dead, left, unknown
-	NovaState   string    `json:"nova_state,omitempty"` // up, down (as last seen)
-	NovaStatus  string    `json:"nova_status,omitempty"`
-	ForcedDown  bool      `json:"forced_down,omitempty"`
-	Verdict     string    `json:"verdict"`         // healthy, failed, skipped, maintenance, unknown
+	Host       string `json:"host"`
+	MeshState  string `json:"mesh_state"`           // alive, suspect, dead, left, unknown
+	NovaState  string `json:"nova_state,omitempty"` // up, down (as last seen)
+	NovaStatus string `json:"nova_status,omitempty"`
+	ForcedDown bool   `json:"forced_down,omitempty"`
+	// Verdict: healthy, down (Nova says so, no verdict of ours yet),
+	// recovering, failed, skipped, maintenance, unknown, or the verdict
+	// table's row for a host it judged: nova-compute-broken, wait,
+	// kdump-ignored (leader only; followers do not judge).
+	Verdict     string    `json:"verdict"`
 	Phase       string    `json:"phase,omitempty"` // recovery phase when a record exists
 	Since       time.Time `json:"since,omitzero"`  // phase (or record) since
 	Servers     int       `json:"servers,omitempty"`
