@@ -32,11 +32,9 @@ lab-scenarios: ## IHA's end-to-end scenarios (3 real iha-leaders, the lab's iha-
 # lab-test brings up labs of its own (ports 18800 and 18900, state in temp
 # dirs) and stops them: the lab's own checks, then the contract suite and
 # IHA's scenarios on one more lab. Each prints its up/down times and figures.
-# LAB_SCENARIO_DETECTION forces one DETECTION_MODE on every scenario (the
-# scenarios run both, both, nova by default). nova until iha-leader runs the
-# gossip mesh from GOSSIP_BIND (being wired in cmd/iha-leader): a leader
-# without it never sees the agents, and the scenarios wait for them.
-LAB_SCENARIO_DETECTION ?= nova
+# LAB_SCENARIO_DETECTION=nova|gossip|both forces one DETECTION_MODE on every
+# scenario; empty, the scenarios run their own (1+3: both, both, nova).
+LAB_SCENARIO_DETECTION ?=
 
 lab-test: lab-install ## labtest (up, checks, down), then contract + IHA scenarios on a fresh lab; no recorded process survives
 	go test -tags lab -count=1 -timeout 30m -v ./deploy/lab/labtest/
