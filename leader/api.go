@@ -76,7 +76,7 @@ type API struct {
 	mu        sync.Mutex
 	services  []nova.Service // last listing seen by this node's reconciler
 	servAt    time.Time
-	verdicts  map[string]Verdict // the reconciler's last verdict per host
+	verdicts  map[string]Verdict   // the reconciler's last verdict per host
 	failing   map[string]time.Time // voter id → last contact, while its heartbeats fail
 	failures  int
 	lastPollE error

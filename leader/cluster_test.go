@@ -541,7 +541,7 @@ func TestTLSStrangerCannotJoinNorReceiveEntries(t *testing.T) {
 	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s1.URL}, ID: n2.id, Addr: n2.addr, TLS: n2.tls}); err != nil {
 		t.Fatalf("a controller with the cluster's certificate cannot join: %v", err)
 	}
-	apply(t, n1.node, CmdPause, PauseCmd{Paused: true, By: "op"})
+	apply(t, waitTestLeader(t, nodes).node, CmdPause, PauseCmd{Paused: true, By: "op"})
 	poll(t, 5*time.Second, "n2 receives entries over TLS", func() bool { return n2.node.FSM().Settings().Paused })
 
 	// The stranger's join is refused: its certificate is not of the CA.
@@ -567,11 +567,14 @@ func TestTLSStrangerCannotJoinNorReceiveEntries(t *testing.T) {
 	// Even added by hand (an operator's mistake), it receives nothing: the
 	// leader cannot complete a handshake with it, and the two real voters
 	// still make a quorum of three.
-	if err := n1.node.Join(ctx, rogue.id, rogue.addr); err != nil {
+	// (Through whichever node leads now: on a loaded machine n2 may have
+	// taken over.)
+	ldr := waitTestLeader(t, nodes)
+	if err := ldr.node.Join(ctx, rogue.id, rogue.addr); err != nil {
 		t.Fatalf("add the stranger by hand: %v", err)
 	}
 	for i := 0; i < 5; i++ {
-		apply(t, n1.node, CmdMaintenance, MaintenanceCmd{Host: fmt.Sprintf("c%d", i), On: true, By: "op"})
+		apply(t, waitTestLeader(t, nodes).node, CmdMaintenance, MaintenanceCmd{Host: fmt.Sprintf("c%d", i), On: true, By: "op"})
 	}
 	poll(t, 5*time.Second, "n2 has the entries", func() bool { return len(n2.node.FSM().Settings().Maintenance) == 5 })
 	if got := rogue.node.raft.LastIndex(); got != 0 {

@@ -34,8 +34,9 @@ type chaos struct {
 	c *sandbox.Cluster
 
 	applies atomic.Int64 // entries committed through the reconcilers' stores
-	// trigger is called after every committed entry with the running count.
-	trigger func(member string, n int64)
+	// trigger is called after every committed entry with the running count
+	// (set with setTrigger: the members' reconcilers may already run).
+	trigger atomic.Pointer[func(member string, n int64)]
 
 	mu         sync.Mutex
 	dead       map[string]bool
@@ -126,8 +127,8 @@ func (s chaosStore) Apply(ctx context.Context, t leader.CommandType, at time.Tim
 	r, err := s.Store.Apply(ctx, t, at, body)
 	if err == nil {
 		n := s.ch.applies.Add(1)
-		if s.ch.trigger != nil {
-			s.ch.trigger(s.member, n)
+		if f := s.ch.trigger.Load(); f != nil {
+			(*f)(s.member, n)
 		}
 	}
 	return r, err
@@ -396,7 +397,7 @@ func (fr failoverRun) run(t *testing.T) runStats {
 	var fired atomic.Int32
 	next := 0
 	var trigMu sync.Mutex
-	ch.trigger = func(member string, n int64) {
+	ch.setTrigger(func(member string, n int64) {
 		trigMu.Lock()
 		defer trigMu.Unlock()
 		leaders[member] = true
@@ -451,7 +452,7 @@ func (fr failoverRun) run(t *testing.T) runStats {
 				}
 			}
 		}()
-	}
+	})
 	w.start()
 	w.Hang("c1")
 	deadline := time.Now().Add(scale(60 * time.Second))
@@ -609,7 +610,7 @@ func TestRestartAllThreeMidEvacuation(t *testing.T) {
 	ch.c = w.Cluster
 	var once sync.Once
 	stopped := make(chan struct{})
-	ch.trigger = func(member string, n int64) {
+	ch.setTrigger(func(member string, n int64) {
 		rec := w.Member(member).Node().FSM().Host("c1")
 		if rec == nil || rec.Phase != leader.PhaseEvacuating {
 			return
@@ -635,7 +636,7 @@ func TestRestartAllThreeMidEvacuation(t *testing.T) {
 				close(stopped)
 			}()
 		})
-	}
+	})
 	w.start()
 	w.Hang("c1")
 	select {
@@ -992,3 +993,5 @@ func BenchmarkFailoverResume(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)-1].Milliseconds()), "max-ms")
 	b.ReportMetric(0, "ns/op")
 }
+
+func (ch *chaos) setTrigger(f func(member string, n int64)) { ch.trigger.Store(&f) }
