@@ -28,9 +28,13 @@ func BenchmarkAgentCost(b *testing.B) {
 			raiseNofile(b, 2*members+256)
 			p := DefaultProfile()
 			sinceStart = startCPU()
-			c := newBenchCluster(b, members, p, true)
-			b.Logf("mesh of %d in-process members converged in %v (process %.2f cores, load %s)",
-				members, time.Since(sinceStart.wall).Round(time.Millisecond), sinceStart.cores(), loadAvg())
+			// A mesh that cannot converge on this machine (1,000 members in
+			// one process on 2 cores) is still measured: the agent's cost is
+			// then that of a churning mesh, and the log says so.
+			c := startBenchCluster(b, members, p, true)
+			converged := c.tryConverge(members, scale(2*time.Minute))
+			b.Logf("mesh of %d in-process members after %v: %v (%v)",
+				members, time.Since(sinceStart.wall).Round(time.Millisecond), errOr(converged, "converged"), sinceStart)
 
 			dir := b.TempDir()
 			port := freePort(b)
@@ -41,15 +45,24 @@ func BenchmarkAgentCost(b *testing.B) {
 				b.Fatal(err)
 			}
 			agent := startAgentProc(b, bin, "-config", cfgFile)
-			waitFor(b, scale(2*time.Minute), "the controller to see the agent alive", func() bool {
+			seen := func() bool {
 				for _, m := range c.ctl.Members() {
 					if m.Name == "agent-under-test" && m.State == StateAlive {
 						return true
 					}
 				}
 				return false
-			})
-			c.waitConverged(n, scale(5*time.Minute))
+			}
+			if converged == nil {
+				waitFor(b, scale(2*time.Minute), "the controller to see the agent alive", seen)
+				c.waitConverged(n, scale(2*time.Minute))
+			} else {
+				deadline := time.Now().Add(scale(time.Minute))
+				for !seen() && time.Now().Before(deadline) {
+					time.Sleep(100 * time.Millisecond)
+				}
+				b.Logf("the controller sees the agent alive: %v", seen())
+			}
 			// The join's push/pull gave the agent the full member list; let
 			// the joins' gossip die down before measuring.
 			time.Sleep(30 * time.Second)
@@ -72,11 +85,19 @@ func BenchmarkAgentCost(b *testing.B) {
 			b.ReportMetric(rssMax, "agent_RSS_max_MiB")
 			b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "agent_CPU_%core")
 			b.ReportMetric(mesh.cores(), "proc_cores")
+			b.ReportMetric(mesh.waiting(), "runq_wait")
 			b.ReportMetric(float64(c.obs.count(KindSuspect)-susp0), "suspects_at_ctl")
-			b.Logf("agent among %d members over %v: RSS %.1f MiB (max %.1f), CPU %.2f %% of one core; the controller sees %d alive, %d suspect; %d suspect events during the window; mesh process %.2f cores; load %s",
-				n, wall.Round(time.Second), rss, rssMax, 100*cpu.Seconds()/wall.Seconds(), alive, suspect, c.obs.count(KindSuspect)-susp0, mesh.cores(), loadAvg())
+			b.Logf("agent among %d members over %v: RSS %.1f MiB (max %.1f), CPU %.2f %% of one core; the controller sees %d alive, %d suspect; %d suspect events during the window; mesh %v",
+				n, wall.Round(time.Second), rss, rssMax, 100*cpu.Seconds()/wall.Seconds(), alive, suspect, c.obs.count(KindSuspect)-susp0, mesh)
 		})
 	}
+}
+
+func errOr(err error, ok string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return ok
 }
 
 var (

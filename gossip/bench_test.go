@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,6 +93,13 @@ func (c *counter) suspects() int {
 }
 
 func newBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
+	c := startBenchCluster(b, n, p, udp)
+	c.waitConverged(n, scale(10*time.Minute))
+	return c
+}
+
+// startBenchCluster starts n members without waiting for them to converge.
+func startBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
 	c := &benchCluster{b: b, net: memnet.New(), udp: udp, prof: p, meshes: map[string]*Mesh{}}
 	c.ctl = c.add(RoleController, nil)
 	c.obs = record(c.ctl)
@@ -113,7 +121,6 @@ func newBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	c.waitConverged(n, scale(10*time.Minute))
 	return c
 }
 
@@ -155,6 +162,13 @@ func (c *benchCluster) atController() (alive, suspect int) {
 // waitConverged waits until the controller sees n members alive and none
 // suspect, then lets the mesh settle for a few probe intervals.
 func (c *benchCluster) waitConverged(n int, limit time.Duration) {
+	if err := c.tryConverge(n, limit); err != nil {
+		c.b.Fatal(err)
+	}
+}
+
+// tryConverge is waitConverged returning an error on timeout.
+func (c *benchCluster) tryConverge(n int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		alive, suspect := c.atController()
@@ -162,12 +176,13 @@ func (c *benchCluster) waitConverged(n int, limit time.Duration) {
 			break
 		}
 		if time.Now().After(deadline) {
-			c.b.Fatalf("mesh of %d did not converge in %v: the controller sees %d alive, %d suspect; process CPU %.2f cores since start, load %s",
-				n, limit, alive, suspect, sinceStart.cores(), loadAvg())
+			return fmt.Errorf("mesh of %d did not converge in %v: the controller sees %d alive, %d suspect; since start: %v",
+				n, limit, alive, suspect, sinceStart)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(3 * c.prof.ProbeInterval)
+	return nil
 }
 
 // killOne crashes a random compute (no leave), returns how long until the
@@ -189,13 +204,15 @@ func (c *benchCluster) killOne(n int, killed map[string]bool) time.Duration {
 	m.Shutdown()
 	limit := scale(3 * c.prof.WorstDetection(n))
 	for {
-		if e, ok := c.obs.find(KindDead, victim); ok {
+		// Only a verdict after the kill counts: a member may have been
+		// declared dead (falsely) and have come back before.
+		if e, ok := c.obs.findFunc(func(e Event) bool { return e.Kind == KindDead && e.Node == victim && !e.At.Before(start) }); ok {
 			c.add(RoleCompute, []string{c.ctl.Addr()})
 			c.waitConverged(n, scale(2*time.Minute))
 			return e.At.Sub(start)
 		}
 		if time.Since(start) > limit {
-			c.b.Fatalf("%s not declared dead within %v (process CPU %.2f cores, load %s)", victim, limit, sinceStart.cores(), loadAvg())
+			c.b.Fatalf("%s not declared dead within %v (since start: %v)", victim, limit, sinceStart)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -246,10 +263,33 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	return s[i]
 }
 
-// cpuMeter measures this process's CPU use (user+system) over wall time.
+// cpuMeter measures this process's CPU use (user+system) over wall time,
+// and how long its threads waited for a CPU while runnable (the kernel's
+// schedstat): a process that uses little CPU but waits a lot is starved by
+// other work on the machine, not by its own members.
 type cpuMeter struct {
-	cpu  time.Duration
-	wall time.Time
+	cpu, wait time.Duration
+	wall      time.Time
+}
+
+// runqueueWait sums the run-queue wait of every thread of this process
+// (/proc/self/task/*/schedstat, second field, ns). Threads that exited are
+// not counted, so it is a lower bound.
+func runqueueWait() time.Duration {
+	dirs, _ := os.ReadDir("/proc/self/task")
+	var sum time.Duration
+	for _, d := range dirs {
+		b, err := os.ReadFile("/proc/self/task/" + d.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				sum += time.Duration(ns)
+			}
+		}
+	}
+	return sum
 }
 
 func procCPU() time.Duration {
@@ -258,7 +298,18 @@ func procCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func startCPU() cpuMeter { return cpuMeter{cpu: procCPU(), wall: time.Now()} }
+func startCPU() cpuMeter { return cpuMeter{cpu: procCPU(), wait: runqueueWait(), wall: time.Now()} }
+
+// waiting is the run-queue wait since the meter started, in threads (1.0 =
+// one thread always runnable but not running).
+func (m cpuMeter) waiting() float64 {
+	return (runqueueWait() - m.wait).Seconds() / time.Since(m.wall).Seconds()
+}
+
+// String says both, for logs.
+func (m cpuMeter) String() string {
+	return fmt.Sprintf("process %.2f cores, %.2f threads waiting for a CPU, load %s", m.cores(), m.waiting(), loadAvg())
+}
 
 // cores is the CPU used since the meter started, in cores (1.0 = one core
 // fully busy).
@@ -315,21 +366,24 @@ func BenchmarkDetection(b *testing.B) {
 			p := profileNamed(tc.prof)
 			sinceStart = startCPU()
 			c := newBenchCluster(b, tc.n, p, tc.udp)
-			b.Logf("converged %d members in %v (process CPU %.2f cores, load %s)", tc.n, time.Since(sinceStart.wall).Round(time.Millisecond), sinceStart.cores(), loadAvg())
+			b.Logf("converged %d members in %v (%v)", tc.n, time.Since(sinceStart.wall).Round(time.Millisecond), sinceStart)
+			joinDead := c.falseAtController(map[string]bool{})
+			b.ReportMetric(float64(joinDead), "join_false_dead_at_ctl")
 
 			killed := map[string]bool{}
 			window := max(30*time.Second, 3*p.ExpectedDetection(tc.n))
 			susp0 := c.obs.count(KindSuspect)
 			idle := startCPU()
 			time.Sleep(window)
-			idleCores := idle.cores()
+			idleCores, idleWait := idle.cores(), idle.waiting()
 			idleSusp := c.obs.count(KindSuspect) - susp0
-			idleDead := c.falseAtController(killed)
+			idleDead := c.falseAtController(killed) - joinDead
 			b.ReportMetric(idleCores, "idle_proc_cores")
+			b.ReportMetric(idleWait, "idle_runq_wait")
 			b.ReportMetric(float64(idleSusp), "idle_suspects_at_ctl")
 			b.ReportMetric(float64(idleDead), "idle_dead_at_ctl")
-			b.Logf("idle %v, no kill: %d suspect and %d dead events at the controller, process %.2f cores, load %s",
-				window, idleSusp, idleDead, idleCores, loadAvg())
+			b.Logf("join: %d false dead events at the controller; idle %v, no kill: %d suspect and %d dead events at the controller, process %.2f cores, %.2f threads waiting for a CPU, load %s",
+				joinDead, window, idleSusp, idleDead, idleCores, idleWait, loadAvg())
 
 			run := startCPU()
 			var lat []time.Duration
@@ -341,10 +395,11 @@ func BenchmarkDetection(b *testing.B) {
 			b.ReportMetric(percentile(lat, 0.99).Seconds(), "p99_s")
 			b.ReportMetric(p.ExpectedDetection(tc.n).Seconds(), "formula_s")
 			b.ReportMetric(float64(len(lat)), "trials")
-			b.ReportMetric(float64(c.falseAtController(killed)), "false_dead_at_ctl")
+			b.ReportMetric(float64(c.falseAtController(killed)-joinDead), "false_dead_at_ctl")
 			b.ReportMetric(run.cores(), "proc_cores")
-			b.Logf("kill → dead at the controller, %d trials: %v (formula %v, worst %v); false dead events: %d at the controller, %d across all members; %d suspect events across all members; process %.2f cores; load %s",
-				len(lat), lat, p.ExpectedDetection(tc.n), p.WorstDetection(tc.n), c.falseAtController(killed), falseDead, suspects, run.cores(), loadAvg())
+			b.ReportMetric(run.waiting(), "runq_wait")
+			b.Logf("kill → dead at the controller, %d trials: %v (formula %v, worst %v); since the join: false dead events: %d at the controller; since the start: %d across all members, %d suspect events across all members; %v",
+				len(lat), lat, p.ExpectedDetection(tc.n), p.WorstDetection(tc.n), c.falseAtController(killed)-joinDead, falseDead, suspects, run)
 			if fd := c.falselyDead(killed); len(fd) > 0 {
 				b.Logf("members falsely declared dead (by how many members): %v", fd)
 			}
@@ -395,8 +450,9 @@ func BenchmarkFalseDeadUnderLoss(b *testing.B) {
 				b.ReportMetric(float64(ctlSusp), "suspects_at_ctl")
 				b.ReportMetric(100*float64(dropped-dropped0)/float64(sent-sent0), "loss_%")
 				b.ReportMetric(run.cores(), "proc_cores")
-				b.Logf("%d members, %v, %.0f%% packet loss: %d false dead events at the controller, %d across all members; %d suspect events at the controller, %d across all; process %.2f cores; load %s",
-					n, window, loss*100, ctlDead, dead, ctlSusp, suspect, run.cores(), loadAvg())
+				b.ReportMetric(run.waiting(), "runq_wait")
+				b.Logf("%d members, %v, %.0f%% packet loss: %d false dead events at the controller, %d across all members; %d suspect events at the controller, %d across all; %v",
+					n, window, loss*100, ctlDead, dead, ctlSusp, suspect, run)
 				if fd := c.falselyDead(none); len(fd) > 0 {
 					b.Logf("members falsely declared dead (by how many members): %v", fd)
 				}
