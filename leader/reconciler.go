@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -240,7 +241,7 @@ func (r *Reconciler) verdictInput(s nova.Service, now time.Time) VerdictInput {
 			// A clock is not trusted across a failover: a host the mesh lost
 			// before this term gets its full detection time from the term start.
 			in.MeshState, in.MeshSince = m.State, maxTime(m.Since, r.termStart)
-			in.Partition = r.part.Suspected && m.State == MeshDead && now.Sub(m.Since) <= r.cfg.MeshPartitionWindow
+			in.Partition = r.part.Suspected && slices.Contains(r.part.Hosts, s.Host)
 		}
 	}
 	if n, ok := r.kdump.Last(s.Host); ok {
