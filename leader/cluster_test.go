@@ -313,6 +313,13 @@ func TestGracefulShutdownTransfersLeadership(t *testing.T) {
 		}
 	}
 	nl := waitTestLeader(t, rest)
+	// Observations reach the goroutines above asynchronously: the new
+	// leader can be known before its vote request was read.
+	handed := func() bool { mu.Lock(); defer mu.Unlock(); return len(transfer) > 0 }
+	deadline := time.Now().Add(scaled(2 * time.Second))
+	for !handed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(transfer) == 0 {
