@@ -62,17 +62,7 @@ func printControllers(w io.Writer, c api.Cluster, st style) {
 	tw := table(w)
 	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tROLE\tHEALTH\tAPI")
 	for _, v := range c.Voters {
-		role := "follower"
-		if v.Leader {
-			role = "leader"
-		}
-		if v.Suffrage != "Voter" {
-			role += " (" + strings.ToLower(v.Suffrage) + ")"
-		}
-		health := v.Health
-		if health != "ok" && !strings.HasPrefix(health, "unknown") {
-			health = st.bad(health)
-		}
+		role, health := voterRoleHealth(st, v)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Address, role, dash(health), dash(v.APIAddr))
 	}
 	tw.Flush()

@@ -329,18 +329,25 @@ func printStatus(w io.Writer, c api.Cluster, st style) {
 	tw := table(w)
 	fmt.Fprintln(tw, "VOTER\tADDRESS\tROLE\tHEALTH")
 	for _, v := range c.Voters {
-		role := "follower"
-		if v.Leader {
-			role = "leader"
-		}
-		if v.Suffrage != "Voter" {
-			role += " (" + strings.ToLower(v.Suffrage) + ")"
-		}
-		health := v.Health
-		if health != "ok" && !strings.HasPrefix(health, "unknown") {
-			health = st.bad(health)
-		}
+		role, health := voterRoleHealth(st, v)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.ID, v.Address, role, health)
 	}
 	tw.Flush()
+}
+
+// voterRoleHealth renders a voter's role (leader, follower, and its
+// suffrage when not a voter) and its health (in red when it is bad).
+func voterRoleHealth(st style, v api.Voter) (role, health string) {
+	role = "follower"
+	if v.Leader {
+		role = "leader"
+	}
+	if v.Suffrage != "Voter" {
+		role += " (" + strings.ToLower(v.Suffrage) + ")"
+	}
+	health = v.Health
+	if health != "ok" && !strings.HasPrefix(health, "unknown") {
+		health = st.bad(health)
+	}
+	return role, health
 }
