@@ -5,7 +5,8 @@
 //
 // What it owns:
 //   - Mesh: joining (retried forever with jittered backoff), periodic
-//     re-join of the Join addresses and of dead members so that a healed
+//     re-join of the Join addresses no live member answers at and of dead
+//     members so that a healed
 //     partition merges again (memberlist never does it by itself), graceful
 //     leave, encryption (keyring file, rotation by add/use/remove, see
 //     LoadKeyring), a cluster label so that two clouds never merge.

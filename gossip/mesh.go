@@ -39,10 +39,10 @@ type Config struct {
 	// Join lists host:port of members to join; empty means this node starts
 	// a mesh (a seed). Joining is retried forever with jittered backoff.
 	Join []string
-	// RejoinInterval is how often the configured Join addresses and some dead
-	// members are joined again so that a healed partition merges
-	// (memberlist never merges partitions by itself). Default 30 s; negative
-	// disables.
+	// RejoinInterval is how often the configured Join addresses at which no
+	// live member answers, and some dead members, are joined again so that
+	// a healed partition merges (memberlist never merges partitions by
+	// itself). Default 30 s; negative disables.
 	RejoinInterval time.Duration
 	// Label is a cluster label carried by every packet: meshes with different
 	// labels never merge (two clouds on one network).
@@ -163,6 +163,20 @@ func New(cfg Config) (*Mesh, error) {
 	mc.Label = cfg.Label
 	// A dead name may come back from a new address (a reinstalled compute).
 	mc.DeadNodeReclaimTime = 30 * time.Second
+	// memberlist compresses every gossip packet with a new LZW writer (its
+	// tables allocated per packet). Packets are packed to the UDP size before
+	// compression, so it saves bytes on a LAN, never packets, and it cost
+	// about a third of a big mesh's CPU with the garbage it makes (see
+	// doc.go). Members still read compressed packets from older agents.
+	mc.EnableCompression = false
+	// Push/pull (a full-table exchange with one random member over TCP) is
+	// the anti-entropy that carries a refutation or an alive message lost to
+	// packet loss; memberlist's LAN default is every 30 s. Every ten probe
+	// intervals instead (10 s, 5 s fast): the suspected member's refutation
+	// then reaches its accusers within the suspicion timeout even at 20 %
+	// loss. memberlist stretches it with the mesh's size (×6 at 1,000
+	// members: 60 s), so a big mesh does not pay for it.
+	mc.PushPullInterval = 10 * cfg.Profile.ProbeInterval
 
 	keys := cfg.Keys
 	if len(keys) == 0 && cfg.KeyringFile != "" {
@@ -332,18 +346,67 @@ func (m *Mesh) joinLoop(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		addrs := slices.Clone(m.cfg.Join)
-		m.mu.Lock()
-		for _, mem := range m.members {
-			if mem.State == StateDead && len(addrs) < len(m.cfg.Join)+3 {
-				addrs = append(addrs, mem.Addr)
-			}
-		}
-		m.mu.Unlock()
-		if len(addrs) > 0 {
+		if addrs := m.rejoinTargets(ctx); len(addrs) > 0 {
 			m.tryJoin(addrs, false)
 		}
 	}
+}
+
+// rejoinTargets are the addresses a re-join round contacts: the configured
+// join addresses at which no live member answers (a seed this node is cut
+// off from, or one that was down when it joined), and up to three members
+// it holds dead (one side of a healed partition).
+//
+// A join is a push/pull of the whole member table with each address.
+// Re-joining every configured address every round, as this node did
+// before, made each controller serve N/RejoinInterval full-table exchanges
+// (33 a second at 1,000 computes, each ~100 KB both ways), six times what
+// memberlist's own push/pull scaling allows at that size, and it was the
+// largest cost of a 1,000-member benchmark mesh.
+func (m *Mesh) rejoinTargets(ctx context.Context) []string {
+	live := map[string]bool{}
+	var addrs []string
+	m.mu.Lock()
+	for _, mem := range m.members {
+		switch {
+		case mem.State == StateAlive || mem.State == StateSuspect:
+			live[mem.Addr] = true
+		case mem.State == StateDead && len(addrs) < 3:
+			addrs = append(addrs, mem.Addr)
+		}
+	}
+	m.mu.Unlock()
+	for _, a := range m.cfg.Join {
+		if !joinAddrLive(ctx, a, live) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+// joinAddrLive reports whether a configured join address (host:port, the
+// host a name or an IP) is a live member's address. An address it cannot
+// read or resolve counts as not live: re-joining it costs one attempt.
+func joinAddrLive(ctx context.Context, addr string, live map[string]bool) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return live[net.JoinHostPort(ip.String(), port)]
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if live[net.JoinHostPort(ip, port)] {
+			return true
+		}
+	}
+	return false
 }
 
 // tryJoin joins addrs and reports whether at least one answered.
