@@ -106,8 +106,9 @@ func newBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
 	return c
 }
 
-// startBenchCluster starts n members without waiting for them to converge.
-func startBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
+// seedBenchCluster starts the controller, the mesh's first member, and
+// stops every member when the benchmark ends.
+func seedBenchCluster(b testing.TB, p Profile, udp bool) *benchCluster {
 	c := &benchCluster{b: b, net: memnet.New(), udp: udp, prof: p, meshes: map[string]*Mesh{}}
 	c.ctl = c.add(RoleController, nil)
 	c.obs = record(c.ctl)
@@ -119,6 +120,12 @@ func startBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
 		}
 		wg.Wait()
 	})
+	return c
+}
+
+// startBenchCluster starts n members without waiting for them to converge.
+func startBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
+	c := seedBenchCluster(b, p, udp)
 	addrs := []string{c.ctl.Addr()}
 	for i := 1; i < n; i++ {
 		// Join a random earlier member: all joining one seed at once is what
@@ -159,17 +166,7 @@ func growBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
 	// process with a heap of a few MiB) that ends in a suspicion storm. The
 	// collector runs less often here; memory is what this machine has.
 	b.Cleanup(func(f int) func() { return func() { debug.SetGCPercent(f) } }(debug.SetGCPercent(400)))
-	c := &benchCluster{b: b, net: memnet.New(), udp: udp, prof: p, meshes: map[string]*Mesh{}}
-	c.ctl = c.add(RoleController, nil)
-	c.obs = record(c.ctl)
-	b.Cleanup(func() {
-		var wg sync.WaitGroup
-		for _, m := range c.meshes {
-			wg.Add(1)
-			go func() { defer wg.Done(); m.Shutdown() }()
-		}
-		wg.Wait()
-	})
+	c := seedBenchCluster(b, p, udp)
 	addrs := []string{c.ctl.Addr()}
 	start := time.Now()
 	for len(addrs) < n {
