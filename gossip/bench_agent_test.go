@@ -31,12 +31,7 @@ func BenchmarkAgentCost(b *testing.B) {
 			// A mesh that cannot converge on this machine (1,000 members in
 			// one process on 2 cores) is still measured: the agent's cost is
 			// then that of a churning mesh, and the log says so.
-			var c *benchCluster
-			if members > waveAbove {
-				c = growBenchCluster(b, members, p, true)
-			} else {
-				c = startBenchCluster(b, members, p, true)
-			}
+			c := startBenchCluster(b, members, p, true)
 			converged := c.tryConverge(members, scale(2*time.Minute))
 			b.Logf("mesh of %d in-process members after %v: %v (%v)",
 				members, time.Since(sinceStart.wall).Round(time.Millisecond), errOr(converged, "converged"), sinceStart)

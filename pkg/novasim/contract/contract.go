@@ -455,10 +455,10 @@ func (c *client) service(t *testing.T, host, mv string) map[string]any {
 	return obj(l[0])
 }
 
-// updatedAt parses a service's updated_at and checks it is whole seconds.
-// updatedAt returns host's updated_at. Real Nova answers null until the
-// service's first report after it was created (seen in the lab right after
-// the computes start: FINDINGS.md 6), so a null is waited out.
+// updatedAt returns host's updated_at, checked to be whole seconds. Real
+// Nova answers null until the service's first report after it was created
+// (seen in the lab right after the computes start: deploy/lab/FINDINGS.md
+// 3), so a null is waited out.
 func (c *client) updatedAt(t *testing.T, host string) time.Time {
 	t.Helper()
 	var raw string
