@@ -93,7 +93,7 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 func printSummary(w io.Writer, cfg *config.Config) {
 	fmt.Fprintln(w, "configuration OK")
 	fmt.Fprintln(w, "files:")
-	fmt.Fprintf(w, "  config   %s\n  clouds   %s\n  secure   %s\n  fencing  %s\n", cfg.Files.Config, cfg.Files.Clouds, cfg.Files.Secure, cfg.Files.Fencing)
+	fmt.Fprintf(w, "  config   %s\n  clouds   %s\n  secure   %s\n  fencing  %s\n  segments %s\n", cfg.Files.Config, cfg.Files.Clouds, cfg.Files.Secure, cfg.Files.Fencing, orDash(cfg.Files.Segments))
 	c := cfg.Cloud
 	if c.NoAuth != nil {
 		fmt.Fprintf(w, "cloud: %s (noauth) compute %s image %s region %s\n", c.Name, c.NoAuth.ComputeURL, orDash(c.NoAuth.ImageURL), c.RegionName)
@@ -115,7 +115,33 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	for _, agent := range sortedKeys(byAgent) {
 		fmt.Fprintf(w, "  %-8s %s\n", agent+":", strings.Join(byAgent[agent], ", "))
 	}
+	printSegments(w, cfg.Settings.Segments)
 	printWarnings(w, cfg.Warnings)
+}
+
+// printSegments summarises the segments file: which hosts are grouped,
+// how each group recovers, its spares. Aggregates may add segments at run
+// time; the check does not ask Nova.
+func printSegments(w io.Writer, segs config.Segments) {
+	if segs.Empty() {
+		fmt.Fprintln(w, "segments: none in the file (every host recovers by InstanceHA's rules; Nova aggregates tagged "+config.AggregateSegmentKey+" may add some)")
+		return
+	}
+	fmt.Fprintf(w, "segments: %d in the file (Nova aggregates tagged %s may add more)\n", len(segs.Items), config.AggregateSegmentKey)
+	for _, sg := range segs.Items {
+		state := "enabled"
+		if !sg.Enabled {
+			state = "DISABLED (its hosts recover by InstanceHA's rules)"
+		}
+		fmt.Fprintf(w, "  %s: %s, %s; %d host(s): %s", sg.Name, sg.RecoveryMethod, state, len(sg.Hosts), strings.Join(sg.Hosts, ", "))
+		if len(sg.ReservedHosts) > 0 {
+			fmt.Fprintf(w, "; reserved: %s", strings.Join(sg.ReservedHosts, ", "))
+		}
+		if sg.Maintenance != nil {
+			fmt.Fprintf(w, "; recovered_host_maintenance %t", *sg.Maintenance)
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 func printWarnings(w io.Writer, warnings []string) {
@@ -160,8 +186,19 @@ type checkResult struct {
 	UDPPort  int                 `json:"udp_port,omitempty"`
 	Settings []config.Change     `json:"changed_settings,omitempty"`
 	Fencing  map[string][]string `json:"fencing,omitempty"`
+	Segments []segmentJSON       `json:"segments,omitempty"`
 	Problems []problemJSON       `json:"problems,omitempty"`
 	Warnings []string            `json:"warnings"`
+}
+
+type segmentJSON struct {
+	Name                     string   `json:"name"`
+	RecoveryMethod           string   `json:"recovery_method"`
+	Enabled                  bool     `json:"enabled"`
+	Hosts                    []string `json:"hosts"`
+	ReservedHosts            []string `json:"reserved_hosts,omitempty"`
+	RecoveredHostMaintenance *bool    `json:"recovered_host_maintenance,omitempty"`
+	Source                   string   `json:"source"`
 }
 
 type problemJSON struct {
@@ -190,6 +227,9 @@ func printCheckJSON(stdout, stderr io.Writer, cfg *config.Config, problems *conf
 		res.Files, res.Cloud, res.UDPPort = &cfg.Files, &cfg.Cloud, cfg.UDPPort
 		res.Settings = cfg.Settings.Changes()
 		res.Fencing = fencingByAgent(cfg.Fencing)
+		for _, sg := range cfg.Settings.Segments.Items {
+			res.Segments = append(res.Segments, segmentJSON{sg.Name, sg.RecoveryMethod, sg.Enabled, sg.Hosts, sg.ReservedHosts, sg.Maintenance, sg.Source})
+		}
 		if cfg.Warnings != nil {
 			res.Warnings = cfg.Warnings
 		}

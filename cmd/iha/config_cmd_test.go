@@ -136,6 +136,54 @@ func TestConfigCheckNonDefaultSettings(t *testing.T) {
 	}
 }
 
+func TestConfigCheckSummarisesSegments(t *testing.T) {
+	dir := copySamples(t)
+	withEnv(t, nil)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", dir)
+	if code != 0 || !strings.Contains(stdout, "segments: none in the file") {
+		t.Fatalf("without segments.yaml: exit %d, summary:\n%s", code, stdout)
+	}
+	writeFile(t, filepath.Join(dir, "segments.yaml"), `segments:
+  rack-a:
+    recovery_method: reserved_host
+    hosts: [compute-0, compute-1, spare-0]
+    reserved_hosts: [spare-0]
+    recovered_host_maintenance: true
+  rack-b:
+    recovery_method: auto
+    enabled: false
+    hosts: [compute-2]
+`)
+	code, stdout, _ = runIHA(t, "config", "check", "--dir", dir)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stdout)
+	}
+	for _, want := range []string{
+		"  segments " + filepath.Join(dir, "segments.yaml"),
+		"segments: 2 in the file",
+		"rack-a: reserved_host, enabled; 3 host(s): compute-0, compute-1, spare-0; reserved: spare-0; recovered_host_maintenance true",
+		"rack-b: auto, DISABLED",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("summary lacks %q:\n%s", want, stdout)
+		}
+	}
+	code, stdout, _ = runIHA(t, "config", "check", "--dir", dir, "--json")
+	var res struct {
+		Segments []struct {
+			Name          string   `json:"name"`
+			Enabled       bool     `json:"enabled"`
+			ReservedHosts []string `json:"reserved_hosts"`
+		} `json:"segments"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); code != 0 || err != nil {
+		t.Fatalf("--json: exit %d, %v", code, err)
+	}
+	if len(res.Segments) != 2 || res.Segments[0].Name != "rack-a" || !res.Segments[0].Enabled || len(res.Segments[0].ReservedHosts) != 1 || res.Segments[1].Enabled {
+		t.Errorf("--json segments: %+v", res.Segments)
+	}
+}
+
 func TestConfigCheckReportsEveryProblem(t *testing.T) {
 	dir := copySamples(t)
 	writeFile(t, filepath.Join(dir, "config.yaml"), "config:\n  DELTA: 5\n  LOGLEVEL: LOUD\n")
