@@ -133,6 +133,9 @@ type Reconciler struct {
 	lastPoll  atomic.Int64 // unix nanos of the last successful poll
 	lastSkips map[string]string
 	stale     bool // AllServicesStale reported, to log it once per episode
+	// unforceRefused follows hosts whose forced_down=false Nova refuses
+	// (see noteUnforceRefused); touched only by the cycle's goroutine.
+	unforceRefused map[string]*unforceRefusal
 }
 
 // NewReconciler builds a reconciler for one leadership term.
@@ -161,7 +164,7 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 	}
 	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff,
-		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{},
+		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}, unforceRefused: map[string]*unforceRefusal{},
 		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}}
 }
 

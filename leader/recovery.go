@@ -566,12 +566,12 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 		}
 		if _, err := r.nova.UpdateService(ctx, svc.ID, nova.ServiceUpdate{ForcedDown: ptr(false)}); err != nil {
 			if errors.Is(err, nova.ErrBadRequest) {
-				r.log.Info("not all the migrations are complete yet: Nova keeps the host forced down until its nova-compute restarts",
-					"host", host)
+				r.noteUnforceRefused(ctx, host, svc, now)
 			}
 			_ = r.end(ctx, StepEndCmd{Host: host, Step: StepUnforce, OpID: op, OK: false, Detail: err.Error()})
 			return errWait
 		}
+		delete(r.unforceRefused, host)
 		if err := r.end(ctx, StepEndCmd{Host: host, Step: StepUnforce, OpID: op, OK: true, Detail: "forced_down unset"}); err != nil {
 			return err
 		}
@@ -609,6 +609,58 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 	// Enabled and not forced down: someone already re-enabled it.
 	_, err := r.apply(ctx, CmdPhase, PhaseCmd{Host: host, Phase: PhaseDone, From: PhaseReenabling, Reason: "service already enabled"})
 	return err
+}
+
+// EventStuckForcedDown says Nova keeps a host forced down although its
+// nova-compute runs: it started before the host's evacuations were done.
+const EventStuckForcedDown = "StuckForcedDown"
+
+// unforceRefusal is what the reconciler remembers of a host whose
+// forced_down=false Nova refuses.
+type unforceRefusal struct {
+	firstUpdated time.Time // the service's updated_at at the first refusal
+	advancedAt   time.Time // when a refusal first saw a newer updated_at
+	told         bool      // the operator was told (once per episode)
+}
+
+// noteUnforceRefused tells the operator, once per episode, about a host Nova
+// will not un-force by itself. Nova refuses forced_down=false while an
+// evacuation migration from the host is `done`, and only the host's
+// nova-compute, when it starts, turns them `completed`. Normally it starts
+// after the evacuations (the agent's gate holds it back), and the refusal
+// lasts until its first heartbeat. But a nova-compute started while the
+// rebuilds were still running (a host without the gate, powered on by an
+// operator or a power-restore policy) completed the migrations too early,
+// and the rebuilds then wrote `done` over them (lab FINDINGS.md 4): the
+// heartbeat advances, the refusal stays, until nova-compute restarts once
+// more. Only a person (or their tooling) can do that; IHA holds no
+// credentials on the host. Counted from the first advance of updated_at
+// after a refusal, for DELTA: a restart under way completes its migrations
+// within seconds.
+func (r *Reconciler) noteUnforceRefused(ctx context.Context, host string, svc nova.Service, now time.Time) {
+	w := r.unforceRefused[host]
+	if w == nil {
+		r.log.Info("not all the migrations are complete yet: Nova keeps the host forced down until its nova-compute restarts; retrying every poll",
+			"host", host)
+		r.unforceRefused[host] = &unforceRefusal{firstUpdated: svc.UpdatedAt}
+		return
+	}
+	if w.advancedAt.IsZero() {
+		if svc.UpdatedAt.After(w.firstUpdated) {
+			w.advancedAt = now
+		}
+		return
+	}
+	if now.Sub(w.advancedAt) < r.cfg.Delta || w.told {
+		return
+	}
+	w.told = true
+	msg := fmt.Sprintf("Nova refuses to unset forced_down: evacuation migrations from %s are still `done` although its nova-compute "+
+		"has been reporting since %s. It started before the evacuations finished (a host powered on without iha-agent's gate), "+
+		"so it did not complete them. Restart nova-compute on %s once; IHA then re-enables the host.",
+		host, w.advancedAt.UTC().Format(time.RFC3339), host)
+	r.log.Error("host stays forced down until its nova-compute restarts", "host", host, "heartbeat", svc.UpdatedAt, "reporting_since", w.advancedAt)
+	r.event(ctx, host, EventStuckForcedDown, msg, true)
 }
 
 // reported remembers, for this term, that an event about host and what was

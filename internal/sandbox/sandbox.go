@@ -44,6 +44,9 @@ type Options struct {
 	// OnBoot, when set, is called when a powered-on host has booted, before
 	// its nova-compute gate runs (dev mode starts the host's agent there).
 	OnBoot func(host string)
+	// NoGate models hosts without iha-agent's gate: a powered-on host's
+	// nova-compute starts right after BootDelay, whatever the recovery.
+	NoGate bool
 	// Mesh, when set, is the gossip view the leader judges with, and its
 	// kdump notices the leader's: a scripted *Mesh, or a real mesh.
 	Mesh MeshSource
@@ -133,7 +136,7 @@ func (s *Sandbox) boot(host string) {
 		if s.opts.OnBoot != nil {
 			s.opts.OnBoot(host)
 		}
-		for {
+		for !s.opts.NoGate {
 			fsm := s.FSM()
 			if fsm == nil {
 				time.Sleep(50 * time.Millisecond)
