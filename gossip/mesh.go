@@ -55,7 +55,8 @@ type Config struct {
 	Profile Profile
 	// Meta is advertised to every member.
 	Meta Meta
-	// LeaveTimeout bounds a graceful leave (default 5 s).
+	// LeaveTimeout bounds a graceful leave (default: see
+	// defaultLeaveTimeout).
 	LeaveTimeout time.Duration
 	// Logger receives the mesh's logs and memberlist's (component=memberlist).
 	Logger *slog.Logger
@@ -104,6 +105,18 @@ type Mesh struct {
 // ErrJoin is wrapped by join failures.
 var ErrJoin = errors.New("gossip: cannot join the mesh")
 
+// defaultLeaveTimeout bounds a graceful leave: memberlist's Leave returns
+// once its dead-about-myself broadcast has been sent its retransmit limit
+// of times (4·⌈log10(n+1)⌉ sends, three per gossip round: 4 rounds at 100
+// members, 6 at 1,000), so the wait is a number of gossip intervals. 5 s is
+// 25 rounds of the default profile; a slower profile gets 20 rounds, up to
+// 15 s so that the agent stops well within its unit's TimeoutStopSec (20 s).
+// A leave that times out still went out to some members; the others see a
+// death instead.
+func defaultLeaveTimeout(p Profile) time.Duration {
+	return min(max(5*time.Second, 20*p.GossipInterval), 15*time.Second)
+}
+
 // New creates the mesh node and starts gossiping (alone until Run joins).
 func New(cfg Config) (*Mesh, error) {
 	if cfg.Logger == nil {
@@ -119,7 +132,7 @@ func New(cfg Config) (*Mesh, error) {
 		cfg.RejoinInterval = 30 * time.Second
 	}
 	if cfg.LeaveTimeout == 0 {
-		cfg.LeaveTimeout = 5 * time.Second
+		cfg.LeaveTimeout = defaultLeaveTimeout(cfg.Profile)
 	}
 	meta, err := EncodeMeta(cfg.Meta)
 	if err != nil {

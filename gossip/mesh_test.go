@@ -246,3 +246,24 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// A graceful leave waits for a number of gossip rounds: a slowed profile
+// gets more time, but never so much that the agent outlives its unit's
+// TimeoutStopSec (20 s).
+func TestDefaultLeaveTimeoutFollowsTheGossipInterval(t *testing.T) {
+	for _, tc := range []struct {
+		gossip time.Duration
+		want   time.Duration
+	}{
+		{DefaultProfile().GossipInterval, 5 * time.Second},
+		{FastProfile().GossipInterval, 5 * time.Second},
+		{500 * time.Millisecond, 10 * time.Second},
+		{10 * time.Second, 15 * time.Second},
+	} {
+		p := DefaultProfile()
+		p.GossipInterval = tc.gossip
+		if got := defaultLeaveTimeout(p); got != tc.want {
+			t.Errorf("gossip interval %v: leave timeout %v, want %v", tc.gossip, got, tc.want)
+		}
+	}
+}
