@@ -60,17 +60,19 @@
 // Time to detect a crash, from memberlist's code (anchors-ha.md §2.2):
 // see Profile.
 //
-// Measured (sessions 2 to 4; bench_test.go and bench_agent_test.go say how to run
-// them; every figure is kill without leave → dead event at the controller,
-// on a 2-core VM shared with other work, load average 1–11, ~40 % steal):
+// Measured (bench_test.go and bench_agent_test.go say how to run them;
+// every figure is kill without leave → dead event at the controller, on a
+// 2-core VM shared with other work). The 10- and 100-member rows are
+// session 4's, after the mesh changes below (session 2's p50s, before them,
+// were within 0.7 s of these):
 //
 //	members transport profile  p50     p99/max  formula  trials
-//	10      memnet    default  6.8 s   8.5 s    6.6 s    10
-//	10      memnet    fast     3.7 s   8.9 s    3.3 s    10
-//	100     memnet    default  10.2 s  11.1 s   10.6 s   5 valid of 8
-//	100     memnet    fast     5.4 s   5.7 s    5.3 s    8
-//	100     UDP       default  10.7 s  12.2 s   10.6 s   6
-//	100     UDP       fast     5.0 s   7.3 s    5.3 s    6
+//	10      memnet    default  6.3 s   8.1 s    6.6 s    10
+//	10      memnet    fast     3.4 s   3.5 s    3.3 s    10
+//	100     memnet    default  9.9 s   13.9 s   10.6 s   8
+//	100     memnet    fast     5.2 s   5.6 s    5.3 s    8
+//	100     UDP       default  10.0 s  10.6 s   10.6 s   6
+//	100     UDP       fast     5.3 s   6.2 s    5.3 s    6
 //	1000    memnet    default  15.2 s  19.6 s   14.6 s   5 (time scale 2, below)
 //	1000    memnet    fast     6.9 s   7.3 s    7.3 s    5 (time scale 4, below)
 //

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ihaproject/iha/internal/testaddr"
 )
 
 // These tests run Raft voters over real TCP (or mutual TLS) on 127.0.0.1,
@@ -176,7 +178,7 @@ func newTestNodes(t *testing.T, n int, ca *testCA) []*testNode {
 	t.Helper()
 	var out []*testNode
 	for i := 1; i <= n; i++ {
-		tn := &testNode{id: fmt.Sprintf("n%d", i), addr: freshLoopback(t), dir: t.TempDir()}
+		tn := &testNode{id: fmt.Sprintf("n%d", i), addr: testaddr.Loopback(t), dir: t.TempDir()}
 		if ca != nil {
 			tn.tls = ca.tlsConfig(t, tn.id)
 		}
@@ -188,33 +190,6 @@ func newTestNodes(t *testing.T, n int, ca *testCA) []*testNode {
 		}
 	})
 	return out
-}
-
-var handedOut = struct {
-	sync.Mutex
-	addrs map[string]bool
-}{addrs: map[string]bool{}}
-
-// freshLoopback returns a loopback address whose port was free and has not
-// been handed out before in this test binary. A port closed after
-// net.Listen(":0") may come back from the next one before any node has
-// bound it (CI saw "found duplicate address in configuration").
-func freshLoopback(t *testing.T) string {
-	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		_ = ln.Close()
-		if !handedOut.addrs[addr] {
-			handedOut.addrs[addr] = true
-			return addr
-		}
-	}
 }
 
 func peersOf(nodes []*testNode) []Peer {

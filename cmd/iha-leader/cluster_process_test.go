@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
@@ -117,33 +118,6 @@ func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-var handedOut = struct {
-	sync.Mutex
-	addrs map[string]bool
-}{addrs: map[string]bool{}}
-
-// freeLoopback returns a loopback address whose port was free and has not
-// been handed out before in this test binary: a port closed after
-// net.Listen(":0") may come back from the next call before the process it
-// was meant for has bound it.
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		_ = ln.Close()
-		if !handedOut.addrs[addr] {
-			handedOut.addrs[addr] = true
-			return addr
-		}
 	}
 }
 
@@ -290,7 +264,7 @@ func TestProcessesFormAQuorumOverTLSJoinAndRemove(t *testing.T) {
 	ca, rogueCA := newPKI(t, "iha-controllers"), newPKI(t, "someone-else")
 	ctl := make([]*controller, 4)
 	for i := range ctl {
-		ctl[i] = &controller{name: fmt.Sprintf("ctl-%d", i+1), raftAddr: freeLoopback(t), apiAddr: freeLoopback(t)}
+		ctl[i] = &controller{name: fmt.Sprintf("ctl-%d", i+1), raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
 	}
 	tlsKeys := func(p *pki, name string) map[string]string {
 		cert, key := p.issue(t, name)

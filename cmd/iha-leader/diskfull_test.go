@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
@@ -90,7 +91,7 @@ func TestLeaderDiskFullFailsLoudlyAndLosesNothing(t *testing.T) {
 	mounts := make([]string, 3)
 	var peers []string
 	for i := range ctl {
-		ctl[i] = &controller{name: fmt.Sprintf("ctl-%d", i+1), raftAddr: freeLoopback(t), apiAddr: freeLoopback(t)}
+		ctl[i] = &controller{name: fmt.Sprintf("ctl-%d", i+1), raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
 		peers = append(peers, ctl[i].name+"="+ctl[i].raftAddr)
 		mounts[i] = mountTmpfs(t, 8<<20) // unmounted after the processes stop (Cleanup is LIFO)
 	}

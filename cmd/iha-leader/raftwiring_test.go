@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
@@ -22,7 +23,7 @@ func TestHalfARaftTLSSetIsRefusedNamingTheKeys(t *testing.T) {
 	t.Cleanup(sim.Close)
 	ca := newPKI(t, "ca")
 	cert, _ := ca.issue(t, "ctl-1")
-	c := &controller{name: "ctl-1", raftAddr: freeLoopback(t), apiAddr: freeLoopback(t)}
+	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
 	c.writeConfig(t, sim, map[string]string{"RAFT_TLS_CERT": cert})
 	for k, v := range map[string]string{
 		"INSTANCEHA_CONFIG_PATH": filepath.Join(c.confDir, "config.yaml"),
