@@ -566,7 +566,7 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 		}
 		if _, err := r.nova.UpdateService(ctx, svc.ID, nova.ServiceUpdate{ForcedDown: ptr(false)}); err != nil {
 			if errors.Is(err, nova.ErrBadRequest) {
-				r.noteUnforceRefused(ctx, host, svc, now)
+				r.noteUnforceRefused(ctx, rec, svc, now)
 			}
 			_ = r.end(ctx, StepEndCmd{Host: host, Step: StepUnforce, OpID: op, OK: false, Detail: err.Error()})
 			return errWait
@@ -618,6 +618,7 @@ const EventStuckForcedDown = "StuckForcedDown"
 // unforceRefusal is what the reconciler remembers of a host whose
 // forced_down=false Nova refuses.
 type unforceRefusal struct {
+	episode      time.Time // the record's PhaseSince: a new phase is a new episode
 	firstUpdated time.Time // the service's updated_at at the first refusal
 	advancedAt   time.Time // when a refusal first saw a newer updated_at
 	told         bool      // the operator was told (once per episode)
@@ -637,12 +638,13 @@ type unforceRefusal struct {
 // credentials on the host. Counted from the first advance of updated_at
 // after a refusal, for DELTA: a restart under way completes its migrations
 // within seconds.
-func (r *Reconciler) noteUnforceRefused(ctx context.Context, host string, svc nova.Service, now time.Time) {
+func (r *Reconciler) noteUnforceRefused(ctx context.Context, rec *HostRecord, svc nova.Service, now time.Time) {
+	host := rec.Host
 	w := r.unforceRefused[host]
-	if w == nil {
+	if w == nil || !w.episode.Equal(rec.PhaseSince) {
 		r.log.Info("not all the migrations are complete yet: Nova keeps the host forced down until its nova-compute restarts; retrying every poll",
 			"host", host)
-		r.unforceRefused[host] = &unforceRefusal{firstUpdated: svc.UpdatedAt}
+		r.unforceRefused[host] = &unforceRefusal{episode: rec.PhaseSince, firstUpdated: svc.UpdatedAt}
 		return
 	}
 	if w.advancedAt.IsZero() {

@@ -589,3 +589,54 @@ func (w segLogWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// The StuckForcedDown report is per episode: a refusal in a later
+// re-enable of the same host (same term) does not inherit the earlier
+// episode's clock, and a stuck host is reported once.
+func TestStuckForcedDownIsReportedOncePerEpisode(t *testing.T) {
+	st := &memStore{f: NewFSM()}
+	s := config.Defaults()
+	s.Delta = time.Second
+	r := NewReconciler(ReconcilerConfig{Settings: s, Nova: newSegNova(), Store: st, Logger: testLog(t)})
+	ctx := context.Background()
+	stuck := func() int {
+		n := 0
+		for _, e := range st.f.Events(0, "c1", 0) {
+			if e.Kind == EventStuckForcedDown {
+				n++
+			}
+		}
+		return n
+	}
+	t0 := time.Unix(1700000000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+
+	// Episode 1: refused, the heartbeat advances, but less than DELTA passes
+	// (then an operator un-forces the host by hand: no success is seen here).
+	ep1 := &HostRecord{Host: "c1", Phase: PhaseReenabling, PhaseSince: t0}
+	svc := nova.Service{Host: "c1", UpdatedAt: t0}
+	r.noteUnforceRefused(ctx, ep1, svc, at(0))
+	svc.UpdatedAt = at(10 * time.Second)
+	r.noteUnforceRefused(ctx, ep1, svc, at(10*time.Second))
+	r.noteUnforceRefused(ctx, ep1, svc, at(10*time.Second+500*time.Millisecond))
+	if n := stuck(); n != 0 {
+		t.Fatalf("reported before the heartbeat advanced for DELTA: %d events", n)
+	}
+
+	// Episode 2, an hour later: its first refusal is the normal wait for
+	// nova-compute's restart, not a stuck host.
+	ep2 := &HostRecord{Host: "c1", Phase: PhaseReenabling, PhaseSince: at(time.Hour)}
+	svc.UpdatedAt = at(time.Hour)
+	r.noteUnforceRefused(ctx, ep2, svc, at(time.Hour+time.Second))
+	if n := stuck(); n != 0 {
+		t.Fatalf("a new episode inherited the previous one's clock: %d events", n)
+	}
+	// It does get stuck: heartbeat advancing, still refused after DELTA.
+	svc.UpdatedAt = at(time.Hour + 5*time.Second)
+	r.noteUnforceRefused(ctx, ep2, svc, at(time.Hour+5*time.Second))
+	r.noteUnforceRefused(ctx, ep2, svc, at(time.Hour+7*time.Second))
+	r.noteUnforceRefused(ctx, ep2, svc, at(time.Hour+9*time.Second))
+	if n := stuck(); n != 1 {
+		t.Fatalf("%d StuckForcedDown events, want 1", n)
+	}
+}
