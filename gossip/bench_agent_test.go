@@ -75,9 +75,9 @@ func BenchmarkAgentCost(b *testing.B) {
 			}
 			// The join's push/pull gave the agent the full member list; let
 			// the joins' gossip die down before measuring.
-			time.Sleep(time.Duration(k * float64(30*time.Second)))
+			time.Sleep(stretch(30*time.Second, k))
 
-			window := time.Duration(k * float64(60*time.Second)) // as many protocol rounds at any time scale
+			window := stretch(60*time.Second, k) // as many protocol rounds at any time scale
 			susp0 := c.obs.count(KindSuspect)
 			cpu0 := procStatCPU(b, agent.Pid)
 			mesh := startCPU()

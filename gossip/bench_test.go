@@ -466,9 +466,12 @@ func timeScale(b *testing.B) float64 {
 
 // slowed returns p with every interval multiplied by k.
 func (p Profile) slowed(k float64) Profile {
-	mul := func(d time.Duration) time.Duration { return time.Duration(float64(d) * k) }
-	return Profile{ProbeInterval: mul(p.ProbeInterval), ProbeTimeout: mul(p.ProbeTimeout), SuspicionMult: p.SuspicionMult, GossipInterval: mul(p.GossipInterval)}
+	return Profile{ProbeInterval: stretch(p.ProbeInterval, k), ProbeTimeout: stretch(p.ProbeTimeout, k),
+		SuspicionMult: p.SuspicionMult, GossipInterval: stretch(p.GossipInterval, k)}
 }
+
+// stretch is d on a clock k times slower.
+func stretch(d time.Duration, k float64) time.Duration { return time.Duration(float64(d) * k) }
 
 func profileNamed(name string) Profile {
 	if name == "fast" {

@@ -186,19 +186,9 @@ type checkResult struct {
 	UDPPort  int                 `json:"udp_port,omitempty"`
 	Settings []config.Change     `json:"changed_settings,omitempty"`
 	Fencing  map[string][]string `json:"fencing,omitempty"`
-	Segments []segmentJSON       `json:"segments,omitempty"`
+	Segments []config.Segment    `json:"segments,omitempty"`
 	Problems []problemJSON       `json:"problems,omitempty"`
 	Warnings []string            `json:"warnings"`
-}
-
-type segmentJSON struct {
-	Name                     string   `json:"name"`
-	RecoveryMethod           string   `json:"recovery_method"`
-	Enabled                  bool     `json:"enabled"`
-	Hosts                    []string `json:"hosts"`
-	ReservedHosts            []string `json:"reserved_hosts,omitempty"`
-	RecoveredHostMaintenance *bool    `json:"recovered_host_maintenance,omitempty"`
-	Source                   string   `json:"source"`
 }
 
 type problemJSON struct {
@@ -227,9 +217,7 @@ func printCheckJSON(stdout, stderr io.Writer, cfg *config.Config, problems *conf
 		res.Files, res.Cloud, res.UDPPort = &cfg.Files, &cfg.Cloud, cfg.UDPPort
 		res.Settings = cfg.Settings.Changes()
 		res.Fencing = fencingByAgent(cfg.Fencing)
-		for _, sg := range cfg.Settings.Segments.Items {
-			res.Segments = append(res.Segments, segmentJSON{sg.Name, sg.RecoveryMethod, sg.Enabled, sg.Hosts, sg.ReservedHosts, sg.Maintenance, sg.Source})
-		}
+		res.Segments = cfg.Settings.Segments.Items
 		if cfg.Warnings != nil {
 			res.Warnings = cfg.Warnings
 		}

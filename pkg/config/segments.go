@@ -38,21 +38,22 @@ const (
 )
 
 // Segment is one failover segment.
+// Its JSON form (`iha config check --json`) uses the segments file's keys.
 type Segment struct {
-	Name           string
-	RecoveryMethod string // one of RecoveryMethods
-	Enabled        bool
+	Name           string `json:"name"`
+	RecoveryMethod string `json:"recovery_method"` // one of RecoveryMethods
+	Enabled        bool   `json:"enabled"`
 	// Hosts are the segment's computes, reserved hosts included, as
 	// written (matched by short name).
-	Hosts []string
+	Hosts []string `json:"hosts"`
 	// ReservedHosts are the spares, in the order they are tried.
-	ReservedHosts []string
+	ReservedHosts []string `json:"reserved_hosts,omitempty"`
 	// Maintenance, when set, overrides RECOVERED_HOST_MAINTENANCE for the
 	// hosts of this segment.
-	Maintenance *bool
+	Maintenance *bool `json:"recovered_host_maintenance,omitempty"`
 	// Source says where the segment was defined: "FILE:LINE" or
 	// "aggregate NAME (id N)".
-	Source string
+	Source string `json:"source"`
 }
 
 // Has reports whether host (short name compared) is a host of the segment.
