@@ -25,7 +25,7 @@ test-deps: ## install what the tests start: Debian packages (ipmi_sim, fence_kdu
 	scripts/build-kube-apiserver.sh
 
 test: test-deps ## install what the tests need, then run every test with the race detector
-	$(GO) test $(TEST_FLAGS) ./...
+	GO=$(GO) scripts/go-test.sh $(TEST_FLAGS) ./...
 
 dev: ## run the demo: a simulated cloud where one compute fails and recovers
 	$(GO) run ./cmd/iha-leader -dev

@@ -391,17 +391,26 @@ func (fr failoverRun) run(t *testing.T) runStats {
 	stats := runStats{}
 	leaders := map[string]bool{} // members that committed entries; guarded by trigMu
 	busy := map[string]bool{}    // members being disrupted; guarded by trigMu
+	// stopped ends the disruptions once the recovery is done; guarded by
+	// trigMu. The trigger runs on a reconciler's goroutine, and its wg.Add
+	// must happen before the test's wg.Wait or not at all.
+	stopped := false
+	var trigMu sync.Mutex
 
 	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
+	t.Cleanup(func() {
+		trigMu.Lock()
+		stopped = true
+		trigMu.Unlock()
+		wg.Wait()
+	})
 	var fired atomic.Int32
 	next := 0
-	var trigMu sync.Mutex
 	ch.setTrigger(func(member string, n int64) {
 		trigMu.Lock()
 		defer trigMu.Unlock()
 		leaders[member] = true
-		if next >= len(fr.triggers) || n < fr.triggers[next] || busy[member] {
+		if stopped || next >= len(fr.triggers) || n < fr.triggers[next] || busy[member] {
 			return // a member being disrupted is not disrupted again until it is back
 		}
 		i := next
@@ -462,6 +471,9 @@ func (fr failoverRun) run(t *testing.T) runStats {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	trigMu.Lock()
+	stopped = true
+	trigMu.Unlock()
 	wg.Wait()
 	w.check(t, ch)
 	trigMu.Lock()

@@ -37,5 +37,5 @@ lab-scenarios: ## IHA's end-to-end scenarios (3 real iha-leaders, the lab's iha-
 LAB_SCENARIO_DETECTION ?=
 
 lab-test: lab-install ## labtest (up, checks, down), then contract + IHA scenarios on a fresh lab; no recorded process survives
-	go test -tags lab -count=1 -timeout 30m -v ./deploy/lab/labtest/
-	LAB_SCENARIO_DETECTION=$(LAB_SCENARIO_DETECTION) go test -tags lab -count=1 -timeout 60m -v ./deploy/lab/scenarios/
+	scripts/go-test.sh -tags lab -count=1 -timeout 30m -v ./deploy/lab/labtest/
+	LAB_SCENARIO_DETECTION=$(LAB_SCENARIO_DETECTION) scripts/go-test.sh -tags lab -count=1 -timeout 60m -v ./deploy/lab/scenarios/
