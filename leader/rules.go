@@ -137,6 +137,27 @@ func ThresholdPercent(services []nova.Service, candidates []nova.Service, evacua
 	return float64(len(down)) * 100 / float64(total)
 }
 
+// MeshFailing returns the services of the hosts whose agent the gossip mesh
+// suspects or has declared dead, and that Nova has not heard from since:
+// failures on their way to a verdict. THRESHOLD counts them with the
+// candidates. The mesh declares hosts that fail together dead seconds
+// apart (each is probed at its own moment, each suspicion times out on its
+// own), so without them the first of two computes that lose power at once
+// is judged alone, found under the threshold, and fenced before the second
+// is seen (lab FINDINGS 6). A host that left gracefully, or that Nova heard
+// after the mesh lost it (cut off from the mesh, not dead), is not counted.
+func MeshFailing(snap MeshSnapshot, services []nova.Service) []nova.Service {
+	var out []nova.Service
+	for _, s := range services {
+		m, ok := snap[s.Host]
+		if !ok || (m.State != MeshSuspect && m.State != MeshDead) || heardSince(s, m.Since) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // ThresholdExceeded is R5.4: strict greater-than.
 func ThresholdExceeded(percent float64, threshold int) bool { return percent > float64(threshold) }
 

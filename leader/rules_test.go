@@ -3,6 +3,7 @@ package leader
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -113,6 +114,36 @@ func TestThreshold(t *testing.T) {
 	}
 	if p := ThresholdPercent(nil, nil, nil); p != 0 {
 		t.Fatal("R5.3: empty denominator is 0%")
+	}
+}
+
+func TestMeshFailing(t *testing.T) {
+	heard := now.Add(-5 * time.Second) // Nova's last updated_at of every host
+	var svcs []nova.Service
+	for _, h := range []string{"alive", "suspect", "dead", "cutoff", "left", "unseen"} {
+		s := svc(h, "enabled", "up", false, "", 0)
+		s.UpdatedAt = heard
+		svcs = append(svcs, s)
+	}
+	snap := MeshSnapshot{
+		"alive":   {Host: "alive", State: MeshAlive},
+		"suspect": {Host: "suspect", State: MeshSuspect, Since: now.Add(-2 * time.Second)},
+		"dead":    {Host: "dead", State: MeshDead, Since: now.Add(-3 * time.Second)},
+		// Nova heard it after the mesh lost it: cut off from the mesh only.
+		"cutoff": {Host: "cutoff", State: MeshDead, Since: now.Add(-10 * time.Second)},
+		"left":   {Host: "left", State: MeshLeft, Since: now.Add(-3 * time.Second)},
+	}
+	var got []string
+	for _, s := range MeshFailing(snap, svcs) {
+		got = append(got, s.Host)
+	}
+	if want := []string{"suspect", "dead"}; !slices.Equal(got, want) {
+		t.Fatalf("MeshFailing = %v, want %v", got, want)
+	}
+	// With them, one candidate of six is 50 %, not 16.7 %.
+	cands := append([]nova.Service{svcs[0]}, MeshFailing(snap, svcs)...)
+	if p := ThresholdPercent(svcs, cands, nil); p != 50 {
+		t.Fatalf("ThresholdPercent with the hosts the mesh is losing = %.1f, want 50", p)
 	}
 }
 

@@ -448,6 +448,48 @@ func TestNovaUnreachableAtStart(t *testing.T) {
 	waitFor(t, 30*time.Second, "c1 recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
 }
 
+// TestScenarioStaggeredMeshDeathsCountTowardThreshold: c1 and c2 lose power
+// together, but the mesh declares them dead seconds apart (lab FINDINGS 6:
+// each is probed, and each suspicion times out, at its own moment). When c1
+// reaches its verdict, c2 is only suspected: it still counts toward
+// THRESHOLD, so c1 is not fenced alone under the threshold. Neither is
+// touched while both are down; once c2 is back, c1 is recovered.
+func TestScenarioStaggeredMeshDeathsCountTowardThreshold(t *testing.T) {
+	t.Parallel()
+	s := meshSettings()
+	s.Threshold = 25             // 1 of 4 is allowed, 2 of 4 is not
+	s.MeshPartitionPercent = 100 // the guard stays out of it: this is THRESHOLD's case
+	mesh := sandbox.NewMesh()
+	w := meshWorld(t, s, mesh)
+
+	w.Hang("c1")
+	w.Hang("c2")
+	mesh.Set("c2", leader.MeshSuspect, "c3")
+	mesh.Set("c1", leader.MeshDead, "c3", "c4")
+	waitFor(t, 10*time.Second, "c1 judged and held by the threshold", func() bool { return w.phase("c1") == leader.PhaseSkipped })
+	rec := w.FSM().Host("c1")
+	if !strings.Contains(rec.Reason, "THRESHOLD exceeded: 50.0%") || !strings.Contains(rec.Reason, "being lost by the mesh (c2)") {
+		t.Errorf("c1's record must say the threshold counted c2, which the mesh is losing: %q", rec.Reason)
+	}
+	mesh.Set("c2", leader.MeshDead, "c3", "c4")
+	waitFor(t, 10*time.Second, "c2 judged and held by the threshold too", func() bool { return w.phase("c2") == leader.PhaseSkipped })
+	time.Sleep(scale(2 * time.Second))
+	if n := w.fenceRequests(); n != 0 {
+		t.Fatalf("%d fence calls while two of four computes were failing", n)
+	}
+	if n := w.evacuations(); n != 0 {
+		t.Fatalf("%d evacuations while two of four computes were failing", n)
+	}
+	// c2 comes back (its agent and its nova-compute): 1 of 4 is not above
+	// 25 %, and c1 is recovered.
+	w.Sim.StartCompute("c2")
+	mesh.Set("c2", leader.MeshAlive)
+	waitFor(t, 30*time.Second, "c1 recovered once c2 is back", func() bool { return w.phase("c1") == leader.PhaseDone })
+	if _, reqs, _ := w.BMC("c2").Counts(); reqs != 0 {
+		t.Errorf("c2 came back by itself and must not be fenced: %d power-off calls", reqs)
+	}
+}
+
 // TestScenarioMeshDetection: with DETECTION_MODE both, a host the mesh
 // declares dead whose Nova heartbeat then stops is failed one report
 // interval (plus margin) after the death — long before DELTA or POLL; a
