@@ -83,7 +83,7 @@ var keyTable = []keySpec{
 	strKey("EVACUABLE_TAG", kindString, originInstanceHA, "tag / metadata key that marks images, flavors and aggregates as evacuable", func(s *Settings) *string { return &s.EvacuableTag }),
 	secKey("DELTA", originInstanceHA, 10, 300, "a nova-compute whose `updated_at` is older than this is stale", func(s *Settings) *time.Duration { return &s.Delta }),
 	secKey("POLL", originInstanceHA, 15, 600, "time between two polls of Nova's services", func(s *Settings) *time.Duration { return &s.Poll }),
-	intKey("THRESHOLD", originInstanceHA, 0, 100, "percent", "no evacuation when more than this share of the computes fail at once", func(s *Settings) *int { return &s.Threshold }),
+	intKey("THRESHOLD", originInstanceHA, 0, 100, "percent", "no evacuation when more than this share of the computes fail at once: down or forced down in Nova, judged failed now, or (DETECTION_MODE gossip/both) suspected or lost by the mesh with no Nova report since", func(s *Settings) *int { return &s.Threshold }),
 	intKey("WORKERS", originInstanceHA, 1, 100, "", "hosts recovered concurrently", func(s *Settings) *int { return &s.Workers }),
 	secKey("DELAY", originInstanceHA, 0, 300, "wait after fencing and disabling, before evacuating", func(s *Settings) *time.Duration { return &s.Delay }),
 	{Name: "LOGLEVEL", Kind: kindEnum, Origin: originInstanceHA, Enum: []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, Upper: true, Meaning: "log verbosity", strp: func(s *Settings) *string { return &s.LogLevel }},
