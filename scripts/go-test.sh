@@ -20,7 +20,11 @@ if [ "$rc" -ne 0 ]; then
 		echo "-- first panic:"
 		grep -m1 -A 40 '^panic: ' "$log"
 	fi
-	echo "-- failing tests:"
-	grep -E -- '^\s*--- FAIL|^FAIL|^ok ' "$log" | grep -v '^ok ' || true
+	echo "-- failing tests, with the first lines each one logged:"
+	awk '/^[[:space:]]*--- FAIL/ {print; n = 6; next}
+		n > 0 && /^[[:space:]]+[^[:space:]]+\.go:[0-9]+: / {print; n--; next}
+		n > 0 && /^[[:space:]]{8,}[^[:space:]]/ {print; n--; next}
+		{n = 0}
+		/^FAIL/ {print}' "$log"
 fi
 exit "$rc"
