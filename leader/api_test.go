@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -493,8 +494,10 @@ func TestAPIConsistentReadsDuringALeaderChange(t *testing.T) {
 				}
 			case errors.As(err, &se) && se.Code == 503, errors.Is(err, api.ErrUnreachable):
 				unavailable++
-			default:
+			case err != nil:
 				bad = append(bad, err.Error())
+			default:
+				bad = append(bad, fmt.Sprintf("200 with freshness %+v", c.Freshness))
 			}
 			mu.Unlock()
 			time.Sleep(10 * time.Millisecond)

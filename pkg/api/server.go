@@ -355,6 +355,13 @@ func (s *Server) read(fn readFunc, allowed ...string) http.HandlerFunc {
 			s.writeErr(w, err)
 			return
 		}
+		if q.consistent && s.cfg.Backend.Freshness().Role != "Leader" {
+			// Leadership moved while the answer was built (a graceful
+			// stop's transfer): a consistent answer comes from the leader
+			// of the moment, or not at all.
+			s.writeNoLeader(w, "leadership is changing; retry")
+			return
+		}
 		writeJSON(w, http.StatusOK, v)
 	}
 }

@@ -266,6 +266,36 @@ func TestFollowersForwardMutationsAndConsistentReadsToTheLeader(t *testing.T) {
 	}
 }
 
+// deposedWhileAnswering confirms a consistent read as the leader, then
+// loses its leadership (a graceful stop's transfer) while the answer is
+// built.
+type deposedWhileAnswering struct{ *fakeBackend }
+
+func (d deposedWhileAnswering) Cluster(ctx context.Context) (Cluster, error) {
+	c, err := d.fakeBackend.Cluster(ctx)
+	d.mu.Lock()
+	d.self = false
+	d.mu.Unlock()
+	return c, err
+}
+
+func TestConsistentReadOfALeaderDeposedMidAnswerIs503(t *testing.T) {
+	b := deposedWhileAnswering{newFake("n1", true)}
+	url := serve(t, b, Config{})
+	code, body := call(t, "GET", url+"/v1/cluster?consistent=true", "", "")
+	if code != 503 || !strings.Contains(body, "leadership is changing") {
+		t.Fatalf("consistent read answered by a node no longer leading: %d %s", code, body)
+	}
+	if b.reads != 1 {
+		t.Fatalf("%d consistent reads confirmed, want 1", b.reads)
+	}
+	// A plain read says what this node knows, leader or not.
+	code, body = call(t, "GET", url+"/v1/cluster", "", "")
+	if code != 200 || !strings.Contains(body, `"consistent": false`) {
+		t.Fatalf("plain read: %d %s", code, body)
+	}
+}
+
 func TestNoLeaderIs503AndTheClientSaysSo(t *testing.T) {
 	fol := newFake("follower", false) // knows no leader
 	url := serve(t, fol, Config{Token: config.NewSecret(canaryRW)})
