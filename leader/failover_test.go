@@ -398,12 +398,13 @@ func (fr failoverRun) run(t *testing.T) runStats {
 	var trigMu sync.Mutex
 
 	var wg sync.WaitGroup
-	t.Cleanup(func() {
+	stopDisruptions := func() {
 		trigMu.Lock()
 		stopped = true
 		trigMu.Unlock()
 		wg.Wait()
-	})
+	}
+	t.Cleanup(stopDisruptions)
 	var fired atomic.Int32
 	next := 0
 	ch.setTrigger(func(member string, n int64) {
@@ -471,10 +472,7 @@ func (fr failoverRun) run(t *testing.T) runStats {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	trigMu.Lock()
-	stopped = true
-	trigMu.Unlock()
-	wg.Wait()
+	stopDisruptions()
 	w.check(t, ch)
 	trigMu.Lock()
 	stats.leaders = maps.Clone(leaders)

@@ -546,17 +546,21 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 		if r.cfg.TaggedAggregates {
 			scope = ix.EvacuableHosts
 		}
-		counted := admitted
-		var failing []nova.Service
+		counted := slices.Clone(admitted)
+		var lost []string // hosts only the mesh counts
 		if r.mesh != nil && r.cfg.DetectionMode != "nova" {
-			failing = MeshFailing(r.snap, svcs)
-			counted = append(slices.Clone(admitted), failing...)
+			for _, s := range MeshFailing(r.snap, svcs) {
+				if !slices.ContainsFunc(admitted, func(a nova.Service) bool { return a.Host == s.Host }) {
+					counted, lost = append(counted, s), append(lost, s.Host)
+				}
+			}
+			slices.Sort(lost)
 		}
 		pct := ThresholdPercent(svcs, counted, scope)
 		if ThresholdExceeded(pct, r.cfg.Threshold) {
 			reason := fmt.Sprintf("THRESHOLD exceeded: %.1f%% of computes failed or in recovery > %d%%; suspect a partition, not acting",
 				pct, r.cfg.Threshold)
-			if lost := meshOnly(failing, admitted, svcs); len(lost) > 0 {
+			if len(lost) > 0 {
 				reason = fmt.Sprintf("THRESHOLD exceeded: %.1f%% of computes failed, in recovery or being lost by the mesh (%s) > %d%%; suspect a partition, not acting",
 					pct, strings.Join(lost, ", "), r.cfg.Threshold)
 			}
@@ -628,28 +632,6 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 		}
 	}
 	return nil
-}
-
-// meshOnly names the hosts of failing that only the mesh counts as failing:
-// not candidates and not down in Nova.
-func meshOnly(failing, candidates, services []nova.Service) []string {
-	known := map[string]bool{}
-	for _, s := range candidates {
-		known[s.Host] = true
-	}
-	for _, s := range services {
-		if s.State == "down" || s.ForcedDown {
-			known[s.Host] = true
-		}
-	}
-	var out []string
-	for _, s := range failing {
-		if !known[s.Host] {
-			out = append(out, s.Host)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // kdumpWaitOver is R12.3 (b–d): a failed host with no kdump notice is given

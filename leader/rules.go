@@ -122,7 +122,7 @@ func ThresholdPercent(services []nova.Service, candidates []nova.Service, evacua
 			continue
 		}
 		total++
-		if s.State == "down" || s.ForcedDown {
+		if downInNova(s) {
 			down[s.Host] = true
 		}
 	}
@@ -137,10 +137,14 @@ func ThresholdPercent(services []nova.Service, candidates []nova.Service, evacua
 	return float64(len(down)) * 100 / float64(total)
 }
 
+// downInNova is what THRESHOLD counts of Nova's own view: a service down or
+// forced down.
+func downInNova(s nova.Service) bool { return s.State == "down" || s.ForcedDown }
+
 // MeshFailing returns the services of the hosts whose agent the gossip mesh
-// suspects or has declared dead, and that Nova has not heard from since:
-// failures on their way to a verdict. THRESHOLD counts them with the
-// candidates. The mesh declares hosts that fail together dead seconds
+// suspects or has declared dead, and that Nova has not heard from since nor
+// counts down yet: failures on their way to a verdict that only the mesh
+// sees. THRESHOLD counts them with the candidates. The mesh declares hosts that fail together dead seconds
 // apart (each is probed at its own moment, each suspicion times out on its
 // own), so without them the first of two computes that lose power at once
 // is judged alone, found under the threshold, and fenced before the second
@@ -150,7 +154,7 @@ func MeshFailing(snap MeshSnapshot, services []nova.Service) []nova.Service {
 	var out []nova.Service
 	for _, s := range services {
 		m, ok := snap[s.Host]
-		if !ok || (m.State != MeshSuspect && m.State != MeshDead) || heardSince(s, m.Since) {
+		if !ok || (m.State != MeshSuspect && m.State != MeshDead) || heardSince(s, m.Since) || downInNova(s) {
 			continue
 		}
 		out = append(out, s)
