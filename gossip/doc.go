@@ -58,7 +58,10 @@
 // memberlist.
 //
 // Time to detect a crash, from memberlist's code (anchors-ha.md §2.2):
-// see Profile.
+// see Profile. A member that stalls (SIGSTOP, a paused VM) and resumes is
+// not declared dead if it resumes about two probe intervals before the
+// minimum suspicion timeout: it refutes when the next probe of it carries
+// the suspicion (TestFrozenShorterThanSuspicionIsNotDead).
 //
 // Measured (bench_test.go and bench_agent_test.go say how to run them;
 // every figure is kill without leave → dead event at the controller, on a
