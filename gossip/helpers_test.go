@@ -6,12 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ihaproject/iha/gossip/memnet"
+	"github.com/ihaproject/iha/internal/testlog"
 )
 
 // scale stretches test deadlines on slow or busy machines
@@ -24,28 +24,9 @@ func scale(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * f)
 }
 
-// tlogWriter sends slog output to t.Log until the test ends (memberlist's
-// goroutines may still log after Shutdown returns).
-type tlogWriter struct {
-	t    testing.TB
-	mu   *sync.Mutex
-	done *bool
-}
-
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !*w.done {
-		w.t.Log(strings.TrimSpace(string(p)))
-	}
-	return len(p), nil
-}
-
-func testLogger(t testing.TB, level slog.Level) *slog.Logger {
-	w := tlogWriter{t: t, mu: &sync.Mutex{}, done: new(bool)}
-	t.Cleanup(func() { w.mu.Lock(); *w.done = true; w.mu.Unlock() })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+// testLogger logs to t until the test ends (memberlist's goroutines may
+// still log after Shutdown returns).
+func testLogger(t testing.TB, level slog.Level) *slog.Logger { return testlog.New(t, level) }
 
 // recorder keeps every event of one mesh.
 type recorder struct {

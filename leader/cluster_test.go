@@ -29,6 +29,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ihaproject/iha/internal/testaddr"
+	"github.com/ihaproject/iha/internal/testlog"
 )
 
 // These tests run Raft voters over real TCP (or mutual TLS) on 127.0.0.1,
@@ -229,16 +230,9 @@ func waitTestLeader(t *testing.T, nodes []*testNode) *testNode {
 // quietLogger is nil (discard) unless IHA_CLUSTER_LOGS is set.
 func quietLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("IHA_CLUSTER_LOGS") != "" {
-		return slog.New(slog.NewTextHandler(testWriter{t}, nil))
+		return slog.New(slog.NewTextHandler(testlog.Writer(t), nil))
 	}
 	return nil
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func apply(t *testing.T, n *Node, ct CommandType, body any) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/internal/sandbox"
+	"github.com/ihaproject/iha/internal/testlog"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/nova"
@@ -43,17 +44,7 @@ type world struct {
 	image   string
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tlogWriter struct{ t *testing.T }
-
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t *testing.T) *slog.Logger { return testlog.New(t, slog.LevelInfo) }
 
 // newWorld builds 4 computes; c1 carries 3 tagged ACTIVE servers, one
 // tagged SHUTOFF, one untagged.

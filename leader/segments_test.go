@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ihaproject/iha/internal/testlog"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/nova"
 )
@@ -578,17 +579,7 @@ func TestHAEnabledValues(t *testing.T) {
 	}
 }
 
-func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(segLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type segLogWriter struct{ t *testing.T }
-
-func (w segLogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLog(t *testing.T) *slog.Logger { return testlog.New(t, slog.LevelInfo) }
 
 // The StuckForcedDown report is per episode: a refusal in a later
 // re-enable of the same host (same term) does not inherit the earlier

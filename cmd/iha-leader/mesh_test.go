@@ -14,16 +14,13 @@ import (
 	"github.com/ihaproject/iha/agent"
 	"github.com/ihaproject/iha/gossip"
 	"github.com/ihaproject/iha/internal/sandbox"
+	"github.com/ihaproject/iha/internal/testlog"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
 const fenceKdumpSend = "/usr/libexec/fence-agents/fence_kdump_send"
-
-type tlog struct{ t *testing.T }
-
-func (w tlog) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 // testAgent is one compute's iha-agent, in this process, on loopback.
 type testAgent struct {
@@ -81,7 +78,7 @@ func TestLeaderJudgesTheRealMeshOverLoopback(t *testing.T) {
 	if _, err := os.Stat(fenceKdumpSend); err != nil {
 		t.Fatalf("%s missing: run scripts/install-test-deps.sh (package fence-agents): %v", fenceKdumpSend, err)
 	}
-	log := slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := testlog.New(t, slog.LevelInfo)
 	s := config.Defaults()
 	s.NodeName = "ctl-1"
 	s.DetectionMode = config.DetectBoth

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/ihaproject/iha/internal/testlog"
 	"github.com/ihaproject/iha/pkg/config"
 )
 
@@ -204,16 +205,8 @@ func (b *logBuffer) String() string {
 
 func testLogger(t *testing.T) (*slog.Logger, *logBuffer) {
 	lb := &logBuffer{}
-	h := slog.NewTextHandler(io.MultiWriter(lb, tWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})
+	h := slog.NewTextHandler(io.MultiWriter(lb, testlog.Writer(t)), &slog.HandlerOptions{Level: slog.LevelDebug})
 	return slog.New(h), lb
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // keystoneCloud describes the fake as a clouds.yaml entry would.
