@@ -80,19 +80,27 @@ func (in VerdictInput) KdumpRecent() bool {
 //	dead              | no heartbeat since gossip lost it  | failed
 //	left, never seen  | down or stale                      | InstanceHA's rule
 //
-// "No heartbeat since gossip lost it" means: one report interval plus the
-// margin has passed since the mesh declared the host dead, and updated_at
-// is not later than that moment (updated_at is whole seconds, so it is
-// compared with the death time truncated to the second). Mode gossip fails
-// a dead host at once; mode nova is InstanceHA's rule alone.
+// "No heartbeat since gossip lost it" is Nova's second witness: the host
+// missed a report it should have sent. It holds as soon as Nova's
+// updated_at is older than one report interval plus the margin (see
+// MissedReport) and is not later than the mesh's verdict (updated_at is
+// whole seconds, so it is compared with the death time truncated to the
+// second). The leader does not wait one more full report interval after the
+// mesh's verdict: when the host died long enough after its last report, it
+// is failed the moment the mesh declares it dead. A host Nova heard after
+// the mesh lost it is cut off from the mesh, not dead: from then on only
+// InstanceHA's DELTA rule can fail it (the mesh's word on it is void).
+// Mode gossip fails a dead host at once; mode nova is InstanceHA's rule
+// alone, except that a host whose agent is alive in the mesh (when the mesh
+// is wired) is never failed: nova-compute is broken on a live host.
 //
 // With the partition guard on, a dead host is judged by InstanceHA's rule
 // (the mesh may be what failed). A kdump notice within KDUMP_TIMEOUT is a
 // witness of its own: with the mesh reporting the host dead and Nova not
-// having heard it since, it is failed at once, without waiting for one
-// more report (kdump: no power-off; a merely suspect agent is not enough,
-// the packet is unauthenticated); with no agent to ask, Nova's DELTA rule
-// must agree (as InstanceHA); with the agent alive it is ignored.
+// having heard it since, it is failed at once, without waiting for a missed
+// report (kdump: no power-off; a merely suspect agent is not enough, the
+// packet is unauthenticated); with no agent to ask, Nova's DELTA rule must
+// agree (as InstanceHA); with the agent alive it is ignored.
 func Judge(in VerdictInput) (Verdict, string, time.Time) {
 	s := in.Service
 	novaDown := IsNewFailure(s, in.Now, in.Delta)
@@ -126,6 +134,10 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 			fmtTime(in.MeshSince), fmtTime(s.UpdatedAt)), next
 	}
 	if in.Mode == "nova" {
+		if novaDown && (in.MeshState == MeshAlive || in.MeshState == MeshSuspect) {
+			return VerdictNovaBroken, fmt.Sprintf("nova: state %s, updated_at %s (DELTA %s), but its agent is %s in the mesh: nova-compute is broken or late on a live host, not fenced (DETECTION_MODE nova with the mesh wired)",
+				s.State, fmtTime(s.UpdatedAt), in.Delta, in.MeshState), time.Time{}
+		}
 		if novaDown {
 			return VerdictInstanceHA, fmt.Sprintf("nova: state %s, updated_at %s (DELTA %s)", s.State, fmtTime(s.UpdatedAt), in.Delta), time.Time{}
 		}
@@ -142,17 +154,27 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 		if in.Mode == "gossip" {
 			return VerdictFailed, "mesh: dead since " + fmtTime(in.MeshSince) + " (DETECTION_MODE gossip)", time.Time{}
 		}
-		decideAt := in.MeshSince.Add(in.ReportInterval + in.Margin)
-		deadSec := in.MeshSince.Truncate(time.Second)
-		if !s.UpdatedAt.IsZero() && s.UpdatedAt.After(deadSec) {
-			return VerdictWait, fmt.Sprintf("mesh lost the host at %s but Nova heard it at %s: cut off from the mesh, not dead",
-				fmtTime(in.MeshSince), fmtTime(s.UpdatedAt)), in.Now.Add(in.ReportInterval)
+		if heardSince(s, in.MeshSince) {
+			// Cut off from the mesh, not from Nova: the mesh's verdict on
+			// this host is void; only Nova's own rule can fail it now.
+			if novaDown {
+				return VerdictInstanceHA, fmt.Sprintf("mesh lost the host at %s but Nova heard it after that (updated_at %s), then not for DELTA: nova state %s (DELTA %s)",
+					fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), s.State, in.Delta), time.Time{}
+			}
+			next := s.UpdatedAt.Add(in.Delta + time.Second)
+			if !next.After(in.Now) {
+				next = in.Now.Add(in.ReportInterval)
+			}
+			return VerdictWait, fmt.Sprintf("mesh lost the host at %s but Nova heard it at %s: cut off from the mesh, not dead; Nova's DELTA rule (%s) judges it from now on",
+				fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), in.Delta), next
 		}
-		if in.Now.Before(decideAt) {
-			return VerdictWait, fmt.Sprintf("mesh: dead since %s; waiting until %s for one more Nova report", fmtTime(in.MeshSince), fmtTime(decideAt)), decideAt
+		due := MissedReport(s.UpdatedAt, in.MeshSince, in.ReportInterval, in.Margin)
+		if in.Now.Before(due) {
+			return VerdictWait, fmt.Sprintf("mesh: dead since %s; nova heartbeat at %s, its next report is due by %s (report interval %s + margin %s): waiting until then",
+				fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), fmtTime(due), in.ReportInterval, in.Margin), due
 		}
-		return VerdictFailed, fmt.Sprintf("mesh: dead since %s; nova heartbeat unchanged since %s (%s later)",
-			fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), in.Now.Sub(in.MeshSince).Round(100*time.Millisecond)), time.Time{}
+		return VerdictFailed, fmt.Sprintf("mesh: dead since %s; nova heartbeat missed: none since %s, %s ago (report interval %s + margin %s)",
+			fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), in.Now.Sub(s.UpdatedAt).Round(100*time.Millisecond), in.ReportInterval, in.Margin), time.Time{}
 	default: // left, never seen
 		if novaDown {
 			return VerdictInstanceHA, fmt.Sprintf("no agent (mesh %q): nova state %s, updated_at %s (DELTA %s)",
@@ -160,6 +182,19 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 		}
 		return VerdictHealthy, "no agent; nova up", time.Time{}
 	}
+}
+
+// MissedReport is when a host whose last heartbeat Nova stamped updated
+// (whole seconds) has missed a report it should have sent: one report
+// interval plus margin later. The margin covers updated_at's truncation to
+// the second, the report loop's and the conductor's delays (leader/DESIGN.md
+// has the measured figures). A service that never reported (zero updated)
+// is given the same time from the mesh's verdict.
+func MissedReport(updated, meshSince time.Time, interval, margin time.Duration) time.Time {
+	if updated.IsZero() {
+		return meshSince.Add(interval + margin)
+	}
+	return updated.Add(interval + margin)
 }
 
 // heardSince reports whether Nova's updated_at (whole seconds) is later

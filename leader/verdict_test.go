@@ -39,6 +39,30 @@ func TestJudge(t *testing.T) {
 		{"dead but one report interval has not passed yet: wait", func(in *VerdictInput) {
 			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-5*time.Second), up(now.Add(-9*time.Second).Truncate(time.Second))
 		}, VerdictWait},
+		{"dead long after its last report is failed the moment the mesh says so", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-100*time.Millisecond), up(now.Add(-13*time.Second))
+		}, VerdictFailed},
+		{"dead + heartbeat one second after the mesh's verdict: cut off from the mesh, wait", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, deadAt.Add(300*time.Millisecond), up(deadAt.Add(time.Second))
+		}, VerdictWait},
+		{"dead + heard after the mesh's verdict, then stale for DELTA: InstanceHA's rule", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-40*time.Second), up(now.Add(-31*time.Second))
+		}, VerdictInstanceHA},
+		{"dead + a service that never reported waits one interval from the mesh's verdict", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-5*time.Second), up(time.Time{})
+		}, VerdictWait},
+		{"mode nova with the mesh wired: a stale host whose agent is alive is not fenced", func(in *VerdictInput) {
+			in.Mode, in.MeshState, in.Service = "nova", MeshAlive, up(now.Add(-31*time.Second))
+		}, VerdictNovaBroken},
+		{"mode nova with the mesh wired: a suspect agent holds it too", func(in *VerdictInput) {
+			in.Mode, in.MeshState, in.Service = "nova", MeshSuspect, down
+		}, VerdictNovaBroken},
+		{"mode nova: a stale host whose agent is dead is InstanceHA's rule", func(in *VerdictInput) {
+			in.Mode, in.MeshState, in.MeshSince, in.Service = "nova", MeshDead, deadAt, up(now.Add(-31*time.Second))
+		}, VerdictInstanceHA},
+		{"mode nova: a stale host with no agent is InstanceHA's rule", func(in *VerdictInput) {
+			in.Mode, in.MeshState, in.Service = "nova", MeshUnknown, up(now.Add(-31*time.Second))
+		}, VerdictInstanceHA},
 		{"left + down falls back to InstanceHA's rule", func(in *VerdictInput) { in.MeshState, in.Service = MeshLeft, down }, VerdictInstanceHA},
 		{"never seen + stale falls back to InstanceHA's rule", func(in *VerdictInput) { in.MeshState, in.Service = MeshUnknown, up(now.Add(-31*time.Second)) }, VerdictInstanceHA},
 		{"never seen + up is healthy", func(in *VerdictInput) { in.MeshState, in.Service = MeshUnknown, up(now.Add(-1*time.Second)) }, VerdictHealthy},
@@ -119,6 +143,37 @@ func TestJudge(t *testing.T) {
 				t.Fatal("every verdict must explain itself")
 			}
 		})
+	}
+}
+
+// TestJudgeMissedReportEdge pins the moment Nova's second witness holds:
+// one report interval plus the margin after updated_at, to the nanosecond,
+// and the wait says exactly when to look again.
+func TestJudgeMissedReportEdge(t *testing.T) {
+	updated := time.Date(2026, 11, 21, 12, 0, 10, 0, time.UTC)
+	due := updated.Add(12 * time.Second)
+	in := VerdictInput{Mode: "both", Delta: 30 * time.Second, ReportInterval: 10 * time.Second, Margin: 2 * time.Second,
+		MeshState: MeshDead, MeshSince: updated.Add(4 * time.Second),
+		Service: nova.Service{Host: "h", Status: "enabled", State: "up", UpdatedAt: updated}}
+	in.Now = due.Add(-time.Millisecond)
+	v, why, look := Judge(in)
+	if v != VerdictWait || !look.Equal(due) {
+		t.Fatalf("1 ms before the report is missed: %s at %v (%s), want wait until %v", v, look, why, due)
+	}
+	in.Now = due
+	if v, why, _ := Judge(in); v != VerdictFailed {
+		t.Fatalf("at the due time: %s (%s), want failed", v, why)
+	}
+	// The heartbeat that was due arrives one second before the deadline:
+	// the mesh's verdict is void from then on.
+	in.Now = due
+	in.Service.UpdatedAt = due.Add(-time.Second)
+	v, why, look = Judge(in)
+	if v != VerdictWait || !look.Equal(in.Service.UpdatedAt.Add(in.Delta+time.Second)) {
+		t.Fatalf("heartbeat after the mesh's verdict: %s at %v (%s), want wait for DELTA", v, look, why)
+	}
+	if !strings.Contains(why, "cut off from the mesh") {
+		t.Errorf("the wait must say why: %s", why)
 	}
 }
 

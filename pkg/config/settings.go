@@ -303,6 +303,16 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 	if !s.SSLVerify {
 		c.warn(file + ": SSL_VERIFY is false: BMC certificates are not verified")
 	}
+	if safe := SafeDelta(s.NovaReportInterval); s.Delta < safe {
+		risk := "with the mesh wired IHA still never fences a host whose agent is alive, but every host without a live agent is judged by this rule"
+		if s.DetectionMode == DetectNova && !s.MeshEnabled() {
+			risk = "with DETECTION_MODE nova and no mesh, healthy hosts get fenced and evacuated"
+		}
+		c.warn(file + ": DELTA (" + secs(s.Delta) + ") is not safely above Nova's report_interval (NOVA_REPORT_INTERVAL " + secs(s.NovaReportInterval) +
+			"): updated_at is whole seconds and reports land late under load, so a healthy host's heartbeat is over " + secs(s.NovaReportInterval) +
+			" old just before its next report and InstanceHA's rule calls it stale (measured on the lab: healthy computes stale at 10.09 s with DELTA 10); " +
+			risk + ". DELTA " + secs(safe) + " or more survives one late report")
+	}
 	for _, p := range []struct {
 		key, path string
 	}{{"SSL_CA_BUNDLE", s.SSLCABundle}, {"SSL_CERT_PATH", s.SSLCertPath}, {"SSL_KEY_PATH", s.SSLKeyPath},
@@ -392,4 +402,17 @@ func countSet(v ...string) int {
 		}
 	}
 	return n
+}
+
+// NovaHeartbeatMargin is how late a report may land after updated_at plus
+// report_interval and still be "on time": updated_at is truncated to whole
+// seconds (up to 1 s), and the report loop, RPC to the conductor and the
+// database write add their delays (leader/DESIGN.md has the lab's
+// figures). The leader's verdict rule and the DELTA warning both use it.
+const NovaHeartbeatMargin = 2 * time.Second
+
+// SafeDelta is the smallest DELTA that survives one late report: two report
+// intervals plus the margin.
+func SafeDelta(reportInterval time.Duration) time.Duration {
+	return 2*reportInterval + NovaHeartbeatMargin
 }

@@ -87,7 +87,7 @@ func TestConfigValues(t *testing.T) {
 	}{
 		{"int as YAML int", "DELTA: 60", "DELTA", "60", ""},
 		{"int as numeric string", `DELTA: "60"`, "DELTA", "60", ""},
-		{"int at the lower bound", "DELTA: 10", "DELTA", "10", ""},
+		{"int at the lower bound", "DELTA: 10\n  NOVA_REPORT_INTERVAL: 4", "DELTA", "10", ""}, // 10 ≥ 2×4+2: no warning
 		{"int at the upper bound", "DELTA: 300", "DELTA", "300", ""},
 		{"int below range", "DELTA: 5", "", "", "config.yaml:2: DELTA: 5 is out of range (allowed 10–300 seconds)"},
 		{"int above range as string", `POLL: "601"`, "", "", `POLL: "601" is out of range (allowed 15–600 seconds)`},
@@ -179,6 +179,42 @@ func TestConfigValues(t *testing.T) {
 				t.Errorf("unexpected warnings: %q", cfg.Warnings)
 			}
 		})
+	}
+}
+
+// TestDeltaNotSafelyAboveReportInterval: InstanceHA's range still accepts
+// DELTA 10, but at Nova's report_interval 10 it calls healthy hosts stale
+// (issue 14, item 6): a warning names the risk and the figure.
+func TestDeltaNotSafelyAboveReportInterval(t *testing.T) {
+	cases := []struct {
+		yaml string
+		warn []string
+	}{
+		{"DELTA: 10", []string{"DELTA (10s) is not safely above Nova's report_interval", "never fences a host whose agent is alive", "DELTA 22s or more"}},
+		{"DELTA: 10\n  DETECTION_MODE: nova\n  GOSSIP_BIND: \"off\"", []string{"healthy hosts get fenced and evacuated"}},
+		{"DELTA: 22", nil},
+		{"DELTA: 30\n  NOVA_REPORT_INTERVAL: 15", []string{"DELTA (30s)", "DELTA 32s or more"}},
+	}
+	for _, c := range cases {
+		dir := fixture(t, map[string]string{"config.yaml": "config:\n  " + c.yaml + "\n"})
+		cfg, p, _ := loadDir(t, dir, nil)
+		if p != nil {
+			t.Fatalf("%s: %v", c.yaml, p)
+		}
+		var got string
+		for _, w := range cfg.Warnings {
+			if strings.Contains(w, "safely above") {
+				got = w
+			}
+		}
+		if c.warn == nil && got != "" {
+			t.Errorf("%s: unexpected warning %q", c.yaml, got)
+		}
+		for _, w := range c.warn {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: warning %q lacks %q", c.yaml, got, w)
+			}
+		}
 	}
 }
 
