@@ -501,7 +501,14 @@ func (a *API) Events(q api.EventQuery) []api.Event {
 
 // Gate implements api.Backend: GateAllows on this replica's record.
 func (a *API) Gate(host string) api.Gate {
-	ok, why := GateAllows(a.node.fsm.Host(host))
+	rec := a.node.fsm.Host(host)
+	if rec != nil && rec.Phase.Active() && a.mon != nil {
+		// The host is booting: its recovery's next step may be due.
+		if r := a.mon.Current(); r != nil {
+			r.Poke()
+		}
+	}
+	ok, why := GateAllows(rec)
 	return api.Gate{Host: host, Allow: ok, Reason: why}
 }
 

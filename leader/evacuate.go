@@ -178,6 +178,7 @@ func (r *Reconciler) trackGroup(ctx context.Context, host string, group []*Serve
 		ids[s.ID] = true
 	}
 	r.sleep(ctx, r.first)
+	started := r.now()
 	apiErrors := 0
 	for ctx.Err() == nil {
 		cur := r.store.FSM().Host(host)
@@ -215,8 +216,21 @@ func (r *Reconciler) trackGroup(ctx context.Context, host string, group []*Serve
 				return
 			}
 		}
-		r.sleep(ctx, r.track)
+		r.sleep(ctx, r.followFor(started))
 	}
+}
+
+// followWindow is how long after an effect the leader follows its outcome
+// every FollowInterval before falling back to the tracking interval: a
+// rebuild with a real hypervisor takes seconds to a minute.
+const followWindow = 30 * time.Second
+
+// followFor is the interval between two looks at something begun at start.
+func (r *Reconciler) followFor(start time.Time) time.Duration {
+	if r.now().Sub(start) < followWindow {
+		return r.follow
+	}
+	return r.track
 }
 
 // trackOne judges one requested server from its migrations.

@@ -57,6 +57,12 @@ type ReconcilerConfig struct {
 	InitialTrackDelay time.Duration
 	// RetryBackoff is the base of fencing/enable retries (upstream 1 s).
 	RetryBackoff time.Duration
+	// FollowInterval is how often the leader looks again while something
+	// it waits for is expected within seconds: a smart evacuation's first
+	// 30 s of tracking, the host's evacuations before it is powered on, and
+	// a restoring host whose agent is back (default 1 s). POLL is for what
+	// nobody announces.
+	FollowInterval time.Duration
 	// Observer, when set, sees every poll cycle and compute listing (the
 	// status API's metrics and host list).
 	Observer Observer
@@ -87,6 +93,9 @@ type Reconciler struct {
 	track   time.Duration
 	first   time.Duration
 	backoff time.Duration
+	follow  time.Duration
+	// poke wakes the poll loop at once (Poke: an agent asked its gate).
+	poke chan struct{}
 
 	sem     chan struct{} // WORKERS
 	mu      sync.Mutex
@@ -151,7 +160,10 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 		c.TrackInterval = 5 * time.Second
 	}
 	if c.InitialTrackDelay <= 0 {
-		c.InitialTrackDelay = 10 * time.Second
+		c.InitialTrackDelay = time.Second
+	}
+	if c.FollowInterval <= 0 {
+		c.FollowInterval = min(time.Second, c.TrackInterval)
 	}
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = time.Second
@@ -164,7 +176,7 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 		c.Observer = noObserver{}
 	}
 	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
-		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff,
+		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff, follow: c.FollowInterval, poke: make(chan struct{}, 1),
 		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}, unforceRefused: map[string]*unforceRefusal{},
 		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}}
 }
@@ -229,8 +241,25 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-r.wake:
+		case <-r.poke:
 		case <-time.After(wait):
 		}
+	}
+}
+
+// Poke makes the poll loop look at once (an agent asked whether its
+// nova-compute may start: its host is booting). Never blocks.
+func (r *Reconciler) Poke() {
+	select {
+	case r.poke <- struct{}{}:
+	default:
+	}
+}
+
+// lookAt brings the next look forward to t.
+func (r *Reconciler) lookAt(t time.Time) {
+	if r.nextLook.IsZero() || t.Before(r.nextLook) {
+		r.nextLook = t
 	}
 }
 
@@ -242,9 +271,11 @@ func (r *Reconciler) verdictInput(s nova.Service, now time.Time) VerdictInput {
 		CheckKdump: r.cfg.CheckKdump, KdumpTimeout: r.cfg.KdumpTimeout}
 	if r.mesh != nil {
 		if m, ok := r.snap[s.Host]; ok {
-			// A clock is not trusted across a failover: a host the mesh lost
-			// before this term gets its full detection time from the term start.
-			in.MeshState, in.MeshSince = m.State, maxTime(m.Since, r.termStart)
+			// Since is this controller's own observation (every controller
+			// is a mesh member), so it holds across a change of leader: the
+			// rule compares it with Nova's updated_at, and waits for a
+			// missed report measured from updated_at, not from this term.
+			in.MeshState, in.MeshSince = m.State, m.Since
 			in.Partition = r.part.Suspected && slices.Contains(r.part.Hosts, s.Host)
 		}
 	}
@@ -316,9 +347,9 @@ func (r *Reconciler) observeMesh(ctx context.Context, now time.Time) {
 	}
 }
 
-// verdictMargin absorbs updated_at's whole-second truncation and
-// scheduling delays when waiting for "one more Nova report".
-const verdictMargin = 2 * time.Second
+// verdictMargin absorbs updated_at's whole-second truncation and the
+// report's delays when judging that a host missed a report.
+const verdictMargin = config.NovaHeartbeatMargin
 
 // startupReconcile is R17.1: hosts forced down and down but not disabled,
 // with no record of ours, are adopted (upstream writes the "(recovered)"
@@ -448,9 +479,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 			continue
 		case VerdictWait:
 			r.log.Info("not judged yet", "host", s.Host, "verdict", v, "evidence", reason)
-			if r.nextLook.IsZero() || look.Before(r.nextLook) {
-				r.nextLook = look
-			}
+			r.lookAt(look)
 		}
 		delete(r.lastSkips, "nova:"+s.Host)
 		delete(r.lastSkips, "kdump:"+s.Host)
@@ -505,8 +534,7 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 	}
 	r.stale = false
 	for _, s := range cands {
-		r.log.Warn("compute is down", "host", s.Host, "state", s.State, "updated_at", s.UpdatedAt,
-			"stale", IsStale(s, now, r.cfg.Delta))
+		r.log.Info("failed host: applying the admission gates", "host", s.Host, "verdict", verdicts[s.Host], "evidence", why[s.Host])
 	}
 	// G5: evacuability.
 	var ix TagIndex
@@ -657,9 +685,7 @@ func (r *Reconciler) kdumpWaitOver(host string, now time.Time) bool {
 	if !ok {
 		r.log.Info("waiting for a kdump notice before powering off (CHECK_KDUMP)", "host", host, "until", deadline.UTC().Format(time.RFC3339))
 	}
-	if r.nextLook.IsZero() || deadline.Before(r.nextLook) {
-		r.nextLook = deadline
-	}
+	r.lookAt(deadline)
 	return false
 }
 
@@ -674,26 +700,37 @@ func (r *Reconciler) tagIndex(ctx context.Context, refresh bool) TagIndex {
 	if r.tagSet && !refresh && r.now().Sub(r.tagAt) < tagCacheTTL {
 		return r.tagIx
 	}
+	// The three listings are independent: made at once, they cost the
+	// slowest of them, not their sum, on the path from verdict to fence.
 	var images []nova.Image
 	var flavors []nova.Flavor
-	var err error
-	if r.cfg.TaggedImages {
-		if images, err = r.nova.ListImages(ctx); err != nil {
-			r.log.Warn("cannot list images; treating none as tagged", "err", err)
-		}
-	}
-	if r.cfg.TaggedFlavors {
-		if flavors, err = r.nova.ListFlavors(ctx); err != nil {
-			r.log.Warn("cannot list flavors; treating none as tagged", "err", err)
-		}
-	}
 	var aggs []nova.Aggregate
 	var aggErr error
-	if r.cfg.TaggedAggregates {
-		if aggs, aggErr = r.nova.ListAggregates(ctx); aggErr != nil {
-			r.log.Warn("cannot list aggregates; not filtering by aggregate", "err", aggErr)
-		}
+	var wg sync.WaitGroup
+	if r.cfg.TaggedImages {
+		wg.Go(func() {
+			var err error
+			if images, err = r.nova.ListImages(ctx); err != nil {
+				r.log.Warn("cannot list images; treating none as tagged", "err", err)
+			}
+		})
 	}
+	if r.cfg.TaggedFlavors {
+		wg.Go(func() {
+			var err error
+			if flavors, err = r.nova.ListFlavors(ctx); err != nil {
+				r.log.Warn("cannot list flavors; treating none as tagged", "err", err)
+			}
+		})
+	}
+	if r.cfg.TaggedAggregates {
+		wg.Go(func() {
+			if aggs, aggErr = r.nova.ListAggregates(ctx); aggErr != nil {
+				r.log.Warn("cannot list aggregates; not filtering by aggregate", "err", aggErr)
+			}
+		})
+	}
+	wg.Wait()
 	r.tagIx = BuildTagIndex(r.cfg, images, flavors, aggs, aggErr)
 	r.tagAt, r.tagSet = r.now(), true
 	return r.tagIx
@@ -741,6 +778,10 @@ func (r *Reconciler) WaitIdle() { r.wg.Wait() }
 
 // errWait means a step cannot proceed yet; the next cycle tries again.
 var errWait = errors.New("waiting")
+
+// errParked is a wait with nothing to follow: a host left in maintenance,
+// or one whose next look is already scheduled.
+var errParked = fmt.Errorf("%w: nothing to follow", errWait)
 
 type noObserver struct{}
 

@@ -407,11 +407,7 @@ func (r *Reconciler) finishStep(ctx context.Context, rec *HostRecord) error {
 		// (FORCE_ENABLE, the operator's "migrations are stuck, go on",
 		// skips this as it skips the same check at re-enable).
 		if !r.cfg.ForceEnable {
-			if err := r.evacuationsFinished(ctx, host); err != nil {
-				if errors.Is(err, errWait) && r.now().Sub(rec.PhaseSince) > r.cfg.EvacuationTimeout && !r.reported(host, "poweron-wait") {
-					r.event(ctx, host, "PowerOnWaiting", fmt.Sprintf("an evacuation from this host has run for more than EVACUATION_TIMEOUT %s (is its destination down?); "+
-						"the host stays off until it finishes, or until an operator sets FORCE_ENABLE", r.cfg.EvacuationTimeout), true)
-				}
+			if err := r.awaitEvacuations(ctx, rec); err != nil {
 				return err
 			}
 		}
@@ -517,8 +513,70 @@ func (r *Reconciler) reenable(ctx context.Context, byHost map[string]nova.Servic
 		if !ok {
 			continue
 		}
-		if err := r.reenableHost(ctx, rec, svc, now); err != nil && !errors.Is(err, errWait) {
-			r.log.Warn("re-enable failed; retrying next cycle", "host", rec.Host, "err", err)
+		err := r.reenableHost(ctx, rec, svc, now)
+		switch {
+		case err == nil, errors.Is(err, errParked):
+		case errors.Is(err, errWait):
+			r.followRestore(rec, now)
+		default:
+			r.log.Warn("re-enable failed; retrying", "host", rec.Host, "err", err)
+			r.followRestore(rec, now)
+		}
+	}
+}
+
+// agentStartWindow is how long after a restoring host's agent came back
+// nova-compute is expected to start (libvirt, the gate, init_host).
+const agentStartWindow = 5 * time.Minute
+
+// restoreWindow bounds how long a restoring host without an agent is looked
+// at every report interval rather than every POLL.
+const restoreWindow = 15 * time.Minute
+
+// followRestore schedules the next look at a host waiting to be re-enabled.
+// Its agent back in the mesh means the host has booted and nova-compute is
+// starting behind the gate: Nova allows the re-enable within seconds, so
+// look every FollowInterval. An agent the mesh still calls dead or suspect
+// means it is still off or booting: its return wakes the leader. A host
+// with no agent is looked at every report interval for a while.
+func (r *Reconciler) followRestore(rec *HostRecord, now time.Time) {
+	m, known := r.snap[rec.Host]
+	switch {
+	case known && m.State == MeshAlive && now.Sub(m.Since) < agentStartWindow:
+		r.lookAt(now.Add(r.follow))
+	case known && m.State == MeshAlive:
+		// Back for minutes and still not re-enabled (Nova keeps it forced
+		// down, see noteUnforceRefused): no need to ask every second.
+		r.lookAt(now.Add(min(r.cfg.Poll, max(r.cfg.NovaReportInterval, r.follow))))
+	case known && m.State != MeshLeft:
+	case now.Sub(maxTime(rec.PhaseSince, r.termStart)) < restoreWindow:
+		r.lookAt(now.Add(min(r.cfg.Poll, max(r.cfg.NovaReportInterval, r.follow))))
+	}
+}
+
+// awaitEvacuations returns once no evacuation migration from the host is
+// running, looking every FollowInterval (then every TrackInterval), so the
+// host is powered on seconds after its last rebuild, not a POLL later.
+// After EVACUATION_TIMEOUT in this phase it tells the operator once and
+// returns errWait: the poll cycles keep looking.
+func (r *Reconciler) awaitEvacuations(ctx context.Context, rec *HostRecord) error {
+	since := maxTime(rec.PhaseSince, r.termStart)
+	for {
+		err := r.evacuationsFinished(ctx, rec.Host)
+		if !errors.Is(err, errWait) {
+			return err
+		}
+		if r.now().Sub(since) > r.cfg.EvacuationTimeout {
+			if !r.reported(rec.Host, "poweron-wait") {
+				r.event(ctx, rec.Host, "PowerOnWaiting", fmt.Sprintf("an evacuation from this host has run for more than EVACUATION_TIMEOUT %s (is its destination down?); "+
+					"the host stays off until it finishes, or until an operator sets FORCE_ENABLE", r.cfg.EvacuationTimeout), true)
+			}
+			return errWait
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(r.followFor(since)):
 		}
 	}
 }
@@ -533,7 +591,7 @@ func (r *Reconciler) evacuationsFinished(ctx context.Context, host string) error
 	}
 	for _, m := range migs {
 		if !finishedStatuses[m.Status] {
-			r.log.Info("waiting: evacuation still in progress", "host", host, "migration", m.ID, "status", m.Status)
+			r.log.Debug("waiting: evacuation still in progress", "host", host, "migration", m.ID, "status", m.Status)
 			return errWait
 		}
 	}
@@ -556,7 +614,8 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 	if rec.Kdump || strings.Contains(svc.DisabledReason, "kdump") {
 		if n, ok := r.kdump.Last(host); ok && now.Sub(n.At) < r.kdumpQuiet {
 			r.log.Info("waiting: the host sent a kdump notice recently", "host", host, "last_notice", n.At, "quiet_for", r.kdumpQuiet)
-			return errWait
+			r.lookAt(n.At.Add(r.kdumpQuiet))
+			return errParked
 		}
 	}
 	if svc.ForcedDown {
@@ -576,14 +635,21 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 			return err
 		}
 		r.log.Info("force-down unset; enabling once the service reports up", "host", host)
-		return errWait // the snapshot state is stale; enable next cycle (R11.7)
+		// The cycle's snapshot is from before the change (R11.7 waits for
+		// the next poll); read the service again and go on at once.
+		if svc, err = r.service(ctx, host); err != nil {
+			return err
+		}
+		if svc.ForcedDown {
+			return errWait
+		}
 	}
 	if disabled(svc) {
 		if parked, err := r.parkRecovered(ctx, rec); parked || err != nil {
 			if err != nil {
 				return err
 			}
-			return errWait // in maintenance: left disabled until `iha maintenance HOST off`
+			return errParked // in maintenance: left disabled until `iha maintenance HOST off`
 		}
 		if svc.State != "up" {
 			return errWait

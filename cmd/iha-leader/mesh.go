@@ -170,10 +170,17 @@ func (n *meshNode) onEvent(ev gossip.Event) {
 		n.poke()
 	case gossip.KindAlive:
 		n.mu.Lock()
+		_, wasDead := n.dead[ev.Node]
 		delete(n.dead, ev.Node)
 		n.mu.Unlock()
 		if ev.Refuted {
 			n.log.Info("mesh: suspect compute agent refuted the suspicion", "host", host)
+		}
+		if wasDead {
+			// A host coming back after it was lost: a recovery may be
+			// waiting to power it on or re-enable it.
+			n.log.Info("mesh: compute agent is back", "host", host, "node", ev.Node)
+			n.poke()
 		}
 	case gossip.KindLeft:
 		n.log.Info("mesh: compute agent left gracefully", "host", host, "node", ev.Node)

@@ -128,6 +128,9 @@ func (c *Cluster) Peers() []leader.Peer {
 
 // Start starts every voter and returns once one of them leads.
 func (c *Cluster) Start(ctx context.Context) error {
+	if m, ok := c.opts.Mesh.(*Mesh); ok {
+		m.alive(c.Hosts())
+	}
 	for _, m := range c.members {
 		if err := m.Start(ctx); err != nil {
 			c.StopAll()
@@ -263,7 +266,8 @@ func (m *Member) Start(ctx context.Context) error {
 	mk := func() *leader.Reconciler {
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: opts.Settings, Nova: nv, Fencers: fl, Store: store,
 			Logger: log, TrackInterval: opts.TrackInterval, InitialTrackDelay: opts.TrackInterval,
-			RetryBackoff: 50 * time.Millisecond})
+			RetryBackoff: 50 * time.Millisecond, Mesh: meshView(opts.Mesh), Wake: meshWake(opts.Mesh),
+			Kdump: meshKdump(opts.Mesh), KdumpQuiet: opts.KdumpQuiet})
 	}
 	mon := leader.NewMonitor(node, mk, log)
 	mon.APIAddr = "api-" + m.ID
