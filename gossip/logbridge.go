@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -53,7 +54,8 @@ func (l *logBridge) Write(p []byte) (int, error) {
 	if len(line) > 11 && line[:11] == "memberlist:" {
 		line = line[12:]
 	}
-	l.m.log.Log(context.Background(), level, line, "component", "memberlist", "node", l.m.self)
+	level, msg := relevel(level, line)
+	l.m.log.Log(context.Background(), level, msg, "component", "memberlist", "node", l.m.self)
 	if act := l.observe(line); act != nil {
 		select {
 		case l.m.logActs <- act:
@@ -62,6 +64,38 @@ func (l *logBridge) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// relevels are memberlist lines whose level says more than they mean to an
+// operator: the ordinary traces of a peer that stopped answering (which the
+// mesh reports itself, as suspect and dead events with their accusers), and
+// a member that came back under a new address. memberlist logs them as
+// errors; an operator has nothing to do about them.
+var relevels = []struct {
+	prefix string
+	level  slog.Level
+	note   string // appended to the message, "" for none
+}{
+	{"Failed fallback TCP ping:", slog.LevelDebug, ""},
+	{"Failed to send UDP ping:", slog.LevelInfo, ""},
+	{"Failed to send indirect UDP ping:", slog.LevelInfo, ""},
+	{"Failed to send UDP compound ping", slog.LevelInfo, ""},
+	{"Failed to send gossip to", slog.LevelDebug, ""},
+	{"Push/Pull with ", slog.LevelInfo, ""},
+	{"Refuting a suspect message", slog.LevelInfo, " (this member was slow to answer a probe; it is alive)"},
+	{"Conflicting address for ", slog.LevelWarn,
+		" (a member restarted under the same name at a new address: it is accepted once the old address is declared dead)"},
+}
+
+// relevel returns the level and message an operator should see for one of
+// memberlist's lines.
+func relevel(level slog.Level, line string) (slog.Level, string) {
+	for _, r := range relevels {
+		if strings.HasPrefix(line, r.prefix) {
+			return r.level, line + r.note
+		}
+	}
+	return level, line
 }
 
 // observe returns what to do about a line, or nil.
