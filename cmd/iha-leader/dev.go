@@ -59,16 +59,14 @@ func runDev(ctx context.Context, o devOptions) int {
 	}
 	defer os.RemoveAll(dir)
 
-	// InstanceHA's DELTA (30 s) and Nova's service_down_time (60 s): Nova
-	// alone would take that long. One agent per compute in a gossip mesh on
-	// 127.0.0.1 (fast profile) is the second witness that makes it seconds.
-	// POLL is short only so that the re-enable does not keep you waiting.
+	// Nova at its defaults (report_interval 10 s, service_down_time 60 s)
+	// and IHA at its own (DELTA 30, POLL 45): Nova alone would take a
+	// minute. One agent per compute in a gossip mesh on 127.0.0.1 (fast
+	// profile) and one missed Nova report make it seconds; nothing waits
+	// for POLL.
 	s := config.Defaults()
 	s.NodeName = "dev-leader"
-	s.Poll = time.Second
-	s.Delta = 30 * time.Second
 	s.DetectionMode = config.DetectBoth
-	s.NovaReportInterval = time.Second
 	s.GossipBind, s.GossipProfile = "127.0.0.1:0", config.GossipProfileFast
 	s.SmartEvacuation = true
 	s.ReservedHosts = true
@@ -96,7 +94,7 @@ func runDev(ctx context.Context, o devOptions) int {
 	sb, err := sandbox.New(sandbox.Options{Settings: s, DataDir: dir, Logger: log, BootDelay: 2 * time.Second,
 		TrackInterval: 300 * time.Millisecond, WrapFence: func(fence.Lookup) fence.Lookup { return fencers },
 		Mesh: mesh, OnBoot: agents.start,
-		Sim: novasim.Options{ReportInterval: time.Second, ServiceDownTime: 60 * time.Second, NoStartupDelay: true,
+		Sim: novasim.Options{ReportInterval: s.NovaReportInterval, ServiceDownTime: 60 * time.Second, NoStartupDelay: true,
 			EvacuationDelay: 1500 * time.Millisecond, Password: o.password}})
 	if err != nil {
 		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
@@ -354,6 +352,10 @@ type devAgents struct {
 	log       *slog.Logger
 	mu        sync.Mutex
 	running   map[string]*devAgent
+	// addrs is each agent's gossip address: a restarted agent binds it
+	// again, as a real compute's agent binds its fixed port (memberlist
+	// refuses a dead member's name from a new address until it forgets it).
+	addrs map[string]string
 }
 
 type devAgent struct {
@@ -365,7 +367,7 @@ type devAgent struct {
 func newDevAgents(join, dir string) *devAgents {
 	// The agents' own logs are quiet: the leader's tell the story.
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return &devAgents{join: join, dir: dir, log: quiet, running: map[string]*devAgent{}}
+	return &devAgents{join: join, dir: dir, log: quiet, running: map[string]*devAgent{}, addrs: map[string]string{}}
 }
 
 func (d *devAgents) start(host string) {
@@ -374,13 +376,22 @@ func (d *devAgents) start(host string) {
 	if d.running[host] != nil {
 		return
 	}
-	cfg := agent.Config{NovaHost: host, Bind: "127.0.0.1:0", Join: []string{d.join}, KdumpListen: "off",
+	bind := "127.0.0.1:0"
+	if a, ok := d.addrs[host]; ok {
+		bind = a
+	}
+	cfg := agent.Config{NovaHost: host, Bind: bind, Join: []string{d.join}, KdumpListen: "off",
 		StateDir: filepath.Join(d.dir, "agent-"+host), Gossip: map[string]string{gossip.KeyProfile: "fast"}}
 	cfg.Defaults(host)
 	a, err := agent.New(cfg, agent.Options{Version: version.Version, Logger: d.log})
+	if err != nil && bind != "127.0.0.1:0" {
+		cfg.Bind = "127.0.0.1:0" // the port was taken meanwhile
+		a, err = agent.New(cfg, agent.Options{Version: version.Version, Logger: d.log})
+	}
 	if err != nil {
 		return
 	}
+	d.addrs[host] = a.Mesh().Addr()
 	ctx, cancel := context.WithCancel(context.Background())
 	da := &devAgent{a: a, cancel: cancel, done: make(chan struct{})}
 	go func() {
