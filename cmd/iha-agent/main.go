@@ -21,10 +21,8 @@ import (
 
 	"github.com/ihaproject/iha/agent"
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/version"
 )
-
-// version is set at build time: -ldflags "-X main.version=1.2.3".
-var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -44,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "--version", "-version", "version":
-			fmt.Fprintf(stdout, "iha-agent %s\n", version)
+			fmt.Fprintf(stdout, "iha-agent %s\n", version.String())
 			return exitOK
 		case "gate":
 			return runGate(ctx, args[1:], stdout, stderr)
@@ -158,12 +156,12 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) int {
 	log := newLogger(stderr, cfg.LogLevel)
 
 	// 1. Bind the sockets and create the mesh node.
-	a, err := agent.New(cfg, agent.Options{Version: version, Logger: log})
+	a, err := agent.New(cfg, agent.Options{Version: version.Version, Logger: log})
 	if err != nil {
 		log.Error("iha-agent cannot start", "err", err)
 		return exitFailure
 	}
-	log.Info("iha-agent starting", "version", version, "node", cfg.NodeName, "host", cfg.NovaHost,
+	log.Info("iha-agent starting", "version", version.String(), "node", cfg.NodeName, "host", cfg.NovaHost,
 		"gossip", a.Mesh().Addr(), "kdump", a.KdumpAddr(), "join", strings.Join(cfg.Join, ","))
 	// 2. SIGHUP re-reads the keyring (rotation: add, use, remove).
 	hup := make(chan os.Signal, 1)

@@ -57,7 +57,7 @@ func agentBinary(t *testing.T) string {
 			return
 		}
 		binary = filepath.Join(dir, "iha-agent")
-		out, err := exec.Command("go", "build", "-ldflags", "-X main.version=9.9.9-test", "-o", binary, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-ldflags", "-X github.com/ihaproject/iha/pkg/version.Version=9.9.9-test", "-o", binary, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -198,10 +198,15 @@ func TestAgentProcessLifecycle(t *testing.T) {
 			name, name, i+2, ctl.Addr(), filepath.Join(dir, name)))
 		procs[name] = startAgent(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify.sock")}, "-config", cfg)
 	}
-	for i := 0; i < 3; i++ {
+	// Each agent says READY=1 first, then STATUS=… as it joins; the three
+	// agents' messages interleave.
+	for i := 0; i < 3; {
 		select {
 		case msg := <-readies:
-			if !strings.HasPrefix(msg, "READY=1") {
+			switch {
+			case strings.HasPrefix(msg, "READY=1"):
+				i++
+			case !strings.HasPrefix(msg, "STATUS="):
 				t.Fatalf("sd_notify message %q", msg)
 			}
 		case <-time.After(scale(15 * time.Second)):

@@ -28,8 +28,8 @@ PACKAGES=${PACKAGES:-iha-agent iha-leader iha}
 NFPM_VERSION=${NFPM_VERSION:-v2.45.2}
 version=$(deploy/nfpm/version.sh version)
 pkgversion=$(deploy/nfpm/version.sh package)
-# pkg/version for iha-leader and iha; main.version for iha-agent.
-ldflags="-s -w -X github.com/ihaproject/iha/pkg/version.Version=$version -X main.version=$version"
+# pkg/version for every binary.
+ldflags="-s -w -X github.com/ihaproject/iha/pkg/version.Version=$version"
 
 failed=()
 for arch in $ARCHES; do
