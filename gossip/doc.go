@@ -57,7 +57,7 @@
 // material. Only this package (and its memnet test network) imports
 // memberlist.
 //
-// Time to detect a crash, from memberlist's code (anchors-ha.md §2.2):
+// Time to detect a crash, from memberlist's code (suspicion.go, util.go suspicionTimeout; state.go probeNode):
 // see Profile. A member that stalls (SIGSTOP, a paused VM) and resumes is
 // not declared dead if it resumes about two probe intervals before the
 // minimum suspicion timeout: it refutes when the next probe of it carries

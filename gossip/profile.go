@@ -18,7 +18,7 @@ import (
 //	GOSSIP_GOSSIP_INTERVAL  GossipInterval  default 200ms
 //
 // Detection time (crash → first member declares the node dead) in a healthy
-// mesh of N members, from memberlist's code (anchors-ha.md §2.2):
+// mesh of N members, from memberlist's code (suspicion.go, util.go suspicionTimeout; state.go probeNode):
 //
 //	scale(N) = max(1, log10 N)
 //	min      = SuspicionMult × scale(N) × ProbeInterval

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver from the Go module proxy and caches the binary, so the
 # fence/bmh tests can run a real Kubernetes API server (Debian ships none, and
-# envtest's downloader cannot reach its store; see reference/real-peers.md).
+# envtest's downloader cannot reach its store; see docs/real-peers.md).
 #
 # The build lives in a throw-away wrapper module under the cache directory,
 # never inside the repository's module: IHA's go.mod must not depend on

@@ -2,7 +2,7 @@
 # Installs the Debian packages that `make test` needs: the real peers the
 # tests start (ipmi_sim, ipmitool, fence_kdump_send, rpm tools…). Idempotent
 # and safe on a shared machine: a private download directory and a dpkg lock
-# timeout (see reference/real-peers.md).
+# timeout (see docs/real-peers.md).
 set -euo pipefail
 
 PKGS=(

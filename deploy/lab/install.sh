@@ -3,7 +3,7 @@
 # Only the library packages: python3-nova ships no daemons' scripts, which is
 # what we want (nova-api/nova-compute pull libvirt, qemu, uwsgi, dbconfig).
 # Private download dir + dpkg lock timeout: other engineers install at the
-# same time on this machine (see reference/real-peers.md).
+# same time on this machine (see docs/real-peers.md).
 set -euo pipefail
 
 PKGS=(

@@ -5,7 +5,7 @@
 // It owns one thing: turning a fencing.yaml `agent: ipmi` entry into a
 // fence.Fencer whose PowerOff returns nil only once the BMC reports the
 // chassis off. The behaviour follows InstanceHA's ipmitool driver
-// (reference/instanceha-behaviour.md R9.3): ipaddr must be an IP literal,
+// (docs/rules.md R9.3): ipaddr must be an IP literal,
 // port 1–65535, login `^[a-zA-Z0-9_-]{1,64}$`; timeout is the entry's
 // `timeout` or FENCING_TIMEOUT; up to three attempts with back-off 1 s then
 // 2 s on network errors; power off is confirmed by polling the chassis

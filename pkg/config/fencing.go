@@ -12,7 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Fencing keys per agent (reference/instanceha-behaviour.md §9, plus IHA's
+// Fencing keys per agent (docs/rules.md §9, plus IHA's
 // address, api_url and ca_file).
 var (
 	fenceAgents = []string{AgentIPMI, AgentRedfish, AgentBMH, AgentNoop}

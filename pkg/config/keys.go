@@ -79,7 +79,7 @@ func strKey(name string, k kind, origin, meaning string, p func(*Settings) *stri
 }
 
 var keyTable = []keySpec{
-	// InstanceHA keys, reference/instanceha-behaviour.md §2.3.
+	// InstanceHA keys, docs/rules.md §2.3.
 	strKey("EVACUABLE_TAG", kindString, originInstanceHA, "tag / metadata key that marks images, flavors and aggregates as evacuable", func(s *Settings) *string { return &s.EvacuableTag }),
 	secKey("DELTA", originInstanceHA, 10, 300, "a nova-compute whose `updated_at` is older than this is stale", func(s *Settings) *time.Duration { return &s.Delta }),
 	secKey("POLL", originInstanceHA, 15, 600, "time between two polls of Nova's services", func(s *Settings) *time.Duration { return &s.Poll }),

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// The defaults of reference/instanceha-behaviour.md §2.3 and of IHA's keys,
+// The defaults of docs/rules.md §2.3 and of IHA's keys,
 // written independently of Defaults() so that a mistake in either shows.
 func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 	want := map[string]string{

@@ -44,7 +44,7 @@ const (
 // Values built in code (tests, dev mode) are not range-checked: ranges apply
 // to what operators write in files.
 type Settings struct {
-	// InstanceHA keys (reference/instanceha-behaviour.md §2.3).
+	// InstanceHA keys (docs/rules.md §2.3).
 	EvacuableTag                string        // EVACUABLE_TAG
 	Delta                       time.Duration // DELTA, seconds
 	Poll                        time.Duration // POLL, seconds

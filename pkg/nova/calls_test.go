@@ -20,7 +20,7 @@ func ctxT(t *testing.T) context.Context {
 func ptr[T any](v T) *T { return &v }
 
 // TestCallsSendTheDocumentedRequests checks the HTTP form of every call
-// (instanceha-behaviour.md §18) at microversion 2.93.
+// (docs/rules.md §18) at microversion 2.93.
 func TestCallsSendTheDocumentedRequests(t *testing.T) {
 	since := time.Date(2026, 11, 21, 13, 0, 0, 0, time.UTC)
 	tests := []struct {

@@ -10,7 +10,7 @@
 //   - microversion negotiation: min(what Nova offers, 2.94, Options cap);
 //     below 2.53 the client refuses to work (service UUIDs and the atomic
 //     PUT /os-services/{id} need it);
-//   - the HTTP form of every call the leader makes (instanceha-behaviour.md
+//   - the HTTP form of every call the leader makes (docs/rules.md
 //     §18) and the decoding of Nova's and Glance's answers into the small
 //     types of types.go;
 //   - turning every failure into an *APIError with the operation, the HTTP

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Credential patterns of instanceha-behaviour.md R16.1, case-insensitive.
+// Credential patterns of docs/rules.md R16.1, case-insensitive.
 var (
 	reKeyValue = regexp.MustCompile(`(?i)\b(application_credential_secret|application_credential_id|password|passwd|token|secret|credential|auth)=[^\s&,;'"]*`)
 	reJSONKey  = regexp.MustCompile(`(?i)"(application_credential_secret|application_credential_id|password|passwd|token|secret|credential)"\s*:\s*"(?:[^"\\]|\\.)*"`)

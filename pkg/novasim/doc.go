@@ -22,7 +22,7 @@
 // function of the clock and the calls, and 1,000 computes cost nothing
 // while idle.
 //
-// # Verified against real Nova 26.2.2 (reference/real-peers.md)
+// # Verified against real Nova 26.2.2 (docs/real-peers.md)
 //
 //   - report_interval / service_down_time; service_down_time <= report_interval
 //     becomes 2.5 × report_interval; first heartbeat 5 s after a start.

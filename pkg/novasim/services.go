@@ -243,7 +243,7 @@ func (s *Sim) doneEvacuationsFromLocked(host string) bool {
 }
 
 // errDoneMigrations is the message Nova gives when forced_down is unset
-// too early (real-peers.md: "`done` evacuation migration records remain
+// too early (docs/real-peers.md: "`done` evacuation migration records remain
 // associated with the host").
 const errDoneMigrations = "Unable to unset forced_down on the compute service of %s: `done` evacuation migration records remain associated with the host. Restart its nova-compute service so that it cleans up the evacuated instances."
 

@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// KubeVersion is the kube-apiserver the harness runs (see real-peers.md:
+// KubeVersion is the kube-apiserver the harness runs (see docs/real-peers.md:
 // the newest the module proxy serves whole).
 const KubeVersion = "v1.36.3"
 

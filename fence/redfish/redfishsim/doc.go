@@ -1,7 +1,7 @@
 // Package redfishsim is an in-process Redfish BMC for tests and dev mode.
 //
 // It behaves like the widely used Redfish emulator described in
-// reference/real-peers.md: the service root is unauthenticated and every
+// docs/real-peers.md: the service root is unauthenticated and every
 // other path needs basic auth (401 otherwise); ComputerSystem.Reset answers
 // 204 and PowerState changes only after a delay, so clients must poll; a
 // reset to the current state is accepted and changes nothing; there is no
