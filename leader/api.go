@@ -40,6 +40,14 @@ type Observer interface {
 	Verdicts(v map[string]Verdict, at time.Time)
 }
 
+// EvidenceObserver is an Observer that also wants what each verdict rested
+// on (`iha host H` for a host that is not in recovery). The reconciler
+// builds the evidence only for an observer that implements it; the same
+// contract as Observer applies (return at once, the map is not kept).
+type EvidenceObserver interface {
+	Judgements(ev map[string]Evidence, at time.Time)
+}
+
 // APIConfig wires an API adapter.
 type APIConfig struct {
 	Node     *Node
@@ -76,15 +84,18 @@ type API struct {
 	mu        sync.Mutex
 	services  []nova.Service // last listing seen by this node's reconciler
 	servAt    time.Time
-	verdicts  map[string]Verdict   // the reconciler's last verdict per host
+	verdicts  map[string]Verdict  // the reconciler's last verdict per host
+	judged    map[string]Evidence // … and what each rested on
+	judgedAt  time.Time
 	failing   map[string]time.Time // voter id → last contact, while its heartbeats fail
 	failures  int
 	lastPollE error
 }
 
 var (
-	_ api.Backend = (*API)(nil)
-	_ Observer    = (*API)(nil)
+	_ api.Backend      = (*API)(nil)
+	_ Observer         = (*API)(nil)
+	_ EvidenceObserver = (*API)(nil)
 )
 
 // NewAPI builds the adapter. Close releases its Raft observer.
@@ -171,6 +182,17 @@ func (a *API) Verdicts(v map[string]Verdict, _ time.Time) {
 	}
 	a.mu.Lock()
 	a.verdicts = cp
+	a.mu.Unlock()
+}
+
+// Judgements implements EvidenceObserver.
+func (a *API) Judgements(ev map[string]Evidence, at time.Time) {
+	cp := make(map[string]Evidence, len(ev))
+	for h, e := range ev {
+		cp[h] = e
+	}
+	a.mu.Lock()
+	a.judged, a.judgedAt = cp, at
 	a.mu.Unlock()
 }
 
@@ -349,10 +371,36 @@ const (
 	verdictUnknown     = "unknown"
 )
 
-// Hosts implements api.Backend: every compute the leader's last poll saw
-// (on a follower: none), every host with a recovery record, and every host
-// in maintenance.
-func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
+// hostView is what the host endpoints read, taken once per request.
+type hostView struct {
+	leader   bool
+	svcs     []nova.Service
+	servAt   time.Time
+	verdicts map[string]Verdict
+	judged   map[string]Evidence
+	judgedAt time.Time
+	snap     MeshSnapshot
+	settings Settings
+}
+
+func (a *API) view() hostView {
+	v := hostView{leader: a.node.IsLeader(), settings: a.node.fsm.Settings()}
+	a.mu.Lock()
+	if v.leader {
+		// A follower's copies are from a term it led before: stale.
+		v.svcs, v.servAt, v.verdicts, v.judged, v.judgedAt = a.services, a.servAt, a.verdicts, a.judged, a.judgedAt
+	}
+	a.mu.Unlock()
+	if a.cfg.Mesh != nil {
+		// Every controller is in the mesh: followers show the agents too.
+		v.snap = a.cfg.Mesh.Snapshot()
+	}
+	return v
+}
+
+// summaries builds the HostSummary of every host the view and the records
+// know (only: of that host alone; the map is then empty if it is unknown).
+func (a *API) summaries(v hostView, only string) map[string]*api.HostSummary {
 	by := map[string]*api.HostSummary{}
 	get := func(h string) *api.HostSummary {
 		if s := by[h]; s != nil {
@@ -362,32 +410,32 @@ func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
 		by[h] = s
 		return s
 	}
-	a.mu.Lock()
-	svcs, verdicts := a.services, a.verdicts
-	a.mu.Unlock()
-	if a.node.IsLeader() {
-		for _, sv := range svcs {
-			s := get(sv.Host)
-			s.NovaState, s.NovaStatus, s.ForcedDown = sv.State, sv.Status, sv.ForcedDown
-			s.Verdict = verdictHealthy
-			if sv.State == "down" {
-				s.Verdict = verdictDown
-			}
-			// The verdict table's row, when it says more than "healthy":
-			// nova-compute broken on a live host, waiting for a witness, …
-			if v, ok := verdicts[sv.Host]; ok && v != VerdictHealthy {
-				s.Verdict = string(v)
-			}
+	want := func(h string) bool { return only == "" || h == only }
+	for _, sv := range v.svcs {
+		if !want(sv.Host) {
+			continue
+		}
+		s := get(sv.Host)
+		s.NovaState, s.NovaStatus, s.ForcedDown = sv.State, sv.Status, sv.ForcedDown
+		s.Verdict = verdictHealthy
+		if sv.State == "down" {
+			s.Verdict = verdictDown
+		}
+		// The verdict table's row, when it says more than "healthy":
+		// nova-compute broken on a live host, waiting for a witness, …
+		if vd, ok := v.verdicts[sv.Host]; ok && vd != VerdictHealthy {
+			s.Verdict = string(vd)
 		}
 	}
-	if a.cfg.Mesh != nil {
-		// Every controller is in the mesh: followers show the agents too.
-		for h, m := range a.cfg.Mesh.Snapshot() {
+	for h, m := range v.snap {
+		if want(h) {
 			get(h).MeshState = m.State
 		}
 	}
-	st := a.node.fsm.Settings()
-	for h, why := range st.Maintenance {
+	for h, why := range v.settings.Maintenance {
+		if !want(h) {
+			continue
+		}
 		s := get(h)
 		s.Maintenance = why
 		if why == "" {
@@ -395,7 +443,13 @@ func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
 		}
 		s.Verdict = verdictMaintenance
 	}
-	for _, rec := range a.node.fsm.Hosts() {
+	var recs []*HostRecord
+	if only == "" {
+		recs = a.node.fsm.Hosts()
+	} else if rec := a.node.fsm.Host(only); rec != nil {
+		recs = []*HostRecord{rec}
+	}
+	for _, rec := range recs {
 		s := get(rec.Host)
 		s.Phase, s.Since, s.Reason = string(rec.Phase), rec.PhaseSince.UTC(), rec.Reason
 		if s.NovaState == "" {
@@ -421,6 +475,14 @@ func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
 			}
 		}
 	}
+	return by
+}
+
+// Hosts implements api.Backend: every compute the leader's last poll saw
+// (on a follower: none), every host the mesh knows, every host with a
+// recovery record, and every host in maintenance.
+func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
+	by := a.summaries(a.view(), "")
 	out := make([]api.HostSummary, 0, len(by))
 	for _, s := range by {
 		out = append(out, *s)
@@ -429,23 +491,44 @@ func (a *API) Hosts(_ context.Context) ([]api.HostSummary, error) {
 	return out, nil
 }
 
-// Host implements api.Backend.
+// Host implements api.Backend: any host that Hosts lists, with what Nova
+// (on the leader), the mesh and the leader's last verdict say of it, and
+// its recovery record if it has one. ErrNotFound for any other host.
 func (a *API) Host(_ context.Context, host string) (api.Host, error) {
-	rec := a.node.fsm.Host(host)
-	if rec == nil {
+	v := a.view()
+	sum := a.summaries(v, host)[host]
+	if sum == nil {
 		return api.Host{}, api.ErrNotFound
 	}
-	st := a.node.fsm.Settings()
-	h := api.Host{Host: rec.Host, Phase: string(rec.Phase), Active: rec.Phase.Active(), PhaseSince: rec.PhaseSince.UTC(),
-		DetectedAt: rec.DetectedAt.UTC(), FinishedAt: rec.FinishedAt.UTC(), Zone: rec.Zone, ServiceID: rec.ServiceID,
-		Level: rec.Level, ReservedHost: rec.ReservedHost, LastError: rec.LastError, Reason: rec.Reason,
-		Maintenance: st.Maintenance[rec.Host], Steps: []api.Step{}, Servers: []api.Instance{},
-		Evidence: api.Evidence{Mode: rec.Evidence.Mode, Source: rec.Evidence.Source, NovaState: rec.Evidence.NovaState,
-			NovaUpdatedAt: rec.Evidence.NovaUpdatedAt.UTC(), Stale: rec.Evidence.Stale, ForcedDown: rec.Evidence.ForcedDown,
-			DisabledReason: rec.Evidence.DisabledReason, Kdump: rec.Kdump, Adopted: rec.Adopted, Note: rec.Evidence.Note,
-			Verdict: rec.Evidence.Verdict, MeshState: rec.Evidence.MeshState, MeshSince: rec.Evidence.MeshSince.UTC(),
-			Accusers: rec.Evidence.Accusers, Confirmations: rec.Evidence.Confirmations, Partition: rec.Evidence.Partition,
-			KdumpAt: rec.Evidence.KdumpAt.UTC(), KdumpFrom: rec.Evidence.KdumpFrom}}
+	h := api.Host{Host: host, Verdict: sum.Verdict, Steps: []api.Step{}, Servers: []api.Instance{}}
+	for _, sv := range v.svcs {
+		if sv.Host == host {
+			h.Nova = &api.NovaService{ID: sv.ID, Zone: sv.Zone, State: sv.State, Status: sv.Status, ForcedDown: sv.ForcedDown,
+				DisabledReason: sv.DisabledReason, UpdatedAt: sv.UpdatedAt.UTC(), ListedAt: v.servAt.UTC()}
+			h.Zone, h.ServiceID = sv.Zone, sv.ID
+		}
+	}
+	if m, ok := v.snap[host]; ok {
+		h.Mesh = &api.MeshMember{State: m.State, Since: m.Since.UTC(), Node: m.Node, Addr: m.Addr,
+			Accusers: m.Accusers, Confirmations: m.Confirmations}
+	}
+	if ev, ok := v.judged[host]; ok {
+		e := toAPIEvidence(ev, false, false)
+		h.Judged, h.JudgedAt = &e, v.judgedAt.UTC()
+	}
+	rec := a.node.fsm.Host(host)
+	if rec == nil {
+		h.Maintenance = v.settings.Maintenance[host]
+		allow, why := GateAllows(nil)
+		h.Gate = api.Gate{Host: host, Allow: allow, Reason: why}
+		return h, nil
+	}
+	st := v.settings
+	h.Phase, h.Active, h.PhaseSince = string(rec.Phase), rec.Phase.Active(), rec.PhaseSince.UTC()
+	h.DetectedAt, h.FinishedAt, h.Zone, h.ServiceID = rec.DetectedAt.UTC(), rec.FinishedAt.UTC(), rec.Zone, rec.ServiceID
+	h.Level, h.ReservedHost, h.LastError, h.Reason = rec.Level, rec.ReservedHost, rec.LastError, rec.Reason
+	h.Maintenance = st.Maintenance[rec.Host]
+	h.Evidence = toAPIEvidence(rec.Evidence, rec.Kdump, rec.Adopted)
 	if rec.Fence != nil {
 		h.Fence = &api.Fence{Method: rec.Fence.Method, State: rec.Fence.State, At: rec.Fence.At.UTC(), Detail: rec.Fence.Detail}
 	}
@@ -483,6 +566,15 @@ func (a *API) Host(_ context.Context, host string) (api.Host, error) {
 	allow, why := GateAllows(rec)
 	h.Gate = api.Gate{Host: rec.Host, Allow: allow, Reason: why}
 	return h, nil
+}
+
+func toAPIEvidence(e Evidence, kdump, adopted bool) api.Evidence {
+	return api.Evidence{Mode: e.Mode, Source: e.Source, NovaState: e.NovaState,
+		NovaUpdatedAt: e.NovaUpdatedAt.UTC(), Stale: e.Stale, ForcedDown: e.ForcedDown,
+		DisabledReason: e.DisabledReason, Kdump: kdump, Adopted: adopted, Note: e.Note,
+		Verdict: e.Verdict, MeshState: e.MeshState, MeshSince: e.MeshSince.UTC(),
+		Accusers: e.Accusers, Confirmations: e.Confirmations, Partition: e.Partition,
+		KdumpAt: e.KdumpAt.UTC(), KdumpFrom: e.KdumpFrom}
 }
 
 func toAPIEvent(e Event) api.Event {
@@ -533,7 +625,7 @@ func (a *API) Mutate(ctx context.Context, m api.Mutation) (uint64, error) {
 		}
 		t, body = CmdPause, PauseCmd{Paused: true, By: m.By, Reason: reason}
 	case api.MutResume:
-		t, body = CmdPause, PauseCmd{Paused: false, By: m.By}
+		t, body = CmdPause, PauseCmd{Paused: false, By: m.By, Reason: m.Reason}
 	case api.MutConfirmFenced:
 		t, body = CmdConfirmFence, ConfirmCmd{Host: m.Host, By: m.By, Reason: m.Reason}
 	case api.MutMaintenanceOn, api.MutMaintenanceOff:
@@ -548,7 +640,7 @@ func (a *API) Mutate(ctx context.Context, m api.Mutation) (uint64, error) {
 		if rec.Phase != PhaseFailed {
 			return 0, fmt.Errorf("%w: %s is %s, not failed: only a failed recovery can be retried", api.ErrConflict, m.Host, rec.Phase)
 		}
-		t, body = CmdRetry, RetryCmd{Host: m.Host, By: m.By}
+		t, body = CmdRetry, RetryCmd{Host: m.Host, By: m.By, Reason: m.Reason}
 	default:
 		return 0, fmt.Errorf("%w: unknown command %q", api.ErrConflict, m.Kind)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/metrics"
+	"github.com/ihaproject/iha/pkg/nova"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
@@ -423,6 +424,62 @@ func TestAPIMutationsNeedTheWriteTokenAndAreAudited(t *testing.T) {
 	code, body := ac.get(fol.ID, "/v1/hosts/compute-9?consistent=true", apiCanaryRO)
 	if code != 200 || !strings.Contains(string(body), `"confirmed_fenced"`) || !strings.Contains(string(body), `"consistent": true`) {
 		t.Fatalf("consistent read after confirm-fenced: %d %s", code, body)
+	}
+	ac.checkCanaries()
+}
+
+// TestAPIHostAnswersEveryHostNovaKnows: `GET /v1/hosts/{host}` answers a
+// host with no recovery record from what the leader's reconciler last saw
+// (its Nova listing and its verdict with the evidence, handed over as the
+// Observer), a follower says where to ask instead of inventing it, and a
+// consistent read through the follower reaches the leader's answer.
+func TestAPIHostAnswersEveryHostNovaKnows(t *testing.T) {
+	ac := newAPICluster(t)
+	lead := ac.waitPublished()
+	fol := ac.follower()
+	ac.mu.Lock()
+	la := ac.apis[lead.ID]
+	ac.mu.Unlock()
+	listed := t0.Add(29 * time.Second)
+	la.ComputeServices([]nova.Service{
+		{ID: "svc-1", Host: "compute-1", Zone: "nova", Status: "enabled", State: "up", UpdatedAt: t0.Add(28 * time.Second)},
+		{ID: "svc-2", Host: "compute-2", Zone: "nova", Status: "enabled", State: "up", UpdatedAt: t0.Add(20 * time.Second)},
+	}, listed)
+	la.Verdicts(map[string]leader.Verdict{"compute-1": leader.VerdictHealthy, "compute-2": leader.VerdictNovaBroken}, listed)
+	la.Judgements(map[string]leader.Evidence{
+		"compute-1": {Mode: "both", Source: "nova", Verdict: "healthy", NovaState: "up", NovaUpdatedAt: t0.Add(28 * time.Second), Note: "agent alive, nova up"},
+		"compute-2": {Mode: "both", Source: "nova", Verdict: "nova-compute-broken", NovaState: "up", Stale: true, Note: "agent alive in the mesh but nova state up, updated_at …: nova-compute is broken on a live host"},
+	}, listed)
+
+	var h api.Host
+	code, body := ac.get(lead.ID, "/v1/hosts/compute-1", apiCanaryRO)
+	if err := json.Unmarshal(body, &h); code != 200 || err != nil {
+		t.Fatalf("leader, healthy host: %d %s", code, body)
+	}
+	if h.Verdict != "healthy" || h.Phase != "" || h.Nova == nil || h.Nova.State != "up" || !h.Nova.ListedAt.Equal(listed) ||
+		h.Judged == nil || h.Judged.Note != "agent alive, nova up" || !h.Gate.Allow || h.Zone != "nova" || h.ServiceID != "svc-1" {
+		t.Fatalf("leader, healthy host: %s", body)
+	}
+	if strings.Contains(string(body), `"evidence"`) || strings.Contains(string(body), `"detected_at"`) {
+		t.Fatalf("a host without a record shows a zero record: %s", body)
+	}
+	code, body = ac.get(lead.ID, "/v1/hosts/compute-2", apiCanaryRO)
+	if err := json.Unmarshal(body, &h); code != 200 || err != nil || h.Verdict != "nova-compute-broken" || h.Judged == nil || !h.Judged.Stale {
+		t.Fatalf("leader, nova-compute broken: %d %s", code, body)
+	}
+	code, body = ac.get(lead.ID, "/v1/hosts/compute-404", apiCanaryRO)
+	if code != 404 || !strings.Contains(string(body), "unknown to Nova (as the leader last listed it)") {
+		t.Fatalf("leader, unknown host: %d %s", code, body)
+	}
+	// A follower polls no Nova and has no mesh here: it does not know
+	// compute-1, and says where to ask.
+	code, body = ac.get(fol.ID, "/v1/hosts/compute-1", apiCanaryRO)
+	if code != 404 || !strings.Contains(string(body), "ask the leader with --consistent") {
+		t.Fatalf("follower: %d %s", code, body)
+	}
+	code, body = ac.get(fol.ID, "/v1/hosts/compute-1?consistent=true", apiCanaryRO)
+	if err := json.Unmarshal(body, &h); code != 200 || err != nil || h.Verdict != "healthy" || h.Freshness.Node != lead.ID {
+		t.Fatalf("follower, consistent: %d %s", code, body)
 	}
 	ac.checkCanaries()
 }

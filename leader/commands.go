@@ -175,8 +175,9 @@ func DecodeCommand(data []byte) (Command, error) {
 // RetryCmd sends a failed recovery back to work: to detected if the host
 // was never fenced, otherwise its failed servers back to pending.
 type RetryCmd struct {
-	Host string `json:"host"`
-	By   string `json:"by"`
+	Host   string `json:"host"`
+	By     string `json:"by"`
+	Reason string `json:"reason,omitempty"` // the operator's, for the event
 }
 
 // LeaderAPICmd records, at the start of a term, which node leads and where

@@ -164,11 +164,17 @@ func (s *fsmState) apply(c Command, op OpID) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.Settings.Paused, s.Settings.PausedBy, s.Settings.PauseReason = b.Paused, b.By, b.Reason
 		if b.Paused {
+			s.Settings.Paused, s.Settings.PausedBy, s.Settings.PauseReason = true, b.By, b.Reason
 			s.event(c, "", "Paused", fmt.Sprintf("recovery paused by %s: %s", b.By, b.Reason), true)
 		} else {
-			s.event(c, "", "Resumed", fmt.Sprintf("recovery resumed by %s", b.By), false)
+			// A resume's reason is the event's, not a pause reason.
+			s.Settings.Paused, s.Settings.PausedBy, s.Settings.PauseReason = false, b.By, ""
+			msg := "recovery resumed by " + b.By
+			if b.Reason != "" {
+				msg += ": " + b.Reason
+			}
+			s.event(c, "", "Resumed", msg, false)
 		}
 		return nil, nil
 	case CmdMaintenance:
@@ -255,7 +261,11 @@ func (s *fsmState) retry(c Command, b RetryCmd) error {
 		s.setPhase(c, h, PhaseEvacuating)
 	}
 	h.FinishedAt = time.Time{}
-	s.event(c, b.Host, "RecoveryRetried", fmt.Sprintf("retry requested by %s: back to %s", b.By, h.Phase), false)
+	by := b.By
+	if b.Reason != "" {
+		by += " (" + b.Reason + ")"
+	}
+	s.event(c, b.Host, "RecoveryRetried", fmt.Sprintf("retry requested by %s: back to %s", by, h.Phase), false)
 	return nil
 }
 

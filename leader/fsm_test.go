@@ -170,6 +170,14 @@ func TestFSMSettingsAndEvents(t *testing.T) {
 	if got := a.f.Events(ev[1].Seq, "", 0); len(got) != 1 {
 		t.Fatalf("since: %+v", got)
 	}
+	// A resume's reason goes in its event; it is not a pause reason.
+	a.apply(CmdPause, t0, PauseCmd{Paused: false, By: "ops", Reason: "storage work done"})
+	if s := a.f.Settings(); s.Paused || s.PauseReason != "" {
+		t.Fatalf("after resume: %+v", s)
+	}
+	if ev := a.f.Events(0, "", 1); ev[0].Kind != "Resumed" || ev[0].Message != "recovery resumed by ops: storage work done" {
+		t.Fatalf("resume event %+v", ev)
+	}
 	for i := 0; i < maxEvents+10; i++ {
 		a.apply(CmdEvent, t0, EventCmd{Kind: "X"})
 	}
@@ -235,8 +243,11 @@ func TestFSMRetryFailedRecovery(t *testing.T) {
 	if h := a.f.Host("c1"); h.Phase != PhaseFailed || h.Reason != "1 of 2 failed" {
 		t.Fatalf("%+v", h)
 	}
-	if r := a.apply(CmdRetry, t0, RetryCmd{Host: "c1", By: "ops"}); r != nil {
+	if r := a.apply(CmdRetry, t0, RetryCmd{Host: "c1", By: "ops", Reason: "scheduler fixed"}); r != nil {
 		t.Fatalf("retry: %v", r)
+	}
+	if ev := a.f.Events(0, "c1", 1); len(ev) != 1 || ev[0].Message != "retry requested by ops (scheduler fixed): back to evacuating" {
+		t.Fatalf("retry event %+v: the operator's reason is lost", ev)
 	}
 	h := a.f.Host("c1")
 	if h.Phase != PhaseEvacuating || h.Server("v1").State != ServerPending || h.Server("v1").Attempts != 0 || h.Server("v2").State != ServerDone {

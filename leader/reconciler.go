@@ -449,7 +449,17 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	why := map[string]string{}
 	verdicts := map[string]Verdict{}
 	judged := make(map[string]Verdict, len(svcs))
-	defer func() { r.obs.Verdicts(judged, now) }()
+	evObs, wantEvidence := r.obs.(EvidenceObserver)
+	var evidence map[string]Evidence
+	if wantEvidence {
+		evidence = make(map[string]Evidence, len(svcs))
+	}
+	defer func() {
+		r.obs.Verdicts(judged, now)
+		if wantEvidence {
+			evObs.Judgements(evidence, now)
+		}
+	}()
 	for _, s := range svcs {
 		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
 			continue // G2: already in recovery
@@ -459,6 +469,11 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		}
 		v, reason, look := r.judge(s, now)
 		judged[s.Host] = v
+		if wantEvidence {
+			ev := r.evidence(s, now, v, reason)
+			ev.Mode, ev.ForcedDown, ev.DisabledReason = r.cfg.DetectionMode, s.ForcedDown, s.DisabledReason
+			evidence[s.Host] = ev
+		}
 		switch v {
 		case VerdictFailed, VerdictInstanceHA, VerdictKdump:
 			cands = append(cands, s)

@@ -49,8 +49,10 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 	backend := leader.NewAPI(leader.APIConfig{Node: node, Monitor: mon, Settings: s, Version: version.String(),
 		Logger: log.With("component", "api"), Mesh: mesh})
 	met := metrics.New(backend.MetricsSource(), version.Version)
+	bi := version.Get()
 	srv := api.NewServer(api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken,
 		Metrics: met.Handler(), TLS: tlsCfg, Logger: log.With("component", "api"),
+		Build: api.VersionInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, Platform: bi.Platform},
 		Mount: func(mux *http.ServeMux) { mux.Handle("POST "+leader.JoinPath, node.JoinHandler()) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	bound, done, err := srv.ListenAndServe(ctx, addr)

@@ -256,6 +256,16 @@ func (o *observerProxy) Verdicts(v map[string]leader.Verdict, at time.Time) {
 	}
 }
 
+// Judgements forwards to the observer set last when it wants evidence
+// (leader.EvidenceObserver).
+func (o *observerProxy) Judgements(ev map[string]leader.Evidence, at time.Time) {
+	if p := o.p.Load(); p != nil {
+		if eo, ok := (*p).(leader.EvidenceObserver); ok {
+			eo.Judgements(ev, at)
+		}
+	}
+}
+
 func (o *observerProxy) ComputeServices(svcs []nova.Service, at time.Time) {
 	if p := o.p.Load(); p != nil {
 		(*p).ComputeServices(svcs, at)

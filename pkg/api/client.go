@@ -206,11 +206,23 @@ func (c *Client) Events(ctx context.Context, q EventQuery, consistent bool) (Eve
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
+	if len(q.Kinds) > 0 {
+		v.Set("kind", strings.Join(q.Kinds, ","))
+	}
+	if !q.After.IsZero() {
+		v.Set("after", q.After.UTC().Format(time.RFC3339Nano))
+	}
 	if consistent {
 		v.Set("consistent", "true")
 	}
 	var out Events
 	return out, c.do(ctx, http.MethodGet, "/v1/events", v, nil, &out)
+}
+
+// Version is GET /v1/version: the answering node's build.
+func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
+	var v VersionInfo
+	return v, c.do(ctx, http.MethodGet, "/v1/version", nil, nil, &v)
 }
 
 // Mutate sends an operator command: kind selects the endpoint.
@@ -254,6 +266,13 @@ func (c *Client) RemoveVoter(ctx context.Context, id, reason string) (MutationRe
 // when a stream breaks, and returns when ctx ends (nil), fn fails, or no
 // address answers any more.
 func (c *Client) Stream(ctx context.Context, since uint64, host string, fn func(Event) error) error {
+	return c.StreamQuery(ctx, EventQuery{Since: since, Host: host}, fn)
+}
+
+// StreamQuery is Stream for the events q selects: Since, Host and Kinds
+// (Limit and After do not apply to a stream).
+func (c *Client) StreamQuery(ctx context.Context, q EventQuery, fn func(Event) error) error {
+	since := q.Since
 	if len(c.Addrs) == 0 {
 		return fmt.Errorf("%w: no address (use --addr or IHA_ADDR)", ErrUnreachable)
 	}
@@ -262,7 +281,7 @@ func (c *Client) Stream(ctx context.Context, since uint64, host string, fn func(
 	misses := 0
 	for i := 0; ; i++ {
 		addr := c.Addrs[i%len(c.Addrs)]
-		got, err := c.streamOnce(ctx, &hc, addr, &since, host, fn)
+		got, err := c.streamOnce(ctx, &hc, addr, &since, q, fn)
 		if ctx.Err() != nil {
 			return nil //nolint:nilerr // the caller ended the stream: a normal end, not an error
 		}
@@ -293,10 +312,13 @@ func (e *callbackError) Error() string { return e.err.Error() }
 
 // streamOnce reads one stream until it breaks; got reports whether the
 // server answered with a stream at all.
-func (c *Client) streamOnce(ctx context.Context, hc *http.Client, addr string, since *uint64, host string, fn func(Event) error) (got bool, err error) {
+func (c *Client) streamOnce(ctx context.Context, hc *http.Client, addr string, since *uint64, eq EventQuery, fn func(Event) error) (got bool, err error) {
 	q := url.Values{}
-	if host != "" {
-		q.Set("host", host)
+	if eq.Host != "" {
+		q.Set("host", eq.Host)
+	}
+	if len(eq.Kinds) > 0 {
+		q.Set("kind", strings.Join(eq.Kinds, ","))
 	}
 	req, err := c.newRequest(ctx, addr, http.MethodGet, "/v1/events/stream", q, nil)
 	if err != nil {

@@ -63,6 +63,9 @@ type Config struct {
 	Token, ReadToken config.Secret
 	// Metrics is served at /metrics when set.
 	Metrics http.Handler
+	// Build is this node's build, served at /v1/version (Node and API are
+	// filled in by the server).
+	Build VersionInfo
 	// Mount adds handlers that other packages own (e.g. Raft join) to the
 	// mux before the server starts.
 	Mount func(mux *http.ServeMux)
@@ -145,7 +148,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/cluster", s.read(s.cluster, "consistent"))
 	m.HandleFunc("GET /v1/hosts", s.read(s.hosts, "consistent"))
 	m.HandleFunc("GET /v1/hosts/{host}", s.read(s.host, "consistent"))
-	m.HandleFunc("GET /v1/events", s.read(s.events, "consistent", "since", "host", "limit"))
+	m.HandleFunc("GET /v1/version", s.read(s.version))
+	m.HandleFunc("GET /v1/events", s.read(s.events, "consistent", "since", "host", "limit", "kind", "after"))
 	m.HandleFunc("GET /v1/events/stream", s.stream)
 	m.HandleFunc("POST /v1/pause", s.mutation(MutPause))
 	m.HandleFunc("POST /v1/resume", s.mutation(MutResume))
@@ -263,11 +267,19 @@ type queryArgs struct {
 	since      uint64
 	limit      int
 	host       string
+	kinds      []string
+	after      time.Time
 }
 
 // hostRE is what a compute host name may look like (Nova's host names,
 // possibly fully qualified).
 var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,253})$`)
+
+// kindRE is what an event kind looks like (HostDown, FencingSucceeded).
+var kindRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{0,63}$`)
+
+// maxKinds bounds the kinds one query may name.
+const maxKinds = 32
 
 // parseQuery validates the query against the parameters an endpoint
 // allows; the error names the parameter at fault.
@@ -313,6 +325,22 @@ func parseQuery(r *http.Request, allowed ...string) (queryArgs, *ErrorBody) {
 				return q, &ErrorBody{Error: fmt.Sprintf("host=%q is not a host name", v), Parameter: name}
 			}
 			q.host = v
+		case "kind":
+			for _, k := range strings.Split(v, ",") {
+				if !kindRE.MatchString(k) {
+					return q, &ErrorBody{Error: fmt.Sprintf("kind=%q: %q is not an event kind (letters and digits, e.g. HostDown; several: comma-separated)", v, k), Parameter: name}
+				}
+				q.kinds = append(q.kinds, k)
+			}
+			if len(q.kinds) > maxKinds {
+				return q, &ErrorBody{Error: fmt.Sprintf("kind names %d kinds, at most %d are allowed", len(q.kinds), maxKinds), Parameter: name}
+			}
+		case "after":
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return q, &ErrorBody{Error: fmt.Sprintf("after=%q is not an RFC 3339 time (2006-01-02T15:04:05Z)", v), Parameter: name}
+			}
+			q.after = t
 		}
 	}
 	return q, nil
@@ -396,7 +424,11 @@ func (s *Server) host(ctx context.Context, r *http.Request, q queryArgs) (any, e
 	name := r.PathValue("host")
 	h, err := s.cfg.Backend.Host(ctx, name)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("%w: no recovery record for host %q on this node (it has not failed, or the record was forgotten); `iha hosts` lists the known hosts", ErrNotFound, name)
+		where := "Nova (as the leader last listed it), the gossip mesh, maintenance and the recovery records"
+		if _, self := s.cfg.Backend.LeaderAPI(); !self {
+			where = "this follower's mesh view, maintenance and the recovery records (it does not poll Nova: ask the leader with --consistent)"
+		}
+		return nil, fmt.Errorf("%w: host %q is unknown to %s; `iha hosts` lists the known hosts", ErrNotFound, name, where)
 	}
 	if err != nil {
 		return nil, err
@@ -406,7 +438,8 @@ func (s *Server) host(ctx context.Context, r *http.Request, q queryArgs) (any, e
 }
 
 func (s *Server) events(_ context.Context, _ *http.Request, q queryArgs) (any, error) {
-	evs := s.cfg.Backend.Events(EventQuery{Since: q.since, Host: q.host, Limit: q.limit})
+	eq := EventQuery{Since: q.since, Host: q.host, Limit: q.limit, Kinds: q.kinds, After: q.after}
+	evs := s.eventsOf(eq)
 	if evs == nil {
 		evs = []Event{}
 	}
@@ -415,6 +448,35 @@ func (s *Server) events(_ context.Context, _ *http.Request, q queryArgs) (any, e
 		next = evs[n-1].Seq
 	}
 	return Events{Freshness: s.fresh(q), Events: evs, Next: next}, nil
+}
+
+// eventsOf asks the Backend for q's events and applies what a Backend does
+// not: Kinds and After, before the limit (the newest of the matching
+// events, not the matching ones among the newest).
+func (s *Server) eventsOf(q EventQuery) []Event {
+	if len(q.Kinds) == 0 && q.After.IsZero() {
+		return s.cfg.Backend.Events(q)
+	}
+	all := s.cfg.Backend.Events(EventQuery{Since: q.Since, Host: q.Host})
+	out := all[:0:0]
+	for _, e := range all {
+		if q.Match(e) {
+			out = append(out, e)
+		}
+	}
+	if q.Limit > 0 && len(out) > q.Limit {
+		out = out[len(out)-q.Limit:]
+	}
+	return out
+}
+
+func (s *Server) version(_ context.Context, _ *http.Request, _ queryArgs) (any, error) {
+	v := s.cfg.Build
+	v.Node, v.API = s.cfg.Backend.Freshness().Node, Version
+	if v.Version == "" {
+		v.Version = "unknown"
+	}
+	return v, nil
 }
 
 func (s *Server) gate(w http.ResponseWriter, r *http.Request) {
@@ -439,14 +501,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // ---- event stream ----
 
 // stream serves server-sent events: every event with seq > since (or the
-// Last-Event-ID the client reconnects with), then each new one as it is
-// applied to this node's replica. Each message is `id: <seq>`,
+// Last-Event-ID the client reconnects with), of host and of one of kind
+// (comma-separated) when given, then each new one as it is applied to this
+// node's replica. Each message is `id: <seq>`,
 // `event: event` and one line of JSON (an Event).
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, r, accessRead) {
 		return
 	}
-	q, bad := parseQuery(r, "since", "host")
+	q, bad := parseQuery(r, "since", "host", "kind")
 	if bad != nil {
 		writeError(w, http.StatusBadRequest, *bad)
 		return
@@ -478,11 +541,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	since := q.since
 	for {
 		for _, e := range s.cfg.Backend.Events(EventQuery{Since: since, Host: q.host}) {
+			since = e.Seq
+			if len(q.kinds) > 0 && !(EventQuery{Kinds: q.kinds}).Match(e) {
+				continue
+			}
 			b, _ := json.Marshal(e)
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: event\ndata: %s\n\n", e.Seq, b); err != nil {
 				return
 			}
-			since = e.Seq
 		}
 		fl.Flush()
 		select {

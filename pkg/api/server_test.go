@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -198,6 +199,11 @@ func TestBadInputIsAnswered400NamingTheParameter(t *testing.T) {
 		{"an unknown parameter", "GET", "/v1/cluster?verbose=1", "", "verbose"},
 		{"a parameter given twice", "GET", "/v1/events?limit=1&limit=2", "", "limit"},
 		{"a malformed query string", "GET", "/v1/events?limit=%zz", "", "query"},
+		{"kind is not an event kind", "GET", "/v1/events?kind=Host%20Down", "", "kind"},
+		{"one of the kinds is empty", "GET", "/v1/events?kind=HostDown,", "", "kind"},
+		{"after is not a time", "GET", "/v1/events?after=yesterday", "", "after"},
+		{"the stream's kind is checked too", "GET", "/v1/events/stream?kind=1x", "", "kind"},
+		{"the version takes no parameter", "GET", "/v1/version?consistent=true", "", "consistent"},
 		{"a path host that is not a host name", "GET", "/v1/hosts/..bad", "", "host"},
 		{"confirm-fenced without a reason", "POST", "/v1/hosts/compute-1/confirm-fenced", `{}`, "reason"},
 		{"maintenance without on", "POST", "/v1/hosts/compute-1/maintenance", `{"reason":"x"}`, "on"},
@@ -218,8 +224,14 @@ func TestBadInputIsAnswered400NamingTheParameter(t *testing.T) {
 func TestUnknownHostIs404WithAMessage(t *testing.T) {
 	url := serve(t, newFake("n1", true), Config{})
 	code, body := call(t, "GET", url+"/v1/hosts/compute-404", "", "")
-	if code != 404 || !strings.Contains(body, `no recovery record for host \"compute-404\"`) {
+	if code != 404 || !strings.Contains(body, `host \"compute-404\" is unknown to Nova`) {
 		t.Fatalf("%d %s", code, body)
+	}
+	// A follower does not poll Nova: it says so, and where to ask.
+	fol := serve(t, newFake("n2", false), Config{})
+	code, body = call(t, "GET", fol+"/v1/hosts/compute-404", "", "")
+	if code != 404 || !strings.Contains(body, "it does not poll Nova: ask the leader with --consistent") {
+		t.Fatalf("follower: %d %s", code, body)
 	}
 	if code, _ := call(t, "GET", url+"/v1/nothing", "", ""); code != 404 {
 		t.Fatalf("unknown endpoint: %d", code)
@@ -370,5 +382,86 @@ func TestReadyzAndHealthz(t *testing.T) {
 	}
 	if code, _ := call(t, "GET", url+"/healthz", "", ""); code != 200 {
 		t.Fatalf("healthz must not depend on readiness: %d", code)
+	}
+}
+
+// TestEventsFilteredByKindAndTimeBeforeTheLimit: kind and after select
+// among all kept events, then the limit takes the newest of those (not the
+// matching ones among the newest), through the Client as over raw HTTP.
+func TestEventsFilteredByKindAndTimeBeforeTheLimit(t *testing.T) {
+	b := newFake("n1", true)
+	t0 := time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)
+	for i, k := range []string{"HostDown", "FencingStarted", "HostDown", "HostDown", "FencingSucceeded", "Paused", "Resumed"} {
+		b.addEvent(Event{Seq: uint64(i + 1), At: t0.Add(time.Duration(i) * time.Minute), Host: "compute-1", Kind: k})
+	}
+	url := serve(t, b, Config{})
+	c := &Client{Addrs: []string{url}}
+	cases := []struct {
+		name string
+		q    EventQuery
+		want []uint64
+	}{
+		{"one kind, limit 2: the two newest of that kind", EventQuery{Kinds: []string{"HostDown"}, Limit: 2}, []uint64{3, 4}},
+		{"two kinds, any case", EventQuery{Kinds: []string{"hostdown", "Paused"}}, []uint64{1, 3, 4, 6}},
+		{"after a time", EventQuery{After: t0.Add(3 * time.Minute)}, []uint64{4, 5, 6, 7}},
+		{"after a time, of a kind, after a seq", EventQuery{Since: 4, After: t0.Add(2 * time.Minute), Kinds: []string{"HostDown", "Resumed"}}, []uint64{7}},
+		{"nothing matches", EventQuery{Kinds: []string{"HostSkipped"}}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			evs, err := c.Events(context.Background(), tc.q, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []uint64
+			for _, e := range evs.Events {
+				got = append(got, e.Seq)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if code, body := call(t, "GET", url+"/v1/events?kind=Paused,Resumed&after=2026-03-01T03:05:30Z", "", ""); code != 200 ||
+		strings.Contains(body, `"Paused"`) || !strings.Contains(body, `"Resumed"`) {
+		t.Fatalf("%d %s", code, body)
+	}
+}
+
+func TestEventStreamFilteredByKind(t *testing.T) {
+	b := newFake("n1", true)
+	b.addEvent(Event{Seq: 1, Kind: "HostDown", Host: "compute-1"})
+	b.addEvent(Event{Seq: 2, Kind: "FencingStarted", Host: "compute-1"})
+	b.addEvent(Event{Seq: 3, Kind: "FencingSucceeded", Host: "compute-1"})
+	url := serve(t, b, Config{})
+	c := &Client{Addrs: []string{url}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var got []uint64
+	done := errors.New("done")
+	err := c.StreamQuery(ctx, EventQuery{Kinds: []string{"HostDown", "FencingSucceeded"}}, func(e Event) error {
+		got = append(got, e.Seq)
+		if e.Seq == 3 {
+			return done
+		}
+		return nil
+	})
+	if !errors.Is(err, done) || fmt.Sprint(got) != "[1 3]" {
+		t.Fatalf("stream: %v, got %v, want [1 3]", err, got)
+	}
+}
+
+func TestVersionNamesTheAnsweringNodesBuild(t *testing.T) {
+	build := VersionInfo{Version: "v1.2.0", Revision: "0123456789abcdef", GoVersion: "go1.26.0", Platform: "linux/amd64"}
+	url := serve(t, newFake("ctl-2", false), Config{Build: build, ReadToken: config.NewSecret(canaryRO)})
+	if code, _ := call(t, "GET", url+"/v1/version", "", ""); code != 401 {
+		t.Fatalf("version without the read token: %d, want 401 like every read", code)
+	}
+	c := &Client{Addrs: []string{url}, Token: canaryRO}
+	v, err := c.Version(context.Background())
+	want := build
+	want.Node, want.API = "ctl-2", "v1"
+	if err != nil || v != want {
+		t.Fatalf("version %+v, %v; want %+v", v, err, want)
 	}
 }

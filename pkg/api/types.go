@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -183,19 +184,64 @@ type Confirmation struct {
 	At     time.Time `json:"at"`
 }
 
-// Host is GET /v1/hosts/{host}: the full record.
+// NovaService is a host's nova-compute service as the leader last listed
+// it.
+type NovaService struct {
+	ID             string    `json:"id,omitempty"`
+	Zone           string    `json:"zone,omitempty"`
+	State          string    `json:"state"`  // up, down
+	Status         string    `json:"status"` // enabled, disabled
+	ForcedDown     bool      `json:"forced_down"`
+	DisabledReason string    `json:"disabled_reason,omitempty"`
+	UpdatedAt      time.Time `json:"updated_at,omitzero"` // the service's last heartbeat, as Nova reports it
+	ListedAt       time.Time `json:"listed_at"`           // when the leader listed it
+}
+
+// MeshMember is what the gossip mesh says of a host's agent, as the
+// answering node sees it now.
+type MeshMember struct {
+	State string    `json:"state"`          // alive, suspect, dead, left
+	Since time.Time `json:"since,omitzero"` // when this node saw the state begin
+	Node  string    `json:"node,omitempty"` // the agent's mesh node name
+	Addr  string    `json:"addr,omitempty"` // its gossip address
+	// Accusers reported it unreachable; Confirmations counted when it was
+	// declared dead (-1: the verdict reached this node by gossip).
+	Accusers      []string `json:"accusers,omitempty"`
+	Confirmations int      `json:"confirmations,omitempty"`
+}
+
+// Host is GET /v1/hosts/{host}: everything known of one compute host. Any
+// host that Nova (as the leader last listed it), the mesh, maintenance or a
+// recovery record knows is answered; the recovery fields (Phase to Parked)
+// are empty when the host has no recovery record (Phase "").
 type Host struct {
-	Freshness    Freshness     `json:"freshness"`
-	Host         string        `json:"host"`
-	Phase        string        `json:"phase"`
-	Active       bool          `json:"active"`
-	PhaseSince   time.Time     `json:"phase_since"`
-	DetectedAt   time.Time     `json:"detected_at"`
-	FinishedAt   time.Time     `json:"finished_at,omitzero"`
-	Zone         string        `json:"zone,omitempty"`
-	ServiceID    string        `json:"service_id,omitempty"`
-	Level        int           `json:"quick_evacuate_level"`
-	Evidence     Evidence      `json:"evidence"`
+	Freshness Freshness `json:"freshness"`
+	Host      string    `json:"host"`
+	// Verdict is the host's state in one word, as in HostSummary.
+	Verdict string `json:"verdict,omitempty"`
+	// Nova is the host's nova-compute service as the leader last listed it
+	// (absent on a follower, which does not poll Nova, or when Nova does
+	// not list the host).
+	Nova *NovaService `json:"nova,omitempty"`
+	// Mesh is the host's agent in the gossip mesh (absent: never seen, or
+	// no mesh).
+	Mesh *MeshMember `json:"mesh,omitempty"`
+	// Judged is the leader's latest verdict on the host, with what it rested
+	// on (leader only; hosts in recovery or maintenance are not judged), at
+	// JudgedAt.
+	Judged   *Evidence `json:"judged,omitempty"`
+	JudgedAt time.Time `json:"judged_at,omitzero"`
+
+	Phase      string    `json:"phase"`
+	Active     bool      `json:"active"`
+	PhaseSince time.Time `json:"phase_since,omitzero"`
+	DetectedAt time.Time `json:"detected_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	Zone       string    `json:"zone,omitempty"`
+	ServiceID  string    `json:"service_id,omitempty"`
+	Level      int       `json:"quick_evacuate_level,omitempty"`
+	// Evidence is what the recovery's verdict rested on when it was opened.
+	Evidence     Evidence      `json:"evidence,omitzero"`
 	Fence        *Fence        `json:"fence,omitempty"`
 	Confirmed    *Confirmation `json:"confirmed_fenced,omitempty"`
 	Maintenance  string        `json:"maintenance,omitempty"`
@@ -237,12 +283,46 @@ type Events struct {
 	Next uint64 `json:"next"`
 }
 
-// EventQuery selects events: Seq > Since, of Host if set, the Limit newest
-// (0: all that are kept).
+// EventQuery selects events: Seq > Since, of Host if set, of one of Kinds
+// if set, at or after After if set, the Limit newest of those (0: all that
+// are kept). A Backend honours Since, Host and Limit; the Server applies
+// Kinds and After (Match) before the limit.
 type EventQuery struct {
 	Since uint64
 	Host  string
 	Limit int
+	Kinds []string
+	After time.Time
+}
+
+// Match reports whether e passes the query's Host, Kinds and After (Since
+// and Limit are not per-event).
+func (q EventQuery) Match(e Event) bool {
+	if q.Host != "" && e.Host != q.Host {
+		return false
+	}
+	if !q.After.IsZero() && e.At.Before(q.After) {
+		return false
+	}
+	if len(q.Kinds) == 0 {
+		return true
+	}
+	for _, k := range q.Kinds {
+		if strings.EqualFold(k, e.Kind) {
+			return true
+		}
+	}
+	return false
+}
+
+// VersionInfo is GET /v1/version: the build of the node that answered.
+type VersionInfo struct {
+	Node      string `json:"node"`
+	Version   string `json:"version"`
+	Revision  string `json:"revision,omitempty"`
+	GoVersion string `json:"go_version"`
+	Platform  string `json:"platform,omitempty"` // GOOS/GOARCH
+	API       string `json:"api"`                // the API version path: v1
 }
 
 // Gate is GET /v1/gate/{host}: may the compute's nova-compute start? The
