@@ -16,6 +16,8 @@ PKGS=(
   rabbitmq-server mariadb-server python3-pymysql # deploy/lab: its message bus and databases
   etcd-server     # etcd for the real kube-apiserver of the fence/bmh tests (scripts/build-kube-apiserver.sh)
   mount           # mount/umount of a small tmpfs: cmd/iha-leader's disk-full test (needs root)
+  man-db groff-base  # man -l renders the iha man pages (cmd/iha, deploy/pkgtest)
+  bash-completion    # bash sources the iha completion script (cmd/iha, deploy/pkgtest)
 )
 
 missing=()

@@ -1,63 +1,99 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ihaproject/iha/pkg/config"
 )
 
-func init() {
-	register("config", command{
-		summary: "check the configuration files: iha config check [--dir D] [--json]",
-		run:     runConfig,
-	})
-}
+func init() { register(newConfigCmd) }
 
 // configEnv is the environment `iha config` reads; tests replace it.
 var configEnv = config.OSEnv
 
-func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: iha config check [--dir D] [--json]")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			return 0
+// groupRunE is the RunE of a command that only groups subcommands: alone
+// it prints its help to stderr and exits 2; with an unknown subcommand it
+// says so.
+func groupRunE(e *env) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			msg := fmt.Sprintf("unknown subcommand %q", args[0])
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += " (did you mean " + strings.Join(s, " or ") + "?)"
+			}
+			return usagef("%s", msg)
 		}
-		return 2
+		cmd.SetOut(e.stderr)
+		_ = cmd.Help()
+		return exitCode(exitUsage)
 	}
-	fs := flag.NewFlagSet("iha config check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", "", "read config.yaml, clouds.yaml, secure.yaml and fencing.yaml from `D` (the path environment variables still win)")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: iha config check [--dir D] [--json]\n\nLoads the whole configuration as iha-leader would and prints a summary, or every problem.\nExit status: 0 valid, 1 problems, 2 usage.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "iha config check: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return 2
-	}
+}
 
+func newConfigCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "check the configuration files",
+		Long: `Commands on iha-leader's configuration files (config.yaml, clouds.yaml, secure.yaml,
+fencing.yaml, segments.yaml), read as iha-leader reads them.`,
+		Example: `  iha config check --dir /etc/iha`,
+		RunE:    groupRunE(e),
+	}
+	cmd.AddCommand(newConfigCheckCmd(e))
+	return cmd
+}
+
+var checkFields = []field[checkResult]{
+	{"ok", func(r checkResult) string { return strconv.FormatBool(r.OK) }},
+	{"problems", func(r checkResult) string { return strconv.Itoa(len(r.Problems)) }},
+	{"warnings", func(r checkResult) string { return strconv.Itoa(len(r.Warnings)) }},
+}
+
+func newConfigCheckCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "load the whole configuration as iha-leader would, and print a summary or every problem",
+		Long: `Loads config.yaml, clouds.yaml, secure.yaml, fencing.yaml and segments.yaml as iha-leader
+does at start (same paths, same environment variables: INSTANCEHA_CONFIG_PATH,
+CLOUDS_CONFIG_PATH, SECURE_CONFIG_PATH, FENCING_CONFIG_PATH, SEGMENTS_CONFIG_PATH, OS_CLOUD),
+builds the fencing drivers (files, certificates, URLs; no BMC is contacted), and prints a summary
+of what differs from the defaults, or every problem at once, each naming its file, key and what
+is allowed. Secrets are never printed.
+
+Exit status: 0 valid; 1 problems; 2 usage.`,
+		Example: `  iha config check --dir /etc/iha
+  INSTANCEHA_CONFIG_PATH=/tmp/config.yaml iha config check
+  iha config check --dir /etc/iha -o json | jq .problems`,
+		Args:              noArgs("config check", ""),
+		ValidArgsFunction: cobra.NoFileCompletions,
+	}
+	dir := cmd.Flags().String("dir", "", "read config.yaml, clouds.yaml, secure.yaml and fencing.yaml from `D` (the path environment variables still win)")
+	_ = cmd.MarkFlagDirname("dir")
+	o := addOutput(cmd, "field", fieldNames(checkFields), outTable, outJSON, outYAML, outValue)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := o.check(cmd); err != nil {
+			return err
+		}
+		return exit(runConfigCheck(e, *dir, o))
+	}
+	return cmd
+}
+
+func runConfigCheck(e *env, dir string, o *output) int {
+	stdout, stderr := e.stdout, e.stderr
 	// Warnings are printed in the summary; the logger would repeat them.
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var cfg *config.Config
 	var err error
-	if *dir != "" {
-		cfg, err = config.LoadDir(*dir, configEnv(), quiet)
+	if dir != "" {
+		cfg, err = config.LoadDir(dir, configEnv(), quiet)
 	} else {
 		cfg, err = config.Load(configEnv(), quiet)
 	}
@@ -75,8 +111,17 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 				Reason: "iha-leader would refuse to start: " + rerr.Error()}}, Warnings: cfg.Warnings}
 		}
 	}
-	if *asJSON {
-		return printCheckJSON(stdout, stderr, cfg, problems)
+	if o.format != outTable || len(o.columns) > 0 {
+		res := newCheckResult(cfg, problems)
+		if o.structured() {
+			o.printWhole(stdout, res)
+		} else {
+			printFields(stdout, o, style{}, checkFields, res)
+		}
+		if problems != nil {
+			return 1
+		}
+		return 0
 	}
 	if problems != nil {
 		fmt.Fprintf(stdout, "configuration has %d problem(s):\n", len(problems.Items))
@@ -202,11 +247,9 @@ type problemJSON struct {
 	Text    string `json:"text"`
 }
 
-func printCheckJSON(stdout, stderr io.Writer, cfg *config.Config, problems *config.Problems) int {
+func newCheckResult(cfg *config.Config, problems *config.Problems) checkResult {
 	res := checkResult{OK: problems == nil, Warnings: []string{}}
-	code := 0
 	if problems != nil {
-		code = 1
 		for _, p := range problems.Items {
 			res.Problems = append(res.Problems, problemJSON{p.File, p.Line, p.Host, p.Key, p.Value, p.Reason, p.Allowed, p.String()})
 		}
@@ -222,11 +265,5 @@ func printCheckJSON(stdout, stderr io.Writer, cfg *config.Config, problems *conf
 			res.Warnings = cfg.Warnings
 		}
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(res); err != nil {
-		fmt.Fprintf(stderr, "iha config check: %v\n", err)
-		return 1
-	}
-	return code
+	return res
 }

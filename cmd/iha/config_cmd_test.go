@@ -39,18 +39,24 @@ func runIHA(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
+// TestConfigCheckUsage: a mistake is exit 2 with a message on stderr that
+// names the command and points at its help; asked for, help goes to
+// stdout and exits 0.
 func TestConfigCheckUsage(t *testing.T) {
 	withEnv(t, nil)
 	tests := []struct {
-		args []string
-		code int
+		args       []string
+		code       int
+		stderrHas  string
+		helpStdout bool
 	}{
-		{[]string{"config"}, 2},
-		{[]string{"config", "lint"}, 2},
-		{[]string{"config", "check", "extra"}, 2},
-		{[]string{"config", "check", "--bogus"}, 2},
-		{[]string{"config", "check", "--help"}, 0},
-		{[]string{"config", "--help"}, 0},
+		{[]string{"config"}, 2, "Usage:\n  iha config", false},
+		{[]string{"config", "lint"}, 2, `iha config: unknown subcommand "lint"`, false},
+		{[]string{"config", "check", "extra"}, 2, `iha config check: unexpected argument "extra"`, false},
+		{[]string{"config", "check", "--bogus"}, 2, "iha config check: unknown flag: --bogus\nRun 'iha config check --help' for usage.", false},
+		{[]string{"config", "check", "-o", "toml"}, 2, `-o "toml": want one of table, json, yaml, value`, false},
+		{[]string{"config", "check", "--help"}, 0, "", true},
+		{[]string{"config", "--help"}, 0, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -58,8 +64,14 @@ func TestConfigCheckUsage(t *testing.T) {
 			if code != tt.code {
 				t.Errorf("exit %d, want %d", code, tt.code)
 			}
-			if stdout != "" || !strings.Contains(stderr, "usage: iha config check") {
-				t.Errorf("usage must go to stderr")
+			if tt.helpStdout {
+				if stderr != "" || !strings.Contains(stdout, "Usage:\n  iha config") || !strings.Contains(stdout, "Examples:") {
+					t.Errorf("asked-for help must go to stdout, with examples")
+				}
+				return
+			}
+			if stdout != "" || !strings.Contains(stderr, tt.stderrHas) {
+				t.Errorf("a usage error goes to stderr and says %q", tt.stderrHas)
 			}
 		})
 	}

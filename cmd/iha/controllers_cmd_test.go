@@ -28,35 +28,15 @@ func (f lastVoterFixture) Mutate(ctx context.Context, m api.Mutation) (uint64, e
 func TestControllersGoldenOutput(t *testing.T) {
 	f := &fixture{}
 	url := serveFixture(t, f)
-	cases := []struct {
-		name     string
-		token    string
-		args     []string
-		wantCode int
-	}{
-		{"controllers", cliCanaryRO, []string{"controllers"}, exitOK},
-		{"controllers-remove", cliCanaryRW, []string{"controllers", "remove", "ctl-3", "--reason", "decommissioned"}, exitOK},
+	cases := []goldenCase{
+		{"controllers", cliCanaryRO, []string{"controllers"}, exitOK, allFormats},
+		{"controllers-remove", cliCanaryRW, []string{"controllers", "remove", "ctl-3", "--reason", "decommissioned"}, exitOK, allFormats},
 	}
-	for _, c := range cases {
-		for _, form := range []string{"table", "json"} {
-			t.Run(c.name+"/"+form, func(t *testing.T) {
-				cliEnv(t, url, c.token)
-				args := c.args
-				if form == "json" {
-					args = append(append([]string(nil), args...), "--json")
-				}
-				code, out, errOut := runCLI(t, args...)
-				if code != c.wantCode {
-					t.Fatalf("exit %d, want %d\n%s%s", code, c.wantCode, out, errOut)
-				}
-				goldenCLI(t, c.name+"."+form, out)
-			})
-		}
-	}
+	runGolden(t, url, cases)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.mutations) != 2 {
-		t.Fatalf("%d mutations reached the leader, want 2 (remove, table and json)", len(f.mutations))
+	if len(f.mutations) != 6 {
+		t.Fatalf("%d mutations reached the leader, want 6 (remove, five forms and --json)", len(f.mutations))
 	}
 	if m := f.mutations[0]; m.Kind != api.MutRemoveVoter || m.Voter != "ctl-3" || m.Reason != "decommissioned" || !strings.Contains(m.By, " from 127.0.0.1") {
 		t.Fatalf("remove reached the leader as %+v", m)
@@ -77,7 +57,7 @@ func TestControllersRemoveExitCodes(t *testing.T) {
 	}{
 		{"no id", url, cliCanaryRW, []string{"controllers", "remove"}, exitUsage, "exactly one controller id"},
 		{"two ids", url, cliCanaryRW, []string{"controllers", "remove", "a", "b"}, exitUsage, "exactly one controller id"},
-		{"an argument to the list", url, cliCanaryRO, []string{"controllers", "ctl-1"}, exitUsage, "iha controllers remove ID"},
+		{"an argument to the list", url, cliCanaryRO, []string{"controllers", "ctl-1"}, exitUsage, "iha controllers remove ctl-1"},
 		{"the read-only token", url, cliCanaryRO, []string{"controllers", "remove", "ctl-3"}, exitUnhealthy, "403"},
 		{"no token", url, "", []string{"controllers", "remove", "ctl-3"}, exitUnhealthy, "401"},
 		{"an id that is not a node name", url, cliCanaryRW, []string{"controllers", "remove", "..x"}, exitUsage, "parameter id"},

@@ -72,6 +72,7 @@ func TestEventsFollowALiveRecovery(t *testing.T) {
 	}
 	backend := leader.NewAPI(leader.APIConfig{Node: sb.Node(), Monitor: sb.Monitor(), Settings: s, Version: "test"})
 	t.Cleanup(backend.Close)
+	sb.SetObserver(backend) // the reconciler's listings and verdicts reach the API, as in iha-leader
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,17 @@ func TestEventsFollowALiveRecovery(t *testing.T) {
 	if code, o, e := runCLI(t, "host", "compute-1"); code != exitOK || !strings.Contains(o, "fence ") || !strings.Contains(o, "web-1") {
 		t.Fatalf("iha host: %d\n%s%s", code, o, e)
 	}
-	if code, o, e := runCLI(t, "status", "--consistent"); code != exitOK || !strings.Contains(o, "consistent read") {
+	// A host that never failed: the leader's verdict and its evidence,
+	// from the real reconciler's last cycle.
+	waitFor(t, "the reconciler's verdict on compute-0", func() bool {
+		_, o, _ := runCLI(t, "host", "compute-0", "-o", "value", "-c", "judged")
+		return strings.TrimSpace(o) != ""
+	}, func() string { _, o, e := runCLI(t, "host", "compute-0"); return o + e })
+	if code, o, e := runCLI(t, "host", "compute-0"); code != exitOK || !strings.Contains(o, "verdict:    healthy") ||
+		!strings.Contains(o, "nova:       up, enabled") || !strings.Contains(o, "judged:     healthy at") || !strings.Contains(o, "recovery:   no record") {
+		t.Fatalf("iha host compute-0: %d\n%s%s", code, o, e)
+	}
+	if code, o, e := runCLI(t, "status", "--consistent"); code != exitOK || !strings.Contains(e, "consistent read") || !strings.Contains(o, "leader:") {
 		t.Fatalf("iha status: %d\n%s%s", code, o, e)
 	}
 }

@@ -2,102 +2,167 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
-	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/drivers"
 	"github.com/ihaproject/iha/pkg/config"
 )
 
-func init() {
-	register("fence", command{
-		summary: "read BMC power state or check BMC credentials: iha fence status HOST | iha fence test --all",
-		run:     runFence,
-	})
-}
+func init() { register(newFenceCmd) }
 
 // fenceEnv is the environment `iha fence` reads; tests replace it.
 var fenceEnv = config.OSEnv
 
-const fenceUsage = `usage:
-  iha fence status HOST [--dir D] [--json] [--timeout T]
-      read HOST's power state through its configured fencing driver; never changes it
-  iha fence test (--all | HOST...) [--dir D] [--json] [--parallel N] [--timeout T]
-      check the BMC credentials and reachability of every (or the named) configured host,
-      concurrently, by reading the power state; never changes it
+const fenceExit = `Exit status: 0 ok; 1 a host failed, or the configuration is invalid; 2 usage; 3 the BMC
+could not be read (fence status).`
 
-exit status: 0 ok, 1 a host failed or the configuration is invalid, 2 usage, 3 BMC unreachable (status)`
+func newFenceCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "fence",
+		Short: "read BMC power states, check BMC credentials (never changes power)",
+		Long: `Commands that read the computes' BMCs through the fencing drivers configured in
+fencing.yaml, as iha-leader would reach them. They only ever read the power state.
 
-func runFence(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, fenceUsage)
-		return 2
+` + fenceExit,
+		Example: `  iha fence status compute-3 --dir /etc/iha
+  iha fence test --all --dir /etc/iha`,
+		RunE: groupRunE(e),
 	}
-	switch args[0] {
-	case "status":
-		return fenceStatus(ctx, args[1:], stdout, stderr)
-	case "test":
-		return fenceTest(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprintln(stdout, fenceUsage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "iha fence: unknown subcommand %q\n%s\n", args[0], fenceUsage)
-	return 2
+	cmd.AddCommand(newFenceStatusCmd(e), newFenceTestCmd(e))
+	return cmd
 }
 
 // fenceFlags are the flags common to both subcommands.
 type fenceFlags struct {
 	dir      string
-	asJSON   bool
 	timeout  time.Duration
 	parallel int
 	all      bool
 	verbose  bool
 }
 
-func parseFenceFlags(name string, args []string, stderr io.Writer, withTest bool) (*fenceFlags, []string, int) {
+func addFenceFlags(cmd *cobra.Command, withTest bool) *fenceFlags {
 	ff := &fenceFlags{}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cmd.Flags()
 	fs.StringVar(&ff.dir, "dir", "", "read config.yaml and fencing.yaml (and the others) from `D`; the path environment variables still win")
-	fs.BoolVar(&ff.asJSON, "json", false, "print the result as JSON")
 	fs.DurationVar(&ff.timeout, "timeout", 60*time.Second, "give up on a host after `T` (retries included)")
-	fs.BoolVar(&ff.verbose, "v", false, "log driver activity to stderr")
+	fs.BoolVarP(&ff.verbose, "verbose", "v", false, "log driver activity to stderr")
 	if withTest {
 		fs.BoolVar(&ff.all, "all", false, "test every host of fencing.yaml")
 		fs.IntVar(&ff.parallel, "parallel", 8, "test at most `N` hosts at a time")
 	}
-	fs.Usage = func() { fmt.Fprintln(stderr, fenceUsage); fs.PrintDefaults() }
-	// Accept flags after positional arguments too (iha fence status HOST --json).
-	var pos []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, nil, 0
-			}
-			return nil, nil, 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
-	}
+	_ = cmd.MarkFlagDirname("dir")
+	return ff
+}
+
+func (ff *fenceFlags) check(withTest bool) error {
 	if ff.timeout <= 0 || (withTest && ff.parallel < 1) {
-		fmt.Fprintf(stderr, "%s: --timeout must be positive and --parallel at least 1\n", name)
-		return nil, nil, 2
+		return usagef("--timeout must be positive and --parallel at least 1")
 	}
-	return ff, pos, -1
+	return nil
+}
+
+var fenceColumns = []column[fenceResult]{
+	{name: "HOST", get: func(r fenceResult) string { return r.Host }},
+	{name: "AGENT", get: func(r fenceResult) string { return r.Agent }},
+	{name: "ADDRESS", get: func(r fenceResult) string { return r.Address }},
+	{name: "RESULT", get: func(r fenceResult) string { return r.Result }, paint: func(st style, v string) string {
+		if v == "FAIL" {
+			return st.bad(v)
+		}
+		return v
+	}},
+	{name: "POWER", get: func(r fenceResult) string { return r.Power }},
+	{name: "LATENCY", get: func(r fenceResult) string {
+		if r.LatencyMS <= 0 {
+			return ""
+		}
+		return fmt.Sprintf("%.0fms", r.LatencyMS)
+	}},
+	{name: "ERROR", wide: true, get: func(r fenceResult) string { return r.Error }},
+}
+
+var fenceFields = []field[fenceResult]{
+	{"host", func(r fenceResult) string { return r.Host }},
+	{"agent", func(r fenceResult) string { return r.Agent }},
+	{"address", func(r fenceResult) string { return r.Address }},
+	{"ok", func(r fenceResult) string { return strconv.FormatBool(r.OK) }},
+	{"result", func(r fenceResult) string { return r.Result }},
+	{"power", func(r fenceResult) string { return r.Power }},
+	{"latency-ms", func(r fenceResult) string { return fmt.Sprintf("%.0f", r.LatencyMS) }},
+	{"error", func(r fenceResult) string { return r.Error }},
+}
+
+func newFenceStatusCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status HOST",
+		Short: "read HOST's power state through its configured fencing driver; never changes it",
+		Long: `Reads the power state of HOST's BMC through the driver fencing.yaml configures for it (the
+entry is found as iha-leader finds it: the short name before the first dot). Never changes power.
+
+` + fenceExit,
+		Example: `  iha fence status compute-3 --dir /etc/iha
+  iha fence status compute-3 -o value -c power`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one HOST")
+			}
+			return nil
+		},
+		ValidArgsFunction: cobra.NoFileCompletions,
+	}
+	ff := addFenceFlags(cmd, false)
+	o := addOutput(cmd, "field", fieldNames(fenceFields), outTable, outJSON, outYAML, outValue)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := o.check(cmd); err != nil {
+			return err
+		}
+		if err := ff.check(false); err != nil {
+			return err
+		}
+		return exit(fenceStatus(cmd.Context(), e, ff, o, args[0]))
+	}
+	return cmd
+}
+
+func newFenceTestCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "test (--all | HOST...)",
+		Short: "check the BMC credentials and reachability of every (or the named) configured host",
+		Long: `Reads the power state of every host of fencing.yaml (--all) or of the named ones,
+concurrently, as iha-leader's fencing would reach them: wrong credentials, unreachable BMCs,
+certificates and missing entries show up before a failure needs them. Never changes power.
+
+` + fenceExit,
+		Example: `  iha fence test --all --dir /etc/iha
+  iha fence test compute-3 compute-4 --parallel 2
+  iha fence test --all -o json | jq '.hosts[] | select(.ok | not)'`,
+		ValidArgsFunction: cobra.NoFileCompletions,
+	}
+	ff := addFenceFlags(cmd, true)
+	o := addOutput(cmd, "column", columnNames(fenceColumns), allFormats...)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := o.check(cmd); err != nil {
+			return err
+		}
+		if err := ff.check(true); err != nil {
+			return err
+		}
+		if ff.all == (len(args) > 0) {
+			return usagef("give either --all or HOST names")
+		}
+		return exit(fenceTest(cmd.Context(), e, ff, o, args))
+	}
+	return cmd
 }
 
 // loadFencing reads the configuration the way iha-leader does and returns
@@ -173,21 +238,12 @@ func fenceProbe(ctx context.Context, hi fence.HostInfo, timeout time.Duration) f
 	return res
 }
 
-func fenceStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func fenceStatus(ctx context.Context, e *env, ff *fenceFlags, o *output, host string) int {
 	const name = "iha fence status"
-	ff, pos, code := parseFenceFlags(name, args, stderr, false)
+	r, code := fenceSetup(name, ff, e.stderr)
 	if code >= 0 {
 		return code
 	}
-	if len(pos) != 1 {
-		fmt.Fprintf(stderr, "%s: want exactly one HOST\n%s\n", name, fenceUsage)
-		return 2
-	}
-	r, code := fenceSetup(name, ff, stderr)
-	if code >= 0 {
-		return code
-	}
-	host := pos[0]
 	var hi fence.HostInfo
 	fc, err := r.Fencer(host)
 	if err != nil {
@@ -205,15 +261,15 @@ func fenceStatus(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 	}
 	res := fenceProbe(ctx, hi, ff.timeout)
-	if ff.asJSON {
-		if err := fenceWriteJSON(stdout, res); err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
-			return 1
-		}
-	} else if res.OK {
-		fmt.Fprintf(stdout, "%s: power %s (%s %s, %.0f ms)\n", res.Host, res.Power, res.Agent, res.Address, res.LatencyMS)
-	} else {
-		fmt.Fprintf(stdout, "%s: %s\n", res.Host, res.Error)
+	switch {
+	case o.structured():
+		o.printWhole(e.stdout, res)
+	case o.format == outValue || len(o.columns) > 0:
+		printFields(e.stdout, o, style{}, fenceFields, res)
+	case res.OK:
+		fmt.Fprintf(e.stdout, "%s: power %s (%s %s, %.0f ms)\n", res.Host, res.Power, res.Agent, res.Address, res.LatencyMS)
+	default:
+		fmt.Fprintf(e.stdout, "%s: %s\n", res.Host, res.Error)
 	}
 	switch {
 	case res.OK:
@@ -225,17 +281,10 @@ func fenceStatus(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 }
 
-func fenceTest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func fenceTest(ctx context.Context, e *env, ff *fenceFlags, o *output, pos []string) int {
 	const name = "iha fence test"
-	ff, pos, code := parseFenceFlags(name, args, stderr, true)
-	if code >= 0 {
-		return code
-	}
-	if ff.all == (len(pos) > 0) {
-		fmt.Fprintf(stderr, "%s: give either --all or HOST names\n%s\n", name, fenceUsage)
-		return 2
-	}
-	r, code := fenceSetup(name, ff, stderr)
+	stdout := e.stdout
+	r, code := fenceSetup(name, ff, e.stderr)
 	if code >= 0 {
 		return code
 	}
@@ -285,30 +334,23 @@ func fenceTest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			failed++
 		}
 	}
-	if ff.asJSON {
-		out := struct {
+	switch {
+	case o.structured():
+		o.printWhole(stdout, struct {
 			Hosts  []fenceResult `json:"hosts"`
 			Failed int           `json:"failed"`
-		}{results, failed}
-		if err := fenceWriteJSON(stdout, out); err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
-			return 1
-		}
-	} else {
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "HOST\tAGENT\tADDRESS\tRESULT\tPOWER\tLATENCY")
-		for _, res := range results {
-			latency := "-"
-			if res.LatencyMS > 0 {
-				latency = fmt.Sprintf("%.0fms", res.LatencyMS)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", res.Host, res.Agent, res.Address, res.Result, res.Power, latency)
-		}
-		_ = tw.Flush()
-		// Errors are long; they go under the table, one per failed host.
-		for _, res := range results {
-			if res.Error != "" {
-				fmt.Fprintf(stdout, "%s: %s\n", res.Host, res.Error)
+		}{results, failed})
+	case o.format == outValue:
+		newTable(o, style{}, fenceColumns).render(stdout, results)
+	default:
+		t := newTable(o, style{isTerminal(stdout)}, fenceColumns)
+		t.render(stdout, results)
+		if o.format == outTable {
+			// Errors are long; they go under the table, one per failed host.
+			for _, res := range results {
+				if res.Error != "" {
+					fmt.Fprintf(stdout, "%s: %s\n", res.Host, res.Error)
+				}
 			}
 		}
 		fmt.Fprintf(stdout, "%d host(s), %d failed\n", len(results), failed)
@@ -317,10 +359,4 @@ func fenceTest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	return 0
-}
-
-func fenceWriteJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -6,158 +6,416 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ihaproject/iha/pkg/api"
 )
 
-func init() {
-	register("host", command{
-		summary: "one host's recovery step by step: evidence, steps, servers, fencing: iha host HOST [--json]",
-		run:     runHost,
-	})
+func init() { register(newHostCmd) }
+
+var hostFields = []field[api.Host]{
+	{"host", func(h api.Host) string { return h.Host }},
+	{"verdict", func(h api.Host) string { return h.Verdict }},
+	{"phase", func(h api.Host) string { return h.Phase }},
+	{"phase-since", func(h api.Host) string { return whenOrEmpty(h.PhaseSince) }},
+	{"reason", func(h api.Host) string { return h.Reason }},
+	{"nova-state", func(h api.Host) string {
+		if h.Nova == nil {
+			return ""
+		}
+		return h.Nova.State
+	}},
+	{"nova-status", func(h api.Host) string {
+		if h.Nova == nil {
+			return ""
+		}
+		return h.Nova.Status
+	}},
+	{"forced-down", func(h api.Host) string {
+		if h.Nova == nil {
+			return ""
+		}
+		return strconv.FormatBool(h.Nova.ForcedDown)
+	}},
+	{"mesh", func(h api.Host) string {
+		if h.Mesh == nil {
+			return ""
+		}
+		return h.Mesh.State
+	}},
+	{"mesh-since", func(h api.Host) string {
+		if h.Mesh == nil {
+			return ""
+		}
+		return whenOrEmpty(h.Mesh.Since)
+	}},
+	{"judged", func(h api.Host) string {
+		if h.Judged == nil {
+			return ""
+		}
+		return h.Judged.Note
+	}},
+	{"zone", func(h api.Host) string { return h.Zone }},
+	{"service-id", func(h api.Host) string { return h.ServiceID }},
+	{"detected", func(h api.Host) string { return whenOrEmpty(h.DetectedAt) }},
+	{"finished", func(h api.Host) string { return whenOrEmpty(h.FinishedAt) }},
+	{"fence", func(h api.Host) string {
+		if h.Fence == nil {
+			return ""
+		}
+		return h.Fence.Method + " " + h.Fence.State
+	}},
+	{"last-error", func(h api.Host) string { return h.LastError }},
+	{"maintenance", func(h api.Host) string { return h.Maintenance }},
+	{"segment", func(h api.Host) string { return h.Segment }},
+	{"reserved-host", func(h api.Host) string { return h.ReservedHost }},
+	{"servers", func(h api.Host) string { return strconv.Itoa(len(h.Servers)) }},
+	{"servers-done", func(h api.Host) string {
+		n := 0
+		for _, s := range h.Servers {
+			if s.State == "done" {
+				n++
+			}
+		}
+		return strconv.Itoa(n)
+	}},
+	{"gate", func(h api.Host) string {
+		if h.Gate.Allow {
+			return "allow"
+		}
+		return "hold"
+	}},
 }
 
-func runHost(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f := newAPIFlags("host", "iha host HOST [--json] [--consistent] [--addr A,B]", stderr, true)
-	pos, code, ok := f.parse(args)
-	if !ok {
-		return code
+func newHostCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "host HOST",
+		Short: "one compute host: verdict, evidence, mesh and Nova state, recovery step by step",
+		Long: `Shows everything known of one compute host: its verdict and what it rested on, its
+nova-compute service as the leader last listed it, its agent in the gossip mesh, and, when it
+has one, its recovery record (evidence, fencing, each step, each server, the nova-compute gate).
+Any host that Nova, the mesh, maintenance or a recovery record knows is answered; Nova's view
+and the verdict come from the leader (use --consistent when asking a follower).
+
+With -w the view is redrawn each time an event of this host happens (the API's event stream,
+no polling), until interrupted.
+
+Exit status: 0 ok; 1 the host's recovery failed; 2 usage; 3 no API reachable.`,
+		Example: `  iha host compute-3
+  iha host compute-3 -w                      # follow a recovery as it happens
+  iha host compute-3 -o wide                 # server ids, migrations, whole messages
+  iha host compute-3 -o value -c phase       # the phase alone
+  iha host compute-3 --consistent -o yaml`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("name exactly one host (iha hosts lists them)")
+			}
+			return nil
+		},
+		ValidArgsFunction: completeHosts,
 	}
-	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "iha host: name exactly one host")
-		f.fs.Usage()
-		return exitUsage
+	af := addAPIFlags(cmd, e, true)
+	o := addOutput(cmd, "field", fieldNames(hostFields), allFormats...)
+	w := cmd.Flags().BoolP("watch", "w", false, "redraw on every event of this host until interrupted (events stream, no polling)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := o.check(cmd); err != nil {
+			return err
+		}
+		cl, err := af.client()
+		if err != nil {
+			return err
+		}
+		st := style{isTerminal(e.stdout)}
+		fresh := true
+		draw := func(ctx context.Context, out io.Writer) (int, error) {
+			h, err := cl.Host(ctx, args[0], af.consistent)
+			if err != nil {
+				return 0, err
+			}
+			if fresh {
+				info(e.stderr, "%s", freshness(h.Freshness))
+				fresh = false
+			}
+			switch {
+			case o.structured():
+				o.printWhole(out, h)
+			case o.format == outValue || len(o.columns) > 0:
+				printFields(out, o, st, hostFields, h)
+			default:
+				printHost(out, o, h, st)
+			}
+			if h.Phase == "failed" {
+				return exitUnhealthy, nil
+			}
+			return exitOK, nil
+		}
+		if *w {
+			return exit(watch(cmd.Context(), e, "host", cl, args[0], o, draw))
+		}
+		code, err := draw(cmd.Context(), e.stdout)
+		if err != nil {
+			return exit(fail(e.stderr, "host", err))
+		}
+		return exit(code)
 	}
-	h, err := f.client().Host(ctx, pos[0], f.consistent)
+	return cmd
+}
+
+// completeHosts completes host names from the API (`iha hosts`), quietly
+// giving up when it cannot be reached in two seconds.
+func completeHosts(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	cl, err := completionClient(cmd)
 	if err != nil {
-		return fail(stderr, "host", err)
+		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	if f.json {
-		printJSON(stdout, h)
-	} else {
-		printHost(stdout, h, style{isTerminal(stdout)})
+	hs, err := cl.Hosts(cmd.Context(), false)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	if h.Phase == "failed" {
-		return exitUnhealthy
+	names := make([]string, 0, len(hs.Hosts))
+	for _, h := range hs.Hosts {
+		names = append(names, h.Host+"\t"+h.Verdict)
 	}
-	return exitOK
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
-func printHost(w io.Writer, h api.Host, st style) {
-	fmt.Fprintf(w, "host:      %s (zone %s, service %s)\n", h.Host, dash(h.Zone), dash(h.ServiceID))
-	fmt.Fprintf(w, "phase:     %s since %s", st.phase(h.Phase), when(h.PhaseSince))
+// completionClient is the API client of a shell completion: the command
+// line's --addr and --token-file, a short timeout, no warning printed.
+func completionClient(cmd *cobra.Command) (*api.Client, error) {
+	af := &apiFlags{stderr: io.Discard, timeout: 2 * time.Second}
+	if f := cmd.Flags().Lookup("addr"); f != nil {
+		af.addr = f.Value.String()
+	}
+	if f := cmd.Flags().Lookup("token-file"); f != nil {
+		af.tokenFile = f.Value.String()
+	}
+	return af.client()
+}
+
+func printHost(w io.Writer, o *output, h api.Host, st style) {
+	where := []string{}
+	if h.Zone != "" {
+		where = append(where, "zone "+h.Zone)
+	}
+	if h.ServiceID != "" {
+		where = append(where, "service "+h.ServiceID)
+	}
+	head := h.Host
+	if len(where) > 0 {
+		head += " (" + strings.Join(where, ", ") + ")"
+	}
+	wrap(w, "host", head)
+	wrap(w, "verdict", st.verdict(dash(h.Verdict)))
+	if n := h.Nova; n != nil {
+		s := n.State + ", " + n.Status
+		if n.ForcedDown {
+			s += ", forced down"
+		}
+		if n.DisabledReason != "" {
+			s += " (" + n.DisabledReason + ")"
+		}
+		s += "; last heartbeat " + when(n.UpdatedAt) + ", listed " + when(n.ListedAt)
+		wrap(w, "nova", s)
+	} else {
+		wrap(w, "nova", "not listed (followers do not poll Nova: ask the leader with --consistent)")
+	}
+	if m := h.Mesh; m != nil {
+		s := m.State + " since " + when(m.Since)
+		if m.Addr != "" {
+			s += " at " + m.Addr
+		}
+		if len(m.Accusers) > 0 {
+			s += "; reported by " + strings.Join(m.Accusers, ", ")
+		}
+		wrap(w, "mesh", s)
+	} else {
+		wrap(w, "mesh", "never seen (no agent in the mesh for this host)")
+	}
+	if j := h.Judged; j != nil {
+		wrap(w, "judged", fmt.Sprintf("%s at %s: %s", dash(j.Verdict), when(h.JudgedAt), j.Note))
+	}
+	if h.Maintenance != "" {
+		wrap(w, "maintenance", h.Maintenance)
+	}
+	if h.Phase == "" {
+		wrap(w, "recovery", "no record: this host has not failed (or its record was forgotten)")
+		gate(w, h, st)
+		return
+	}
+	phase := st.phase(h.Phase) + " since " + when(h.PhaseSince)
 	if h.Reason != "" {
-		fmt.Fprintf(w, ": %s", h.Reason)
+		phase += ": " + h.Reason
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "detected:  %s, quick-evacuate level %d", when(h.DetectedAt), h.Level)
+	wrap(w, "phase", phase)
+	det := fmt.Sprintf("%s, quick-evacuate level %d", when(h.DetectedAt), h.Level)
 	if !h.FinishedAt.IsZero() {
-		fmt.Fprintf(w, ", finished %s", when(h.FinishedAt))
+		det += ", finished " + when(h.FinishedAt)
 	}
-	fmt.Fprintln(w)
+	wrap(w, "detected", det)
 	e := h.Evidence
-	fmt.Fprintf(w, "evidence:  source %s (mode %s), nova %s, updated_at %s", e.Source, e.Mode, dash(e.NovaState), when(e.NovaUpdatedAt))
+	ev := fmt.Sprintf("source %s (mode %s), nova %s, updated_at %s", e.Source, e.Mode, dash(e.NovaState), when(e.NovaUpdatedAt))
 	for _, x := range []struct {
 		on   bool
 		text string
 	}{{e.Stale, "stale"}, {e.ForcedDown, "forced down"}, {e.Kdump, "kdump notice"}, {e.Adopted, "adopted from a Nova marker"}} {
 		if x.on {
-			fmt.Fprintf(w, ", %s", x.text)
+			ev += ", " + x.text
 		}
 	}
 	if e.Note != "" {
-		fmt.Fprintf(w, "; %s", e.Note)
+		ev += "; " + e.Note
 	}
-	fmt.Fprintln(w)
-	switch {
-	case h.Fence != nil:
-		fmt.Fprintf(w, "fencing:   %s, power %s at %s", h.Fence.Method, h.Fence.State, when(h.Fence.At))
+	wrap(w, "evidence", ev)
+	if h.Fence != nil {
+		f := fmt.Sprintf("%s, power %s at %s", h.Fence.Method, h.Fence.State, when(h.Fence.At))
 		if h.Fence.Detail != "" {
-			fmt.Fprintf(w, " (%s)", h.Fence.Detail)
+			f += " (" + h.Fence.Detail + ")"
 		}
-		fmt.Fprintln(w)
-	default:
-		fmt.Fprintln(w, "fencing:   not fenced yet")
+		wrap(w, "fencing", f)
+	} else {
+		wrap(w, "fencing", "not fenced yet")
 	}
 	if h.Confirmed != nil {
-		fmt.Fprintf(w, "confirmed: %s by %s at %s: %s\n", st.warn("powered off per operator"), h.Confirmed.By, when(h.Confirmed.At), h.Confirmed.Reason)
-	}
-	if h.Maintenance != "" {
-		fmt.Fprintf(w, "maintenance: %s\n", h.Maintenance)
+		wrap(w, "confirmed", fmt.Sprintf("%s by %s at %s: %s", st.warn("powered off per operator"), h.Confirmed.By, when(h.Confirmed.At), h.Confirmed.Reason))
 	}
 	if h.ReservedHost != "" {
-		fmt.Fprintf(w, "reserved:  %s\n", h.ReservedHost)
+		wrap(w, "reserved", h.ReservedHost)
 	}
 	if h.Segment != "" {
-		fmt.Fprintf(w, "segment:   %s, recovery_method %s, method %s", h.Segment, h.RecoveryMethod, dash(h.Method))
+		s := fmt.Sprintf("%s, recovery_method %s, method %s", h.Segment, h.RecoveryMethod, dash(h.Method))
 		if len(h.Targets) > 0 {
-			fmt.Fprintf(w, " to %s", strings.Join(h.Targets, ", "))
+			s += " to " + strings.Join(h.Targets, ", ")
 		}
 		if h.FellBack {
-			fmt.Fprint(w, " (fell back)")
+			s += " (fell back)"
 		}
 		if h.Parked {
-			fmt.Fprint(w, ", parked in maintenance")
+			s += ", parked in maintenance"
 		}
-		fmt.Fprintln(w)
+		wrap(w, "segment", s)
 	}
 	if h.LastError != "" {
-		fmt.Fprintf(w, "last error: %s\n", st.bad(h.LastError))
+		wrap(w, "last error", st.bad(h.LastError))
 	}
-	gate := st.good("nova-compute may start")
-	if !h.Gate.Allow {
-		gate = st.warn("nova-compute held back")
-	}
-	fmt.Fprintf(w, "gate:      %s: %s\n", gate, h.Gate.Reason)
+	gate(w, h, st)
 
-	fmt.Fprintf(w, "\nsteps (%d):\n", len(h.Steps))
-	tw := table(w)
-	fmt.Fprintln(tw, "STEP\tOP\tSERVER\tSTARTED\tTOOK\tOUTCOME\tDETAIL")
-	for _, s := range h.Steps {
-		took := "-"
-		if !s.Finished.IsZero() {
-			took = strconv.FormatFloat(s.Seconds, 'f', 3, 64) + "s"
-		}
-		out := s.Outcome
-		switch out {
-		case "failed":
-			out = st.bad(out)
-		case "pending":
-			out = st.warn(out)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Step, s.Op, dash(s.ServerID), when(s.Started), took, out, dash(s.Detail))
-	}
-	tw.Flush()
-
-	fmt.Fprintf(w, "\nservers (%d):\n", len(h.Servers))
-	tw = table(w)
-	fmt.Fprintln(tw, "SERVER\tNAME\tFROM\tTO\tSTATE\tMIGRATION\tATTEMPTS\tSTARTED\tFINISHED\tMESSAGE")
+	names := map[string]string{}
 	for _, s := range h.Servers {
-		state := s.State
-		switch state {
-		case "failed":
-			state = st.bad(state)
-		case "done":
-			state = st.good(state)
-		}
-		if s.Pending != "" {
-			state += " (" + s.Pending + " pending)"
-		}
-		mig := "-"
-		if s.MigrationID != 0 {
-			mig = strconv.Itoa(s.MigrationID)
-		}
-		name := s.Name
-		if s.HAEnabled {
-			name += " (HA)"
-		}
-		started := s.StartedAt
-		if started.IsZero() {
-			started = s.RequestedAt
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, name, s.From, dash(s.To), state, mig, s.Attempts,
-			when(started), when(s.FinishedAt), dash(s.Error))
+		names[s.ID] = s.Name
 	}
-	tw.Flush()
-	fmt.Fprintf(w, "\n%s\n", freshness(h.Freshness))
+	fmt.Fprintf(w, "\nsteps (%d):\n", len(h.Steps))
+	t := newTable(o, st, stepColumns(names, o.format == outWide))
+	t.render(w, h.Steps)
+	fmt.Fprintf(w, "\nservers (%d):\n", len(h.Servers))
+	newTable(o, st, serverColumns).render(w, h.Servers)
+}
+
+func gate(w io.Writer, h api.Host, st style) {
+	g := st.good("nova-compute may start")
+	if !h.Gate.Allow {
+		g = st.warn("nova-compute held back")
+	}
+	wrap(w, "gate", g+": "+h.Gate.Reason)
+}
+
+// clock is a time of day for the step and server tables (the date is in
+// the host's "detected" line; -o wide shows whole timestamps).
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("15:04:05.000")
+}
+
+func stepColumns(names map[string]string, wide bool) []column[api.Step] {
+	return []column[api.Step]{
+		{name: "STEP", get: func(s api.Step) string { return s.Step }},
+		{name: "OP", wide: true, get: func(s api.Step) string { return s.Op }},
+		{name: "SERVER", get: func(s api.Step) string {
+			if n := names[s.ServerID]; n != "" {
+				return n
+			}
+			return s.ServerID
+		}},
+		{name: "SERVER ID", wide: true, get: func(s api.Step) string { return s.ServerID }},
+		{name: "STARTED", get: func(s api.Step) string {
+			if wide {
+				return whenOrEmpty(s.Started)
+			}
+			return clock(s.Started)
+		}},
+		{name: "TOOK", get: func(s api.Step) string {
+			if s.Finished.IsZero() {
+				return ""
+			}
+			return strconv.FormatFloat(s.Seconds, 'f', 3, 64) + "s"
+		}},
+		{name: "OUTCOME", get: func(s api.Step) string { return s.Outcome }, paint: func(st style, v string) string {
+			switch v {
+			case "failed":
+				return st.bad(v)
+			case "pending":
+				return st.warn(v)
+			}
+			return v
+		}},
+		{name: "DETAIL", flex: true, get: func(s api.Step) string { return s.Detail }},
+	}
+}
+
+var serverColumns = []column[api.Instance]{
+	{name: "ID", wide: true, get: func(s api.Instance) string { return s.ID }},
+	{name: "SERVER", get: func(s api.Instance) string {
+		if s.HAEnabled {
+			return s.Name + " (HA)"
+		}
+		return s.Name
+	}},
+	{name: "FROM", wide: true, get: func(s api.Instance) string { return s.From }},
+	{name: "TO", get: func(s api.Instance) string { return s.To }},
+	{name: "STATE", get: func(s api.Instance) string {
+		if s.Pending != "" {
+			return s.State + " (" + s.Pending + " pending)"
+		}
+		return s.State
+	}, paint: func(st style, v string) string {
+		switch {
+		case strings.HasPrefix(v, "failed"):
+			return st.bad(v)
+		case v == "done":
+			return st.good(v)
+		}
+		return v
+	}},
+	{name: "MIGRATION", wide: true, get: func(s api.Instance) string {
+		if s.MigrationID == 0 {
+			return ""
+		}
+		return strconv.Itoa(s.MigrationID)
+	}},
+	{name: "ATTEMPTS", get: func(s api.Instance) string { return strconv.Itoa(s.Attempts) }},
+	{name: "STARTED", wide: true, get: func(s api.Instance) string { return whenOrEmpty(firstTime(s.StartedAt, s.RequestedAt)) }},
+	{name: "FINISHED", wide: true, get: func(s api.Instance) string { return whenOrEmpty(s.FinishedAt) }},
+	{name: "TOOK", get: func(s api.Instance) string {
+		start := firstTime(s.StartedAt, s.RequestedAt)
+		if start.IsZero() || s.FinishedAt.IsZero() {
+			return ""
+		}
+		return strconv.FormatFloat(s.FinishedAt.Sub(start).Seconds(), 'f', 1, 64) + "s"
+	}},
+	{name: "MESSAGE", flex: true, get: func(s api.Instance) string { return s.Error }},
+}
+
+func firstTime(ts ...time.Time) time.Time {
+	for _, t := range ts {
+		if !t.IsZero() {
+			return t
+		}
+	}
+	return time.Time{}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/version"
 )
 
 var updateCLI = flag.Bool("update-cli", false, "rewrite cmd/iha/testdata/cli/*.golden")
@@ -31,6 +32,34 @@ type fixture struct {
 	mu        sync.Mutex
 	noLeader  bool
 	mutations []api.Mutation
+	// phase9 replaces compute-9's phase (failed) when set; extra events
+	// follow the fixed ones (watch tests change both).
+	phase9 string
+	extra  []api.Event
+}
+
+// move9 puts compute-9 in phase p and records the event that says so.
+func (f *fixture) move9(p string, seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.phase9 = p
+	f.extra = append(f.extra, api.Event{Seq: seq, At: fat(float64(seq)), Host: "compute-9", Kind: "RecoveryRetried", Message: "back to " + p})
+}
+
+// event records an event of host that changes nothing.
+func (f *fixture) event(host string, seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.extra = append(f.extra, api.Event{Seq: seq, At: fat(float64(seq)), Host: host, Kind: "KdumpNoticeIgnored", Message: "nothing changes"})
+}
+
+func (f *fixture) phase9Or(p string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.phase9 != "" {
+		return f.phase9
+	}
+	return p
 }
 
 var ft0 = time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)
@@ -64,19 +93,36 @@ func (f *fixture) Cluster(context.Context) (api.Cluster, error) {
 		Hosts: api.PhaseCounts{Records: 2, Active: 0, Failed: 1, ByPhase: map[string]int{"failed": 1, "skipped": 1}}}, nil
 }
 func (f *fixture) Hosts(context.Context) ([]api.HostSummary, error) {
-	return []api.HostSummary{
+	hs := []api.HostSummary{
 		{Host: "compute-1", MeshState: "alive", NovaState: "up", NovaStatus: "enabled", Verdict: "healthy"},
 		{Host: "compute-3", MeshState: "alive", NovaState: "up", NovaStatus: "disabled", Verdict: "maintenance", Maintenance: "disk swap"},
 		{Host: "compute-8", MeshState: "unknown", NovaState: "down", Verdict: "skipped", Phase: "skipped", Since: fat(5), Reason: "THRESHOLD exceeded"},
 		{Host: "compute-9", MeshState: "dead", NovaState: "down", ForcedDown: true, NovaStatus: "disabled", Verdict: "failed", Phase: "failed",
 			Since: fat(4), Servers: 2, ServersDone: 1, Reason: "1 server could not be evacuated"},
-	}, nil
+	}
+	if p := f.phase9Or("failed"); p != "failed" {
+		hs[3].Phase, hs[3].Verdict = p, "recovering"
+	}
+	return hs, nil
 }
 func (f *fixture) Host(_ context.Context, h string) (api.Host, error) {
-	if h != "compute-9" {
+	switch h {
+	case "compute-1": // healthy: no record, but Nova, the mesh and the leader's verdict know it
+		return api.Host{Host: "compute-1", Verdict: "healthy", Zone: "nova", ServiceID: "svc-1",
+			Nova: &api.NovaService{ID: "svc-1", Zone: "nova", State: "up", Status: "enabled", UpdatedAt: fat(28), ListedAt: fat(29)},
+			Mesh: &api.MeshMember{State: "alive", Since: fat(-3600), Node: "compute-1", Addr: "10.0.1.1:7946"},
+			Judged: &api.Evidence{Mode: "both", Source: "nova", Verdict: "healthy", NovaState: "up", NovaUpdatedAt: fat(28),
+				MeshState: "alive", MeshSince: fat(-3600), Note: "agent alive, nova up"},
+			JudgedAt: fat(29), Steps: []api.Step{}, Servers: []api.Instance{},
+			Gate: api.Gate{Host: "compute-1", Allow: true, Reason: "no recovery recorded for this host"}}, nil
+	case "compute-9":
+	default:
 		return api.Host{}, api.ErrNotFound
 	}
-	return api.Host{Host: "compute-9", Phase: "failed", PhaseSince: fat(4), DetectedAt: fat(0), FinishedAt: fat(4), Zone: "nova",
+	return api.Host{Host: "compute-9", Verdict: "failed", Phase: f.phase9Or("failed"),
+		Nova: &api.NovaService{ID: "svc-9", Zone: "nova", State: "down", Status: "disabled", ForcedDown: true,
+			DisabledReason: "instanceha evacuation FAILED: 2026-03-01T03:00:04", UpdatedAt: fat(-7), ListedAt: fat(29)},
+		Mesh: &api.MeshMember{State: "dead", Since: fat(-5), Node: "compute-9", Addr: "10.0.1.9:7946", Accusers: []string{"compute-2", "compute-5"}, Confirmations: 2}, PhaseSince: fat(4), DetectedAt: fat(0), FinishedAt: fat(4), Zone: "nova",
 		ServiceID: "svc-9", Level: 2, Reason: "1 server could not be evacuated", LastError: "nova: 409 Conflict: no valid host",
 		Evidence: api.Evidence{Mode: "both", Source: "gossip", NovaState: "down", NovaUpdatedAt: fat(-7), Note: "gossip dead since 02:59:55"},
 		Fence:    &api.Fence{Method: "ipmi", State: "off", At: fat(1.3), Detail: "ipmi: power off confirmed"},
@@ -100,6 +146,9 @@ func (f *fixture) Events(q api.EventQuery) []api.Event {
 		{Seq: 13, At: fat(1.3), Host: "compute-9", Kind: "FencingSucceeded", Message: "fenced: ipmi: power off confirmed"},
 		{Seq: 14, At: fat(5), Host: "compute-8", Kind: "HostSkipped", Message: "host failed but is not recovered: THRESHOLD exceeded", Warning: true},
 	}
+	f.mu.Lock()
+	all = append(all, f.extra...)
+	f.mu.Unlock()
 	var out []api.Event
 	for _, e := range all {
 		if e.Seq > q.Since && (q.Host == "" || q.Host == e.Host) {
@@ -123,28 +172,32 @@ func (f *fixture) Mutate(_ context.Context, m api.Mutation) (uint64, error) {
 }
 func (f *fixture) Ready(context.Context) error { return nil }
 
-// cliEnv points the CLI at url with token.
+// cliEnv points the CLI at url with token, and stops its clock a minute
+// after the fixture's first event (ages in tables).
 func cliEnv(t *testing.T, url, token string) {
 	t.Helper()
-	orig, origTerm := apiEnv, isTerminal
-	t.Cleanup(func() { apiEnv, isTerminal = orig, origTerm })
+	cliEnvWith(t, map[string]string{"IHA_ADDR": url, "IHA_TOKEN": token})
+}
+
+// cliEnvWith makes the CLI see env (and USER=alice) as its environment.
+func cliEnvWith(t *testing.T, env map[string]string) {
+	t.Helper()
+	orig, origTerm, origNow := apiEnv, isTerminal, now
+	t.Cleanup(func() { apiEnv, isTerminal, now = orig, origTerm, origNow })
 	isTerminal = func(io.Writer) bool { return false }
+	now = func() time.Time { return fat(60) }
 	apiEnv = func(k string) string {
-		switch k {
-		case "IHA_ADDR":
-			return url
-		case "IHA_TOKEN":
-			return token
-		case "USER":
+		if k == "USER" {
 			return "alice"
 		}
-		return ""
+		return env[k]
 	}
 }
 
 func serveFixture(t *testing.T, f *fixture) string {
 	t.Helper()
-	srv := httptest.NewServer(api.NewServer(api.Config{Backend: f, Token: config.NewSecret(cliCanaryRW), ReadToken: config.NewSecret(cliCanaryRO)}))
+	srv := httptest.NewServer(api.NewServer(api.Config{Backend: f, Token: config.NewSecret(cliCanaryRW), ReadToken: config.NewSecret(cliCanaryRO),
+		Build: api.VersionInfo{Version: "v1.0.0", Revision: "0123456789abcdef0123456789abcdef01234567", GoVersion: "go1.26.0", Platform: "linux/amd64"}}))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -167,6 +220,11 @@ func goldenCLI(t *testing.T, name, got string) {
 	t.Helper()
 	host, _ := os.Hostname()
 	got = strings.ReplaceAll(got, "@"+host, "@HOST")
+	// iha version: the client is the test binary.
+	bi := version.Get()
+	for _, x := range []struct{ v, mask string }{{bi.GoVersion, "GOVERSION"}, {bi.Platform, "GOOS/GOARCH"}} {
+		got = strings.ReplaceAll(got, x.v, x.mask)
+	}
 	for _, u := range []string{"alice", "root"} {
 		got = strings.ReplaceAll(got, u+"@HOST", "USER@HOST")
 	}
@@ -186,49 +244,89 @@ func goldenCLI(t *testing.T, name, got string) {
 	}
 }
 
+// goldenCase is one command line of the golden tests, run in each output
+// format it offers.
+type goldenCase struct {
+	name     string
+	token    string
+	args     []string
+	wantCode int
+	formats  []string
+}
+
+// TestCLIGoldenOutputOfEveryCommand renders every API command in every
+// output format (-o table, wide, json, yaml, value) against one fixed
+// cluster, compares with testdata/cli/NAME.FORMAT.golden, checks that
+// --json is -o json, and that what is informational (who answered) went
+// to stderr, never stdout.
 func TestCLIGoldenOutputOfEveryCommand(t *testing.T) {
 	f := &fixture{}
 	url := serveFixture(t, f)
-	cases := []struct {
-		name     string
-		token    string
-		args     []string
-		wantCode int
-	}{
-		{"status", cliCanaryRO, []string{"status"}, exitUnhealthy}, // a failed recovery makes the cluster unhealthy
-		{"hosts", cliCanaryRO, []string{"hosts"}, exitUnhealthy},
-		{"host", cliCanaryRO, []string{"host", "compute-9"}, exitUnhealthy},
-		{"events", cliCanaryRO, []string{"events"}, exitOK},
-		{"events-host", cliCanaryRO, []string{"events", "--host", "compute-9", "--limit", "2"}, exitOK},
-		{"pause", cliCanaryRW, []string{"pause", "--reason", "network work"}, exitOK},
-		{"resume", cliCanaryRW, []string{"resume"}, exitOK},
-		{"confirm-fenced", cliCanaryRW, []string{"confirm-fenced", "compute-9", "--reason", "power cord pulled"}, exitOK},
-		{"maintenance", cliCanaryRW, []string{"maintenance", "compute-3", "on", "--reason", "disk swap"}, exitOK},
-		{"retry", cliCanaryRW, []string{"retry", "compute-9"}, exitOK},
+	cases := []goldenCase{
+		{"status", cliCanaryRO, []string{"status"}, exitUnhealthy, allFormats}, // a failed recovery makes the cluster unhealthy
+		{"hosts", cliCanaryRO, []string{"hosts"}, exitUnhealthy, allFormats},
+		{"host", cliCanaryRO, []string{"host", "compute-9"}, exitUnhealthy, allFormats},
+		{"host-healthy", cliCanaryRO, []string{"host", "compute-1"}, exitOK, allFormats},
+		{"events", cliCanaryRO, []string{"events"}, exitOK, allFormats},
+		{"events-host", cliCanaryRO, []string{"events", "--host", "compute-9", "--limit", "2"}, exitOK, allFormats},
+		{"events-kind-since", cliCanaryRO, []string{"events", "--kind", "HostDown,HostSkipped", "--since", "2026-03-01T03:00:00.050Z"}, exitOK, allFormats},
+		{"pause", cliCanaryRW, []string{"pause", "--reason", "network work"}, exitOK, allFormats},
+		{"resume", cliCanaryRW, []string{"resume", "--reason", "network work done"}, exitOK, allFormats},
+		{"confirm-fenced", cliCanaryRW, []string{"confirm-fenced", "compute-9", "--reason", "power cord pulled"}, exitOK, allFormats},
+		{"maintenance", cliCanaryRW, []string{"maintenance", "compute-3", "on", "--reason", "disk swap"}, exitOK, allFormats},
+		{"retry", cliCanaryRW, []string{"retry", "compute-9", "--reason", "scheduler fixed"}, exitOK, allFormats},
+		{"version", cliCanaryRO, []string{"version"}, exitOK, []string{outTable, outJSON, outYAML, outValue}},
+		// Columns and fields, headers.
+		{"hosts-columns", cliCanaryRO, []string{"hosts", "-c", "host", "--column", "verdict,phase"}, exitUnhealthy, []string{outTable, outValue}},
+		{"hosts-no-headers", cliCanaryRO, []string{"hosts", "--no-headers"}, exitUnhealthy, []string{outTable, outWide}},
+		{"status-fields", cliCanaryRO, []string{"status", "-c", "leader", "-c", "failed"}, exitUnhealthy, []string{outTable, outValue}},
+		{"host-fields", cliCanaryRO, []string{"host", "compute-9", "-c", "phase", "-c", "nova-state", "-c", "mesh"}, exitUnhealthy, []string{outTable, outValue}},
 	}
+	runGolden(t, url, cases)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.mutations) != 5*6 { // five commands, five forms each and the --json alias
+		t.Fatalf("%d mutations reached the leader, want 30", len(f.mutations))
+	}
+	if m := f.mutations[12]; m.Kind != api.MutConfirmFenced || m.Reason != "power cord pulled" || !strings.Contains(m.By, " from 127.0.0.1") {
+		t.Fatalf("confirm-fenced reached the leader as %+v", m)
+	}
+	if m := f.mutations[6]; m.Kind != api.MutResume || m.Reason != "network work done" {
+		t.Fatalf("resume reached the leader as %+v: its --reason is lost", m)
+	}
+}
+
+func runGolden(t *testing.T, url string, cases []goldenCase) {
+	t.Helper()
 	for _, c := range cases {
-		for _, form := range []string{"table", "json"} {
+		for _, form := range c.formats {
 			t.Run(c.name+"/"+form, func(t *testing.T) {
 				cliEnv(t, url, c.token)
-				args := c.args
-				if form == "json" {
-					args = append(append([]string(nil), args...), "--json")
-				}
+				args := append(append([]string(nil), c.args...), "-o", form)
 				code, out, errOut := runCLI(t, args...)
 				if code != c.wantCode {
 					t.Fatalf("exit %d, want %d\n%s%s", code, c.wantCode, out, errOut)
 				}
 				goldenCLI(t, c.name+"."+form, out)
+				if strings.Contains(out, "answered by") {
+					t.Errorf("stdout holds the informational \"answered by\" line:\n%s", out)
+				}
+				if form == outJSON {
+					// --json is kept as -o json.
+					alias := append(append([]string(nil), c.args...), "--json")
+					if code, out2, errOut := runCLI(t, alias...); code != c.wantCode || out2 != out {
+						t.Fatalf("--json differs from -o json (exit %d)\n%s%s", code, out2, errOut)
+					}
+				}
+				if form == outTable || form == outWide {
+					for _, l := range strings.Split(out, "\n") {
+						if form == outTable && runeLen(l) > maxTableWidth {
+							t.Errorf("a -o table line is %d columns wide (max %d):\n%s", runeLen(l), maxTableWidth, l)
+						}
+					}
+				}
 			})
 		}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.mutations) != 10 { // five commands, two forms each
-		t.Fatalf("%d mutations reached the leader, want 10", len(f.mutations))
-	}
-	if m := f.mutations[4]; m.Kind != api.MutConfirmFenced || m.Reason != "power cord pulled" || !strings.HasPrefix(m.By, "") || !strings.Contains(m.By, " from 127.0.0.1") {
-		t.Fatalf("confirm-fenced reached the leader as %+v", m)
 	}
 }
 
@@ -248,7 +346,7 @@ func TestCLIExitCodesScriptsCanRelyOn(t *testing.T) {
 		{"usage: maintenance neither on nor off", url, cliCanaryRW, []string{"maintenance", "c1", "maybe"}, exitUsage, "on or off"},
 		{"usage: confirm-fenced without a reason", url, cliCanaryRW, []string{"confirm-fenced", "c1"}, exitUsage, "--reason is required"},
 		{"a bad host name is a 400 naming the parameter", url, cliCanaryRO, []string{"host", "..x"}, exitUsage, "parameter host"},
-		{"an unknown host is a 404 with a message", url, cliCanaryRO, []string{"host", "compute-404"}, exitUnhealthy, `no recovery record for host "compute-404"`},
+		{"an unknown host is a 404 with a message", url, cliCanaryRO, []string{"host", "compute-404"}, exitUnhealthy, `host "compute-404" is unknown to`},
 		{"reads without a token once API_READ_TOKEN is set", url, "", []string{"hosts"}, exitUnhealthy, "set IHA_TOKEN"},
 		{"a change with the read-only token", url, cliCanaryRO, []string{"pause"}, exitUnhealthy, "403"},
 		{"a change without a token", url, "", []string{"resume"}, exitUnhealthy, "401"},
