@@ -3,7 +3,8 @@
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/ihaproject/iha/pkg/version.Version=$(VERSION)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -s -w -X github.com/ihaproject/iha/pkg/version.Version=$(VERSION) -X github.com/ihaproject/iha/pkg/version.Revision=$(REVISION)
 STATICCHECK_VERSION ?= v0.6.1
 GOLANGCI_VERSION    ?= v2.6.2
 # Test parallelism: the crash and scenario suites mostly wait on timers.

@@ -14,7 +14,10 @@
 #   - systemd-analyze verify accepts the installed units and the
 #     nova-compute drop-in with no warning at all;
 #   - the agent binary holds no Nova or BMC client code (go version -m);
-#     the leader's does (so that the check is seen to work).
+#     the leader's does (so that the check is seen to work);
+#   - the iha package has a man page per command, each rendered by man -l
+#     without a warning, and a bash completion that bash-completion loads
+#     by itself and that completes.
 # Environment: ARCH (rpm arch, default x86_64), EXPECT_VERSION (what
 # `--version` must print, default deploy/nfpm/version.sh), GO (go),
 # KEEP_ROOT=1 keeps the scratch root. Exit 0 when every check passes; every
@@ -77,8 +80,13 @@ leader_files='/etc/iha
 /usr/share/doc/iha-leader/config-reference.md
 /usr/share/doc/iha-leader/operations.md
 /var/lib/iha'
-cli_files='/usr/bin/iha
-/usr/share/doc/iha/operations.md'
+# The iha package: the binary, its man pages (one per command: what
+# `iha docs man --list` of this tree names) and its shell completions.
+man_pages=$(cd "$root_repo" && "$GO" run ./cmd/iha docs man --list 2>/dev/null | sed 's|^|/usr/share/man/man1/|; s|$|.gz|')
+[ -n "$man_pages" ] || fail "iha docs man --list printed nothing: the expected man pages are unknown"
+cli_files=$(printf '%s\n' /usr/bin/iha /usr/share/doc/iha/operations.md \
+	/usr/share/bash-completion/completions/iha /usr/share/zsh/site-functions/_iha \
+	/usr/share/fish/vendor_completions.d/iha.fish "$man_pages" | sort)
 
 rpms=()
 for spec in "iha-agent|$agent_files|/etc/iha/agent.yaml" \
@@ -145,6 +153,33 @@ for b in "iha-agent --version" "iha-leader -version"; do
 	fi
 done
 
+# The installed iha's man pages render (man-db, groff warnings on), and
+# bash-completion finds and loads its completion script by itself.
+if command -v man >/dev/null && [ -x "$scratch/usr/bin/iha" ]; then
+	bad=""
+	n=0
+	for page in "$scratch"/usr/share/man/man1/iha*.1.gz; do
+		[ -e "$page" ] || continue
+		n=$((n + 1))
+		out=$(MANWIDTH=100 MANPAGER=cat man --warnings -l "$page" 2>&1 >/dev/null) || bad="$bad $(basename "$page"): exit $?"
+		[ -z "$out" ] || bad="$bad $(basename "$page"): $out"
+	done
+	[ -z "$bad" ] && [ "$n" -gt 0 ] && ok "iha: man -l renders its $n man pages without a warning" || fail "iha: man pages:${bad:- none installed}"
+else
+	fail "man is not installed (scripts/install-test-deps.sh installs man-db), or iha was not installed"
+fi
+if [ -f /usr/share/bash-completion/bash_completion ] && [ -x "$scratch/usr/bin/iha" ]; then
+	got=$(env -i HOME=/nonexistent PATH="$scratch/usr/bin:/usr/bin:/bin" XDG_DATA_DIRS="$scratch/usr/share" bash --norc --noprofile -c '
+		source /usr/share/bash-completion/bash_completion
+		__load_completion iha || { echo "not found"; exit 1; }
+		compopt() { :; }
+		COMP_WORDS=(iha ho); COMP_CWORD=1; COMP_LINE="iha ho"; COMP_POINT=6; COMP_TYPE=9
+		__start_iha; echo "${COMPREPLY[*]}"' 2>&1)
+	[ "$got" = "host hosts" ] && ok "iha: bash-completion loads the installed script; 'iha ho<TAB>' offers host hosts" || fail "iha: bash completion with the installed script printed \"$got\", want \"host hosts\""
+else
+	fail "bash-completion is not installed (scripts/install-test-deps.sh installs it), or iha was not installed"
+fi
+
 # systemd-analyze verify: the units, and the gate drop-in applied to a
 # stand-in nova-compute. The root gets the OS's own units (targets) and
 # the two commands the units use besides ours.
@@ -191,7 +226,9 @@ for deb in "$dir"/*.deb; do
 	case $name in
 	iha-agent) want="$agent_files" ;; iha-leader) want="$leader_files" ;; iha) want="$cli_files" ;; *) continue ;;
 	esac
-	got=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|; s|/$||' | grep -v '^$' | grep -vxE '/|/etc|/usr|/usr/bin|/usr/lib|/usr/lib/systemd|/usr/lib/systemd/system|/usr/lib/sysusers.d|/usr/share|/usr/share/doc|/var|/var/lib|/usr/lib/systemd/system/[a-z_-]+\.service\.d|/usr/share/doc/[a-z-]+' | sort)
+	got=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|; s|/$||' | grep -v '^$' | grep -vxE '/|/etc|/usr|/usr/bin|/usr/lib|/usr/lib/systemd|/usr/lib/systemd/system|/usr/lib/sysusers.d|/usr/share|/usr/share/doc|/var|/var/lib|/usr/lib/systemd/system/[a-z_-]+\.service\.d|/usr/share/doc/[a-z-]+|/usr/share/man|/usr/share/man/man1|/usr/share/bash-completion|/usr/share/bash-completion/completions|/usr/share/zsh|/usr/share/zsh/vendor-completions|/usr/share/fish|/usr/share/fish/vendor_completions.d' | sort)
+	# zsh's directory on Debian is vendor-completions (site-functions on RPM systems).
+	want=$(echo "$want" | sed 's|^/usr/share/zsh/site-functions/_iha$|/usr/share/zsh/vendor-completions/_iha|' | sort)
 	same "$name.deb: dpkg-deb -c lists the expected files" "$(echo "$want" | grep -vx '/etc/iha' | grep -vE '\.service\.d$')" "$(echo "$got" | grep -vx '/etc/iha')"
 	conf=$(dpkg-deb -f "$deb" >/dev/null; dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles 2>/dev/null | sort)
 	case $name in

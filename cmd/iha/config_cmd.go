@@ -24,6 +24,9 @@ var configEnv = config.OSEnv
 // says so.
 func groupRunE(e *env) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 1 && args[0] == "help" { // iha fence help, as the first CLI took it
+			return cmd.Help()
+		}
 		if len(args) > 0 {
 			msg := fmt.Sprintf("unknown subcommand %q", args[0])
 			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {

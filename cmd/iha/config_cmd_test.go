@@ -57,6 +57,7 @@ func TestConfigCheckUsage(t *testing.T) {
 		{[]string{"config", "check", "-o", "toml"}, 2, `-o "toml": want one of table, json, yaml, value`, false},
 		{[]string{"config", "check", "--help"}, 0, "", true},
 		{[]string{"config", "--help"}, 0, "", true},
+		{[]string{"config", "help"}, 0, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -33,7 +33,7 @@ func newDocsCmd(e *env) *cobra.Command {
 	man := &cobra.Command{
 		Use:   "man --dir D",
 		Short: "write one man page (section 1) per command into D",
-		Long: `Writes iha.1, iha-status.1, iha-controllers-remove.1 … into D, dated --date (default:
+		Long: `Writes iha.1, iha-status.1, iha-controllers-remove.1, ... into D, dated --date (default:
 SOURCE_DATE_EPOCH, else today) so that a build is reproducible. --list prints the file names only.`,
 		Example: `  iha docs man --dir dist/man/man1 --date 2026-03-01`,
 		Args:    noArgs("docs man", ""),

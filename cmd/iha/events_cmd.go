@@ -73,7 +73,7 @@ Exit status: 0 ok; 2 usage; 3 no API reachable.`,
 	fs := cmd.Flags()
 	follow := fs.BoolP("follow", "f", false, "follow: print new events as they happen, until interrupted")
 	host := fs.String("host", "", "only the events of this host")
-	kinds := fs.StringSlice("kind", nil, "only events of this kind (HostDown, FencingSucceeded, …); repeat or separate with commas")
+	kinds := fs.StringSlice("kind", nil, "only events of this kind (HostDown, FencingSucceeded, ...); repeat or separate with commas")
 	since := fs.String("since", "", "only events after this: a duration (10m), a time (RFC 3339, or a date), or a sequence number")
 	limit := fs.Int("limit", 50, "at most this many of the newest matching events (0: all that are kept)")
 	_ = cmd.RegisterFlagCompletionFunc("host", completeHosts)
@@ -88,7 +88,7 @@ Exit status: 0 ok; 2 usage; 3 no API reachable.`,
 		for _, k := range *kinds {
 			if k = strings.TrimSpace(k); k != "" {
 				if !kindRE.MatchString(k) {
-					return usagef("--kind %q is not an event kind (letters and digits: HostDown, FencingSucceeded, …)", k)
+					return usagef("--kind %q is not an event kind (letters and digits: HostDown, FencingSucceeded, ...)", k)
 				}
 				q.Kinds = append(q.Kinds, k)
 			}

@@ -3,6 +3,8 @@
 # rpm`, `make deb`, `make dist` and the deploy/pkgtest test.
 #
 #   OUT_DIR/bin/linux-ARCH/{iha-leader,iha-agent,iha}   CGO_ENABLED=0, -trimpath
+#   OUT_DIR/share/man/man1/iha*.1.gz                    the iha man pages (iha docs man)
+#   OUT_DIR/share/completion/iha.{bash,zsh,fish}        iha's shell completions
 #   OUT_DIR/*.rpm, OUT_DIR/*.deb                       one per package, format, arch
 #
 # Environment: ARCHES ("amd64 arm64"), FORMATS ("rpm deb"; "none" builds the
@@ -28,8 +30,12 @@ PACKAGES=${PACKAGES:-iha-agent iha-leader iha}
 NFPM_VERSION=${NFPM_VERSION:-v2.45.2}
 version=$(deploy/nfpm/version.sh version)
 pkgversion=$(deploy/nfpm/version.sh package)
-# pkg/version for every binary.
-ldflags="-s -w -X github.com/ihaproject/iha/pkg/version.Version=$version"
+revision=$(git rev-parse HEAD 2>/dev/null || true)
+if [ -n "$revision" ] && ! git diff --quiet HEAD 2>/dev/null; then
+	revision="$revision-dirty"
+fi
+# pkg/version for every binary: the release and the commit.
+ldflags="-s -w -X github.com/ihaproject/iha/pkg/version.Version=$version -X github.com/ihaproject/iha/pkg/version.Revision=$revision"
 
 failed=()
 for arch in $ARCHES; do
@@ -45,6 +51,27 @@ for arch in $ARCHES; do
 		fi
 	done
 done
+
+# The iha package's man pages and shell completions, generated from the
+# command tree by an iha built for this machine (they do not depend on the
+# architecture). Dated by the last commit, so that a rebuild is identical.
+share="$out/share"
+if [ "$FORMATS" != none ]; then
+	rm -rf "$share"
+	mkdir -p "$share/man/man1" "$share/completion" "$out/.tools"
+	echo "docs: man pages and completions of iha $version"
+	if CGO_ENABLED=0 "$GO" build -trimpath -ldflags "$ldflags" -o "$out/.tools/iha-docs" ./cmd/iha; then
+		export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+		"$out/.tools/iha-docs" docs man --dir "$share/man/man1"
+		gzip -9n "$share"/man/man1/*.1
+		for sh in bash zsh fish; do
+			"$out/.tools/iha-docs" completion "$sh" >"$share/completion/iha.$sh"
+		done
+	else
+		echo "docs: iha does not build; its man pages and completions are not made" >&2
+		failed+=("docs")
+	fi
+fi
 
 if [ "$FORMATS" != none ]; then
 	tools="$out/.tools"
@@ -62,7 +89,7 @@ if [ "$FORMATS" != none ]; then
 				continue
 			fi
 			for f in $FORMATS; do
-				IHA_ARCH=$arch IHA_BIN=$bin IHA_VERSION=$pkgversion \
+				IHA_ARCH=$arch IHA_BIN=$bin IHA_SHARE=$share IHA_VERSION=$pkgversion \
 					"$tools/nfpm" package --config "deploy/nfpm/$p.yaml" --packager "$f" --target "$out/"
 			done
 		done

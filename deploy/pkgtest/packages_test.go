@@ -145,6 +145,10 @@ func TestPackages(t *testing.T) {
 			"ok:   installed iha-agent --version: iha-agent " + b.version,
 			"ok:   systemd-analyze verify accepts",
 			"ok:   iha-agent has no Nova or BMC client code",
+			"ok:   iha: rpm -qpl lists the expected files",
+			"ok:   iha.deb: dpkg-deb -c lists the expected files",
+			"ok:   iha: man -l renders its",
+			"ok:   iha: bash-completion loads the installed script; 'iha ho<TAB>' offers host hosts",
 			"package-check: every check passed",
 		} {
 			if !strings.Contains(out, want) {
@@ -191,6 +195,49 @@ func TestPackages(t *testing.T) {
 		}
 		if strings.Contains(out, "FAIL: iha-leader") {
 			t.Fatal("package-check.sh blamed the good iha-leader package")
+		}
+	})
+
+	t.Run("the iha package ships its man pages and shell completions", func(t *testing.T) {
+		files := map[string]string{} // path → package format
+		rpmList, err := run(t, time.Minute, b.root, nil, "rpm", "-qpl", pkgFile(t, b.out, "iha-[0-9]*.x86_64.rpm"))
+		if err != nil {
+			t.Fatalf("rpm -qpl: %v\n%s", err, rpmList)
+		}
+		for _, f := range strings.Fields(rpmList) {
+			files[f] += "rpm "
+		}
+		debList, err := run(t, time.Minute, b.root, nil, "dpkg-deb", "-c", pkgFile(t, b.out, "iha_*_amd64.deb"))
+		if err != nil {
+			t.Fatalf("dpkg-deb -c: %v\n%s", err, debList)
+		}
+		for _, l := range strings.Split(debList, "\n") {
+			if f := strings.Fields(l); len(f) >= 6 {
+				files[strings.TrimPrefix(f[5], ".")] += "deb "
+			}
+		}
+		for path, in := range map[string]string{
+			"/usr/share/bash-completion/completions/iha":      "rpm deb ",
+			"/usr/share/fish/vendor_completions.d/iha.fish":   "rpm deb ",
+			"/usr/share/zsh/site-functions/_iha":              "rpm ",
+			"/usr/share/zsh/vendor-completions/_iha":          "deb ",
+			"/usr/share/man/man1/iha.1.gz":                    "rpm deb ",
+			"/usr/share/man/man1/iha-hosts.1.gz":              "rpm deb ",
+			"/usr/share/man/man1/iha-controllers-remove.1.gz": "rpm deb ",
+		} {
+			if files[path] != in {
+				t.Errorf("%s is in %q, want %q", path, files[path], in)
+			}
+		}
+		// The installed page is the iha that was installed, rendered.
+		sys := install(t, b)
+		page, err := run(t, time.Minute, sys, []string{"MANWIDTH=100", "MANPAGER=cat", "LC_ALL=C"}, "man", "-l", filepath.Join(sys, "usr/share/man/man1/iha-hosts.1.gz"))
+		if err != nil || !strings.Contains(page, "iha-hosts - every compute") || !strings.Contains(page, "--watch") {
+			t.Fatalf("man -l iha-hosts.1.gz: %v\n%s", err, page)
+		}
+		out, err := run(t, time.Minute, sys, nil, filepath.Join(sys, "usr/bin/iha"), "completion", "bash")
+		if comp := readFile(t, filepath.Join(sys, "usr/share/bash-completion/completions/iha")); err != nil || comp != out {
+			t.Fatalf("the packaged bash completion is not what the packaged iha prints (%v)", err)
 		}
 	})
 
@@ -383,6 +430,16 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// pkgFile is the one file of dir matching glob.
+func pkgFile(t *testing.T, dir, glob string) string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, glob))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("want one %s in %s, got %v (%v)", glob, dir, files, err)
+	}
+	return files[0]
 }
 
 func rpmFiles(t *testing.T, dir string) []string {
