@@ -330,7 +330,10 @@ func TestManPagesRenderWithMan(t *testing.T) {
 		t.Fatalf("%d pages listed, %d written, %d commands", len(pages), len(files), len(commands(t)))
 	}
 	for _, c := range commands(t) {
+		// Read what the page must show before the parallel subtests: cobra
+		// computes a command's flag sets lazily, without a lock.
 		name := strings.ReplaceAll(c.CommandPath(), " ", "-")
+		short, hasFlags := c.Short, c.HasAvailableLocalFlags()
 		t.Run(name, func(t *testing.T) {
 			t.Parallel() // man-db takes about a second a page
 			ctx, cancel := context.WithTimeout(context.Background(), fencetest.Timeout(30*time.Second))
@@ -348,12 +351,12 @@ func TestManPagesRenderWithMan(t *testing.T) {
 				t.Errorf("man -l %s.1 warns:\n%s", name, warn.String())
 			}
 			page := strings.Join(strings.Fields(rendered.String()), " ") // man justifies
-			for _, want := range []string{"NAME", name + " - " + c.Short[:min(20, len(c.Short))], "SYNOPSIS", "EXAMPLE", "Mar 2026"} {
+			for _, want := range []string{"NAME", name + " - " + short[:min(20, len(short))], "SYNOPSIS", "EXAMPLE", "Mar 2026"} {
 				if !strings.Contains(page, want) {
 					t.Errorf("man -l %s.1 lacks %q:\n%s", name, want, rendered.String())
 				}
 			}
-			if c.HasAvailableLocalFlags() && !strings.Contains(page, "OPTIONS") {
+			if hasFlags && !strings.Contains(page, "OPTIONS") {
 				t.Errorf("man -l %s.1 has no OPTIONS", name)
 			}
 		})

@@ -221,8 +221,10 @@ func printHost(w io.Writer, o *output, h api.Host, st style) {
 		}
 		s += "; last heartbeat " + when(n.UpdatedAt) + ", listed " + when(n.ListedAt)
 		wrap(w, "nova", s)
+	} else if h.Freshness.Role == "Leader" {
+		wrap(w, "nova", "not in the leader's last listing of nova-compute services")
 	} else {
-		wrap(w, "nova", "not listed (followers do not poll Nova: ask the leader with --consistent)")
+		wrap(w, "nova", "not known here (followers do not poll Nova: ask the leader with --consistent)")
 	}
 	if m := h.Mesh; m != nil {
 		s := m.State + " since " + when(m.Since)
