@@ -204,3 +204,32 @@ func TestFenceBadConfig(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// TestConfigAndFenceGoldenOutput renders `iha config check`, `iha fence
+// test` and `iha fence status` in their output formats, on a configuration
+// of noop hosts (no network; -c leaves out the latency, which varies).
+func TestConfigAndFenceGoldenOutput(t *testing.T) {
+	dir := fenceDir(t, "  compute-0.example.com:\n    agent: noop\n  compute-1:\n    agent: noop\n")
+	withEnv(t, map[string]string{"OS_CLOUD": "lab"})
+	cliEnvWith(t, nil)
+	cases := []struct {
+		name    string
+		args    []string
+		formats []string
+	}{
+		{"config-check", []string{"config", "check", "--dir", dir}, []string{outTable, outJSON, outYAML, outValue}},
+		{"fence-test", []string{"fence", "test", "--all", "--dir", dir, "-c", "host,agent,address,result,power"}, []string{outTable, outWide, outValue}},
+		{"fence-status", []string{"fence", "status", "compute-1", "--dir", dir, "-c", "host", "-c", "agent", "-c", "result", "-c", "power"}, []string{outTable, outValue}},
+	}
+	for _, c := range cases {
+		for _, form := range c.formats {
+			t.Run(c.name+"/"+form, func(t *testing.T) {
+				code, out, errOut := runFenceCmd(t, append(append([]string(nil), c.args...), "-o", form)...)
+				if code != exitOK {
+					t.Fatalf("exit %d\n%s%s", code, out, errOut)
+				}
+				goldenCLI(t, c.name+"."+form, strings.ReplaceAll(out, dir, "DIR"))
+			})
+		}
+	}
+}
