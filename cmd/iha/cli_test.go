@@ -121,7 +121,7 @@ func TestUsageErrorsAndFlagsScriptsUse(t *testing.T) {
 		{"case-insensitive column names", []string{"hosts", "-o", "value", "-c", "HOST"}, exitUnhealthy, "compute-3\n", ""},
 		{"a typo is suggested", []string{"hots"}, exitUsage, "", "did you mean host or hosts?"},
 		{"no command", nil, exitUsage, "", "Usage:\n  iha COMMAND"},
-		{"--version", []string{"--version"}, exitOK, "iha dev", ""},
+		{"--version", []string{"--version"}, exitOK, "iha version dev", ""},
 		{"events --since garbage", []string{"events", "--since", "yesterday"}, exitUsage, "", `--since "yesterday": want a duration`},
 		{"events --kind that is not a kind", []string{"events", "--kind", "Host Down"}, exitUsage, "", `--kind "Host Down" is not an event kind`},
 		{"events --since negative", []string{"events", "--since", "-5m"}, exitUsage, "", "must be positive"},

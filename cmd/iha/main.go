@@ -131,16 +131,13 @@ row. Informational lines (which node answered, how fresh its answer is) go to st
 		},
 	}
 	root.SuggestionsMinimumDistance = 2
-	// Help fits 100 columns, as tables do: flag descriptions wrap.
-	cobra.AddTemplateFunc("wrapFlags", func(fs *pflag.FlagSet) string { return fs.FlagUsagesWrapped(maxTableWidth) })
-	tmpl := root.UsageTemplate()
-	tmpl = strings.ReplaceAll(tmpl, ".LocalFlags.FlagUsages", "wrapFlags .LocalFlags")
-	tmpl = strings.ReplaceAll(tmpl, ".InheritedFlags.FlagUsages", "wrapFlags .InheritedFlags")
-	root.SetUsageTemplate(tmpl)
+	// A function, not cobra's templates: text/template's calls of methods
+	// by name keep the linker from dropping unused methods (the binary
+	// doubles in size).
+	root.SetUsageFunc(usage)
 	root.SetContext(e.ctx)
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	root.SetVersionTemplate("iha {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
 	for _, ctor := range commandCtors {
 		root.AddCommand(ctor(e))
@@ -218,4 +215,40 @@ func lookupLong(cmd *cobra.Command, name string) *pflag.Flag {
 		return f
 	}
 	return cmd.InheritedFlags().Lookup(name)
+}
+
+// usage is cobra's default usage text with the flag descriptions wrapped
+// to fit 100 columns, as tables do.
+func usage(c *cobra.Command) error {
+	var b strings.Builder
+	b.WriteString("Usage:")
+	if c.Runnable() {
+		fmt.Fprintf(&b, "\n  %s", c.UseLine())
+	}
+	if c.HasAvailableSubCommands() {
+		fmt.Fprintf(&b, "\n  %s [command]", c.CommandPath())
+	}
+	if c.HasExample() {
+		fmt.Fprintf(&b, "\n\nExamples:\n%s", c.Example)
+	}
+	if c.HasAvailableSubCommands() {
+		b.WriteString("\n\nAvailable Commands:")
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() || sub.Name() == "help" {
+				fmt.Fprintf(&b, "\n  %-*s %s", sub.NamePadding(), sub.Name(), sub.Short)
+			}
+		}
+	}
+	if c.HasAvailableLocalFlags() {
+		fmt.Fprintf(&b, "\n\nFlags:\n%s", strings.TrimRight(c.LocalFlags().FlagUsagesWrapped(maxTableWidth), " \n"))
+	}
+	if c.HasAvailableInheritedFlags() {
+		fmt.Fprintf(&b, "\n\nGlobal Flags:\n%s", strings.TrimRight(c.InheritedFlags().FlagUsagesWrapped(maxTableWidth), " \n"))
+	}
+	if c.HasAvailableSubCommands() {
+		fmt.Fprintf(&b, "\n\nUse \"%s [command] --help\" for more information about a command.", c.CommandPath())
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(c.OutOrStderr(), b.String())
+	return err
 }
