@@ -61,9 +61,13 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 	data, err := os.ReadFile(files.Config)
 	switch {
 	case err == nil:
-		settings = parseSettings(files.Config, data, def, c)
+		if data == nil {
+			data = []byte{}
+		}
+		settings = parseSettingsEnv(files.Config, data, def, env, c)
 	case os.IsNotExist(err):
 		c.warn(files.Config + ": does not exist: every setting has its default")
+		settings = parseSettingsEnv(files.Config, nil, def, env, c)
 	default:
 		readFile(files.Config, true, "", c)
 	}

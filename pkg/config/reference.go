@@ -32,6 +32,11 @@ func ReferenceMarkdown() string {
 		w("| `", e.Name, "` | `", e.Default, "` | ", e.Meaning, " |")
 	}
 	w()
+	w("Every key of config.yaml below can also be set by the variable `", EnvKeyPrefix, "<KEY>` (`", EnvKeyPrefix, "RAFT_ADDR` for")
+	w("`RAFT_ADDR`), which wins over the file and is checked the same way (a problem names the variable).")
+	w("Containers use it for the per-pod keys (`NODE_NAME`, `RAFT_ADDR`, `API_ADDR`, `GOSSIP_ADVERTISE`) over one")
+	w("config.yaml shared by every controller, and for `API_TOKEN` from a Secret. An empty variable is ignored.")
+	w()
 	w("## config.yaml")
 	w()
 	w("Settings live under a top-level `config:` map. Integers may be YAML integers or strings (`\"30\"`);")

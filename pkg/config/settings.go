@@ -14,18 +14,70 @@ import (
 // parseSettings reads config.yaml's `config:` map over def. Every problem
 // goes to c; the returned Settings is only meaningful when c has none.
 func parseSettings(file string, data []byte, def Settings, c *collector) Settings {
+	return parseSettingsEnv(file, data, def, nil, c)
+}
+
+// parseSettingsEnv is parseSettings with the IHA_<KEY> environment
+// variables of env applied over the file (see applyEnvKeys). data nil means
+// the file does not exist.
+func parseSettingsEnv(file string, data []byte, def Settings, env Env, c *collector) Settings {
+	s, seen := parseSettingsFile(file, data, def, c)
+	if applyEnvKeys(env, seen, &s, c) || seen != nil {
+		crossCheck(file, seen, &s, c)
+	}
+	return s
+}
+
+// EnvKeyPrefix prefixes the environment variables that override config.yaml's
+// keys: IHA_RAFT_ADDR overrides RAFT_ADDR. A container sets per-pod values
+// (NODE_NAME, RAFT_ADDR from the pod's identity) and secrets (API_TOKEN from
+// a Secret) this way, over a config.yaml shared by every controller.
+const EnvKeyPrefix = "IHA_"
+
+// applyEnvKeys applies IHA_<KEY> for every key of the table that env sets
+// (empty values are ignored), parsed and checked exactly as in the file; a
+// problem names the variable. It marks each applied key in seen and reports
+// whether it applied any. Variables naming no key are not read at all (IHA_
+// is also the prefix of the CLI's and the tests' variables).
+func applyEnvKeys(env Env, seen map[string]int, s *Settings, c *collector) bool {
+	if env == nil {
+		return false
+	}
+	applied := false
+	for i := range keyTable {
+		k := &keyTable[i]
+		name := EnvKeyPrefix + k.Name
+		v, ok := env(name)
+		if !ok || strings.TrimSpace(v) == "" {
+			continue
+		}
+		k.apply("environment "+name, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v}, s, c)
+		if seen != nil {
+			seen[k.Name] = 0
+		}
+		applied = true
+	}
+	return applied
+}
+
+// parseSettingsFile reads the file's keys over def and returns the line of
+// each key it saw (nil when the file has no usable `config:` map).
+func parseSettingsFile(file string, data []byte, def Settings, c *collector) (Settings, map[string]int) {
 	s := def
+	if data == nil {
+		return s, nil
+	}
 	root, ok := parseYAML(file, data, c)
 	if !ok {
-		return s
+		return s, nil
 	}
 	if root == nil {
 		c.warn(file + ": file is empty: every setting has its default")
-		return s
+		return s, nil
 	}
 	if root.Kind != yaml.MappingNode {
 		c.add(Problem{File: file, Line: root.Line, Reason: "must be a map with a `config:` key, not " + shown(root)})
-		return s
+		return s, nil
 	}
 	var cfg *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
@@ -38,14 +90,14 @@ func parseSettings(file string, data []byte, def Settings, c *collector) Setting
 	}
 	if cfg == nil {
 		c.warn(file + ": no `config:` map: every setting has its default")
-		return s
+		return s, nil
 	}
 	if isNull(cfg) {
-		return s
+		return s, nil
 	}
 	if cfg.Kind != yaml.MappingNode {
 		c.add(Problem{File: file, Line: cfg.Line, Key: "config", Value: shown(cfg), Reason: "is not a map"})
-		return s
+		return s, nil
 	}
 	seen := map[string]int{}
 	for i := 0; i+1 < len(cfg.Content); i += 2 {
@@ -63,8 +115,7 @@ func parseSettings(file string, data []byte, def Settings, c *collector) Setting
 		}
 		spec.apply(file, v, &s, c)
 	}
-	crossCheck(file, seen, &s, c)
-	return s
+	return s, seen
 }
 
 var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
