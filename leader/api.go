@@ -812,7 +812,7 @@ func (m metricsSource) Records() []metrics.Record {
 	recs := m.a.node.fsm.Hosts()
 	out := make([]metrics.Record, 0, len(recs))
 	for _, h := range recs {
-		r := metrics.Record{Host: h.Host, Phase: string(h.Phase), Active: h.Phase.Active(), DetectionSeconds: -1}
+		r := metrics.Record{Host: h.Host, Phase: string(h.Phase), Active: h.Phase.Active(), PhaseSince: h.PhaseSince, DetectionSeconds: -1}
 		if !h.Evidence.NovaUpdatedAt.IsZero() && !h.Adopted && h.DetectedAt.After(h.Evidence.NovaUpdatedAt) {
 			r.DetectionSeconds = h.DetectedAt.Sub(h.Evidence.NovaUpdatedAt).Seconds()
 		}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/api"
@@ -50,6 +51,10 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 		Logger: log.With("component", "api"), Mesh: mesh})
 	met := metrics.New(backend.MetricsSource(), version.Version)
 	bi := version.Get()
+	// Raft's and memberlist's own metrics (go-metrics) on the same /metrics.
+	if err := metrics.ExportHashicorp(met.Registry()); err != nil {
+		log.Warn("raft and memberlist metrics not exported", "err", err)
+	}
 	srv := api.NewServer(api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken,
 		Metrics: met.Handler(), TLS: tlsCfg, Logger: log.With("component", "api"),
 		Build: api.VersionInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, Platform: bi.Platform},
@@ -66,6 +71,29 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 		scheme = "https"
 	}
 	return &statusAPI{Addr: bound, URL: scheme + "://" + bound.String(), Backend: backend, Metrics: met, done: done, cancel: cancel}, nil
+}
+
+// Observer is what the reconciler reports each poll cycle to: the status
+// API (/v1/hosts, readiness) and the metrics (poll cycles, verdicts).
+func (s *statusAPI) Observer() leader.Observer { return apiObserver{s.Backend, s.Metrics} }
+
+type apiObserver struct {
+	*leader.API
+	met *metrics.Metrics
+}
+
+func (o apiObserver) PollCycle(took time.Duration, err error, consecutiveFailures int) {
+	o.API.PollCycle(took, err, consecutiveFailures)
+	o.met.ObservePoll(took, err, consecutiveFailures)
+}
+
+func (o apiObserver) Verdicts(v map[string]leader.Verdict, at time.Time) {
+	o.API.Verdicts(v, at)
+	counts := map[string]int{}
+	for _, x := range v {
+		counts[string(x)]++
+	}
+	o.met.ObserveVerdicts(counts)
 }
 
 // apiTLS is the API's TLS configuration from API_TLS_CERT/API_TLS_KEY (nil:

@@ -133,7 +133,7 @@ func runDev(ctx context.Context, o devOptions) int {
 		return 1
 	}
 	if a := startDevAPI(sb.Node(), sb.Monitor(), s, o.stdout, log); a != nil {
-		sb.SetObserver(a.Backend)
+		sb.SetObserver(a.Observer())
 		defer a.Stop()
 	}
 	select {

@@ -187,7 +187,7 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	if err != nil {
 		log.Error("status API not served", "addr", s.APIAddr, "err", err)
 	} else {
-		observer = apiSrv.Backend
+		observer = apiSrv.Observer()
 		log.Info("status API listening", "url", apiSrv.URL, "tls", s.APITLSCert != "", "write_token", !s.APIToken.IsZero(), "read_token", !s.APIReadToken.IsZero())
 	}
 	monCtx, stopMon := context.WithCancel(context.Background())

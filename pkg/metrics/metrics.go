@@ -36,6 +36,8 @@ type Record struct {
 	Host   string
 	Phase  string
 	Active bool
+	// PhaseSince is when the record entered Phase (zero: unknown).
+	PhaseSince time.Time
 	// DetectionSeconds is the time from the host's last Nova heartbeat to
 	// the verdict (negative: unknown, e.g. a record adopted from a marker).
 	DetectionSeconds float64
@@ -112,6 +114,7 @@ type Metrics struct {
 	pollCycles   *prometheus.CounterVec
 	pollDuration prometheus.Histogram
 	pollFailures prometheus.Gauge
+	verdicts     *prometheus.GaugeVec
 }
 
 // New registers every metric over src. version labels iha_build_info.
@@ -146,7 +149,10 @@ func New(src Source, version string) *Metrics {
 		Help: "Duration of one poll cycle of Nova; leader only.", Buckets: PollBuckets})
 	m.pollFailures = prometheus.NewGauge(prometheus.GaugeOpts{Name: "instanceha_poll_consecutive_failures",
 		Help: "Poll cycles failed in a row; leader only."})
-	m.reg.MustRegister(m.pollDuration, m.pollFailures)
+	m.verdicts = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "iha_hosts_by_verdict",
+		Help: "Hosts by the verdict of the last poll cycle (healthy, nova-compute-broken, wait, failed, …); leader only, hosts in recovery or maintenance are not judged."},
+		[]string{"verdict"})
+	m.reg.MustRegister(m.pollDuration, m.pollFailures, m.verdicts)
 
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "iha_build_info", Help: "Always 1; the version is a label.",
 		ConstLabels: prometheus.Labels{"version": version}})
@@ -167,6 +173,23 @@ func (m *Metrics) ObservePoll(took time.Duration, err error, failures int) {
 	m.pollDuration.Observe(took.Seconds())
 	m.pollFailures.Set(float64(failures))
 }
+
+// ObserveVerdicts records how many hosts the last poll cycle gave each
+// verdict. Verdicts absent from counts (but seen before) drop to 0.
+func (m *Metrics) ObserveVerdicts(counts map[string]int) {
+	m.verdicts.Reset()
+	for _, v := range KnownVerdicts {
+		m.verdicts.WithLabelValues(v).Set(0)
+	}
+	for v, n := range counts {
+		m.verdicts.WithLabelValues(v).Set(float64(n))
+	}
+}
+
+// KnownVerdicts are exposed at 0 from the first cycle on, so that an alert
+// on one of them has a series to read (the leader's verdict table,
+// leader/verdict.go; pkg/metrics does not import the leader).
+var KnownVerdicts = []string{"healthy", "nova-compute-broken", "wait", "failed", "instanceha-rule", "kdump", "kdump-ignored"}
 
 // Sync counts the events applied since the last call. Handler calls it
 // before every scrape; tests may call it directly.
@@ -241,6 +264,7 @@ type stateCollector struct{ m *Metrics }
 var (
 	descProcessing = prometheus.NewDesc("instanceha_hosts_processing", "Hosts whose recovery is in progress.", nil, nil)
 	descRecords    = prometheus.NewDesc("iha_recovery_records", "Recovery records by phase.", []string{"phase"}, nil)
+	descPhaseSince = prometheus.NewDesc("iha_recovery_phase_since_timestamp_seconds", "When each host in recovery entered its current phase (Unix time); active records only.", []string{"host", "phase"}, nil)
 	descStep       = prometheus.NewDesc("iha_recovery_step_duration_seconds", "Duration of each recovery step (intent committed to result committed), from the replicated step records.", []string{"step", "outcome"}, nil)
 	descDetect     = prometheus.NewDesc("iha_detection_latency_seconds", "Time from a failed host's last Nova heartbeat to the verdict.", nil, nil)
 	descEvacDur    = prometheus.NewDesc("instanceha_instance_evacuation_duration_seconds", "Duration of instance evacuations (request to done), by source host.", []string{"host"}, nil)
@@ -259,7 +283,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descProcessing, descRecords, descStep, descDetect, descEvacDur, descPaused,
+	for _, d := range []*prometheus.Desc{descProcessing, descRecords, descPhaseSince, descStep, descDetect, descEvacDur, descPaused,
 		descRaftState, descRaftLeader, descRaftKnown, descTerm, descCommit, descApplied, descContact, descVoters,
 		descMeshWired, descMesh, descHealth} {
 		ch <- d
@@ -315,6 +339,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range recs {
 		if r.Active {
 			active++
+			if !r.PhaseSince.IsZero() {
+				gauge(descPhaseSince, float64(r.PhaseSince.UnixNano())/1e9, r.Host, r.Phase)
+			}
 		}
 		phases[r.Phase]++
 		if r.DetectionSeconds >= 0 {

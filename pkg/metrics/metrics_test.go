@@ -188,3 +188,28 @@ func TestPollFailuresAreExposed(t *testing.T) {
 		t.Fatalf("poll cycles error = %v", got)
 	}
 }
+
+func TestVerdictsAndPhaseAgeAreExposed(t *testing.T) {
+	since := time.Unix(1_700_000_000, 500_000_000)
+	src := &fakeSource{records: []Record{
+		{Host: "compute-1", Phase: "fencing", Active: true, PhaseSince: since, DetectionSeconds: -1},
+		{Host: "compute-2", Phase: "done", Active: false, PhaseSince: since, DetectionSeconds: -1},
+	}}
+	m := New(src, "test")
+	m.ObserveVerdicts(map[string]int{"healthy": 4, "nova-compute-broken": 1})
+	fams := scrape(t, m)
+	if got := value(t, fams, "iha_hosts_by_verdict", map[string]string{"verdict": "nova-compute-broken"}); got != 1 {
+		t.Errorf("nova-compute-broken = %v, want 1", got)
+	}
+	if got := value(t, fams, "iha_recovery_phase_since_timestamp_seconds", map[string]string{"host": "compute-1", "phase": "fencing"}); got != 1_700_000_000.5 {
+		t.Errorf("phase since = %v", got)
+	}
+	if n := len(fams["iha_recovery_phase_since_timestamp_seconds"].GetMetric()); n != 1 {
+		t.Errorf("phase-since series = %d, want 1 (finished records are not in recovery)", n)
+	}
+	// The next cycle judges nobody broken: the series stays, at 0.
+	m.ObserveVerdicts(map[string]int{"healthy": 5})
+	if got := value(t, scrape(t, m), "iha_hosts_by_verdict", map[string]string{"verdict": "nova-compute-broken"}); got != 0 {
+		t.Errorf("nova-compute-broken after recovery = %v, want 0", got)
+	}
+}
