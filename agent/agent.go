@@ -22,6 +22,8 @@ type Agent struct {
 	mesh    *gossip.Mesh
 	recv    *Receiver
 	version string
+	// metricsLn serves /metrics (nil when metrics_listen is off).
+	metricsLn net.Listener
 }
 
 // Options are what main passes besides the configuration.
@@ -76,6 +78,11 @@ func New(cfg Config, opt Options) (*Agent, error) {
 			return nil, err
 		}
 	}
+	// A metrics port that is taken costs the metrics, never the agent: a
+	// compute must stay in the mesh.
+	if a.metricsLn, err = listenMetrics(cfg); err != nil {
+		log.Warn("no /metrics on this agent", "err", err)
+	}
 	return a, nil
 }
 
@@ -105,6 +112,14 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err := a.recv.Run(rctx); err != nil {
 				a.log.Error("kdump receiver stopped", "err", err)
 			}
+		}()
+	}
+	// 1b. /metrics, loopback by default; it stops with the receiver.
+	if a.metricsLn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveMetrics(rctx)
 		}()
 	}
 	// 2. Membership: follow events to keep the gate's controllers file.

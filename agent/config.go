@@ -33,6 +33,8 @@ const DefaultConfigFile = "/etc/iha/agent.yaml"
 //	gossip: {GOSSIP_PROFILE: default, GOSSIP_PROBE_INTERVAL: 1s}
 //	gate_timeout: 10m
 //	gate_on_no_answer: start
+//	metrics_listen: 127.0.0.1:7422  # /metrics; "off" serves nothing
+//	gate_stats_file: /run/iha-gate/answers.json
 type Config struct {
 	// NodeName is the mesh node name (default: NovaHost).
 	NodeName string `yaml:"node_name"`
@@ -74,7 +76,20 @@ type Config struct {
 	GateOnNoAnswer string `yaml:"gate_on_no_answer"`
 	// LogLevel: debug, info, warn, error.
 	LogLevel string `yaml:"log_level"`
+	// MetricsListen is where /metrics is served over HTTP (default
+	// 127.0.0.1:7422, loopback only); "off" serves nothing.
+	MetricsListen string `yaml:"metrics_listen"`
+	// GateStatsFile is where `iha-agent gate` adds up the answers it got,
+	// for /metrics (default /run/iha-gate/answers.json, the directory the
+	// gate's drop-in creates for nova-compute's user); "off" keeps none.
+	GateStatsFile string `yaml:"gate_stats_file"`
 }
+
+// Defaults of the metrics keys.
+const (
+	DefaultMetricsListen = "127.0.0.1:7422"
+	DefaultGateStatsFile = "/run/iha-gate/answers.json"
+)
 
 // Defaults fills unset fields; hostname is the machine's host name.
 func (c *Config) Defaults(hostname string) {
@@ -107,6 +122,12 @@ func (c *Config) Defaults(hostname string) {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
+	}
+	if c.MetricsListen == "" {
+		c.MetricsListen = DefaultMetricsListen
+	}
+	if c.GateStatsFile == "" {
+		c.GateStatsFile = DefaultGateStatsFile
 	}
 }
 
@@ -150,6 +171,11 @@ func (c *Config) Validate() error {
 	for ip := range c.KdumpHosts {
 		if net.ParseIP(ip) == nil {
 			errs = append(errs, fmt.Errorf("kdump_hosts: %q is not an IP address", ip))
+		}
+	}
+	if c.MetricsListen != "off" && c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_listen %q: want host:port or off: %w", c.MetricsListen, err))
 		}
 	}
 	if c.GateOnNoAnswer != "start" && c.GateOnNoAnswer != "fail" {

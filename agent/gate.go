@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -30,6 +33,36 @@ type GateConfig struct {
 	// Out receives one line per change of what we wait for, and a reminder
 	// every 30 s.
 	Out io.Writer
+	// Observe, when set, is told the result of every question asked:
+	// allow, refuse, unverified or unreachable (GateResult).
+	Observe func(addr, result string)
+}
+
+// GateResult classifies one question to a controller: "allow" and "refuse"
+// are answers; "unverified" is a reply that cannot be trusted or read (a
+// TLS verification failure, an HTTP status other than 200, a body that is
+// not the gate's answer); "unreachable" is no reply. A cancelled question
+// is "".
+func GateResult(ans GateAnswer, err error) string {
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	var cie x509.CertificateInvalidError
+	var ne net.Error
+	switch {
+	case err == nil && ans.Allow:
+		return "allow"
+	case err == nil:
+		return "refuse"
+	case errors.Is(err, context.Canceled):
+		return ""
+	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie):
+		return "unverified"
+	case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, context.DeadlineExceeded):
+		return "unreachable"
+	default:
+		return "unverified"
+	}
 }
 
 // GateAnswer is the status API's answer to GET /v1/gate/<host>.
@@ -90,6 +123,9 @@ func Gate(ctx context.Context, cfg GateConfig) error {
 		decided := false
 		for _, a := range addrs {
 			ans, err := askGate(ctx, cfg.Client, a, cfg.NovaHost)
+			if r := GateResult(ans, err); cfg.Observe != nil && r != "" {
+				cfg.Observe(a, r)
+			}
 			if err != nil {
 				errs = append(errs, err.Error())
 				continue

@@ -107,6 +107,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) int {
 	stateDir := fs.String("state-dir", "", "directory of the controllers file for the gate (default /run/iha-agent)")
 	profile := fs.String("gossip-profile", "", "failure detector profile: default or fast")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	metricsListen := fs.String("metrics-listen", "", `address of /metrics (default 127.0.0.1:7422; "off" serves nothing)`)
 	var join, kdumpHosts listFlag
 	fs.Var(&join, "join", "gossip addresses to join, host:port (comma-separated or repeated)")
 	fs.Var(&kdumpHosts, "kdump-host", "IP=host mapping for kdump sources outside the mesh (repeatable)")
@@ -132,6 +133,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) int {
 		setIf(&c.KdumpListen, *kdumpListen)
 		setIf(&c.StateDir, *stateDir)
 		setIf(&c.LogLevel, *logLevel)
+		setIf(&c.MetricsListen, *metricsListen)
 		if len(join) > 0 {
 			c.Join = join
 		}
@@ -162,7 +164,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	log.Info("iha-agent starting", "version", version.String(), "node", cfg.NodeName, "host", cfg.NovaHost,
-		"gossip", a.Mesh().Addr(), "kdump", a.KdumpAddr(), "join", strings.Join(cfg.Join, ","))
+		"gossip", a.Mesh().Addr(), "kdump", a.KdumpAddr(), "metrics", a.MetricsAddr(), "join", strings.Join(cfg.Join, ","))
 	// 2. SIGHUP re-reads the keyring (rotation: add, use, remove).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -231,8 +233,15 @@ func runGate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return append(learned, cfg.Controllers...)
 	}
+	// The answers are added up for the agent's /metrics (gate_stats_file).
+	answers := map[string]uint64{}
 	err = agent.Gate(ctx, agent.GateConfig{NovaHost: cfg.NovaHost, Controllers: list, Timeout: cfg.GateTimeout,
-		Interval: cfg.GateInterval, Out: stdout})
+		Interval: cfg.GateInterval, Out: stdout, Observe: func(_, result string) { answers[result]++ }})
+	if cfg.GateStatsFile != "off" && len(answers) > 0 {
+		if werr := agent.AddGateAnswers(cfg.GateStatsFile, answers); werr != nil && !errors.Is(werr, os.ErrNotExist) {
+			fmt.Fprintf(stderr, "iha-agent gate: cannot record the answers for /metrics: %v\n", werr)
+		}
+	}
 	var te *agent.GateTimeoutError
 	switch {
 	case err == nil:
