@@ -68,3 +68,4 @@ clean: ## remove build outputs
 
 -include deploy/lab/lab.mk
 -include deploy/package.mk
+-include deploy/image/image.mk

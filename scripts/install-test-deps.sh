@@ -18,6 +18,8 @@ PKGS=(
   mount           # mount/umount of a small tmpfs: cmd/iha-leader's disk-full test (needs root)
   man-db groff-base  # man -l renders the iha man pages (cmd/iha, deploy/pkgtest)
   bash-completion    # bash sources the iha completion script (cmd/iha, deploy/pkgtest)
+  prometheus      # promtool: check and unit-test the alert and recording rules (deploy/monitoring)
+  podman runc     # run the OCI image of `make image` (deploy/image; runc: crun refuses cgroup v1 here)
 )
 
 missing=()

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func scale(d time.Duration) time.Duration {
+	if v, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && v > 0 {
+		return time.Duration(float64(d) * v)
+	}
+	return 2 * d
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// binaries builds iha-leader and iha as `make image` does, once per test
+// binary, into BinDir's layout (linux-amd64/).
+func binaries(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "iha-image-bin-")
+		if binErr != nil {
+			return
+		}
+		for _, c := range []string{"iha-leader", "iha"} {
+			cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -X github.com/ihaproject/iha/pkg/version.Version=v0.0.0-imagetest",
+				"-o", filepath.Join(binDir, "linux-amd64", c), "../../cmd/"+c)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				binErr = fmt.Errorf("go build %s: %v\n%s", c, err, out)
+				return
+			}
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func opts(t *testing.T) Options {
+	return Options{BinDir: binaries(t), Arches: []string{"amd64"}, Version: "v0.0.0-imagetest",
+		Revision: "0123456789abcdef0123456789abcdef01234567", Created: time.Unix(1_796_644_008, 0).UTC(), RefName: "localhost/iha-leader:imagetest"}
+}
+
+// layout is an OCI archive read back.
+type layout struct {
+	files map[string][]byte
+}
+
+func readArchive(t *testing.T, path string) layout {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l := layout{files: map[string][]byte{}}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return l
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		l.files[h.Name] = b
+	}
+}
+
+func (l layout) blob(t *testing.T, digest string) []byte {
+	t.Helper()
+	b, ok := l.files["blobs/sha256/"+strings.TrimPrefix(digest, "sha256:")]
+	if !ok {
+		t.Fatalf("blob %s missing", digest)
+	}
+	return b
+}
+
+func (l layout) json(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestImageDigestIsReproducible: the same inputs give the same bytes, so
+// the same commit gives the same digest; the commit's time is an input.
+func TestImageDigestIsReproducible(t *testing.T) {
+	dir := t.TempDir()
+	o := opts(t)
+	d1, err := Build(filepath.Join(dir, "a.tar"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Build(filepath.Join(dir, "b.tar"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(filepath.Join(dir, "a.tar"))
+	b, _ := os.ReadFile(filepath.Join(dir, "b.tar"))
+	if d1 != d2 || !bytes.Equal(a, b) {
+		t.Fatalf("two builds differ: %s vs %s (archives equal: %v)", d1, d2, bytes.Equal(a, b))
+	}
+	o.Created = o.Created.Add(time.Second)
+	d3, err := Build(filepath.Join(dir, "c.tar"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d3 == d1 {
+		t.Fatal("a different creation time gave the same digest: the digest does not cover the config")
+	}
+	t.Logf("digest %s, archive %d bytes", d1, len(a))
+}
+
+// TestImageContent reads the archive as a runtime would: index, manifest,
+// config (non-root user, entrypoint, labels) and the layer's files.
+func TestImageContent(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "image.tar")
+	digest, err := Build(out, opts(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := readArchive(t, out)
+	if string(l.files["oci-layout"]) != `{"imageLayoutVersion":"1.0.0"}` {
+		t.Errorf("oci-layout %q", l.files["oci-layout"])
+	}
+	var index struct {
+		Manifests []descriptor `json:"manifests"`
+	}
+	l.json(t, l.files["index.json"], &index)
+	if len(index.Manifests) != 1 || index.Manifests[0].Digest != digest || index.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != "localhost/iha-leader:imagetest" {
+		t.Fatalf("index %+v, digest %s", index, digest)
+	}
+	var man struct {
+		Config descriptor   `json:"config"`
+		Layers []descriptor `json:"layers"`
+	}
+	l.json(t, l.blob(t, digest), &man)
+	var cfg struct {
+		Architecture string `json:"architecture"`
+		Config       struct {
+			User       string
+			Entrypoint []string
+			Env        []string
+			Labels     map[string]string
+		} `json:"config"`
+	}
+	l.json(t, l.blob(t, man.Config.Digest), &cfg)
+	if cfg.Config.User != "65532:65532" || len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/usr/bin/iha-leader" || cfg.Architecture != "amd64" {
+		t.Errorf("config %+v", cfg)
+	}
+	for k, v := range map[string]string{"org.opencontainers.image.version": "v0.0.0-imagetest",
+		"org.opencontainers.image.revision": "0123456789abcdef0123456789abcdef01234567",
+		"org.opencontainers.image.created":  "2026-12-07T11:46:48Z"} {
+		if cfg.Config.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, cfg.Config.Labels[k], v)
+		}
+	}
+	if len(man.Layers) != 1 {
+		t.Fatalf("%d layers", len(man.Layers))
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(l.blob(t, man.Layers[0].Digest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	got := map[string]*tar.Header{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[h.Name] = h
+		if h.Name == "etc/ssl/certs/ca-certificates.crt" {
+			b, _ := io.ReadAll(tr)
+			if n := bytes.Count(b, []byte("BEGIN CERTIFICATE")); n < 100 {
+				t.Errorf("CA bundle has %d certificates", n)
+			}
+		}
+	}
+	for name, want := range map[string]struct {
+		mode int64
+		uid  int
+	}{"usr/bin/iha-leader": {0o755, 0}, "usr/bin/iha": {0o755, 0}, "var/lib/iha/": {0o750, UID}, "tmp/": {0o1777, 0},
+		"etc/passwd": {0o644, 0}, "etc/ssl/certs/ca-certificates.crt": {0o644, 0}} {
+		h := got[name]
+		if h == nil {
+			t.Errorf("%s missing from the layer", name)
+			continue
+		}
+		if h.Mode != want.mode || h.Uid != want.uid {
+			t.Errorf("%s: mode %o uid %d, want %o uid %d", name, h.Mode, h.Uid, want.mode, want.uid)
+		}
+	}
+}
+
+// extract unpacks the image's layer into dir (regular files and
+// directories only: that is all the image has).
+func extract(t *testing.T, archive, dir string) {
+	t.Helper()
+	l := readArchive(t, archive)
+	var index struct {
+		Manifests []descriptor `json:"manifests"`
+	}
+	l.json(t, l.files["index.json"], &index)
+	var man struct {
+		Layers []descriptor `json:"layers"`
+	}
+	l.json(t, l.blob(t, index.Manifests[0].Digest), &man)
+	zr, err := gzip.NewReader(bytes.NewReader(l.blob(t, man.Layers[0].Digest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(h.Name))
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeReg:
+			b, _ := io.ReadAll(tr)
+			if err := os.WriteFile(p, b, os.FileMode(h.Mode)&0o777); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// runDev runs cmd (iha-leader -dev, one way or another) to completion and
+// checks that the demo recovered the failed compute.
+func runDev(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", cmd.Args, err, out.String())
+		}
+	case <-time.After(scale(3 * time.Minute)):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%v did not finish\n%s", cmd.Args, out.String())
+	}
+	if !strings.Contains(out.String(), "recovery done") {
+		t.Fatalf("%v: no recovery in the output\n%s", cmd.Args, out.String())
+	}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, "recovery done") {
+			t.Log(strings.TrimSpace(l))
+		}
+	}
+}
+
+// TestImageBinaryRunsDevMode extracts the image's root file system and runs
+// its iha-leader -dev to completion: the static binary needs nothing of
+// this machine.
+func TestImageBinaryRunsDevMode(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "image.tar")
+	if _, err := Build(out, opts(t)); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	extract(t, out, root)
+	cmd := exec.Command(filepath.Join(root, "usr/bin/iha-leader"), "-dev")
+	cmd.Dir = root
+	cmd.Env = []string{"PATH=/usr/bin", "SSL_CERT_FILE=" + filepath.Join(root, CAFile), "TMPDIR=" + t.TempDir()}
+	runDev(t, cmd)
+}
+
+// TestImageRunsWithPodman loads the archive into podman and runs the image
+// itself, as its non-root user with a read-only root and no network: the
+// demo runs to completion. Podman runs containers on this kind of machine
+// with runc and cgroupfs (crun refuses its cgroup v1 hierarchy) and with
+// explicit ulimits (the sandbox refuses podman's defaults).
+func TestImageRunsWithPodman(t *testing.T) {
+	podman, err := exec.LookPath("podman")
+	if err != nil {
+		t.Fatalf("podman not found (Debian packages podman and runc; scripts/install-test-deps.sh): %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "image.tar")
+	o := opts(t)
+	o.RefName = fmt.Sprintf("localhost/iha-leader-imagetest:%d", os.Getpid())
+	if _, err := Build(out, o); err != nil {
+		t.Fatal(err)
+	}
+	global := []string{"--runtime", "runc", "--cgroup-manager", "cgroupfs"}
+	if b, err := exec.Command(podman, append(global, "load", "-q", "-i", out)...).CombinedOutput(); err != nil {
+		t.Fatalf("podman load: %v\n%s", err, b)
+	}
+	t.Cleanup(func() { _ = exec.Command(podman, append(global, "rmi", "-f", o.RefName)...).Run() })
+	args := append(global, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", o.RefName, "-dev")
+	runDev(t, exec.Command(podman, args...))
+}
