@@ -114,8 +114,9 @@ func (a *applier) apply(ctx context.Context, o obj, defaultNS string, dryRun boo
 func TestManifestsAreAcceptedByARealAPIServer(t *testing.T) {
 	c := cluster(t)
 	ctx := ctxFor(t, 2*time.Minute)
+	installMonitoringCRDs(t, ctx, c)
 	a := newApplier(t, c)
-	for _, dir := range layouts {
+	for _, dir := range append(layouts, "monitoring") {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
 			kinds := map[string]int{}
@@ -132,7 +133,11 @@ func TestManifestsAreAcceptedByARealAPIServer(t *testing.T) {
 				kinds[o.kind()]++
 			}
 			t.Logf("accepted (dry run): %v", kinds)
-			for _, k := range []string{"StatefulSet", "Service", "PodDisruptionBudget", "ServiceAccount"} {
+			want := []string{"StatefulSet", "Service", "PodDisruptionBudget", "ServiceAccount"}
+			if dir == "monitoring" {
+				want = []string{"PodMonitor", "PrometheusRule"}
+			}
+			for _, k := range want {
 				if kinds[k] == 0 {
 					t.Errorf("no %s accepted", k)
 				}
@@ -217,5 +222,37 @@ func TestBMHRoleFencesAndNothingMore(t *testing.T) {
 	del := dc.Resource(bmhtest.BMHResource).Namespace(bmhNS).Delete(ctx, name, metav1.DeleteOptions{})
 	if !apierrors.IsForbidden(del) {
 		t.Errorf("the fencing token may delete a BareMetalHost: %v", del)
+	}
+}
+
+// installMonitoringCRDs installs the Prometheus operator's PodMonitor and
+// PrometheusRule kinds (their schemas kept open: the operator validates the
+// content, promtool the rules) and waits until they are served.
+func installMonitoringCRDs(t *testing.T, ctx context.Context, c *bmhtest.Cluster) {
+	t.Helper()
+	crds := c.Admin.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	for _, k := range []struct{ kind, plural string }{{"PodMonitor", "podmonitors"}, {"PrometheusRule", "prometheusrules"}} {
+		open := map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+		crd := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+			"metadata": map[string]any{"name": k.plural + ".monitoring.coreos.com"},
+			"spec": map[string]any{"group": "monitoring.coreos.com", "scope": "Namespaced",
+				"names": map[string]any{"kind": k.kind, "listKind": k.kind + "List", "plural": k.plural, "singular": strings.ToLower(k.kind)},
+				"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+					"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "properties": map[string]any{"spec": open}}}}}}}}
+		if _, err := crds.Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("CRD %s: %v", k.plural, err)
+		}
+		gvr := schema.GroupVersionResource{Group: "monitoring.coreos.com", Version: "v1", Resource: k.plural}
+		for {
+			_, err := c.Admin.Resource(gvr).Namespace("default").List(ctx, metav1.ListOptions{})
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s not served: %v", k.plural, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 }

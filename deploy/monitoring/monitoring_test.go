@@ -406,3 +406,39 @@ func TestEveryMetricOfTheRulesAndDashboardExists(t *testing.T) {
 	}
 	t.Logf("%d metric names read by the rules and the dashboard, all exposed", len(want))
 }
+
+// TestPrometheusRuleIsGenerated: deploy/kubernetes/monitoring's
+// PrometheusRule carries exactly iha.rules.yaml's groups.
+func TestPrometheusRuleIsGenerated(t *testing.T) {
+	rules, err := os.ReadFile("iha.rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := PrometheusRule(rules, "iha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "../kubernetes/monitoring/prometheusrule.yaml"
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s is not generated from iha.rules.yaml: run go test ./deploy/monitoring -run TestPrometheusRuleIsGenerated -update", path)
+	}
+	// The groups inside are the rules file's, rule for rule.
+	var pr struct {
+		Spec ruleFile `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(got, &pr); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(pr.Spec) != fmt.Sprint(readRules(t)) {
+		t.Fatal("the PrometheusRule's groups differ from iha.rules.yaml's")
+	}
+}
