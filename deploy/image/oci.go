@@ -247,7 +247,7 @@ func rootfsLayer(binDir string, ca []byte, at time.Time) (blob, string, error) {
 	}
 	diff := sha256.Sum256(raw.Bytes())
 	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression) // header: no name, no time
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.DefaultCompression) // header: no name, no time
 	if _, err := zw.Write(raw.Bytes()); err != nil {
 		return blob{}, "", err
 	}
