@@ -30,7 +30,7 @@ const DefaultConfigFile = "/etc/iha/agent.yaml"
 //	kdump_listen: ":7410"            # env UDP_PORT sets the port
 //	kdump_hosts: {192.0.2.40: compute-40}
 //	controllers: [192.0.2.1:7421]    # for the gate, besides those learned from the mesh
-//	gossip: {GOSSIP_PROFILE: default, GOSSIP_PROBE_INTERVAL: 1s}
+//	gossip: {GOSSIP_PROFILE: fast}   # the controllers' profile: fast (default) or lan
 //	gate_timeout: 10m
 //	gate_on_no_answer: start
 //	metrics_listen: 127.0.0.1:7422  # /metrics; "off" serves nothing
@@ -65,7 +65,8 @@ type Config struct {
 	// StateDir holds controllers.json for the gate (default /run/iha-agent).
 	StateDir string `yaml:"state_dir"`
 	// Gossip holds the failure-detector keys (GOSSIP_PROFILE,
-	// GOSSIP_PROBE_INTERVAL, … see gossip.Profile).
+	// GOSSIP_PROBE_INTERVAL, … see gossip.Profile), the same as the
+	// controllers' config.yaml. Unset: gossip.DefaultProfile (fast).
 	Gossip map[string]string `yaml:"gossip"`
 	// GateTimeout and GateInterval tune `iha-agent gate` (10 min, 2 s).
 	GateTimeout  time.Duration `yaml:"gate_timeout"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -98,38 +99,71 @@ func TestPacketLossDoesNotDeclareAnyoneDead(t *testing.T) {
 	}
 }
 
-func TestFrozenShorterThanSuspicionIsNotDead(t *testing.T) {
-	p := FastProfile()
-	const n = 5
+// TestStallShorterThanToleranceIsNotDead proves the tolerated stall that
+// gossip/doc.go and leader/DESIGN.md promise for the default profile in a
+// small mesh: a member that freezes (every packet to and from it lost, the
+// pessimistic model of a frozen host) for StallTolerance, at a random phase
+// of the probes, several times over, is never declared dead by any member.
+// Each freeze is long enough to be suspected; the member refutes when the
+// first probe after it carries the suspicion (see StallTolerance).
+func TestStallShorterThanToleranceIsNotDead(t *testing.T) {
+	p := DefaultProfile()
+	const n, freezes = 5, 4
 	c := startCluster(t, n, p, slog.LevelInfo)
-	obs := record(c.meshes[0])
+	recs := make([]*recorder, n)
+	for i, m := range c.meshes {
+		recs[i] = record(m)
+	}
 	lo, _ := p.SuspicionTimeouts(n)
-	// Frozen for less than the minimum suspicion timeout: long enough to be
-	// suspected, too short to be declared dead. The margin is two probe
-	// intervals: the suspicion's broadcasts are spent while the node is
-	// frozen, so it learns it is suspected (and refutes) only when the next
-	// probe of it carries the suspicion. With one interval of margin CI saw
-	// that probe come as the timers expired, and the refutation lose.
-	frozen := lo - 2*p.ProbeInterval
-	c.net.Isolate("node-2", true)
-	time.Sleep(frozen)
-	c.net.Isolate("node-2", false)
-	time.Sleep(p.WorstDetection(n))
-	if e, ok := obs.find(KindDead, "node-2"); ok {
-		t.Fatalf("node-2, frozen for %v (< min suspicion %v), was declared dead: %+v", frozen, lo, e)
+	x := p.StallTolerance(n)
+	if x < p.ProbeInterval {
+		t.Fatalf("StallTolerance(%d) = %v: shorter than a probe interval, it proves nothing", n, x)
 	}
-	if _, ok := obs.find(KindSuspect, "node-2"); ok {
-		waitFor(t, scale(5*time.Second), "refutation", func() bool {
-			_, ok := obs.findFunc(func(e Event) bool { return e.Kind == KindAlive && e.Node == "node-2" && e.Refuted })
-			return ok
-		})
-		t.Log("node-2 was suspected and refuted")
-	}
-	for _, mem := range c.meshes[0].Members() {
-		if mem.Name == "node-2" && mem.State != StateAlive {
-			t.Errorf("node-2 is %s, want alive", mem.State)
+	aliveEverywhere := func() bool {
+		for _, m := range c.meshes[:2] {
+			for _, mem := range m.Members() {
+				if mem.Name == "node-2" && mem.State != StateAlive {
+					return false
+				}
+			}
 		}
+		return true
 	}
+	suspected := 0
+	for i := range freezes {
+		waitFor(t, scale(2*p.WorstDetection(n)), "node-2 alive at the controller and node-1", aliveEverywhere)
+		time.Sleep(rand.N(p.ProbeInterval))
+		from := time.Now()
+		c.net.Isolate("node-2", true)
+		time.Sleep(x)
+		c.net.Isolate("node-2", false)
+		took := time.Since(from)
+		// A dead verdict comes at the latest when the last accuser's timer
+		// runs out: the minimum suspicion timeout after a probe that failed
+		// during the freeze. Watch past it, and until node-2 is alive again.
+		for time.Since(from) < took+lo+3*p.ProbeInterval || !aliveEverywhere() {
+			for j, r := range recs {
+				if e, ok := r.find(KindDead, "node-2"); ok {
+					t.Fatalf("freeze %d of %v (StallTolerance(%d) = %v, min suspicion %v): node-%d declared node-2 dead: %+v",
+						i+1, took, n, x, lo, j, e)
+				}
+			}
+			if time.Since(from) > scale(2*p.WorstDetection(n)) {
+				t.Fatalf("node-2 still not alive everywhere %v after a freeze of %v", time.Since(from), took)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, ok := recs[0].findFunc(func(e Event) bool { return e.Kind == KindSuspect && e.Node == "node-2" && !e.At.Before(from) }); ok {
+			suspected++
+		}
+		t.Logf("freeze %d: %v, node-2 not declared dead", i+1, took.Round(time.Millisecond))
+	}
+	// Each freeze is suspected when a probe of node-2 starts in its first
+	// X − ProbeInterval, so most are: with none, this run proved little.
+	if suspected == 0 {
+		t.Logf("none of %d freezes of %v got node-2 suspected at the controller", freezes, x)
+	}
+	t.Logf("%d freezes of StallTolerance(%d) = %v (min suspicion %v), %d suspected at the controller, none declared dead", freezes, n, x, lo, suspected)
 }
 
 func TestKdumpNoticeReachesControllerOnce(t *testing.T) {

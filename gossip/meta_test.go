@@ -92,7 +92,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 }
 
 func TestProfileFormulaMatchesMemberlist(t *testing.T) {
-	p := DefaultProfile()
+	p := LANProfile()
 	for _, tc := range []struct {
 		n        int
 		lo, hi   time.Duration
@@ -110,6 +110,25 @@ func TestProfileFormulaMatchesMemberlist(t *testing.T) {
 	}
 }
 
+// The tolerated stalls that gossip/doc.go, leader/DESIGN.md and the config
+// reference state; TestStallShorterThanToleranceIsNotDead proves the
+// default's at 5 members, BenchmarkAgentStall measures them all.
+func TestStallToleranceIsMinSuspicionLessTwoProbes(t *testing.T) {
+	for _, tc := range []struct {
+		p    Profile
+		n    int
+		want time.Duration
+	}{
+		{FastProfile(), 5, time.Second}, {FastProfile(), 10, time.Second}, {FastProfile(), 100, 3 * time.Second}, {FastProfile(), 1000, 5 * time.Second},
+		{LANProfile(), 10, 2 * time.Second}, {LANProfile(), 100, 6 * time.Second}, {LANProfile(), 1000, 10 * time.Second},
+		{Profile{ProbeInterval: time.Second, SuspicionMult: 2}, 3, 0}, // never negative
+	} {
+		if got := tc.p.StallTolerance(tc.n); got != tc.want {
+			t.Errorf("%+v at N=%d: StallTolerance %v, want %v", tc.p, tc.n, got, tc.want)
+		}
+	}
+}
+
 func TestProfileFromKeys(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -117,11 +136,14 @@ func TestProfileFromKeys(t *testing.T) {
 		want    Profile
 		wantErr string
 	}{
-		{"nothing set is the LAN default", nil, DefaultProfile(), ""},
+		{"nothing set is the default, fast", nil, FastProfile(), ""},
+		{"default is the default", map[string]string{KeyProfile: "default"}, FastProfile(), ""},
 		{"fast base", map[string]string{KeyProfile: "fast"}, FastProfile(), ""},
+		{"lan base", map[string]string{KeyProfile: " LAN "}, LANProfile(), ""},
 		{"seconds and durations", map[string]string{KeyProbeInterval: "2", KeyProbeTimeout: "750ms", KeySuspicionMult: "5", KeyGossipInterval: "0.3"},
 			Profile{2 * time.Second, 750 * time.Millisecond, 5, 300 * time.Millisecond}, ""},
-		{"timeout not below interval", map[string]string{KeyProbeTimeout: "1s"}, Profile{}, KeyProbeTimeout},
+		{"timeout not below interval", map[string]string{KeyProbeTimeout: "500ms"}, Profile{}, KeyProbeTimeout},
+		{"timeout not below the lan interval", map[string]string{KeyProfile: "lan", KeyProbeTimeout: "1s"}, Profile{}, KeyProbeTimeout},
 		{"interval too small", map[string]string{KeyProbeInterval: "10ms"}, Profile{}, KeyProbeInterval},
 		{"mult not a number", map[string]string{KeySuspicionMult: "four"}, Profile{}, KeySuspicionMult},
 		{"unknown base", map[string]string{KeyProfile: "wan"}, Profile{}, KeyProfile},

@@ -12,10 +12,11 @@ import (
 // a config key (in the same `config:` map as InstanceHA's keys, or the
 // agent's file); values are Go durations ("500ms") or seconds ("0.5").
 //
-//	GOSSIP_PROBE_INTERVAL   ProbeInterval   default 1s    (memberlist LAN)
-//	GOSSIP_PROBE_TIMEOUT    ProbeTimeout    default 500ms
-//	GOSSIP_SUSPICION_MULT   SuspicionMult   default 4
-//	GOSSIP_GOSSIP_INTERVAL  GossipInterval  default 200ms
+//	                        field           fast (default)  lan (memberlist LAN)
+//	GOSSIP_PROBE_INTERVAL   ProbeInterval   500ms           1s
+//	GOSSIP_PROBE_TIMEOUT    ProbeTimeout    200ms           500ms
+//	GOSSIP_SUSPICION_MULT   SuspicionMult   4               4
+//	GOSSIP_GOSSIP_INTERVAL  GossipInterval  100ms           200ms
 //
 // Detection time (crash → first member declares the node dead) in a healthy
 // mesh of N members, from memberlist's code (suspicion.go, util.go suspicionTimeout; state.go probeNode):
@@ -23,16 +24,28 @@ import (
 //	scale(N) = max(1, log10 N)
 //	min      = SuspicionMult × scale(N) × ProbeInterval
 //	max      = 6 × min                  (SuspicionMaxTimeoutMult)
+//	k        = SuspicionMult − 2        confirmations that bring the timer
+//	                                    from max down to min (0 when N−2 < k:
+//	                                    min from the start)
 //	expected ≈ 1.58 × ProbeInterval + ProbeInterval + min
 //	worst    ≈ 2 × ProbeInterval + ProbeInterval + max   (no confirmations)
 //
-// Default profile: N=10 min 4 s, expected 6.6 s, worst 27 s; N=100 min 8 s,
-// expected 10.6 s; N=1000 min 12 s, expected 14.6 s.
-// Fast profile (500ms/200ms/4/100ms): N=10 expected 3.3 s; N=100 5.3 s;
-// N=1000 7.3 s. Faster costs bandwidth and false-positive margin: a node
-// that cannot answer for longer than min (CPU starvation, a frozen VM, an
-// OVS restart) is declared dead. SuspicionMult below 4 also weakens
-// Lifeguard's confirmations (it wants SuspicionMult−2 of them).
+// A member that stalls for X (frozen, every packet lost) is not declared
+// dead while X < StallTolerance = min − 2 × ProbeInterval: a probe of it
+// fails one probe interval after the stall begins at the earliest, its
+// accuser's timer runs min from there, and after the stall the member needs
+// up to about two probe intervals to hear the suspicion and refute it. If its
+// socket keeps the packets while it is stopped (SIGSTOP), it refutes at
+// once and survives up to about min + ProbeInterval.
+//
+// Fast profile: N=10 min 2 s, expected 3.3 s, stall tolerance 1 s; N=100
+// min 4 s, 5.3 s, 3 s; N=1000 min 6 s, 7.3 s, 5 s. LAN profile: twice each
+// (N=10 6.6 s and 2 s; N=100 10.6 s and 6 s; N=1000 14.6 s and 10 s).
+// Detection and tolerance move together: the same product SuspicionMult ×
+// ProbeInterval sets both, and both grow with memberlist's log10 N. Why the default is fast, with the measurements:
+// docs/benchmarks.md. SuspicionMult below 4 weakens Lifeguard's
+// confirmations (k); above it, k grows and a small mesh must deliver more
+// confirmations within min.
 type Profile struct {
 	ProbeInterval  time.Duration
 	ProbeTimeout   time.Duration
@@ -40,12 +53,19 @@ type Profile struct {
 	GossipInterval time.Duration
 }
 
-// DefaultProfile is memberlist's LAN profile.
-func DefaultProfile() Profile {
+// DefaultProfile is IHA's default profile, FastProfile: the only one of
+// the two whose crash detection stays within `both` mode's targets up to
+// 1,000 computes (see Profile).
+func DefaultProfile() Profile { return FastProfile() }
+
+// LANProfile is memberlist's LAN profile (IHA's default before it chose
+// FastProfile): twice the stall tolerance and twice the detection time.
+func LANProfile() Profile {
 	return Profile{ProbeInterval: time.Second, ProbeTimeout: 500 * time.Millisecond, SuspicionMult: 4, GossipInterval: 200 * time.Millisecond}
 }
 
-// FastProfile halves the probe interval: detection ≈ 5.3 s at 100 members.
+// FastProfile is LANProfile with half its intervals: detection ≈ 5.3 s at
+// 100 members.
 func FastProfile() Profile {
 	return Profile{ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond, SuspicionMult: 4, GossipInterval: 100 * time.Millisecond}
 }
@@ -83,6 +103,18 @@ func (p Profile) ExpectedDetection(n int) time.Duration {
 	return time.Duration(2.58*float64(p.ProbeInterval)) + lo
 }
 
+// StallTolerance is the longest a member of a mesh of n may stall (a frozen
+// host: every packet to and from it lost) without being declared dead: the
+// minimum suspicion timeout minus two probe intervals. A stall begins to be
+// suspected one probe interval after the first probe of it fails, and is
+// declared dead the minimum suspicion timeout later at the earliest; the
+// member refutes only once a probe after its stall carries the suspicion to
+// it, which takes up to about two probe intervals.
+func (p Profile) StallTolerance(n int) time.Duration {
+	lo, _ := p.SuspicionTimeouts(n)
+	return max(0, lo-2*p.ProbeInterval)
+}
+
 // WorstDetection is the crash → dead time when the accuser gets no
 // confirmations (max suspicion timeout), with a generous two intervals until
 // the first probe.
@@ -97,7 +129,7 @@ const (
 	KeyProbeTimeout   = "GOSSIP_PROBE_TIMEOUT"
 	KeySuspicionMult  = "GOSSIP_SUSPICION_MULT"
 	KeyGossipInterval = "GOSSIP_GOSSIP_INTERVAL"
-	KeyProfile        = "GOSSIP_PROFILE" // "default" or "fast": the base the other keys override
+	KeyProfile        = "GOSSIP_PROFILE" // "fast", "lan" or "default" (DefaultProfile): the base the other keys override
 )
 
 // ProfileFromKeys builds a profile from config keys; lookup returns a key's
@@ -106,11 +138,13 @@ func ProfileFromKeys(lookup func(key string) (string, bool)) (Profile, error) {
 	p := DefaultProfile()
 	if v, ok := lookup(KeyProfile); ok {
 		switch strings.ToLower(strings.TrimSpace(v)) {
-		case "", "default", "lan":
+		case "", "default":
 		case "fast":
 			p = FastProfile()
+		case "lan":
+			p = LANProfile()
 		default:
-			return Profile{}, fmt.Errorf("%s %q: want default or fast", KeyProfile, v)
+			return Profile{}, fmt.Errorf("%s %q: want fast, lan or default", KeyProfile, v)
 		}
 	}
 	for key, dst := range map[string]*time.Duration{KeyProbeInterval: &p.ProbeInterval, KeyProbeTimeout: &p.ProbeTimeout, KeyGossipInterval: &p.GossipInterval} {

@@ -105,7 +105,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) int {
 	label := fs.String("label", "", "gossip cluster label")
 	kdumpListen := fs.String("kdump-listen", "", `fence_kdump UDP address (default ":7410", env UDP_PORT sets the port; "off" disables)`)
 	stateDir := fs.String("state-dir", "", "directory of the controllers file for the gate (default /run/iha-agent)")
-	profile := fs.String("gossip-profile", "", "failure detector profile: default or fast")
+	profile := fs.String("gossip-profile", "", "failure detector profile: fast (the default) or lan; the controllers' GOSSIP_PROFILE")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
 	metricsListen := fs.String("metrics-listen", "", `address of /metrics (default 127.0.0.1:7422; "off" serves nothing)`)
 	var join, kdumpHosts listFlag

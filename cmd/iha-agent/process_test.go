@@ -183,8 +183,8 @@ func TestVersion(t *testing.T) {
 // TestAgentProcessLifecycle runs three real iha-agent processes against an
 // in-process controller over UDP/TCP on loopback (default profile):
 //   - each tells systemd READY=1;
-//   - one frozen with SIGSTOP for less than the minimum suspicion timeout
-//     is not declared dead;
+//   - one frozen with SIGSTOP for the default profile's StallTolerance is
+//     not declared dead;
 //   - one killed with SIGKILL is declared dead within the formula's time;
 //   - one stopped with SIGTERM exits 0 and is reported left, not dead.
 func TestAgentProcessLifecycle(t *testing.T) {
@@ -220,8 +220,8 @@ func TestAgentProcessLifecycle(t *testing.T) {
 	const n = 4
 	lo, _ := p.SuspicionTimeouts(n)
 
-	t.Run("frozen for less than the suspicion timeout is not dead", func(t *testing.T) {
-		freeze := lo / 2
+	t.Run("frozen for the stall tolerance is not dead", func(t *testing.T) {
+		freeze := p.StallTolerance(n)
 		if err := procs["frozen"].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +233,7 @@ func TestAgentProcessLifecycle(t *testing.T) {
 		// failed probe; watch well past it.
 		time.Sleep(lo + 3*p.ProbeInterval)
 		if e, ok := ev.find(gossip.KindDead, "frozen"); ok {
-			t.Fatalf("frozen %v (< min suspicion %v) and declared dead: %+v", freeze, lo, e)
+			t.Fatalf("frozen %v (StallTolerance; min suspicion %v) and declared dead: %+v", freeze, lo, e)
 		}
 		if s := state(ctl, "frozen"); s != gossip.StateAlive {
 			t.Fatalf("frozen agent is %s after thawing", s)

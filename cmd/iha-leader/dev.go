@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/agent"
-	"github.com/ihaproject/iha/gossip"
 	"github.com/ihaproject/iha/pkg/version"
 
 	"github.com/ihaproject/iha/fence"
@@ -61,13 +60,13 @@ func runDev(ctx context.Context, o devOptions) int {
 
 	// Nova at its defaults (report_interval 10 s, service_down_time 60 s)
 	// and IHA at its own (DELTA 30, POLL 45): Nova alone would take a
-	// minute. One agent per compute in a gossip mesh on 127.0.0.1 (fast
-	// profile) and one missed Nova report make it seconds; nothing waits
-	// for POLL.
+	// minute. One agent per compute in a gossip mesh on 127.0.0.1 (the
+	// default profile, fast) and one missed Nova report make it seconds;
+	// nothing waits for POLL.
 	s := config.Defaults()
 	s.NodeName = "dev-leader"
 	s.DetectionMode = config.DetectBoth
-	s.GossipBind, s.GossipProfile = "127.0.0.1:0", config.GossipProfileFast
+	s.GossipBind = "127.0.0.1:0"
 	s.SmartEvacuation = true
 	s.ReservedHosts = true
 	s.TaggedAggregates = true
@@ -381,7 +380,7 @@ func (d *devAgents) start(host string) {
 		bind = a
 	}
 	cfg := agent.Config{NovaHost: host, Bind: bind, Join: []string{d.join}, KdumpListen: "off",
-		StateDir: filepath.Join(d.dir, "agent-"+host), Gossip: map[string]string{gossip.KeyProfile: "fast"}}
+		StateDir: filepath.Join(d.dir, "agent-"+host)}
 	cfg.Defaults(host)
 	a, err := agent.New(cfg, agent.Options{Version: version.Version, Logger: d.log})
 	if err != nil && bind != "127.0.0.1:0" {

@@ -46,11 +46,8 @@ func meshConfig(s config.Settings, apiAddr string, log *slog.Logger) (gossip.Con
 		return gossip.Config{}, fmt.Errorf("GOSSIP_BIND %q: %w", s.GossipBind, err)
 	}
 	p, _ := strconv.Atoi(port)
-	g := s.Gossip()
 	cfg := gossip.Config{NodeName: s.NodeName, BindAddr: host, BindPort: p, Join: s.GossipJoin, Label: s.GossipLabel,
-		KeyringFile: s.GossipKeyring, Logger: log,
-		Profile: gossip.Profile{ProbeInterval: g.ProbeInterval, ProbeTimeout: g.ProbeTimeout, SuspicionMult: g.SuspicionMult,
-			GossipInterval: g.GossipInterval},
+		KeyringFile: s.GossipKeyring, Logger: log, Profile: meshProfile(s),
 		Meta: gossip.Meta{Role: gossip.RoleController, IHAVersion: version.Version, APIAddr: apiAddr}}
 	if err := cfg.Profile.Validate(); err != nil {
 		return gossip.Config{}, err
@@ -64,6 +61,12 @@ func meshConfig(s config.Settings, apiAddr string, log *slog.Logger) (gossip.Con
 		cfg.AdvertisePort, _ = strconv.Atoi(ap)
 	}
 	return cfg, nil
+}
+
+// meshProfile is the failure detector of GOSSIP_PROFILE and its overrides.
+func meshProfile(s config.Settings) gossip.Profile {
+	g := s.Gossip()
+	return gossip.Profile{ProbeInterval: g.ProbeInterval, ProbeTimeout: g.ProbeTimeout, SuspicionMult: g.SuspicionMult, GossipInterval: g.GossipInterval}
 }
 
 // advertisedAPI is the API address agents can dial: the bound address, with

@@ -150,21 +150,23 @@ var keyTable = []keySpec{
 	{Name: "GOSSIP_JOIN", Kind: kindList, Origin: originIHA, Meaning: "gossip addresses (`host:port`) of members to join: the other controllers and/or some agents; retried forever with back-off, and re-joined every 30 s while no live member answers there, so a healed partition merges", DocDefault: "(empty: wait for agents to join)", listp: func(s *Settings) *[]string { return &s.GossipJoin }},
 	strKey("GOSSIP_KEYRING", kindPath, originIHA, "keyring file of the mesh's encryption keys (JSON array of base64 keys, primary first; the agents' `keyring`)", func(s *Settings) *string { return &s.GossipKeyring }),
 	{Name: "GOSSIP_LABEL", Kind: kindString, Origin: originIHA, Meaning: "cluster label carried by every gossip packet: meshes with different labels never merge (the agents' `label`)", DocDefault: "(none)", strp: func(s *Settings) *string { return &s.GossipLabel }},
-	{Name: "GOSSIP_PROFILE", Kind: kindEnum, Origin: originIHA, Enum: []string{GossipProfileDefault, GossipProfileFast}, Meaning: "failure-detector base: `default` (memberlist LAN: dead ≈ 6.6 s at 10 members, 10.6 s at 100) or `fast` (3.3 s / 5.3 s, less margin for a starved host)", strp: func(s *Settings) *string { return &s.GossipProfile }},
-	durKey("GOSSIP_PROBE_INTERVAL", originIHA, 100*time.Millisecond, time.Minute, "time between two probes of a member", "from GOSSIP_PROFILE (1s / 500ms)", func(s *Settings) *time.Duration { return &s.GossipProbeInterval }),
-	durKey("GOSSIP_PROBE_TIMEOUT", originIHA, time.Millisecond, time.Minute, "wait for a probe's ack; must be shorter than the probe interval", "from GOSSIP_PROFILE (500ms / 200ms; at most half the probe interval when only that is set)", func(s *Settings) *time.Duration { return &s.GossipProbeTimeout }),
-	{Name: "GOSSIP_SUSPICION_MULT", Kind: kindInt, Origin: originIHA, Min: 2, Max: 20, Meaning: "suspicion timeout = this × log10(members) × probe interval", DocDefault: "from GOSSIP_PROFILE (4)", intp: func(s *Settings) *int { return &s.GossipSuspicionMult }},
-	durKey("GOSSIP_GOSSIP_INTERVAL", originIHA, 10*time.Millisecond, 10*time.Second, "time between two gossip rounds", "from GOSSIP_PROFILE (200ms / 100ms)", func(s *Settings) *time.Duration { return &s.GossipGossipInterval }),
+	{Name: "GOSSIP_PROFILE", Kind: kindEnum, Origin: originIHA, Enum: []string{GossipProfileFast, GossipProfileLAN, GossipProfileDefault}, Meaning: "failure-detector base, the same on the agents (their `gossip:`): `fast` (500 ms probes: a crashed host is declared dead ≈ 3.3 s after the crash at 10 members, 5.3 s at 100, 7.3 s at 1,000; a host frozen for less than 1 s, 3 s, 5 s is never fenced) or `lan` (memberlist's LAN profile, 1 s probes: twice both, beyond `both` mode's targets above about 15 computes); `default` names IHA's default, `fast` (docs/benchmarks.md)", strp: func(s *Settings) *string { return &s.GossipProfile }},
+	durKey("GOSSIP_PROBE_INTERVAL", originIHA, 100*time.Millisecond, time.Minute, "time between two probes of a member", "from GOSSIP_PROFILE (fast 500ms, lan 1s)", func(s *Settings) *time.Duration { return &s.GossipProbeInterval }),
+	durKey("GOSSIP_PROBE_TIMEOUT", originIHA, time.Millisecond, time.Minute, "wait for a probe's ack; must be shorter than the probe interval", "from GOSSIP_PROFILE (fast 200ms, lan 500ms; at most half the probe interval when only that is set)", func(s *Settings) *time.Duration { return &s.GossipProbeTimeout }),
+	{Name: "GOSSIP_SUSPICION_MULT", Kind: kindInt, Origin: originIHA, Min: 2, Max: 20, Meaning: "minimum suspicion timeout = this × max(1, log10(members)) × probe interval: a crash is declared dead about 2.6 probe intervals plus this timeout after it, and a host frozen for less than this timeout minus two probe intervals is never fenced", DocDefault: "from GOSSIP_PROFILE (4)", intp: func(s *Settings) *int { return &s.GossipSuspicionMult }},
+	durKey("GOSSIP_GOSSIP_INTERVAL", originIHA, 10*time.Millisecond, 10*time.Second, "time between two gossip rounds", "from GOSSIP_PROFILE (fast 100ms, lan 200ms)", func(s *Settings) *time.Duration { return &s.GossipGossipInterval }),
 	intKey("MESH_PARTITION_PERCENT", originIHA, 1, 100, "percent", "when more than this share of the mesh's computes is lost within MESH_PARTITION_WINDOW, suspect the leader's own network: those hosts need Nova's DELTA rule as well", func(s *Settings) *int { return &s.MeshPartitionPercent }),
 	secKey("MESH_PARTITION_WINDOW", originIHA, 5, 600, "the window of MESH_PARTITION_PERCENT", func(s *Settings) *time.Duration { return &s.MeshPartitionWindow }),
 	{Name: "KDUMP_LISTEN", Kind: kindListenAddr, Origin: originIHA, Meaning: "with CHECK_KDUMP, where the leader listens for fence_kdump packets (UDP), or `off` (notices then come only through the agents)", DocDefault: "`:7410` (the port of UDP_PORT when set)", strp: func(s *Settings) *string { return &s.KdumpListen }},
 }
 
-// Gossip profiles (GOSSIP_PROFILE). Their knobs are gossip.DefaultProfile's
-// and gossip.FastProfile's (a test in cmd/iha-leader keeps them in step).
+// Gossip profiles (GOSSIP_PROFILE). Their knobs are gossip.FastProfile's
+// and gossip.LANProfile's; "default" is IHA's default, gossip.DefaultProfile
+// (TestGossipProfilesMatchTheMesh in cmd/iha-leader keeps them in step).
 const (
-	GossipProfileDefault = "default"
 	GossipProfileFast    = "fast"
+	GossipProfileLAN     = "lan"
+	GossipProfileDefault = "default" // the default profile, whichever it is: fast
 )
 
 // GossipKnobs are the effective failure-detector settings.
@@ -175,10 +177,10 @@ type GossipKnobs struct {
 
 // GossipBase returns the knobs of a profile.
 func GossipBase(profile string) GossipKnobs {
-	if profile == GossipProfileFast {
-		return GossipKnobs{ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond, GossipInterval: 100 * time.Millisecond, SuspicionMult: 4}
+	if profile == GossipProfileLAN {
+		return GossipKnobs{ProbeInterval: time.Second, ProbeTimeout: 500 * time.Millisecond, GossipInterval: 200 * time.Millisecond, SuspicionMult: 4}
 	}
-	return GossipKnobs{ProbeInterval: time.Second, ProbeTimeout: 500 * time.Millisecond, GossipInterval: 200 * time.Millisecond, SuspicionMult: 4}
+	return GossipKnobs{ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond, GossipInterval: 100 * time.Millisecond, SuspicionMult: 4}
 }
 
 // Gossip returns the effective knobs: GOSSIP_PROFILE's, overridden by the

@@ -120,7 +120,7 @@ type Settings struct {
 	GossipJoin           []string      // GOSSIP_JOIN: members to join
 	GossipKeyring        string        // GOSSIP_KEYRING: keyring file (encryption)
 	GossipLabel          string        // GOSSIP_LABEL: cluster label
-	GossipProfile        string        // GOSSIP_PROFILE: default | fast
+	GossipProfile        string        // GOSSIP_PROFILE: fast | lan | default (= fast)
 	GossipProbeInterval  time.Duration // GOSSIP_PROBE_INTERVAL (0: the profile's)
 	GossipProbeTimeout   time.Duration // GOSSIP_PROBE_TIMEOUT (0: the profile's)
 	GossipSuspicionMult  int           // GOSSIP_SUSPICION_MULT (0: the profile's)
@@ -167,7 +167,7 @@ func Defaults() Settings {
 
 		GossipBind:           "0.0.0.0:7946",
 		KdumpListen:          ":" + strconv.Itoa(DefaultUDPPort),
-		GossipProfile:        GossipProfileDefault,
+		GossipProfile:        GossipProfileFast,
 		MeshPartitionPercent: 30,
 		MeshPartitionWindow:  60 * time.Second,
 
