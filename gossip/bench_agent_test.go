@@ -23,88 +23,95 @@ import (
 // applies as in BenchmarkDetection (see there).
 func BenchmarkAgentCost(b *testing.B) {
 	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("n=%d/default/udp", n), func(b *testing.B) {
-			bin := buildAgent(b)
-			members := n - 1
-			raiseNofile(b, 2*members+256)
-			// IHA_BENCH_TIMESCALE=k slows the in-process members and the
-			// agent alike (every interval ×k): 999 UDP members in one
-			// process do not keep up on 2 cores at the real pace. The
-			// agent's RSS does not depend on the pace (its member table is
-			// the same); its CPU is per probe and per gossip round, so the
-			// real-pace figure is the measured one ×k.
-			k := timeScale(b)
-			p := DefaultProfile().slowed(k)
-			servePprof()
-			sinceStart = startCPU()
-			// A mesh that cannot converge on this machine (1,000 members in
-			// one process on 2 cores) is still measured: the agent's cost is
-			// then that of a churning mesh, and the log says so.
-			c := startBenchCluster(b, members, p, true)
-			converged := c.tryConverge(members, scale(2*time.Minute))
-			b.Logf("mesh of %d in-process members after %v: %v (%v)",
-				members, time.Since(sinceStart.wall).Round(time.Millisecond), errOr(converged, "converged"), sinceStart)
-
-			dir := b.TempDir()
-			port := freePort(b)
-			cfg := fmt.Sprintf("node_name: agent-under-test\nnova_host: agent-under-test\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: warn\n"+
-				"gossip: {GOSSIP_PROBE_INTERVAL: %q, GOSSIP_PROBE_TIMEOUT: %q, GOSSIP_SUSPICION_MULT: \"%d\", GOSSIP_GOSSIP_INTERVAL: %q}\n",
-				port, c.ctl.Addr(), dir, p.ProbeInterval.String(), p.ProbeTimeout.String(), p.SuspicionMult, p.GossipInterval.String())
-			cfgFile := filepath.Join(dir, "agent.yaml")
-			if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-				b.Fatal(err)
-			}
-			agent := startAgentProc(b, bin, "-config", cfgFile)
-			seen := func() bool {
-				for _, m := range c.ctl.Members() {
-					if m.Name == "agent-under-test" && m.State == StateAlive {
-						return true
-					}
-				}
-				return false
-			}
-			if converged == nil {
-				waitFor(b, scale(2*time.Minute), "the controller to see the agent alive", seen)
-				c.waitConverged(n, scale(2*time.Minute))
-			} else {
-				deadline := time.Now().Add(scale(time.Minute))
-				for !seen() && time.Now().Before(deadline) {
-					time.Sleep(100 * time.Millisecond)
-				}
-				b.Logf("the controller sees the agent alive: %v", seen())
-			}
-			// The join's push/pull gave the agent the full member list; let
-			// the joins' gossip die down before measuring.
-			time.Sleep(stretch(30*time.Second, k))
-
-			window := stretch(60*time.Second, k) // as many protocol rounds at any time scale
-			susp0 := c.obs.count(KindSuspect)
-			cpu0 := procStatCPU(b, agent.Pid)
-			mesh := startCPU()
-			t0 := time.Now()
-			var rssMax float64
-			for time.Since(t0) < window {
-				time.Sleep(time.Second)
-				rssMax = max(rssMax, vmRSS(b, agent.Pid))
-			}
-			cpu := procStatCPU(b, agent.Pid) - cpu0
-			wall := time.Since(t0)
-			rss := vmRSS(b, agent.Pid)
-			alive, suspect := c.atController()
-			b.ReportMetric(rss, "agent_RSS_MiB")
-			b.ReportMetric(rssMax, "agent_RSS_max_MiB")
-			b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "agent_CPU_%core")
-			if k != 1 {
-				b.ReportMetric(k*100*cpu.Seconds()/wall.Seconds(), "agent_CPU_%core_x_timescale")
-				b.Logf("IHA_BENCH_TIMESCALE %g: every gossip interval of the members and the agent was ×%g; agent_CPU_%%core_x_timescale (the measured CPU ×%g) estimates the real pace, RSS needs no correction", k, k, k)
-			}
-			b.ReportMetric(mesh.cores(), "proc_cores")
-			b.ReportMetric(mesh.waiting(), "runq_wait")
-			b.ReportMetric(float64(c.obs.count(KindSuspect)-susp0), "suspects_at_ctl")
-			b.Logf("agent among %d members over %v: RSS %.1f MiB (max %.1f), CPU %.2f %% of one core; the controller sees %d alive, %d suspect; %d suspect events during the window; mesh %v",
-				n, wall.Round(time.Second), rss, rssMax, 100*cpu.Seconds()/wall.Seconds(), alive, suspect, c.obs.count(KindSuspect)-susp0, mesh)
-		})
+		for _, prof := range benchProfiles(b) {
+			benchAgentCost(b, n, prof)
+		}
 	}
+}
+
+// benchAgentCost is one BenchmarkAgentCost run: n members, profile prof.
+func benchAgentCost(b *testing.B, n int, prof string) {
+	b.Run(fmt.Sprintf("n=%d/%s/udp", n, prof), func(b *testing.B) {
+		bin := buildAgent(b)
+		members := n - 1
+		raiseNofile(b, 2*members+256)
+		// IHA_BENCH_TIMESCALE=k slows the in-process members and the
+		// agent alike (every interval ×k): 999 UDP members in one
+		// process do not keep up on 2 cores at the real pace. The
+		// agent's RSS does not depend on the pace (its member table is
+		// the same); its CPU is per probe and per gossip round, so the
+		// real-pace figure is the measured one ×k.
+		k := timeScale(b)
+		p := profileNamed(b, prof).slowed(k)
+		servePprof()
+		sinceStart = startCPU()
+		// A mesh that cannot converge on this machine (1,000 members in
+		// one process on 2 cores) is still measured: the agent's cost is
+		// then that of a churning mesh, and the log says so.
+		c := startBenchCluster(b, members, p, true)
+		converged := c.tryConverge(members, scale(2*time.Minute))
+		b.Logf("mesh of %d in-process members after %v: %v (%v)",
+			members, time.Since(sinceStart.wall).Round(time.Millisecond), errOr(converged, "converged"), sinceStart)
+
+		dir := b.TempDir()
+		port := freePort(b)
+		cfg := fmt.Sprintf("node_name: agent-under-test\nnova_host: agent-under-test\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: warn\n"+
+			"gossip: {GOSSIP_PROBE_INTERVAL: %q, GOSSIP_PROBE_TIMEOUT: %q, GOSSIP_SUSPICION_MULT: \"%d\", GOSSIP_GOSSIP_INTERVAL: %q}\n",
+			port, c.ctl.Addr(), dir, p.ProbeInterval.String(), p.ProbeTimeout.String(), p.SuspicionMult, p.GossipInterval.String())
+		cfgFile := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		agent := startAgentProc(b, bin, "-config", cfgFile)
+		seen := func() bool {
+			for _, m := range c.ctl.Members() {
+				if m.Name == "agent-under-test" && m.State == StateAlive {
+					return true
+				}
+			}
+			return false
+		}
+		if converged == nil {
+			waitFor(b, scale(2*time.Minute), "the controller to see the agent alive", seen)
+			c.waitConverged(n, scale(2*time.Minute))
+		} else {
+			deadline := time.Now().Add(scale(time.Minute))
+			for !seen() && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			b.Logf("the controller sees the agent alive: %v", seen())
+		}
+		// The join's push/pull gave the agent the full member list; let
+		// the joins' gossip die down before measuring.
+		time.Sleep(stretch(30*time.Second, k))
+
+		window := stretch(60*time.Second, k) // as many protocol rounds at any time scale
+		susp0 := c.obs.count(KindSuspect)
+		cpu0 := procStatCPU(b, agent.Pid)
+		mesh := startCPU()
+		t0 := time.Now()
+		var rssMax float64
+		for time.Since(t0) < window {
+			time.Sleep(time.Second)
+			rssMax = max(rssMax, vmRSS(b, agent.Pid))
+		}
+		cpu := procStatCPU(b, agent.Pid) - cpu0
+		wall := time.Since(t0)
+		rss := vmRSS(b, agent.Pid)
+		alive, suspect := c.atController()
+		b.ReportMetric(rss, "agent_RSS_MiB")
+		b.ReportMetric(rssMax, "agent_RSS_max_MiB")
+		b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "agent_CPU_%core")
+		if k != 1 {
+			b.ReportMetric(k*100*cpu.Seconds()/wall.Seconds(), "agent_CPU_%core_x_timescale")
+			b.Logf("IHA_BENCH_TIMESCALE %g: every gossip interval of the members and the agent was ×%g; agent_CPU_%%core_x_timescale (the measured CPU ×%g) estimates the real pace, RSS needs no correction", k, k, k)
+		}
+		b.ReportMetric(mesh.cores(), "proc_cores")
+		b.ReportMetric(mesh.waiting(), "runq_wait")
+		b.ReportMetric(float64(c.obs.count(KindSuspect)-susp0), "suspects_at_ctl")
+		b.Logf("agent among %d members over %v: RSS %.1f MiB (max %.1f), CPU %.2f %% of one core; the controller sees %d alive, %d suspect; %d suspect events during the window; mesh %v",
+			n, wall.Round(time.Second), rss, rssMax, 100*cpu.Seconds()/wall.Seconds(), alive, suspect, c.obs.count(KindSuspect)-susp0, mesh)
+	})
 }
 
 func errOr(err error, ok string) string {
@@ -114,30 +121,16 @@ func errOr(err error, ok string) string {
 	return ok
 }
 
-var (
-	agentBuild    sync.Once
-	agentBin      string
-	agentBuildErr error
-)
-
-// buildAgent builds cmd/iha-agent once into a temporary directory.
+// buildAgent builds cmd/iha-agent into the benchmark's temporary directory
+// (removed when it ends; Go's build cache makes every build after the first
+// quick).
 func buildAgent(b testing.TB) string {
-	agentBuild.Do(func() {
-		dir, err := os.MkdirTemp("", "iha-agent-bench")
-		if err != nil {
-			agentBuildErr = err
-			return
-		}
-		agentBin = filepath.Join(dir, "iha-agent")
-		out, err := exec.Command("go", "build", "-o", agentBin, "github.com/ihaproject/iha/cmd/iha-agent").CombinedOutput()
-		if err != nil {
-			agentBuildErr = fmt.Errorf("go build ./cmd/iha-agent: %v\n%s", err, out)
-		}
-	})
-	if agentBuildErr != nil {
-		b.Fatal(agentBuildErr)
+	bin := filepath.Join(b.TempDir(), "iha-agent")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/ihaproject/iha/cmd/iha-agent").CombinedOutput()
+	if err != nil {
+		b.Fatalf("go build ./cmd/iha-agent: %v\n%s", err, out)
 	}
-	return agentBin
+	return bin
 }
 
 // startAgentProc starts the agent and stops it by its PID when the benchmark

@@ -27,17 +27,24 @@ import (
 // throughput. `go test ./gossip/` without -bench runs none of them.
 //
 //	go test -run XXX -bench 'Detection/^n=(10|100)$/.*/memnet' -benchtime 1x -timeout 60m ./gossip/
-//	IHA_BENCH_TIMESCALE=2 go test -run XXX -bench 'Detection/^n=1000$/default' -benchtime 1x -timeout 60m ./gossip/
+//	IHA_BENCH_PROFILES=lan IHA_BENCH_TIMESCALE=2 go test -run XXX -bench 'Detection/^n=1000$/' -benchtime 1x -timeout 60m ./gossip/
+//	IHA_BENCH_PROFILES=fast IHA_BENCH_TIMESCALE=4 go test -run XXX -bench 'Detection/^n=1000$/' -benchtime 1x -timeout 60m ./gossip/
 //	go test -run XXX -bench 'Detection/.*/udp' -benchtime 1x -timeout 60m ./gossip/
 //
 // (1,000 members need the time scale on a 2-core machine, see timeScale and
-// doc.go; members above 100 join in waves, see growBenchCluster. With
-// IHA_BENCH_PPROF=127.0.0.1:6061 the run serves pprof.)
+// docs/benchmarks.md; members above 100 join in waves, see
+// growBenchCluster. With IHA_BENCH_PPROF=127.0.0.1:6061 the run serves
+// pprof.)
 //
 // (Sub-benchmark patterns are unanchored per level: n=10 also selects n=100
 // and n=1000.)
 //	go test -run XXX -bench FalseDeadUnderLoss -benchtime 1x -timeout 60m ./gossip/
 //	go test -run XXX -bench AgentCost -benchtime 1x -timeout 60m ./gossip/
+//
+// IHA_BENCH_PROFILES chooses the profiles every gossip benchmark runs
+// (benchProfiles: "lan fast" unless set; a profile may be written as its
+// knobs, "pi=250ms,pt=100ms,sm=8,gi=100ms"). Stalls and CPU starvation:
+// bench_stall_test.go.
 //
 // Each prints, beside its figures, the formula's value (formula_s), the
 // test process's CPU in cores (proc_cores; 2.0 is all of this machine) and
@@ -320,11 +327,18 @@ func (c *benchCluster) killOne(n int, killed map[string]bool) time.Duration {
 // falseAtController counts dead events at the controller for members that
 // were never killed.
 func (c *benchCluster) falseAtController(killed map[string]bool) int {
+	return c.falseAtControllerSince(killed, time.Time{})
+}
+
+// falseAtControllerSince counts them from a time on: a member falsely
+// declared dead while the mesh formed may be killed later, so subtracting
+// the count at the join from a later count would undercount.
+func (c *benchCluster) falseAtControllerSince(killed map[string]bool, since time.Time) int {
 	n := 0
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()
 	for _, e := range c.obs.events {
-		if e.Kind == KindDead && !killed[e.Node] {
+		if e.Kind == KindDead && !killed[e.Node] && !e.At.Before(since) {
 			n++
 		}
 	}
@@ -473,13 +487,6 @@ func (p Profile) slowed(k float64) Profile {
 // stretch is d on a clock k times slower.
 func stretch(d time.Duration, k float64) time.Duration { return time.Duration(float64(d) * k) }
 
-func profileNamed(name string) Profile {
-	if name == "fast" {
-		return FastProfile()
-	}
-	return DefaultProfile()
-}
-
 // BenchmarkDetection measures kill → dead at the controller. After the mesh
 // converges it first watches it idle (no kill) for a window: suspicions or
 // dead verdicts there mean the process cannot keep up with n members and the
@@ -488,71 +495,73 @@ func BenchmarkDetection(b *testing.B) {
 	servePprof()
 	for _, tc := range []struct {
 		n      int
-		prof   string
 		udp    bool
 		trials int
 	}{
-		{10, "default", false, 10}, {10, "fast", false, 10},
-		{100, "default", false, 8}, {100, "fast", false, 8},
-		{100, "default", true, 6}, {100, "fast", true, 6},
-		{300, "default", false, 5}, {300, "fast", false, 5},
-		{500, "default", false, 5}, {500, "fast", false, 5},
-		{1000, "default", false, 5}, {1000, "fast", false, 5},
+		{10, false, 10}, {100, false, 8}, {100, true, 6}, {300, false, 5}, {500, false, 5}, {1000, false, 5},
 	} {
-		transport := "memnet"
-		if tc.udp {
-			transport = "udp"
+		for _, prof := range benchProfiles(b) {
+			tc := struct {
+				n      int
+				prof   string
+				udp    bool
+				trials int
+			}{tc.n, prof, tc.udp, tc.trials}
+			transport := "memnet"
+			if tc.udp {
+				transport = "udp"
+			}
+			b.Run(fmt.Sprintf("n=%d/%s/%s", tc.n, tc.prof, transport), func(b *testing.B) {
+				k := timeScale(b)
+				p := profileNamed(b, tc.prof).slowed(k)
+				sinceStart = startCPU()
+				c := newBenchCluster(b, tc.n, p, tc.udp)
+				b.Logf("converged %d members in %v (%v)", tc.n, time.Since(sinceStart.wall).Round(time.Millisecond), sinceStart)
+				joinDead, joined := c.falseAtController(map[string]bool{}), time.Now()
+				b.ReportMetric(float64(joinDead), "join_false_dead_at_ctl")
+
+				killed := map[string]bool{}
+				window := max(30*time.Second, 3*p.ExpectedDetection(tc.n))
+				susp0 := c.obs.count(KindSuspect)
+				idle := startCPU()
+				time.Sleep(window)
+				idleCores, idleWait := idle.cores(), idle.waiting()
+				idleSusp := c.obs.count(KindSuspect) - susp0
+				idleDead := c.falseAtControllerSince(killed, joined)
+				b.ReportMetric(idleCores, "idle_proc_cores")
+				b.ReportMetric(idleWait, "idle_runq_wait")
+				b.ReportMetric(float64(idleSusp), "idle_suspects_at_ctl")
+				b.ReportMetric(float64(idleDead), "idle_dead_at_ctl")
+				b.Logf("join: %d false dead events at the controller; idle %v, no kill: %d suspect and %d dead events at the controller, process %.2f cores, %.2f threads waiting for a CPU, load %s",
+					joinDead, window, idleSusp, idleDead, idleCores, idleWait, loadAvg())
+
+				run := startCPU()
+				var lat []time.Duration
+				for i := 0; i < tc.trials; i++ {
+					lat = append(lat, c.killOne(tc.n, killed))
+				}
+				falseDead, suspects := c.falseEverywhere(killed)
+				b.ReportMetric(percentile(lat, 0.5).Seconds()/k, "p50_s")
+				b.ReportMetric(percentile(lat, 0.99).Seconds()/k, "p99_s")
+				b.ReportMetric(p.ExpectedDetection(tc.n).Seconds()/k, "formula_s")
+				if k != 1 {
+					b.ReportMetric(k, "time_scale")
+					b.Logf("IHA_BENCH_TIMESCALE %g: every interval of the profile was ×%g and p50_s, p99_s and formula_s are divided by it; the raw latencies follow", k, k)
+				}
+				b.ReportMetric(float64(len(lat)), "trials")
+				b.ReportMetric(float64(c.falseAtControllerSince(killed, joined)), "false_dead_at_ctl")
+				b.ReportMetric(run.cores(), "proc_cores")
+				b.ReportMetric(run.waiting(), "runq_wait")
+				b.Logf("kill → dead at the controller, %d trials: %v (formula %v, worst %v); since the join: false dead events: %d at the controller; since the start: %d across all members, %d suspect events across all members; %v",
+					len(lat), lat, p.ExpectedDetection(tc.n), p.WorstDetection(tc.n), c.falseAtControllerSince(killed, joined), falseDead, suspects, run)
+				if fd := c.falselyDead(killed); len(fd) > 0 {
+					b.Logf("members falsely declared dead (by how many members): %v", fd)
+				}
+				if tc.n >= 300 {
+					reportProcess(b, tc.n)
+				}
+			})
 		}
-		b.Run(fmt.Sprintf("n=%d/%s/%s", tc.n, tc.prof, transport), func(b *testing.B) {
-			k := timeScale(b)
-			p := profileNamed(tc.prof).slowed(k)
-			sinceStart = startCPU()
-			c := newBenchCluster(b, tc.n, p, tc.udp)
-			b.Logf("converged %d members in %v (%v)", tc.n, time.Since(sinceStart.wall).Round(time.Millisecond), sinceStart)
-			joinDead := c.falseAtController(map[string]bool{})
-			b.ReportMetric(float64(joinDead), "join_false_dead_at_ctl")
-
-			killed := map[string]bool{}
-			window := max(30*time.Second, 3*p.ExpectedDetection(tc.n))
-			susp0 := c.obs.count(KindSuspect)
-			idle := startCPU()
-			time.Sleep(window)
-			idleCores, idleWait := idle.cores(), idle.waiting()
-			idleSusp := c.obs.count(KindSuspect) - susp0
-			idleDead := c.falseAtController(killed) - joinDead
-			b.ReportMetric(idleCores, "idle_proc_cores")
-			b.ReportMetric(idleWait, "idle_runq_wait")
-			b.ReportMetric(float64(idleSusp), "idle_suspects_at_ctl")
-			b.ReportMetric(float64(idleDead), "idle_dead_at_ctl")
-			b.Logf("join: %d false dead events at the controller; idle %v, no kill: %d suspect and %d dead events at the controller, process %.2f cores, %.2f threads waiting for a CPU, load %s",
-				joinDead, window, idleSusp, idleDead, idleCores, idleWait, loadAvg())
-
-			run := startCPU()
-			var lat []time.Duration
-			for i := 0; i < tc.trials; i++ {
-				lat = append(lat, c.killOne(tc.n, killed))
-			}
-			falseDead, suspects := c.falseEverywhere(killed)
-			b.ReportMetric(percentile(lat, 0.5).Seconds()/k, "p50_s")
-			b.ReportMetric(percentile(lat, 0.99).Seconds()/k, "p99_s")
-			b.ReportMetric(p.ExpectedDetection(tc.n).Seconds()/k, "formula_s")
-			if k != 1 {
-				b.ReportMetric(k, "time_scale")
-				b.Logf("IHA_BENCH_TIMESCALE %g: every interval of the profile was ×%g and p50_s, p99_s and formula_s are divided by it; the raw latencies follow", k, k)
-			}
-			b.ReportMetric(float64(len(lat)), "trials")
-			b.ReportMetric(float64(c.falseAtController(killed)-joinDead), "false_dead_at_ctl")
-			b.ReportMetric(run.cores(), "proc_cores")
-			b.ReportMetric(run.waiting(), "runq_wait")
-			b.Logf("kill → dead at the controller, %d trials: %v (formula %v, worst %v); since the join: false dead events: %d at the controller; since the start: %d across all members, %d suspect events across all members; %v",
-				len(lat), lat, p.ExpectedDetection(tc.n), p.WorstDetection(tc.n), c.falseAtController(killed)-joinDead, falseDead, suspects, run)
-			if fd := c.falselyDead(killed); len(fd) > 0 {
-				b.Logf("members falsely declared dead (by how many members): %v", fd)
-			}
-			if tc.n >= 300 {
-				reportProcess(b, tc.n)
-			}
-		})
 	}
 }
 
@@ -572,9 +581,9 @@ func reportProcess(b *testing.B, n int) {
 // event is a false verdict.
 func BenchmarkFalseDeadUnderLoss(b *testing.B) {
 	for _, loss := range []float64{0.10, 0.20} {
-		for _, prof := range []string{"default", "fast"} {
+		for _, prof := range benchProfiles(b) {
 			b.Run(fmt.Sprintf("n=100/loss=%.0f%%/%s", loss*100, prof), func(b *testing.B) {
-				p := profileNamed(prof)
+				p := profileNamed(b, prof)
 				const n = 100
 				sinceStart = startCPU()
 				c := newBenchCluster(b, n, p, false)
