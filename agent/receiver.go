@@ -53,12 +53,15 @@ type ReceiverStats struct {
 	Relayed    uint64 // relayed as a notice
 	Repeated   uint64 // valid, but the source was relayed less than RelayInterval ago
 	Short      uint64
-	Long       uint64
 	BadMagic   uint64
-	BadVersion uint64
 	Flood      uint64 // over MaxPacketsPerSecond
 	Unresolved uint64 // no host name for the source address
 	RelayError uint64
+	// Variant counts valid packets that are longer than 8 bytes or carry
+	// another version than 1 (a fence_kdump_send variant). They are read
+	// as InstanceHA reads them, by their magic alone, so each is also
+	// counted in one of the counters above.
+	Variant uint64
 }
 
 // Receiver reads fence_kdump packets and relays them.
@@ -66,7 +69,7 @@ type Receiver struct {
 	cfg ReceiverConfig
 	log *slog.Logger
 
-	received, relayed, repeated, short, long, badMagic, badVersion, flood, unresolved, relayErr atomic.Uint64
+	received, relayed, repeated, short, badMagic, flood, unresolved, relayErr, variant atomic.Uint64
 
 	mu      sync.Mutex
 	sources map[string]*source
@@ -114,8 +117,8 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 // Stats returns the counters.
 func (r *Receiver) Stats() ReceiverStats {
 	return ReceiverStats{Received: r.received.Load(), Relayed: r.relayed.Load(), Repeated: r.repeated.Load(),
-		Short: r.short.Load(), Long: r.long.Load(), BadMagic: r.badMagic.Load(), BadVersion: r.badVersion.Load(),
-		Flood: r.flood.Load(), Unresolved: r.unresolved.Load(), RelayError: r.relayErr.Load()}
+		Short: r.short.Load(), BadMagic: r.badMagic.Load(), Flood: r.flood.Load(), Unresolved: r.unresolved.Load(),
+		RelayError: r.relayErr.Load(), Variant: r.variant.Load()}
 }
 
 // Run reads packets until ctx ends, then closes the socket.
@@ -161,19 +164,18 @@ func (r *Receiver) handle(ctx context.Context, b []byte, from net.Addr, now time
 		}
 		return
 	}
-	if _, err := kdump.Decode(b); err != nil {
-		switch {
-		case errors.Is(err, kdump.ErrShort):
+	pkt, err := kdump.Decode(b)
+	if err != nil {
+		if errors.Is(err, kdump.ErrShort) {
 			r.short.Add(1)
-		case errors.Is(err, kdump.ErrLong):
-			r.long.Add(1)
-		case errors.Is(err, kdump.ErrVersion):
-			r.badVersion.Add(1)
-		default:
+		} else {
 			r.badMagic.Add(1)
 		}
 		r.log.Debug("kdump receiver: dropped a malformed packet", "from", from.String(), "err", err)
 		return
+	}
+	if pkt.Variant() {
+		r.variant.Add(1)
 	}
 	ip := sourceIP(from)
 	r.mu.Lock()

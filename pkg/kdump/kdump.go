@@ -21,32 +21,41 @@ const (
 var (
 	// ErrShort: fewer than PacketSize bytes.
 	ErrShort = errors.New("kdump: packet shorter than 8 bytes")
-	// ErrLong: more than PacketSize bytes; fence_kdump_send never sends more.
-	ErrLong = errors.New("kdump: packet longer than 8 bytes")
 	// ErrMagic: the first word is not 0x1B302A40 in either byte order.
 	ErrMagic = errors.New("kdump: wrong magic")
-	// ErrVersion: the magic is right but the version is not 1.
-	ErrVersion = errors.New("kdump: unsupported version")
 )
 
-// Decode checks one datagram and returns the byte order it was sent in.
-func Decode(b []byte) (binary.ByteOrder, error) {
-	switch {
-	case len(b) < PacketSize:
-		return nil, ErrShort
-	case len(b) > PacketSize:
-		return nil, ErrLong
+// Packet is what Decode read of a datagram.
+type Packet struct {
+	// Order is the byte order the magic was sent in.
+	Order binary.ByteOrder
+	// Version is the second word in that order (fence_kdump_send sends 1).
+	// It is not checked: InstanceHA reads the magic and nothing else, and a
+	// site's sender may be a variant.
+	Version uint32
+	// Extra counts the bytes after the first eight, ignored for the same
+	// reason.
+	Extra int
+}
+
+// Variant reports whether the packet is not exactly what fence-agents'
+// fence_kdump_send sends (a longer packet, or another version).
+func (p Packet) Variant() bool { return p.Version != Version || p.Extra > 0 }
+
+// Decode reads one datagram as InstanceHA does (R12.1): at least 8 bytes
+// whose first word is the magic in either byte order; the version and any
+// further bytes are reported, not checked, so every fence_kdump_send
+// variant is heard.
+func Decode(b []byte) (Packet, error) {
+	if len(b) < PacketSize {
+		return Packet{}, ErrShort
 	}
 	for _, o := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
-		if o.Uint32(b[0:4]) != Magic {
-			continue
+		if o.Uint32(b[0:4]) == Magic {
+			return Packet{Order: o, Version: o.Uint32(b[4:8]), Extra: len(b) - PacketSize}, nil
 		}
-		if v := o.Uint32(b[4:8]); v != Version {
-			return nil, fmt.Errorf("%w %d", ErrVersion, v)
-		}
-		return o, nil
 	}
-	return nil, ErrMagic
+	return Packet{}, ErrMagic
 }
 
 // Encode returns the packet fence_kdump_send would send from a host with byte

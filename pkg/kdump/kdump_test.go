@@ -7,22 +7,28 @@ import (
 	"time"
 )
 
-func TestDecodeAcceptsBothByteOrdersAndDropsMalformed(t *testing.T) {
+// TestDecodeReadsOnlyTheMagicAsInstanceHADoes is issue 16 item 6: a packet
+// is a notice when it has at least 8 bytes and starts with the magic in
+// either byte order (R12.1); the version and anything appended are reported
+// but never a reason to drop it.
+func TestDecodeReadsOnlyTheMagicAsInstanceHADoes(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      []byte
-		want    binary.ByteOrder
+		want    Packet
+		variant bool
 		wantErr error
 	}{
-		{"x86-64 sender, little endian", []byte{0x40, 0x2a, 0x30, 0x1b, 0x01, 0, 0, 0}, binary.LittleEndian, nil},
-		{"big-endian sender", []byte{0x1b, 0x30, 0x2a, 0x40, 0, 0, 0, 0x01}, binary.BigEndian, nil},
-		{"empty", nil, nil, ErrShort},
-		{"seven bytes", []byte{0x40, 0x2a, 0x30, 0x1b, 0x01, 0, 0}, nil, ErrShort},
-		{"nine bytes", []byte{0x40, 0x2a, 0x30, 0x1b, 0x01, 0, 0, 0, 0}, nil, ErrLong},
-		{"wrong magic", []byte{0x41, 0x2a, 0x30, 0x1b, 0x01, 0, 0, 0}, nil, ErrMagic},
-		{"magic in one order, version in the other", []byte{0x40, 0x2a, 0x30, 0x1b, 0, 0, 0, 0x01}, nil, ErrVersion},
-		{"version 2", []byte{0x40, 0x2a, 0x30, 0x1b, 0x02, 0, 0, 0}, nil, ErrVersion},
-		{"version 0", []byte{0x40, 0x2a, 0x30, 0x1b, 0, 0, 0, 0}, nil, ErrVersion},
+		{"x86-64 sender, little endian", []byte{0x40, 0x2a, 0x30, 0x1b, 0x01, 0, 0, 0}, Packet{binary.LittleEndian, 1, 0}, false, nil},
+		{"big-endian sender", []byte{0x1b, 0x30, 0x2a, 0x40, 0, 0, 0, 0x01}, Packet{binary.BigEndian, 1, 0}, false, nil},
+		{"nine bytes", []byte{0x40, 0x2a, 0x30, 0x1b, 0x01, 0, 0, 0, 0}, Packet{binary.LittleEndian, 1, 1}, true, nil},
+		{"magic then a node name", append([]byte{0x40, 0x2a, 0x30, 0x1b, 0x01, 0, 0, 0}, "compute-7"...), Packet{binary.LittleEndian, 1, 9}, true, nil},
+		{"version in the other byte order", []byte{0x40, 0x2a, 0x30, 0x1b, 0, 0, 0, 0x01}, Packet{binary.LittleEndian, 0x01000000, 0}, true, nil},
+		{"version 2", []byte{0x40, 0x2a, 0x30, 0x1b, 0x02, 0, 0, 0}, Packet{binary.LittleEndian, 2, 0}, true, nil},
+		{"version 0", []byte{0x40, 0x2a, 0x30, 0x1b, 0, 0, 0, 0}, Packet{binary.LittleEndian, 0, 0}, true, nil},
+		{"empty", nil, Packet{}, false, ErrShort},
+		{"seven bytes", []byte{0x40, 0x2a, 0x30, 0x1b, 0x01, 0, 0}, Packet{}, false, ErrShort},
+		{"wrong magic", []byte{0x41, 0x2a, 0x30, 0x1b, 0x01, 0, 0, 0}, Packet{}, false, ErrMagic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -31,7 +37,10 @@ func TestDecodeAcceptsBothByteOrdersAndDropsMalformed(t *testing.T) {
 				t.Fatalf("Decode(% x) error = %v, want %v", tt.in, err, tt.wantErr)
 			}
 			if got != tt.want {
-				t.Fatalf("Decode(% x) order = %v, want %v", tt.in, got, tt.want)
+				t.Fatalf("Decode(% x) = %+v, want %+v", tt.in, got, tt.want)
+			}
+			if err == nil && got.Variant() != tt.variant {
+				t.Fatalf("Decode(% x).Variant() = %v, want %v", tt.in, got.Variant(), tt.variant)
 			}
 		})
 	}
@@ -40,8 +49,8 @@ func TestDecodeAcceptsBothByteOrdersAndDropsMalformed(t *testing.T) {
 func TestEncodeRoundTripsThroughDecode(t *testing.T) {
 	for _, o := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
 		got, err := Decode(Encode(o))
-		if err != nil || got != o {
-			t.Fatalf("Decode(Encode(%v)) = %v, %v", o, got, err)
+		if err != nil || got.Order != o || got.Variant() {
+			t.Fatalf("Decode(Encode(%v)) = %+v, %v", o, got, err)
 		}
 	}
 	if want := []byte{0x40, 0x2a, 0x30, 0x1b, 0x01, 0, 0, 0}; string(Encode(binary.LittleEndian)) != string(want) {
@@ -88,18 +97,21 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0x40, 0x2a, 0x30, 0x1b, 0x02, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		o, err := Decode(b)
+		p, err := Decode(b)
 		if err != nil {
-			if o != nil {
-				t.Fatal("order returned with an error")
+			if p != (Packet{}) {
+				t.Fatal("packet returned with an error")
+			}
+			if len(b) >= PacketSize && (binary.LittleEndian.Uint32(b) == Magic || binary.BigEndian.Uint32(b) == Magic) {
+				t.Fatalf("dropped % x, which starts with the magic", b)
 			}
 			return
 		}
-		if len(b) != PacketSize || o.Uint32(b) != Magic || o.Uint32(b[4:]) != Version {
-			t.Fatalf("accepted % x", b)
+		if len(b) < PacketSize || p.Order.Uint32(b) != Magic || p.Order.Uint32(b[4:]) != p.Version || p.Extra != len(b)-PacketSize {
+			t.Fatalf("accepted % x as %+v", b, p)
 		}
-		if string(Encode(o)) != string(b) {
-			t.Fatalf("accepted % x but it differs from Encode(%v)", b, o)
+		if !p.Variant() && string(Encode(p.Order)) != string(b) {
+			t.Fatalf("% x is no variant but differs from Encode(%v)", b, p.Order)
 		}
 	})
 }
