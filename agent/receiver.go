@@ -203,7 +203,7 @@ func (r *Receiver) handle(ctx context.Context, b []byte, from net.Addr, now time
 	}
 	src.last, src.lastRelay = now, now
 	src.packets++
-	n := kdump.Notice{Host: host, SourceAddr: ip, First: src.first.UTC(), Last: now.UTC(), Packets: src.packets}
+	n := kdump.Notice{Host: host, SourceAddr: ip, First: src.first.UTC(), Last: now.UTC(), Packets: src.packets, MappedBy: how}
 	r.mu.Unlock()
 	if err := r.cfg.Relay(n); err != nil {
 		r.relayErr.Add(1)

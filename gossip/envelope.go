@@ -77,6 +77,11 @@ func decodeEnvelope(b []byte) (envelope, error) {
 		if e.Notice == nil {
 			return envelope{}, fmt.Errorf("%w: kdump without notice", errEnvelope)
 		}
+		// The relayer named in the notice is the member that sent it: a
+		// member cannot put a notice in another member's mouth.
+		if e.Notice.Relayer != e.From {
+			return envelope{}, fmt.Errorf("%w: kdump notice relayed by %q sent by %q", errEnvelope, e.Notice.Relayer, e.From)
+		}
 		// Re-check the notice with its own decoder's rules.
 		nb, err := e.Notice.MarshalBinary()
 		if err != nil {

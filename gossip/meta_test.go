@@ -88,6 +88,9 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if e.From == "" || e.Node == "" || e.ID == "" || (e.Type == msgKdump && e.Notice == nil) {
 			t.Fatalf("accepted an incomplete message %+v", e)
 		}
+		if e.Type == msgKdump && e.Notice.Relayer != e.From {
+			t.Fatalf("accepted a kdump notice relayed by %q from %q", e.Notice.Relayer, e.From)
+		}
 	})
 }
 

@@ -1,6 +1,8 @@
 package leader_test
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -244,5 +246,129 @@ func TestScenarioMeshPartitionGuard(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d MeshPartitionSuspected events, want 1 per episode", n)
+	}
+}
+
+// noDNS is a reverse DNS that knows no address (tests must not depend on
+// the machine's resolver).
+type noDNS struct{}
+
+func (noDNS) LookupAddr(context.Context, string) ([]string, error) { return nil, nil }
+
+// stubDNS answers reverse lookups from a map.
+type stubDNS map[string]string
+
+func (d stubDNS) LookupAddr(_ context.Context, ip string) ([]string, error) {
+	if n, ok := d[ip]; ok {
+		return []string{n}, nil
+	}
+	return nil, nil
+}
+
+// keepSending records notices every 200 ms, as fence_kdump_send repeats
+// them, until the test ends.
+func keepSending(t *testing.T, mesh *sandbox.Mesh, notices ...leader.KdumpNotice) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			for _, n := range notices {
+				mesh.KdumpNotice(n)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// TestScenarioKdumpNoticeMustComeFromTheHostItNames is issue 15's kdump
+// rule: a notice withholds the power-off only when its source address
+// belongs to the host it names (the address the host's agent advertises,
+// kdump_hosts on the relaying agent, or reverse DNS) and it came through an
+// authenticated channel. c1's notices come from c3's address and over an
+// unauthenticated mesh: each is a KdumpNoticeRejected event, and c1 is
+// powered off after KDUMP_TIMEOUT like any host that sent none. c2's come
+// from its own advertised address: it is recovered without a power-off.
+func TestScenarioKdumpNoticeMustComeFromTheHostItNames(t *testing.T) {
+	t.Parallel()
+	s := meshSettings()
+	s.CheckKdump = true
+	s.KdumpTimeout = 4 * time.Second
+	s.Threshold = 75
+	s.MeshPartitionPercent = 75
+	mesh := sandbox.NewMesh()
+	for i := 1; i <= 4; i++ {
+		mesh.SetAddr(fmt.Sprintf("c%d", i), fmt.Sprintf("127.0.0.1%d:7946", i))
+	}
+	w := newWorld(t, s, func(o *sandbox.Options) {
+		o.Mesh = mesh
+		o.Sim.ServiceDownTime = 30 * time.Second
+		o.KdumpQuiet = 2 * time.Second
+		o.Resolver = noDNS{}
+	})
+	w.Sim.AddServer(novasim.ServerSpec{Name: "vm-c2", Host: "c2", ImageID: w.image})
+	w.start()
+	time.Sleep(500 * time.Millisecond)
+
+	keepSending(t, mesh,
+		leader.KdumpNotice{Host: "c1", From: "127.0.0.13", Via: leader.KdumpViaAgent, Relayer: "c4", MappedBy: leader.KdumpMappedByMesh},
+		leader.KdumpNotice{Host: "c1", From: "127.0.0.11", Via: leader.KdumpViaAgent, Relayer: "rogue", MappedBy: leader.KdumpMappedByMesh,
+			Untrusted: "relayed over a gossip mesh without GOSSIP_KEYRING"},
+		leader.KdumpNotice{Host: "c2", From: "127.0.0.12", Via: leader.KdumpViaAgent, Relayer: "c4", MappedBy: leader.KdumpMappedByMesh})
+	death := time.Now()
+	w.Hang("c1")
+	w.Hang("c2")
+	time.Sleep(1100 * time.Millisecond) // Nova's last heartbeats are before the mesh's verdict
+	mesh.Set("c1", leader.MeshDead, "c3", "c4")
+	mesh.Set("c2", leader.MeshDead, "c3", "c4")
+
+	waitFor(t, 20*time.Second, "c2 recovered as dumping", func() bool {
+		r := w.FSM().Host("c2")
+		return r != nil && r.Fence != nil
+	})
+	if rec := w.FSM().Host("c2"); !rec.Kdump || rec.Fence.Method != "kdump" || rec.Evidence.KdumpFrom != "127.0.0.12" {
+		t.Errorf("c2: kdump %v, fence %+v, evidence %+v", rec.Kdump, rec.Fence, rec.Evidence)
+	}
+	waitFor(t, 20*time.Second, "c1 fenced after KDUMP_TIMEOUT", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && r.Fence != nil
+	})
+	if rec := w.FSM().Host("c1"); rec.Kdump || rec.Fence.Method == "kdump" {
+		t.Errorf("c1 was believed to be dumping: kdump %v, fence %+v", rec.Kdump, rec.Fence)
+	}
+	if d := w.stepStarted("c1", leader.StepFence).Sub(death); d < s.KdumpTimeout {
+		t.Errorf("c1 fenced %s after its death, before KDUMP_TIMEOUT %s", d, s.KdumpTimeout)
+	}
+	if off, _, _ := w.BMC("c1").Counts(); off != 1 {
+		t.Errorf("c1 powered off %d times, want 1", off)
+	}
+	if _, reqs, _ := w.BMC("c2").Counts(); reqs != 0 {
+		t.Errorf("c2 was dumping but got %d power-off requests", reqs)
+	}
+	var why []string
+	for _, e := range w.FSM().Events(0, "c1", 0) {
+		if e.Kind == leader.EventKdumpNoticeRejected {
+			why = append(why, e.Message)
+		}
+	}
+	got := strings.Join(why, "\n")
+	for _, want := range []string{"source address 127.0.0.13 does not belong to c1: the mesh says 127.0.0.13 is c3's agent",
+		"without GOSSIP_KEYRING"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no KdumpNoticeRejected event saying %q; got:\n%s", want, got)
+		}
+	}
+	if len(why) != 2 {
+		t.Errorf("%d KdumpNoticeRejected events for c1, want one per source and reason:\n%s", len(why), got)
+	}
+	for _, e := range w.FSM().Events(0, "c2", 0) {
+		if e.Kind == leader.EventKdumpNoticeRejected {
+			t.Errorf("c2's notice from its own address was rejected: %s", e.Message)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package leader
 import (
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 )
 
@@ -74,63 +73,6 @@ func CheckPartition(snap MeshSnapshot, now time.Time, window time.Duration, perc
 	sort.Strings(p.Hosts)
 	p.Suspected = p.Lost >= 2 && p.Lost*100 > percent*p.Total
 	return p
-}
-
-// KdumpNotice is a fence_kdump notice for a host: it crashed and its kdump
-// kernel is writing a dump.
-type KdumpNotice struct {
-	Host string
-	From string // source address of the packet
-	// Via says how it reached this controller ("agent" relay or "udp").
-	Via string
-	At  time.Time // when this controller received it
-}
-
-// KdumpLog keeps the last kdump notice of each host. Every controller
-// fills its own from the mesh and its UDP listener (agents relay each
-// notice to every controller), so a new leader has them too. Safe for
-// concurrent use.
-type KdumpLog struct {
-	mu   sync.Mutex
-	last map[string]KdumpNotice
-}
-
-// NewKdumpLog returns an empty log.
-func NewKdumpLog() *KdumpLog { return &KdumpLog{last: map[string]KdumpNotice{}} }
-
-// maxKdumpHosts bounds the log; beyond it notices older than an hour are
-// forgotten.
-const maxKdumpHosts = 4096
-
-// Record stores n as its host's last notice.
-func (k *KdumpLog) Record(n KdumpNotice) {
-	if k == nil || n.Host == "" {
-		return
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(k.last) >= maxKdumpHosts {
-		for h, o := range k.last {
-			if n.At.Sub(o.At) > time.Hour {
-				delete(k.last, h)
-			}
-		}
-	}
-	if o, ok := k.last[n.Host]; ok && o.At.After(n.At) {
-		return
-	}
-	k.last[n.Host] = n
-}
-
-// Last returns host's last notice.
-func (k *KdumpLog) Last(host string) (KdumpNotice, bool) {
-	if k == nil {
-		return KdumpNotice{}, false
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	n, ok := k.last[host]
-	return n, ok
 }
 
 // MeshSummary is the whole mesh as this controller sees it (controllers

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -78,6 +79,9 @@ type ReconcilerConfig struct {
 	// KdumpQuiet is how long a kdump-marked host must have sent no notice
 	// before it is re-enabled (R11.5: 60 s).
 	KdumpQuiet time.Duration
+	// Resolver does the reverse-DNS check of a kdump notice's source
+	// address (default net.DefaultResolver).
+	Resolver AddrResolver
 }
 
 // Reconciler is the leader-only subsystem that judges hosts and drives
@@ -131,6 +135,13 @@ type Reconciler struct {
 	partLogged bool
 	kdump      *KdumpLog
 	kdumpQuiet time.Duration
+	kdumpDNS   kdumpCheck
+	// kdumpOK holds, for this cycle, each host's latest notice that passed
+	// vetKdump (verdictInput reads it).
+	kdumpOK map[string]KdumpNotice
+	// kdumpRejected are the rejected notices (host|source|reason) already
+	// reported, while they keep coming.
+	kdumpRejected map[string]bool
 	// kdumpWait is when each failed host without a kdump notice began
 	// waiting for one (R12.3: up to KDUMP_TIMEOUT before a power-off).
 	kdumpWait map[string]time.Time
@@ -171,6 +182,9 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 	if c.KdumpQuiet <= 0 {
 		c.KdumpQuiet = 60 * time.Second
 	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
 	workers := max(c.Settings.Workers, 1)
 	if c.Observer == nil {
 		c.Observer = noObserver{}
@@ -178,7 +192,7 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff, follow: c.FollowInterval, poke: make(chan struct{}, 1),
 		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}, unforceRefused: map[string]*unforceRefusal{},
-		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}}
+		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}, kdumpDNS: kdumpCheck{resolver: c.Resolver}}
 }
 
 // Ready reports whether the last poll cycles reached Nova (readiness).
@@ -279,7 +293,7 @@ func (r *Reconciler) verdictInput(s nova.Service, now time.Time) VerdictInput {
 			in.Partition = r.part.Suspected && slices.Contains(r.part.Hosts, s.Host)
 		}
 	}
-	if n, ok := r.kdump.Last(s.Host); ok {
+	if n, ok := r.kdumpOK[s.Host]; ok {
 		in.Kdump = n
 	}
 	if in.ReportInterval <= 0 {
@@ -437,6 +451,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	}
 	cats := Categorize(svcs, now, r.cfg.Delta)
 	r.observeMesh(ctx, now)
+	r.vetKdumpNotices(ctx, svcs, now)
 
 	var cands, resume []nova.Service
 	var inflight []string

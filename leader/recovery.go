@@ -612,7 +612,7 @@ func (r *Reconciler) reenableHost(ctx context.Context, rec *HostRecord, svc nova
 	// R11.5, even with FORCE_ENABLE: a host that was dumping stays out until
 	// it has sent no kdump notice for a while (the dump is written).
 	if rec.Kdump || strings.Contains(svc.DisabledReason, "kdump") {
-		if n, ok := r.kdump.Last(host); ok && now.Sub(n.At) < r.kdumpQuiet {
+		if n, ok, _ := r.kdumpFor(ctx, host, now, r.kdumpQuiet); ok {
 			r.log.Info("waiting: the host sent a kdump notice recently", "host", host, "last_notice", n.At, "quiet_for", r.kdumpQuiet)
 			r.lookAt(n.At.Add(r.kdumpQuiet))
 			return errParked

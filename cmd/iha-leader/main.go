@@ -167,6 +167,19 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	if mesh != nil {
 		rcfg.Mesh, rcfg.Wake, rcfg.Kdump, meshRep = mesh, mesh.Wake(), mesh.kdump, mesh
 	}
+	// 4c. CHECK_KDUMP without a mesh: this controller's own fence_kdump
+	// listener, as InstanceHA's (the source address mapped by reverse DNS).
+	var kl *kdumpListener
+	if mesh == nil && s.CheckKdump {
+		if kl, err = startKdumpListener(s.KdumpListen, log.With("component", "kdump")); err != nil {
+			fmt.Fprintf(stderr, "iha-leader: %v\n", err)
+			_ = node.Close()
+			return 1
+		}
+		defer kl.Close()
+		rcfg.Wake, rcfg.Kdump = kl.wake, kl.kdump
+		log.Info("kdump listener without a mesh", "kdump_listen", kl.conn.LocalAddr().String())
+	}
 
 	// 5. The leader loop: one reconciler per term, after a Barrier. The
 	// status API observes its poll cycles (metrics, /v1/hosts), so the API

@@ -29,6 +29,11 @@ type meshNode struct {
 	kdump *leader.KdumpLog
 	recv  *agent.Receiver
 	conn  net.PacketConn
+	// authenticated: the mesh is encrypted with a keyring, so a message
+	// that decodes came from a holder of the key (memberlist drops the
+	// rest); without one, anyone who reaches the gossip port can forge a
+	// relayed kdump notice.
+	authenticated bool
 
 	mu   sync.Mutex
 	dead map[string]gossip.Event // node → its last Dead event (accusers, confirmations)
@@ -97,17 +102,17 @@ func startMesh(cfg gossip.Config, s config.Settings, log *slog.Logger) (*meshNod
 	if err != nil {
 		return nil, err
 	}
-	n := &meshNode{mesh: m, log: log, wake: make(chan struct{}, 1), kdump: leader.NewKdumpLog(), dead: map[string]gossip.Event{}}
+	n := &meshNode{mesh: m, log: log, wake: make(chan struct{}, 1), kdump: leader.NewKdumpLog(), dead: map[string]gossip.Event{},
+		authenticated: len(cfg.Keys) > 0 || cfg.KeyringFile != ""}
 	if s.CheckKdump && s.KdumpListen != config.Off && s.KdumpListen != "" {
-		conn, err := net.ListenPacket("udp", s.KdumpListen)
-		if err != nil {
-			m.Shutdown()
-			return nil, fmt.Errorf("KDUMP_LISTEN %s: %w", s.KdumpListen, err)
+		// What this controller hears itself is recorded as heard (its
+		// source address is real), then relayed to the other controllers.
+		relay := func(kn kdump.Notice) error {
+			n.recordListened(kn)
+			return m.BroadcastKdump(kn)
 		}
-		recv, err := agent.NewReceiver(agent.ReceiverConfig{Conn: conn, Members: m.Members, Relay: m.BroadcastKdump,
-			Logger: log.With("component", "kdump")})
+		recv, conn, err := listenKdump(s.KdumpListen, m.Members, relay, log.With("component", "kdump"))
 		if err != nil {
-			_ = conn.Close()
 			m.Shutdown()
 			return nil, err
 		}
@@ -192,10 +197,45 @@ func (n *meshNode) onEvent(ev gossip.Event) {
 	}
 }
 
+// onKdump records a notice relayed through the mesh, with what makes its
+// channel untrustworthy, if anything: a mesh without a keyring (anyone can
+// send the gossip port a forged one), or a relayer that is not a live
+// member. Whether its address belongs to the host is the leader's check
+// (leader.Reconciler). Our own relays come back here too: they were
+// recorded as heard when they were heard, so they (and forgeries naming
+// this controller) are skipped.
 func (n *meshNode) onKdump(kn kdump.Notice) {
-	n.kdump.Record(leader.KdumpNotice{Host: kn.Host, From: kn.SourceAddr, Via: kn.Relayer, At: time.Now()})
-	n.log.Warn("kdump notice", "host", kn.Host, "from", kn.SourceAddr, "relayer", kn.Relayer, "packets", kn.Packets)
+	if kn.Relayer == n.mesh.Name() {
+		return
+	}
+	rec := leader.KdumpNotice{Host: kn.Host, From: kn.SourceAddr, Via: leader.KdumpViaAgent, Relayer: kn.Relayer,
+		MappedBy: kn.MappedBy, At: time.Now()}
+	switch {
+	case !n.authenticated:
+		rec.Untrusted = "relayed over a gossip mesh without GOSSIP_KEYRING: anyone who reaches the gossip port can forge it " +
+			"(only this controller's own KDUMP_LISTEN is believed without a keyring)"
+	case !n.liveMember(kn.Relayer):
+		rec.Untrusted = "relayer " + kn.Relayer + " is not a live member of the mesh"
+	}
+	n.kdump.Record(rec)
+	n.log.Warn("kdump notice", "host", kn.Host, "from", kn.SourceAddr, "relayer", kn.Relayer, "mapped_by", kn.MappedBy,
+		"packets", kn.Packets, "untrusted", rec.Untrusted)
 	n.poke()
+}
+
+// recordListened records a notice this controller's own listener heard.
+func (n *meshNode) recordListened(kn kdump.Notice) {
+	n.kdump.Record(leader.KdumpNotice{Host: kn.Host, From: kn.SourceAddr, Via: leader.KdumpViaListener, MappedBy: kn.MappedBy, At: time.Now()})
+	n.poke()
+}
+
+func (n *meshNode) liveMember(name string) bool {
+	for _, m := range n.mesh.Members() {
+		if m.Name == name {
+			return m.State == gossip.StateAlive || m.State == gossip.StateSuspect
+		}
+	}
+	return false
 }
 
 func (n *meshNode) poke() {
@@ -272,4 +312,62 @@ func kdumpListen(s config.Settings) string {
 		return "off (CHECK_KDUMP false)"
 	}
 	return s.KdumpListen
+}
+
+// listenKdump opens KDUMP_LISTEN and a receiver that maps each packet's
+// source address to a host (the members' addresses when members is set,
+// then reverse DNS, as InstanceHA) and hands the notice to relay.
+func listenKdump(addr string, members func() []gossip.Member, relay func(kdump.Notice) error, log *slog.Logger) (*agent.Receiver, net.PacketConn, error) {
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("KDUMP_LISTEN %s: %w", addr, err)
+	}
+	recv, err := agent.NewReceiver(agent.ReceiverConfig{Conn: conn, Members: members, Relay: relay, Logger: log})
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return recv, conn, nil
+}
+
+// kdumpListener is CHECK_KDUMP with GOSSIP_BIND off: InstanceHA's own
+// listener. A packet's source address is mapped to a host by reverse DNS
+// (cut at the first dot); the notice is recorded as heard and wakes the
+// reconciler.
+type kdumpListener struct {
+	kdump *leader.KdumpLog
+	wake  chan struct{}
+	recv  *agent.Receiver
+	conn  net.PacketConn
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+func startKdumpListener(addr string, log *slog.Logger) (*kdumpListener, error) {
+	k := &kdumpListener{kdump: leader.NewKdumpLog(), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	relay := func(kn kdump.Notice) error {
+		k.kdump.Record(leader.KdumpNotice{Host: kn.Host, From: kn.SourceAddr, Via: leader.KdumpViaListener, MappedBy: kn.MappedBy, At: time.Now()})
+		select {
+		case k.wake <- struct{}{}:
+		default:
+		}
+		return nil
+	}
+	var err error
+	if k.recv, k.conn, err = listenKdump(addr, nil, relay, log); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k.stop = cancel
+	go func() {
+		defer close(k.done)
+		_ = k.recv.Run(ctx)
+	}()
+	return k, nil
+}
+
+// Close stops the listener.
+func (k *kdumpListener) Close() {
+	k.stop()
+	<-k.done
 }

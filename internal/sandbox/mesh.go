@@ -27,7 +27,7 @@ func NewMesh() *Mesh {
 // Accusers, when given, are the members said to have reported it.
 func (m *Mesh) Set(host, state string, accusers ...string) {
 	m.mu.Lock()
-	m.members[host] = leader.MeshMember{Host: host, Node: host, State: state, Since: time.Now(),
+	m.members[host] = leader.MeshMember{Host: host, Node: host, Addr: m.members[host].Addr, State: state, Since: time.Now(),
 		Accusers: slices.Clone(accusers), Confirmations: len(accusers)}
 	m.mu.Unlock()
 	m.poke()
@@ -64,11 +64,33 @@ func (m *Mesh) Snapshot() leader.MeshSnapshot {
 	return out
 }
 
-// Kdump records a fence_kdump notice for host, as an agent's relay would
-// deliver it, and wakes the leader.
+// Kdump records a fence_kdump notice for host, as an agent of an
+// authenticated mesh would relay it after mapping the address with its
+// kdump_hosts, and wakes the leader.
 func (m *Mesh) Kdump(host, from string) {
-	m.kdump.Record(leader.KdumpNotice{Host: host, From: from, Via: "agent", At: time.Now()})
+	m.KdumpNotice(leader.KdumpNotice{Host: host, From: from, Via: leader.KdumpViaAgent, Relayer: "sandbox-agent",
+		MappedBy: leader.KdumpMappedByMap})
+}
+
+// KdumpNotice records n (At defaults to now) and wakes the leader.
+func (m *Mesh) KdumpNotice(n leader.KdumpNotice) {
+	if n.At.IsZero() {
+		n.At = time.Now()
+	}
+	m.kdump.Record(n)
 	m.poke()
+}
+
+// SetAddr sets the gossip address host's agent advertises.
+func (m *Mesh) SetAddr(host, addr string) {
+	m.mu.Lock()
+	mem := m.members[host]
+	mem.Host, mem.Node, mem.Addr = host, host, addr
+	if mem.State == "" {
+		mem.State = leader.MeshAlive
+	}
+	m.members[host] = mem
+	m.mu.Unlock()
 }
 
 // KdumpLog is the notices recorded by Kdump.

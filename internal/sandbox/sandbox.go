@@ -53,6 +53,14 @@ type Options struct {
 	// KdumpQuiet shortens R11.5's 60 s (how long a dumping host must be
 	// silent before it is re-enabled).
 	KdumpQuiet time.Duration
+	// Kdump and Wake, without a Mesh, are the notices of a kdump listener
+	// of the leader's own (CHECK_KDUMP with GOSSIP_BIND off) and its
+	// wake-ups.
+	Kdump *leader.KdumpLog
+	Wake  <-chan struct{}
+	// Resolver is the leader's reverse DNS for kdump source addresses
+	// (default: the system's).
+	Resolver leader.AddrResolver
 }
 
 // Sandbox is novasim, one simulated BMC per compute, and a single-voter
@@ -189,11 +197,15 @@ func (s *Sandbox) StartLeader(ctx context.Context) error {
 	if s.opts.WrapFence != nil {
 		fl = s.opts.WrapFence(fl)
 	}
+	kd, wake := meshKdump(s.opts.Mesh), meshWake(s.opts.Mesh)
+	if s.opts.Mesh == nil {
+		kd, wake = s.opts.Kdump, s.opts.Wake
+	}
 	mk := func() *leader.Reconciler {
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s.opts.Settings, Nova: nv, Fencers: fl, Store: store,
 			Logger: s.opts.Logger, TrackInterval: s.opts.TrackInterval, InitialTrackDelay: s.opts.TrackInterval,
-			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs, Mesh: meshView(s.opts.Mesh), Wake: meshWake(s.opts.Mesh),
-			Kdump: meshKdump(s.opts.Mesh), KdumpQuiet: s.opts.KdumpQuiet})
+			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs, Mesh: meshView(s.opts.Mesh), Wake: wake,
+			Kdump: kd, KdumpQuiet: s.opts.KdumpQuiet, Resolver: s.opts.Resolver})
 	}
 	if m, ok := s.opts.Mesh.(*Mesh); ok {
 		m.alive(s.Hosts())

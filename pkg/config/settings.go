@@ -351,6 +351,11 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 		c.warn(file + ": HEARTBEAT_TIMEOUT (" + secs(s.HeartbeatTimeout) + ") is shorter than DELTA (" + secs(s.Delta) +
 			"): a host can lose its heartbeat grace before Nova calls it stale")
 	}
+	if s.CheckKdump && !s.MeshEnabled() && s.KdumpListen == Off {
+		c.add(Problem{File: file, Line: seen["KDUMP_LISTEN"], Key: "KDUMP_LISTEN", Value: strconv.Quote(Off),
+			Reason:  "and GOSSIP_BIND is off too, so with CHECK_KDUMP no kdump notice could ever arrive and every dumping host would be fenced",
+			Allowed: "a host:port to listen on (InstanceHA listens on UDP_PORT), a mesh (GOSSIP_BIND), or CHECK_KDUMP false"})
+	}
 	if !s.SSLVerify {
 		c.warn(file + ": SSL_VERIFY is false: BMC certificates are not verified")
 	}

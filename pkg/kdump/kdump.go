@@ -91,6 +91,10 @@ type Notice struct {
 	Last  time.Time `json:"last"`
 	// Packets counts the packets received from this source so far.
 	Packets uint64 `json:"packets"`
+	// MappedBy says how the relayer tied SourceAddr to Host: "mesh" (the
+	// address a member advertises), "map" (kdump_hosts) or "dns" (reverse
+	// DNS). Absent from relayers older than this field.
+	MappedBy string `json:"mapped_by,omitempty"`
 }
 
 // ErrNotice: an encoded Notice that cannot be decoded.
