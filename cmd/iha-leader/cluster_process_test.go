@@ -125,6 +125,7 @@ func writeFile(t *testing.T, path string, b []byte) {
 type controller struct {
 	name, raftAddr, apiAddr, confDir, dataDir string
 	cmd                                       *exec.Cmd
+	env                                       []string // appended to the process environment (last wins)
 	log                                       *lockedBuf
 	exited                                    chan struct{}
 }
@@ -191,6 +192,7 @@ func (c *controller) start(t *testing.T, bin string) {
 		"SECURE_CONFIG_PATH="+filepath.Join(c.confDir, "secure.yaml"),
 		"FENCING_CONFIG_PATH="+filepath.Join(c.confDir, "fencing.yaml"),
 		"OS_CLOUD=overcloud", "INSTANCEHA_DISABLED=True", "NOTIFY_SOCKET=")
+	c.cmd.Env = append(c.cmd.Env, c.env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -171,7 +171,7 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 	// listener, as InstanceHA's (the source address mapped by reverse DNS).
 	var kl *kdumpListener
 	if mesh == nil && s.CheckKdump {
-		if kl, err = startKdumpListener(s.KdumpListen, log.With("component", "kdump")); err != nil {
+		if kl, err = startKdumpListener(s.KdumpListen, nil, log.With("component", "kdump")); err != nil {
 			fmt.Fprintf(stderr, "iha-leader: %v\n", err)
 			_ = node.Close()
 			return 1

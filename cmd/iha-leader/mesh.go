@@ -111,7 +111,7 @@ func startMesh(cfg gossip.Config, s config.Settings, log *slog.Logger) (*meshNod
 			n.recordListened(kn)
 			return m.BroadcastKdump(kn)
 		}
-		recv, conn, err := listenKdump(s.KdumpListen, m.Members, relay, log.With("component", "kdump"))
+		recv, conn, err := listenKdump(s.KdumpListen, m.Members, nil, relay, log.With("component", "kdump"))
 		if err != nil {
 			m.Shutdown()
 			return nil, err
@@ -317,12 +317,12 @@ func kdumpListen(s config.Settings) string {
 // listenKdump opens KDUMP_LISTEN and a receiver that maps each packet's
 // source address to a host (the members' addresses when members is set,
 // then reverse DNS, as InstanceHA) and hands the notice to relay.
-func listenKdump(addr string, members func() []gossip.Member, relay func(kdump.Notice) error, log *slog.Logger) (*agent.Receiver, net.PacketConn, error) {
+func listenKdump(addr string, members func() []gossip.Member, resolver agent.AddrResolver, relay func(kdump.Notice) error, log *slog.Logger) (*agent.Receiver, net.PacketConn, error) {
 	conn, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("KDUMP_LISTEN %s: %w", addr, err)
 	}
-	recv, err := agent.NewReceiver(agent.ReceiverConfig{Conn: conn, Members: members, Relay: relay, Logger: log})
+	recv, err := agent.NewReceiver(agent.ReceiverConfig{Conn: conn, Members: members, Resolver: resolver, Relay: relay, Logger: log})
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, err
@@ -343,7 +343,7 @@ type kdumpListener struct {
 	done  chan struct{}
 }
 
-func startKdumpListener(addr string, log *slog.Logger) (*kdumpListener, error) {
+func startKdumpListener(addr string, resolver agent.AddrResolver, log *slog.Logger) (*kdumpListener, error) {
 	k := &kdumpListener{kdump: leader.NewKdumpLog(), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	relay := func(kn kdump.Notice) error {
 		k.kdump.Record(leader.KdumpNotice{Host: kn.Host, From: kn.SourceAddr, Via: leader.KdumpViaListener, MappedBy: kn.MappedBy, At: time.Now()})
@@ -354,7 +354,7 @@ func startKdumpListener(addr string, log *slog.Logger) (*kdumpListener, error) {
 		return nil
 	}
 	var err error
-	if k.recv, k.conn, err = listenKdump(addr, nil, relay, log); err != nil {
+	if k.recv, k.conn, err = listenKdump(addr, nil, resolver, relay, log); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
