@@ -27,7 +27,12 @@ const (
 	CmdLeaderAPI    CommandType = "cluster.leader"   // LeaderAPICmd
 	CmdSegment      CommandType = "host.segment"     // SegmentCmd
 	CmdPark         CommandType = "host.park"        // ParkCmd
+	CmdTakeover     CommandType = "cluster.takeover" // TakeoverCmd
 )
+
+// ignorable are the commands an older FSM may skip during a rolling
+// upgrade: they only record what a newer leader needs to remember.
+var ignorable = map[CommandType]bool{CmdTakeover: true}
 
 // commandVersion is the envelope version this build writes. Apply accepts
 // versions up to it.
@@ -148,13 +153,26 @@ type ForgetCmd struct {
 	By   string `json:"by"`
 }
 
+// TakeoverCmd records that IHA's startup reconciliation (R17.1) ran: the
+// orphans InstanceHA left in Nova were adopted once, when IHA first took
+// over. Later terms never adopt a forced-down host: IHA itself never leaves
+// one enabled (force-down and the marker are one request), so such a host
+// is an operator's.
+type TakeoverCmd struct {
+	Adopted []string `json:"adopted,omitempty"`
+	// Skipped: the replicated state already had history (a cluster upgraded
+	// from a version that re-ran the reconciliation every term): nothing
+	// was adopted.
+	Skipped bool `json:"skipped,omitempty"`
+}
+
 // EncodeCommand builds a log entry.
 func EncodeCommand(t CommandType, at time.Time, body any) ([]byte, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
-	return json.Marshal(Command{Type: t, Version: commandVersion, At: at.UTC(), Body: b})
+	return json.Marshal(Command{Type: t, Version: commandVersion, At: at.UTC(), Ignorable: ignorable[t], Body: b})
 }
 
 // DecodeCommand parses a log entry's envelope.

@@ -436,15 +436,59 @@ func (r *Reconciler) restoreState(ctx context.Context, s *ServerRecord) {
 	}
 }
 
-// unlockLeftovers unlocks servers a crashed leader left locked.
+// unlockLeftovers releases the evacuation locks (LockReason) still held on
+// the servers of a recovery that ends, whatever the mode: smart mode locks
+// and unlocks each group, but a leader that died between the two, or an
+// InstanceHA whose recovery IHA resumed, leaves them, and tenants then get
+// "instance is locked". Locks with any other reason are the tenant's.
 func (r *Reconciler) unlockLeftovers(ctx context.Context, rec *HostRecord) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	for _, s := range rec.Servers {
-		if s.State == ServerSkipped {
+		srv, err := r.nova.GetServer(uctx, s.ID)
+		if err == nil && srv.Locked && srv.LockedReason == LockReason {
+			if err := r.nova.Unlock(uctx, s.ID); err != nil {
+				r.log.Warn("could not release an evacuation lock", "host", rec.Host, "server_id", s.ID, "err", err)
+				continue
+			}
+			r.log.Info("evacuation lock released", "host", rec.Host, "server_id", s.ID)
+		}
+	}
+}
+
+// releaseLeftoverLocks is R17.1's unlock, at the start of every term: the
+// servers of hosts forced down and down that carry an evacuation lock
+// (IHA's or InstanceHA's: the reason is the same) are unlocked, unless a
+// recovery of ours is under way on that host (it unlocks when it ends), and
+// so are those of recoveries that failed.
+func (r *Reconciler) releaseLeftoverLocks(ctx context.Context, svcs []nova.Service) {
+	fsm := r.store.FSM()
+	for _, s := range svcs {
+		if !s.ForcedDown || s.State != "down" {
 			continue
 		}
-		srv, err := r.nova.GetServer(ctx, s.ID)
-		if err == nil && srv.Locked && srv.LockedReason == LockReason {
-			_ = r.nova.Unlock(ctx, s.ID)
+		if rec := fsm.Host(s.Host); rec != nil && rec.Phase.Active() {
+			continue
+		}
+		servers, err := r.nova.ListServers(ctx, s.Host)
+		if err != nil {
+			r.log.Warn("cannot list servers to release evacuation locks", "host", s.Host, "err", err)
+			continue
+		}
+		for _, srv := range servers {
+			if !srv.Locked || srv.LockedReason != LockReason {
+				continue
+			}
+			if err := r.nova.Unlock(ctx, srv.ID); err != nil {
+				r.log.Warn("could not release an evacuation lock", "host", s.Host, "server_id", srv.ID, "err", err)
+				continue
+			}
+			r.log.Warn("evacuation lock left behind released at leader start", "host", s.Host, "server_id", srv.ID, "name", srv.Name)
+		}
+	}
+	for _, rec := range fsm.Hosts() {
+		if rec.Phase == PhaseFailed {
+			r.unlockLeftovers(ctx, rec)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -236,6 +237,25 @@ func (s *fsmState) apply(c Command, op OpID) (any, error) {
 			return nil, err
 		}
 		return nil, s.park(c, b)
+	case CmdTakeover:
+		b, err := decodeBody[TakeoverCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		if !s.Settings.TakenOver.IsZero() {
+			return nil, nil
+		}
+		s.Settings.TakenOver = c.At
+		msg := "startup reconciliation: no orphaned host in Nova; from now on a host forced down by hand is left to the operator"
+		switch {
+		case b.Skipped:
+			msg = "startup reconciliation recorded for a cluster with history: nothing adopted; a host forced down by hand is left to the operator"
+		case len(b.Adopted) > 0:
+			msg = fmt.Sprintf("startup reconciliation adopted %s (forced down but not disabled when IHA took over); "+
+				"from now on a host forced down by hand is left to the operator", strings.Join(b.Adopted, ", "))
+		}
+		s.event(c, "", "StartupReconciled", msg, false)
+		return nil, nil
 	}
 	return nil, &unknownCommandError{c.Type, c.Version}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,5 +253,31 @@ func TestFSMRetryFailedRecovery(t *testing.T) {
 	h := a.f.Host("c1")
 	if h.Phase != PhaseEvacuating || h.Server("v1").State != ServerPending || h.Server("v1").Attempts != 0 || h.Server("v2").State != ServerDone {
 		t.Fatalf("after retry: %+v %+v", h, h.Server("v1"))
+	}
+}
+
+// TestTakeoverIsRecordedOnceAndIgnorableByOlderNodes: the startup
+// reconciliation's takeover is recorded once (a second one changes
+// nothing), and is flagged so that a node older than it skips it during a
+// rolling upgrade instead of stopping.
+func TestTakeoverIsRecordedOnceAndIgnorableByOlderNodes(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1700000000, 0).UTC()
+	for i, at := range []time.Time{t0, t0.Add(time.Hour)} {
+		data, err := EncodeCommand(CmdTakeover, at, TakeoverCmd{Adopted: []string{"c1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := DecodeCommand(data)
+		if !c.Ignorable {
+			t.Fatal("a takeover is not flagged ignorable")
+		}
+		f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(i + 1), Term: 1, Data: data})
+	}
+	if got := f.Settings().TakenOver; !got.Equal(t0) {
+		t.Errorf("TakenOver = %v, want the first takeover's %v", got, t0)
+	}
+	if evs := f.Events(0, "", 0); len(evs) != 1 || evs[0].Kind != "StartupReconciled" || !strings.Contains(evs[0].Message, "adopted c1") {
+		t.Errorf("events %+v", evs)
 	}
 }

@@ -62,6 +62,7 @@ func commandSeeds(t testing.TB) [][]byte {
 		{CmdLeaderAPI, LeaderAPICmd{NodeID: "n1", APIAddr: "127.0.0.1:7421"}},
 		{CmdSegment, SegmentCmd{Host: "c2", Segment: "s", RecoveryMethod: "rh_priority", Method: "auto", Targets: []string{"c3"}, FellBack: true, ResetFailed: true}},
 		{CmdPark, ParkCmd{Host: "c2", Reason: "parked"}},
+		{CmdTakeover, TakeoverCmd{Adopted: []string{"c1"}}},
 	} {
 		data, err := EncodeCommand(c.t, at, c.b)
 		if err != nil {

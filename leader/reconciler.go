@@ -149,6 +149,12 @@ type Reconciler struct {
 	// decidable (zero: none).
 	nextLook time.Time
 
+	// adoptOrphans says whether this term's startup reconciliation adopts
+	// forced-down hosts (IHA's first term only); recordTakeover whether it
+	// still has to commit that it ran.
+	adoptOrphans   *bool
+	recordTakeover bool
+
 	ready     atomic.Bool
 	failures  atomic.Int32
 	lastPoll  atomic.Int64 // unix nanos of the last successful poll
@@ -365,31 +371,55 @@ func (r *Reconciler) observeMesh(ctx context.Context, now time.Time) {
 // report's delays when judging that a host missed a report.
 const verdictMargin = config.NovaHeartbeatMargin
 
-// startupReconcile is R17.1: hosts forced down and down but not disabled,
-// with no record of ours, are adopted (upstream writes the "(recovered)"
-// marker so that its resume rule picks them up; we open a record, and the
-// disable step writes that marker).
+// startupReconcile is R17.1, once per cluster: when IHA first takes over,
+// hosts forced down and down but not disabled, with no record of ours, are
+// InstanceHA's orphans (it crashed between its force-down and its disable)
+// and are adopted (upstream writes the "(recovered)" marker so that its
+// resume rule picks them up; we open a record, and the disable step writes
+// that marker). The takeover is committed, and later terms adopt nothing:
+// IHA never leaves a host forced down and enabled (one request sets both),
+// so such a host is an operator's, left alone with an event (W9) whatever
+// the leader. Every term also releases evacuation locks left behind
+// (releaseLeftoverLocks).
 func (r *Reconciler) startupReconcile(ctx context.Context) error {
 	svcs, err := r.nova.ListServices(ctx, "nova-compute")
 	if err != nil {
 		return err
 	}
-	r.segments(ctx, true) // invalid failover segments are reported at the start of the term
 	fsm := r.store.FSM()
+	if r.adoptOrphans == nil {
+		// Decided once per term, before this term writes anything: a cluster
+		// with history and no takeover recorded was upgraded from a version
+		// that re-ran the reconciliation at every term.
+		first := fsm.Settings().TakenOver.IsZero()
+		fresh := first && len(fsm.Hosts()) == 0 && len(fsm.Events(0, "", 1)) == 0
+		r.adoptOrphans = &fresh
+		r.recordTakeover = first
+	}
+	r.segments(ctx, true) // invalid failover segments are reported at the start of the term
+	var adopted []string
 	for _, s := range svcs {
-		if !(s.ForcedDown && s.State == "down" && !disabled(s)) {
+		if !*r.adoptOrphans || !(s.ForcedDown && s.State == "down" && !disabled(s)) {
 			continue
 		}
 		if rec := fsm.Host(s.Host); rec != nil && rec.Phase.Active() {
 			continue
 		}
-		r.log.Warn("orphaned forced-down host found: adopting its recovery", "host", s.Host)
+		r.log.Warn("orphaned forced-down host found at IHA's first start: adopting its recovery", "host", s.Host)
 		if err := r.detect(ctx, s, Evidence{Source: "orphan", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt, ForcedDown: true,
-			Note: "forced down but not disabled at leader start (R17.1)"}, true, ""); err != nil {
+			Note: "forced down but not disabled when IHA took over (R17.1)"}, true, ""); err != nil {
 			return err
 		}
+		adopted = append(adopted, s.Host)
 		_, _ = r.apply(ctx, CmdEvent, EventCmd{Host: s.Host, Kind: "OrphanedHostRecovered", Message: "forced down but not disabled: recovery adopted"})
 	}
+	if r.recordTakeover {
+		if _, err := r.apply(ctx, CmdTakeover, TakeoverCmd{Adopted: adopted, Skipped: !*r.adoptOrphans}); err != nil {
+			return err
+		}
+		r.recordTakeover = false
+	}
+	r.releaseLeftoverLocks(ctx, svcs)
 	return nil
 }
 
@@ -403,8 +433,12 @@ func (r *Reconciler) paused() bool {
 
 func (r *Reconciler) detect(ctx context.Context, s nova.Service, ev Evidence, adopted bool, phase Phase) error {
 	ev.Mode = r.cfg.DetectionMode
+	// A recovery adopted from a (kdump) marker is one InstanceHA (or an
+	// earlier leader) started because the host was dumping: it is not
+	// powered off now, possibly mid-dump, nor powered on at the end (R11.1).
+	kd := ev.Verdict == string(VerdictKdump) || adopted && strings.Contains(ev.DisabledReason, MarkerKdumpSuffix)
 	_, err := r.apply(ctx, CmdDetect, DetectCmd{Host: s.Host, ServiceID: s.ID, Zone: s.Zone, Evidence: ev,
-		Level: r.cfg.QuickEvacuateLevel, Adopted: adopted, Phase: phase, Kdump: ev.Verdict == string(VerdictKdump)})
+		Level: r.cfg.QuickEvacuateLevel, Adopted: adopted, Phase: phase, Kdump: kd})
 	return err
 }
 

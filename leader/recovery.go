@@ -397,9 +397,6 @@ func (r *Reconciler) sleep(ctx context.Context, d time.Duration) {
 // powered off) and writes the complete marker (R11.1, R11.2).
 func (r *Reconciler) finishStep(ctx context.Context, rec *HostRecord) error {
 	host := rec.Host
-	if r.cfg.SmartEvacuation || r.cfg.OrchestratedRestart {
-		r.unlockLeftovers(ctx, rec)
-	}
 	powerOn := !rec.PoweredOn && !rec.Kdump && rec.Fence != nil && rec.Fence.State == "off" && rec.Fence.Method != "operator"
 	if powerOn {
 		// A host that boots while its evacuations are still running would
@@ -430,6 +427,7 @@ func (r *Reconciler) finishStep(ctx context.Context, rec *HostRecord) error {
 			return err
 		}
 	}
+	r.unlockLeftovers(ctx, rec)
 	svc, err := r.service(ctx, host)
 	if err != nil {
 		return err
@@ -468,7 +466,14 @@ func (r *Reconciler) failHost(ctx context.Context, rec *HostRecord, why string) 
 		}
 	}
 	r.log.Error("host recovery failed; an operator must act", "host", rec.Host, "reason", why)
-	return r.end(ctx, StepEndCmd{Host: rec.Host, Step: StepMarkFailed, OpID: op, OK: true, Detail: detail})
+	if err := r.end(ctx, StepEndCmd{Host: rec.Host, Step: StepMarkFailed, OpID: op, OK: true, Detail: detail}); err != nil {
+		return err
+	}
+	// The host waits for an operator; its servers must not wait locked.
+	if cur := r.store.FSM().Host(rec.Host); cur != nil {
+		r.unlockLeftovers(ctx, cur)
+	}
+	return nil
 }
 
 // finishedStatuses are migration statuses that no longer block re-enable.

@@ -240,6 +240,9 @@ type Settings struct {
 	PauseReason string               `json:"pause_reason,omitempty"`
 	Maintenance map[string]string    `json:"maintenance,omitempty"`      // host → reason
 	Confirmed   map[string]Confirmed `json:"confirmed_fenced,omitempty"` // host → operator override
+	// TakenOver is when the startup reconciliation adopted InstanceHA's
+	// orphans (once per cluster; TakeoverCmd).
+	TakenOver time.Time `json:"taken_over,omitzero"`
 }
 
 // Confirmed is an operator's statement that a host is powered off.

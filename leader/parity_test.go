@@ -1,0 +1,190 @@
+package leader_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/leader"
+	"github.com/ihaproject/iha/pkg/nova"
+	"github.com/ihaproject/iha/pkg/novasim"
+)
+
+// Tests of issue 16: what an operator moving from InstanceHA would hit.
+
+// markService writes Nova's state of host as InstanceHA (or an operator)
+// left it.
+func (w *world) markService(host, status, reason string, forced bool) {
+	w.t.Helper()
+	svc, ok := w.Sim.Service(host)
+	if !ok {
+		w.t.Fatalf("no service %s", host)
+	}
+	u := nova.ServiceUpdate{ForcedDown: &forced}
+	if status != "" {
+		u.Status = &status
+	}
+	if reason != "" {
+		u.DisabledReason = &reason
+	}
+	if _, err := w.Nova.UpdateService(context.Background(), svc.ID, u); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) events(host, kind string) []leader.Event {
+	var out []leader.Event
+	for _, e := range w.FSM().Events(0, host, 0) {
+		if e.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestScenarioManualForceDownSurvivesALeaderChange is issue 16 item 1: an
+// operator forces a live host's nova-compute down and leaves it enabled.
+// The running leader leaves it alone (W9); so does every later leader, where
+// the startup reconciliation used to adopt it as an orphan at each new term
+// and power it off.
+func TestScenarioManualForceDownSurvivesALeaderChange(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	w.start()
+	waitFor(t, 10*time.Second, "the takeover recorded", func() bool { return len(w.events("", "StartupReconciled")) == 1 })
+	w.markService("c2", "", "", true) // the operator's force-down: enabled, forced down
+	waitFor(t, 10*time.Second, "the ForcedDownByOther event", func() bool { return len(w.events("c2", "ForcedDownByOther")) > 0 })
+
+	for term := 2; term <= 3; term++ { // a controller restart, then another
+		w.StopLeader()
+		w.start()
+		settle()
+		if p := w.phase("c2"); p != "" {
+			t.Fatalf("term %d: the operator's forced-down host has a recovery record, phase %s", term, p)
+		}
+	}
+	if _, reqs, _ := w.BMC("c2").Counts(); reqs != 0 {
+		t.Errorf("c2 got %d power-off requests", reqs)
+	}
+	if n := w.Sim.ServerCalls(w.servers["elsewhere"], novasim.RouteEvacuate); n != 0 {
+		t.Errorf("c2's server evacuated %d times", n)
+	}
+	if n := len(w.events("", "StartupReconciled")); n != 1 {
+		t.Errorf("%d StartupReconciled events, want 1 (once per cluster)", n)
+	}
+	if svc, _ := w.Sim.Service("c2"); !svc.ForcedDown || svc.Status != "enabled" {
+		t.Errorf("c2's service was changed: %+v", svc)
+	}
+}
+
+// TestScenarioEvacuationLocksAreReleased is issue 16 item 2: a leader
+// releases, at its start, the evacuation locks left on the servers of
+// forced-down hosts (here of a host InstanceHA marked FAILED), and a
+// recovery releases its servers' evacuation locks when it ends, in
+// traditional mode too (here a recovery InstanceHA started in smart mode
+// and IHA resumes). A lock with another reason is the tenant's and stays.
+func TestScenarioEvacuationLocksAreReleased(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings()) // traditional mode
+	ctx := context.Background()
+	stuck := w.Sim.AddServer(novasim.ServerSpec{Name: "stuck", Host: "c3", ImageID: w.image, Locked: true, LockedReason: leader.LockReason})
+	w.Hang("c3")
+	w.markService("c3", "disabled", leader.Marker(leader.MarkerFailed, "", time.Now().Add(-time.Hour)), true)
+
+	if err := w.Nova.Lock(ctx, w.servers["vm1"], leader.LockReason); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Nova.Lock(ctx, w.servers["vm2"], "tenant: do not touch"); err != nil {
+		t.Fatal(err)
+	}
+	w.Hang("c1")
+	w.markService("c1", "disabled", leader.Marker(leader.MarkerPrefix, "", time.Now().Add(-time.Minute)), true)
+	w.start()
+
+	waitFor(t, 10*time.Second, "the FAILED host's server unlocked", func() bool {
+		srv, _ := w.Sim.Server(stuck)
+		return !srv.Locked
+	})
+	if p := w.phase("c3"); p != "" {
+		t.Errorf("the FAILED host was touched: phase %s", p)
+	}
+	waitFor(t, 30*time.Second, "c1's resumed recovery evacuated", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && (r.Phase == leader.PhaseReenabling || r.Phase == leader.PhaseDone)
+	})
+	if srv, _ := w.Sim.Server(w.servers["vm1"]); srv.Locked {
+		t.Errorf("vm1 still locked (%q) after its recovery", srv.LockedReason)
+	}
+	if srv, _ := w.Sim.Server(w.servers["vm2"]); !srv.Locked || srv.LockedReason != "tenant: do not touch" {
+		t.Errorf("the tenant's lock on vm2 was released: locked %v %q", srv.Locked, srv.LockedReason)
+	}
+}
+
+// TestScenarioResumedKdumpMarkedHostIsNotPoweredOff is issue 16 item 7: a
+// recovery InstanceHA started for a dumping host (marker "instanceha
+// evacuation (kdump): …") is resumed without a power-off, which could cut
+// the dump, and without a power-on at the end: the dump owns the host.
+func TestScenarioResumedKdumpMarkedHostIsNotPoweredOff(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	w.Hang("c1")
+	w.markService("c1", "disabled", leader.Marker(leader.MarkerPrefix, leader.MarkerKdumpSuffix, time.Now().Add(-time.Minute)), true)
+	w.start()
+	var marker string
+	waitFor(t, 30*time.Second, "c1's resumed recovery evacuated", func() bool {
+		if svc, ok := w.Sim.Service("c1"); ok {
+			marker = svc.DisabledReason
+		}
+		r := w.FSM().Host("c1")
+		return r != nil && (r.Phase == leader.PhaseReenabling || r.Phase == leader.PhaseDone)
+	})
+	rec := w.FSM().Host("c1")
+	if !rec.Kdump || rec.Fence == nil || rec.Fence.Method != "kdump" {
+		t.Errorf("record: kdump %v, fence %+v", rec.Kdump, rec.Fence)
+	}
+	if off, reqs, on := w.BMC("c1").Counts(); reqs != 0 || off != 0 || on != 0 {
+		t.Errorf("a host InstanceHA kdump-fenced got %d power-off requests and %d power-ons", reqs, on)
+	}
+	if !strings.HasPrefix(marker, leader.MarkerComplete+leader.MarkerKdumpSuffix) {
+		t.Errorf("marker %q, want the complete (kdump) marker", marker)
+	}
+	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
+		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
+			t.Errorf("%s evacuated %d times, want 1", name, n)
+		}
+	}
+}
+
+// TestScenarioResumedHostWithUnreachableBMCWaitsForTheOperator keeps a
+// deliberate difference (README, "How IHA differs"): InstanceHA resumes a
+// marked host without fencing it; IHA powers it off first, and when its BMC
+// does not answer nothing is evacuated until `iha confirm-fenced`.
+func TestScenarioResumedHostWithUnreachableBMCWaitsForTheOperator(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	w.BMC("c1").SetFailOff(errors.New("BMC unreachable"))
+	w.Hang("c1")
+	w.markService("c1", "disabled", leader.Marker(leader.MarkerPrefix, "", time.Now().Add(-time.Minute)), true)
+	w.start()
+	waitFor(t, 10*time.Second, "a failed fence attempt", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && r.FenceTries > 0
+	})
+	settle()
+	if n := w.evacuations(); n != 0 {
+		t.Fatalf("%d evacuations of a host whose BMC never confirmed it off", n)
+	}
+	if _, err := w.Node().Apply(context.Background(), leader.CmdConfirmFence, time.Now(),
+		leader.ConfirmCmd{Host: "c1", By: "operator", Reason: "pulled the power cord"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "c1 evacuated after confirm-fenced", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && (r.Phase == leader.PhaseReenabling || r.Phase == leader.PhaseDone)
+	})
+	if f := w.FSM().Host("c1").Fence; f == nil || f.Method != "operator" {
+		t.Errorf("fence %+v, want the operator's confirmation", f)
+	}
+}
