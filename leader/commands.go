@@ -107,6 +107,8 @@ type ServerCmd struct {
 	MigrationID int         `json:"migration_id,omitempty"`
 	To          string      `json:"to,omitempty"`
 	Error       string      `json:"error,omitempty"`
+	// TimeoutFrom: see ServerRecord.TimeoutFrom.
+	TimeoutFrom time.Time `json:"timeout_from,omitzero"`
 }
 
 // PhaseCmd moves a record to a phase (e.g. evacuated, failed, skipped).

@@ -237,6 +237,9 @@ func (r *Reconciler) followFor(start time.Time) time.Duration {
 func (r *Reconciler) trackOne(ctx context.Context, rec *HostRecord, s *ServerRecord, migs []nova.Migration) error {
 	host := rec.Host
 	since := maxTime(r.termStart, s.RequestedAt)
+	if !s.TimeoutFrom.IsZero() {
+		since = s.TimeoutFrom
+	}
 	m, found := newestFrom(migs, host, s.RequestedAt.Add(-migrationSkew))
 	switch {
 	case found && (m.Status == "done" || m.Status == "completed"):
@@ -349,7 +352,13 @@ func (r *Reconciler) evacuateOne(ctx context.Context, rec *HostRecord, s *Server
 				if srv.Host != "" && srv.Host != host {
 					to = srv.Host
 				}
-				_, err := r.apply(ctx, CmdServer, ServerCmd{Host: host, ServerID: s.ID, State: st, MigrationID: mig.ID, To: to})
+				cmd := ServerCmd{Host: host, ServerID: s.ID, State: st, MigrationID: mig.ID, To: to}
+				if rec.Adopted && mig.ID != 0 && !finishedGood(mig.Status) {
+					// R10.5: a resumed recovery monitors the migration in
+					// progress with the timeout counted from its creation.
+					cmd.TimeoutFrom = mig.CreatedAt
+				}
+				_, err := r.apply(ctx, CmdServer, cmd)
 				return st, err
 			}
 		}
@@ -404,6 +413,8 @@ func (r *Reconciler) evacuateOne(ctx context.Context, rec *HostRecord, s *Server
 	return ServerRequested, r.end(ctx, StepEndCmd{Host: host, Step: StepEvacuate, ServerID: s.ID, OpID: op, OK: true,
 		ServerState: ServerRequested, To: target, Detail: "accepted"})
 }
+
+func finishedGood(status string) bool { return status == "done" || status == "completed" }
 
 func finishedBad(status string) bool {
 	return status == "error" || status == "failed" || status == "cancelled"

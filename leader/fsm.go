@@ -532,6 +532,9 @@ func (s *fsmState) server(c Command, b ServerCmd) error {
 	if b.To != "" {
 		sr.To = b.To
 	}
+	if !b.TimeoutFrom.IsZero() {
+		sr.TimeoutFrom = b.TimeoutFrom
+	}
 	sr.Error = b.Error
 	switch b.State {
 	case ServerDone:

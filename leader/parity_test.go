@@ -188,3 +188,92 @@ func TestScenarioResumedHostWithUnreachableBMCWaitsForTheOperator(t *testing.T) 
 		t.Errorf("fence %+v, want the operator's confirmation", f)
 	}
 }
+
+// TestScenarioResumedMigrationTimesOutFromItsCreation is issue 16 item 8
+// (R10.5): a recovery InstanceHA left in progress is resumed in smart mode;
+// one server's evacuation is still running in Nova, created shortly before
+// EVACUATION_TIMEOUT ago. It is monitored, not evacuated again, and fails
+// when EVACUATION_TIMEOUT has passed since the migration's created_at, not
+// a fresh EVACUATION_TIMEOUT after the resume.
+func TestScenarioResumedMigrationTimesOutFromItsCreation(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.SmartEvacuation = true
+	s.EvacuationTimeout = 20 * time.Second
+	w := newWorld(t, s)
+	left := 4 * time.Second
+	created := time.Now().Add(-(s.EvacuationTimeout - left))
+	w.Sim.AddInFlightEvacuation(novasim.InFlightEvacuation{ServerID: w.servers["vm1"], CreatedAt: created})
+	w.Hang("c1")
+	w.markService("c1", "disabled", leader.Marker(leader.MarkerPrefix, "", created), true)
+	start := time.Now()
+	w.start()
+	waitFor(t, 40*time.Second, "vm1's evacuation given up", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && r.Server(w.servers["vm1"]) != nil && r.Server(w.servers["vm1"]).State == leader.ServerFailed
+	})
+	took := time.Since(start)
+	t.Logf("resumed migration given up %s after the leader started (%s left of EVACUATION_TIMEOUT %s at the start)", took, left, s.EvacuationTimeout)
+	if took >= s.EvacuationTimeout-2*time.Second {
+		t.Errorf("vm1 given up %s after the resume: its EVACUATION_TIMEOUT was counted from the resume, not from the migration's creation", took)
+	}
+	if n := w.Sim.ServerCalls(w.servers["vm1"], novasim.RouteEvacuate); n != 0 {
+		t.Errorf("vm1's evacuation in progress was requested again %d times", n)
+	}
+	if sr := w.FSM().Host("c1").Server(w.servers["vm1"]); !strings.Contains(sr.Error, "EVACUATION_TIMEOUT") {
+		t.Errorf("vm1's error %q", sr.Error)
+	}
+}
+
+// TestScenarioServerImageMissingFromGlancesListIsLookedUp is issue 16 item
+// 8 (R6.6): Glance's list leaves hidden images out; a server on one is
+// matched by looking its image up, as InstanceHA does, instead of being
+// left behind as untagged.
+func TestScenarioServerImageMissingFromGlancesListIsLookedUp(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	hiddenTagged := w.Sim.AddImage(novasim.Image{Name: "hidden-tagged", Tags: []string{"evacuable"}, Hidden: true})
+	hiddenPlain := w.Sim.AddImage(novasim.Image{Name: "hidden-plain", Hidden: true})
+	vmh := w.Sim.AddServer(novasim.ServerSpec{Name: "on-hidden-tagged", Host: "c1", ImageID: hiddenTagged})
+	vmp := w.Sim.AddServer(novasim.ServerSpec{Name: "on-hidden-plain", Host: "c1", ImageID: hiddenPlain})
+	w.start()
+	w.Hang("c1")
+	waitFor(t, 30*time.Second, "c1 evacuated", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && (r.Phase == leader.PhaseReenabling || r.Phase == leader.PhaseDone)
+	})
+	if srv, _ := w.Sim.Server(vmh); srv.Host == "c1" {
+		t.Error("the server on a hidden image tagged evacuable was not evacuated")
+	}
+	if srv, _ := w.Sim.Server(vmp); srv.Host != "c1" || w.Sim.ServerCalls(vmp, novasim.RouteEvacuate) != 0 {
+		t.Error("the server on a hidden untagged image was evacuated")
+	}
+	if srv, _ := w.Sim.Server(w.servers["untagged"]); srv.Host != "c1" {
+		t.Error("the untagged server was evacuated")
+	}
+}
+
+// TestScenarioFirstFlavorKeyWithTheTagDecides is issue 16 item 8 (R6.7):
+// with several composite extra-spec keys containing the tag, InstanceHA
+// looks at the first (in the order Nova lists them) and nothing else.
+func TestScenarioFirstFlavorKeyWithTheTagDecides(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	plain := w.Sim.AddImage(novasim.Image{Name: "plain-2"})
+	firstFalse := w.Sim.AddFlavor(novasim.Flavor{Name: "first-false", ExtraSpecs: map[string]string{"a:evacuable": "false", "b:evacuable": "true"}})
+	firstTrue := w.Sim.AddFlavor(novasim.Flavor{Name: "first-true", ExtraSpecs: map[string]string{"a:evacuable": "true", "b:evacuable": "false"}})
+	vmff := w.Sim.AddServer(novasim.ServerSpec{Name: "first-key-false", Host: "c1", ImageID: plain, FlavorID: firstFalse})
+	vmft := w.Sim.AddServer(novasim.ServerSpec{Name: "first-key-true", Host: "c1", ImageID: plain, FlavorID: firstTrue})
+	w.start()
+	w.Hang("c1")
+	waitFor(t, 30*time.Second, "c1 evacuated", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && (r.Phase == leader.PhaseReenabling || r.Phase == leader.PhaseDone)
+	})
+	if srv, _ := w.Sim.Server(vmft); srv.Host == "c1" {
+		t.Error("the server whose first composite key is true was not evacuated")
+	}
+	if srv, _ := w.Sim.Server(vmff); srv.Host != "c1" || w.Sim.ServerCalls(vmff, novasim.RouteEvacuate) != 0 {
+		t.Error("the server whose first composite key is false was evacuated (a later key said true)")
+	}
+}

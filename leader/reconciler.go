@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -34,6 +35,7 @@ type Nova interface {
 	ListAggregates(ctx context.Context) ([]nova.Aggregate, error)
 	ListFlavors(ctx context.Context) ([]nova.Flavor, error)
 	ListImages(ctx context.Context) ([]nova.Image, error)
+	GetImage(ctx context.Context, id string) (nova.Image, error)
 }
 
 // Store is the replicated state as the reconciler uses it (*Node).
@@ -116,6 +118,9 @@ type Reconciler struct {
 	tagIx  TagIndex
 	tagAt  time.Time
 	tagSet bool
+	// imgLookups are images looked up one by one (serverImages).
+	imgMu      sync.Mutex
+	imgLookups map[string]imageLookup
 
 	obs Observer
 
@@ -626,7 +631,7 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 			r.skip(ctx, s, "no servers on the host: nothing to evacuate", now)
 			continue
 		}
-		if !anyPending(ix.selectFor(r.cfg, seg, s.Host, servers, false)) {
+		if !anyPending(r.serverImages(ctx, ix, servers).selectFor(r.cfg, seg, s.Host, servers, false)) {
 			r.skip(ctx, s, "no evacuable server on the host (status, name or tags)", now)
 			continue
 		}
@@ -798,6 +803,63 @@ func (r *Reconciler) tagIndex(ctx context.Context, refresh bool) TagIndex {
 	r.tagIx = BuildTagIndex(r.cfg, images, flavors, aggs, aggErr)
 	r.tagAt, r.tagSet = r.now(), true
 	return r.tagIx
+}
+
+// serverImages completes ix with the images of servers that Glance's list
+// did not show (hidden, or another project's), looked up one by one as
+// InstanceHA does (R6.6); an answer is kept for the tag cache's TTL, a
+// failed lookup counts as untagged and is tried again next time.
+func (r *Reconciler) serverImages(ctx context.Context, ix TagIndex, servers []nova.Server) TagIndex {
+	if !r.cfg.TaggedImages || !ix.filtersImagesOrFlavors(r.cfg) {
+		return ix
+	}
+	var missing []string
+	for _, srv := range servers {
+		if srv.ImageID != "" && !ix.Known[srv.ImageID] && !slices.Contains(missing, srv.ImageID) {
+			missing = append(missing, srv.ImageID)
+		}
+	}
+	if len(missing) == 0 {
+		return ix
+	}
+	out := ix
+	out.Images, out.Known = maps.Clone(ix.Images), maps.Clone(ix.Known)
+	if out.Images == nil {
+		out.Images = map[string]bool{}
+	}
+	if out.Known == nil {
+		out.Known = map[string]bool{}
+	}
+	for _, id := range missing {
+		r.imgMu.Lock()
+		l, ok := r.imgLookups[id]
+		r.imgMu.Unlock()
+		if !ok || r.now().Sub(l.at) >= tagCacheTTL {
+			im, err := r.nova.GetImage(ctx, id)
+			if err != nil {
+				r.log.Warn("cannot look up a server's image; treating it as untagged", "image_id", id, "err", err)
+				continue
+			}
+			l = imageLookup{tagged: ImageTagged(im, r.cfg.EvacuableTag), at: r.now()}
+			r.imgMu.Lock()
+			if r.imgLookups == nil {
+				r.imgLookups = map[string]imageLookup{}
+			}
+			r.imgLookups[id] = l
+			r.imgMu.Unlock()
+			r.log.Info("image not in Glance's list looked up", "image_id", id, "hidden", im.Hidden, "tagged", l.tagged)
+		}
+		out.Known[id] = true
+		if l.tagged {
+			out.Images[id] = true
+		}
+	}
+	return out
+}
+
+type imageLookup struct {
+	tagged bool
+	at     time.Time
 }
 
 // launchWorkers starts a worker for every active record that needs work

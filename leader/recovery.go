@@ -270,7 +270,7 @@ func (r *Reconciler) planStep(ctx context.Context, rec *HostRecord) error {
 	if err != nil {
 		return err
 	}
-	ix := r.tagIndex(ctx, false)
+	ix := r.serverImages(ctx, r.tagIndex(ctx, false), servers)
 	plan := ix.selectFor(r.cfg, seg, rec.Host, servers, rec.Adopted)
 	if _, err := r.apply(ctx, CmdPlan, PlanCmd{Host: rec.Host, Servers: plan}); err != nil {
 		return err

@@ -163,6 +163,9 @@ func (n *segNova) ListAggregates(context.Context) ([]nova.Aggregate, error) {
 }
 func (n *segNova) ListFlavors(context.Context) ([]nova.Flavor, error) { return nil, nil }
 func (n *segNova) ListImages(context.Context) ([]nova.Image, error)   { return nil, nil }
+func (n *segNova) GetImage(context.Context, string) (nova.Image, error) {
+	return nova.Image{}, nova.ErrNotFound
+}
 func (n *segNova) AddHostToAggregate(_ context.Context, id int, host string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()

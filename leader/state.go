@@ -147,6 +147,11 @@ type ServerRecord struct {
 	// HAEnabled is set when the server opted in with the
 	// HA_ENABLED_INSTANCE_KEY metadata (segment hosts only).
 	HAEnabled bool `json:"ha_enabled,omitempty"`
+	// TimeoutFrom, when set, is the created_at (Nova's clock) of an
+	// evacuation found in progress when a recovery was resumed: its
+	// EVACUATION_TIMEOUT counts from there (R10.5), not from this term, so
+	// neither a restart nor a failover extends it.
+	TimeoutFrom time.Time `json:"timeout_from,omitzero"`
 }
 
 // HostRecord is the replicated recovery record of one compute host.

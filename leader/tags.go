@@ -1,6 +1,7 @@
 package leader
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/ihaproject/iha/pkg/config"
@@ -36,8 +37,12 @@ func TagInList(l []string, tag string) bool {
 // TagIndex is what a cycle knows about tagged images, flavors and
 // aggregates (R6.4, R6.9).
 type TagIndex struct {
-	Tag             string
-	Images          map[string]bool // evacuable image ids
+	Tag    string
+	Images map[string]bool // evacuable image ids
+	// Known are the image ids whose tags were read (in Glance's list or
+	// looked up one by one); a server's image outside it is looked up
+	// (R6.6: the list leaves out hidden images and other projects' ones).
+	Known           map[string]bool
 	AnyTaggedFlavor bool
 	// EvacuableHosts are the hosts of tagged aggregates; nil when aggregate
 	// scoping is off or the aggregate list could not be read (fail-open).
@@ -46,10 +51,11 @@ type TagIndex struct {
 
 // BuildTagIndex computes the index from Nova's lists.
 func BuildTagIndex(s config.Settings, images []nova.Image, flavors []nova.Flavor, aggs []nova.Aggregate, aggErr error) TagIndex {
-	ix := TagIndex{Tag: s.EvacuableTag, Images: map[string]bool{}}
+	ix := TagIndex{Tag: s.EvacuableTag, Images: map[string]bool{}, Known: map[string]bool{}}
 	if s.TaggedImages {
 		for _, im := range images {
-			if TagInList(im.Tags, s.EvacuableTag) || TagInMap(im.Properties, s.EvacuableTag) {
+			ix.Known[im.ID] = true
+			if ImageTagged(im, s.EvacuableTag) {
 				ix.Images[im.ID] = true
 			}
 		}
@@ -75,6 +81,32 @@ func BuildTagIndex(s config.Settings, images []nova.Image, flavors []nova.Flavor
 	return ix
 }
 
+// ImageTagged is R6.3 for an image: its tags (R6.2) or its properties
+// (R6.1) carry the tag.
+func ImageTagged(im nova.Image, tag string) bool {
+	return TagInList(im.Tags, tag) || TagInMap(im.Properties, tag)
+}
+
+// FlavorMatches is R6.7: the first key of the server's embedded flavor
+// extra specs, in Nova's order, that equals the tag or contains it decides,
+// by its value ("true", case-insensitive). Unlike R6.1 an exact key has no
+// precedence, and a later composite key does not count.
+func FlavorMatches(srv nova.Server, tag string) bool {
+	order := srv.FlavorSpecOrder
+	if len(order) == 0 { // a client that did not keep the order: Go's sorted keys
+		for k := range srv.FlavorExtraSpecs {
+			order = append(order, k)
+		}
+		slices.Sort(order)
+	}
+	for _, k := range order {
+		if k == tag || strings.Contains(k, tag) {
+			return strings.EqualFold(srv.FlavorExtraSpecs[k], "true")
+		}
+	}
+	return false
+}
+
 // filtersImagesOrFlavors reports whether R6.5's image/flavor filter applies:
 // some kind is enabled and has at least one tagged resource.
 func (ix TagIndex) filtersImagesOrFlavors(s config.Settings) bool {
@@ -93,7 +125,7 @@ func (ix TagIndex) ServerEvacuable(s config.Settings, srv nova.Server) bool {
 	if s.TaggedImages && srv.ImageID != "" && ix.Images[srv.ImageID] {
 		return true
 	}
-	if s.TaggedFlavors && ix.AnyTaggedFlavor && TagInMap(srv.FlavorExtraSpecs, ix.Tag) {
+	if s.TaggedFlavors && ix.AnyTaggedFlavor && FlavorMatches(srv, ix.Tag) {
 		return true
 	}
 	return false

@@ -58,10 +58,42 @@ func (c *Client) ListImages(ctx context.Context) ([]Image, error) {
 	return res, nil
 }
 
+// GetImage reads one image: GET /v2/images/{id}. Glance's list leaves out
+// hidden images (os_hidden) and those of other projects that are not
+// shared, but a server may run on one; InstanceHA looks such a server's
+// image up by id (R6.6).
+func (c *Client) GetImage(ctx context.Context, id string) (Image, error) {
+	const op = "get image"
+	if err := c.authenticated(ctx); err != nil {
+		return Image{}, relabel(err, op)
+	}
+	c.mu.RLock()
+	sc, ierr := c.image, c.imageErr
+	c.mu.RUnlock()
+	if sc == nil {
+		return Image{}, &APIError{Op: op, Err: &cleanError{msg: c.scrub("no image endpoint: " + errText(ierr)), cause: ierr}}
+	}
+	var raw map[string]json.RawMessage
+	var img Image
+	err := c.follow(ctx, request{op: op, svc: sc, method: "GET"}, sc.ServiceURL("images", url.PathEscape(id)), nil, func(body []byte) (string, error) {
+		if err := json.Unmarshal(body, &raw); err != nil {
+			return "", err
+		}
+		img = image(raw)
+		return "", nil
+	})
+	if err != nil {
+		return Image{}, err
+	}
+	return img, nil
+}
+
 func image(raw map[string]json.RawMessage) Image {
 	var tags wireStrings
 	_ = tags.UnmarshalJSON(raw["tags"])
-	img := Image{ID: rawToString(raw["id"]), Name: rawToString(raw["name"]), Tags: []string(tags)}
+	var hidden wireBool
+	_ = json.Unmarshal(raw["os_hidden"], &hidden)
+	img := Image{ID: rawToString(raw["id"]), Name: rawToString(raw["name"]), Tags: []string(tags), Hidden: bool(hidden)}
 	for k, v := range raw {
 		if glanceCore[k] {
 			continue

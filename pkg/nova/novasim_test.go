@@ -4,6 +4,7 @@ package nova
 // Keystone v3 flow, the simulated Nova's semantics.
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -403,5 +404,44 @@ func TestSimNoAuthLab(t *testing.T) {
 	}
 	if n := sim.Calls(novasim.RouteTokens); n != 1 {
 		t.Fatalf("NoAuth client asked Keystone: %d token calls", n)
+	}
+}
+
+// TestSimHiddenImageIsLookedUpByID: Glance's list leaves a hidden image out;
+// GetImage reads it by id, tags and all, and says it is hidden. An unknown
+// id is ErrNotFound.
+func TestSimHiddenImageIsLookedUpByID(t *testing.T) {
+	sim := startSim(t, novasim.Options{})
+	shown := sim.AddImage(novasim.Image{Name: "shown"})
+	hidden := sim.AddImage(novasim.Image{Name: "hidden", Tags: []string{"evacuable"}, Hidden: true})
+	c, _ := newTestClient(t, simCloud(sim), Options{})
+	ctx := ctxT(t)
+	imgs, err := c.ListImages(ctx)
+	if err != nil || len(imgs) != 1 || imgs[0].ID != shown {
+		t.Fatalf("list = %+v, %v; want only the shown image", imgs, err)
+	}
+	im, err := c.GetImage(ctx, hidden)
+	if err != nil || im.ID != hidden || !im.Hidden || len(im.Tags) != 1 || im.Tags[0] != "evacuable" {
+		t.Fatalf("GetImage = %+v, %v", im, err)
+	}
+	if _, err := c.GetImage(ctx, "00000000-0000-0000-0000-000000000000"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetImage of an unknown id: %v, want ErrNotFound", err)
+	}
+}
+
+// TestServerKeepsTheOrderOfFlavorExtraSpecs: InstanceHA decides on the first
+// extra-spec key carrying the tag, in the order Nova sends them.
+func TestServerKeepsTheOrderOfFlavorExtraSpecs(t *testing.T) {
+	var w serverWire
+	body := `{"id":"s","flavor":{"original_name":"f","extra_specs":{"z:evacuable":"true","a:evacuable":"false","z:evacuable":"x"}}}`
+	if err := json.Unmarshal([]byte(body), &w); err != nil {
+		t.Fatal(err)
+	}
+	srv := w.server()
+	if got := strings.Join(srv.FlavorSpecOrder, ","); got != "z:evacuable,a:evacuable" {
+		t.Fatalf("order = %q", got)
+	}
+	if err := json.Unmarshal([]byte(`{"id":"s","flavor":{"extra_specs":[1]}}`), &w); err != nil || w.server().FlavorSpecOrder != nil {
+		t.Fatalf("odd extra_specs: order %v, err %v", w.server().FlavorSpecOrder, err)
 	}
 }

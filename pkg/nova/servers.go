@@ -1,6 +1,7 @@
 package nova
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/url"
@@ -26,6 +27,8 @@ type flavorRef struct {
 	ID           wireString `json:"id"`
 	OriginalName wireString `json:"original_name"`
 	ExtraSpecs   wireMap    `json:"extra_specs"`
+	// specOrder is the extra specs' keys in the order Nova sent them.
+	specOrder []string
 }
 
 func (f *flavorRef) UnmarshalJSON(b []byte) error {
@@ -36,7 +39,43 @@ func (f *flavorRef) UnmarshalJSON(b []byte) error {
 		return nil //nolint:nilerr // lenient by design: an odd flavor field must not fail the whole server list
 	}
 	*f = flavorRef(p)
+	var raw struct {
+		ExtraSpecs json.RawMessage `json:"extra_specs"`
+	}
+	if json.Unmarshal(b, &raw) == nil {
+		f.specOrder = objectKeys(raw.ExtraSpecs)
+	}
 	return nil
+}
+
+// objectKeys returns the keys of a JSON object in the order they appear,
+// each once; nil for anything else.
+func objectKeys(b []byte) []string {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	var keys []string
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		k, ok := t.(string)
+		if !ok {
+			return nil
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return nil
+		}
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // imageID reads a server's image: "" (boot from volume), null, or an
@@ -62,6 +101,7 @@ func (w serverWire) server() Server {
 		FlavorID:         string(w.Flavor.ID),
 		FlavorName:       string(w.Flavor.OriginalName),
 		FlavorExtraSpecs: map[string]string(w.Flavor.ExtraSpecs),
+		FlavorSpecOrder:  w.Flavor.specOrder,
 		Metadata:         map[string]string(w.Metadata),
 		Locked:           bool(w.Locked),
 		LockedReason:     string(w.LockedReason),

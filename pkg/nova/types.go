@@ -39,10 +39,13 @@ type Server struct {
 	FlavorID         string            // original flavor id when Nova gives it, else ""
 	FlavorName       string            // embedded flavor original_name (≥ 2.47)
 	FlavorExtraSpecs map[string]string // embedded (≥ 2.47)
-	Metadata         map[string]string
-	Locked           bool
-	LockedReason     string // ≥ 2.73
-	Updated          time.Time
+	// FlavorSpecOrder is FlavorExtraSpecs' keys in the order Nova listed
+	// them (InstanceHA decides on the first key that carries the tag).
+	FlavorSpecOrder []string
+	Metadata        map[string]string
+	Locked          bool
+	LockedReason    string // ≥ 2.73
+	Updated         time.Time
 }
 
 // Migration is one row of os-migrations.
@@ -82,6 +85,7 @@ type Image struct {
 	Name       string
 	Tags       []string
 	Properties map[string]string // string-valued custom properties
+	Hidden     bool              // os_hidden: Glance's list leaves it out
 }
 
 // Flavor is a flavor with its extra specs.

@@ -24,6 +24,7 @@ type image struct {
 	tags       []string
 	props      map[string]string
 	visibility string
+	hidden     bool
 	created    time.Time
 	seq        int
 }
@@ -198,7 +199,7 @@ func (s *Sim) imageJSON(im *image) map[string]any {
 	ts := im.created.Format(isoZ)
 	m := map[string]any{
 		"id": im.id, "name": im.name, "status": "active", "visibility": im.visibility, "protected": false,
-		"os_hidden": false, "tags": slices.Clone(im.tags), "container_format": "bare", "disk_format": "qcow2",
+		"os_hidden": im.hidden, "tags": slices.Clone(im.tags), "container_format": "bare", "disk_format": "qcow2",
 		"min_disk": 0, "min_ram": 0, "size": 1024, "virtual_size": nil, "checksum": nil,
 		"os_hash_algo": nil, "os_hash_value": nil, "owner": s.projectID, "created_at": ts, "updated_at": ts,
 		"self": "/v2/images/" + im.id, "file": "/v2/images/" + im.id + "/file", "schema": "/v2/schemas/image",
@@ -246,6 +247,9 @@ func (s *Sim) handleImagesList(c *call) {
 		}
 		if !containsAll(im.tags, tags) {
 			continue
+		}
+		if im.hidden != (q.Get("os_hidden") == "true") {
+			continue // Glance lists hidden images only when asked, and then only them
 		}
 		if len(out) == limit {
 			more = true

@@ -124,6 +124,9 @@ type Image struct {
 	Tags       []string
 	Properties map[string]string // shown as top-level string fields
 	Visibility string            // default "public"
+	// Hidden is Glance's os_hidden: the image list leaves it out unless
+	// asked for os_hidden=true; GET by id shows it.
+	Hidden bool
 }
 
 // Aggregate is a host aggregate fixture.
@@ -403,7 +406,7 @@ func (s *Sim) AddImage(i Image) string {
 	}
 	now := s.now().UTC()
 	im := &image{id: i.ID, name: i.Name, tags: slices.Clone(i.Tags), props: copyMap(i.Properties),
-		visibility: i.Visibility, created: now, seq: len(s.imageOrder)}
+		visibility: i.Visibility, hidden: i.Hidden, created: now, seq: len(s.imageOrder)}
 	if im.tags == nil {
 		im.tags = []string{}
 	}
@@ -419,6 +422,36 @@ func (s *Sim) AddImage(i Image) string {
 	}
 	s.images[im.id] = im
 	return im.id
+}
+
+// InFlightEvacuation is a fixture: an evacuation of a server that some
+// earlier controller requested and that Nova is still working on (status
+// pre-migrating, or any given), created at CreatedAt, that never progresses
+// by itself. The server is left rebuilding, as Nova shows it.
+type InFlightEvacuation struct {
+	ServerID  string
+	Status    string // default "pre-migrating"
+	CreatedAt time.Time
+}
+
+// AddInFlightEvacuation adds the fixture's migration and returns its id.
+func (s *Sim) AddInFlightEvacuation(e InFlightEvacuation) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	srv, ok := s.servers[e.ServerID]
+	if !ok {
+		panic("novasim: AddInFlightEvacuation of unknown server " + e.ServerID)
+	}
+	if e.Status == "" {
+		e.Status = "pre-migrating"
+	}
+	s.nextMigID++
+	m := &migration{id: s.nextMigID, uuid: newUUID(), instance: srv.id, source: srv.host, sourceNode: srv.host,
+		status: e.Status, mtype: "evacuation", created: e.CreatedAt, updated: e.CreatedAt, flavorID: srv.flavor.intID,
+		userID: s.userID, projectID: s.projectID}
+	s.migrations = append(s.migrations, m)
+	srv.taskState = "rebuilding"
+	return m.id
 }
 
 // AddAggregate adds a host aggregate and returns its id.
