@@ -84,6 +84,9 @@ type ReconcilerConfig struct {
 	// Resolver does the reverse-DNS check of a kdump notice's source
 	// address (default net.DefaultResolver).
 	Resolver AddrResolver
+	// Heartbeats holds InstanceHA's compute heartbeats this controller
+	// received (CHECK_HEARTBEAT; nil: none).
+	Heartbeats *HeartbeatLog
 }
 
 // Reconciler is the leader-only subsystem that judges hosts and drives
@@ -141,6 +144,8 @@ type Reconciler struct {
 	kdump      *KdumpLog
 	kdumpQuiet time.Duration
 	kdumpDNS   kdumpCheck
+	heartbeats *HeartbeatLog
+	hbCliff    heartbeatCliff
 	// kdumpOK holds, for this cycle, each host's latest notice that passed
 	// vetKdump (verdictInput reads it).
 	kdumpOK map[string]KdumpNotice
@@ -203,7 +208,8 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff, follow: c.FollowInterval, poke: make(chan struct{}, 1),
 		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}, unforceRefused: map[string]*unforceRefusal{},
-		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}, kdumpDNS: kdumpCheck{resolver: c.Resolver}}
+		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}, kdumpDNS: kdumpCheck{resolver: c.Resolver},
+		heartbeats: c.Heartbeats}
 }
 
 // Ready reports whether the last poll cycles reached Nova (readiness).
@@ -312,6 +318,12 @@ func (r *Reconciler) verdictInput(s nova.Service, now time.Time) VerdictInput {
 	}
 	if in.KdumpTimeout <= 0 {
 		in.KdumpTimeout = 30 * time.Second
+	}
+	if r.cfg.CheckHeartbeat {
+		in.CheckHeartbeat, in.HeartbeatTimeout = true, r.cfg.HeartbeatTimeout
+		in.HeartbeatGrace = r.heartbeatGrace(now)
+		in.Heartbeat, _ = r.heartbeats.Last(s.Host)
+		in.HeartbeatCliff = !r.hbCliff.since.IsZero() && !r.hbCliff.expired
 	}
 	return in
 }
@@ -500,6 +512,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		}
 	}
 	r.nextLook = time.Time{}
+	r.observeHeartbeats(ctx, svcs, now)
 	why := map[string]string{}
 	verdicts := map[string]Verdict{}
 	judged := make(map[string]Verdict, len(svcs))
@@ -546,12 +559,20 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 				r.event(ctx, s.Host, "NovaComputeBroken", reason, true)
 			}
 			continue
+		case VerdictHeartbeatAlive:
+			if r.lastSkips["hb:"+s.Host] == "" {
+				r.lastSkips["hb:"+s.Host] = "reported"
+				r.log.Warn("reported down by Nova but its heartbeat is fresh: not fencing", "host", s.Host, "evidence", reason)
+				r.event(ctx, s.Host, EventHostReachable, reason, true)
+			}
+			continue
 		case VerdictWait:
 			r.log.Info("not judged yet", "host", s.Host, "verdict", v, "evidence", reason)
 			r.lookAt(look)
 		}
 		delete(r.lastSkips, "nova:"+s.Host)
 		delete(r.lastSkips, "kdump:"+s.Host)
+		delete(r.lastSkips, "hb:"+s.Host)
 	}
 	for h := range r.kdumpWait {
 		if _, failed := verdicts[h]; !failed {

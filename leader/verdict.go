@@ -32,6 +32,10 @@ const (
 	// (spoofed, or a source address mapped to the wrong host): an event, no
 	// action.
 	VerdictKdumpIgnored Verdict = "kdump-ignored"
+	// VerdictHeartbeatAlive: Nova says down, no agent to ask, but the host's
+	// InstanceHA heartbeat (CHECK_HEARTBEAT) is fresh: nova-compute is
+	// broken on a live host; an event (HostReachable), no evacuation.
+	VerdictHeartbeatAlive Verdict = "heartbeat-alive"
 )
 
 // Failed reports whether v starts a recovery.
@@ -62,6 +66,31 @@ type VerdictInput struct {
 	CheckKdump   bool
 	Kdump        KdumpNotice
 	KdumpTimeout time.Duration
+	// CheckHeartbeat (CHECK_HEARTBEAT) with Heartbeat, when this controller
+	// last received the host's HBV2 heartbeat (zero: never), fresh within
+	// HeartbeatTimeout. HeartbeatGrace: the listener has not run for
+	// HEARTBEAT_TIMEOUT yet (R13.4: no effect). HeartbeatCliff: the
+	// heartbeats of many computes stopped at once (R13.6–R13.9).
+	CheckHeartbeat   bool
+	Heartbeat        time.Time
+	HeartbeatTimeout time.Duration
+	HeartbeatGrace   bool
+	HeartbeatCliff   bool
+}
+
+// HeartbeatFresh reports whether the input carries a heartbeat within
+// HEARTBEAT_TIMEOUT (R13.5).
+func (in VerdictInput) HeartbeatFresh() bool {
+	return in.CheckHeartbeat && !in.Heartbeat.IsZero() && in.Now.Sub(in.Heartbeat) <= in.HeartbeatTimeout
+}
+
+// noAgentWitness reports whether InstanceHA's rule is what judges the host:
+// DETECTION_MODE nova, no agent in the mesh (left or never seen), a dead
+// agent under the mesh partition guard, or a dead agent whose host Nova
+// heard after the mesh lost it (the mesh's word on it is void).
+func (in VerdictInput) noAgentWitness() bool {
+	return in.Mode == "nova" || in.MeshState == MeshLeft || in.MeshState == MeshUnknown ||
+		in.MeshState == MeshDead && (in.Partition || heardSince(in.Service, in.MeshSince))
 }
 
 // KdumpRecent reports whether the input carries a kdump notice within
@@ -94,6 +123,12 @@ func (in VerdictInput) KdumpRecent() bool {
 // alone, except that a host whose agent is alive in the mesh (when the mesh
 // is wired) is never failed: nova-compute is broken on a live host.
 //
+// With CHECK_HEARTBEAT, wherever InstanceHA's rule judges (mode nova, no
+// agent, the partition guard), a heartbeat within HEARTBEAT_TIMEOUT makes
+// the host heartbeat-alive (not fenced), and a heartbeat cliff makes it
+// wait; during the listener's grace period heartbeats have no effect. A
+// host with an agent is judged by the mesh, whatever its heartbeat.
+//
 // With the partition guard on, a dead host is judged by InstanceHA's rule
 // (the mesh may be what failed). A kdump notice within KDUMP_TIMEOUT is a
 // witness of its own: with the mesh reporting the host dead and Nova not
@@ -106,6 +141,19 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 	novaDown := IsNewFailure(s, in.Now, in.Delta)
 	if disabled(s) || s.ForcedDown {
 		return VerdictHealthy, "disabled or forced down: not a new failure", time.Time{}
+	}
+	// CHECK_HEARTBEAT (R13.4–R13.9, before kdump as in InstanceHA's gate
+	// chain): where InstanceHA's rule judges, a fresh heartbeat is a second
+	// witness that the host lives.
+	if in.CheckHeartbeat && !in.HeartbeatGrace && novaDown && in.noAgentWitness() {
+		switch {
+		case in.HeartbeatFresh():
+			return VerdictHeartbeatAlive, fmt.Sprintf("nova: state %s, updated_at %s, but its heartbeat came at %s (HEARTBEAT_TIMEOUT %s): "+
+				"reported down by Nova but reachable; not fenced", s.State, fmtTime(s.UpdatedAt), fmtTime(in.Heartbeat), in.HeartbeatTimeout), time.Time{}
+		case in.HeartbeatCliff:
+			return VerdictWait, fmt.Sprintf("nova: state %s; its heartbeat stopped (last %s) together with many others' (heartbeat cliff): waiting",
+				s.State, fmtTime(in.Heartbeat)), in.Now.Add(in.ReportInterval)
+		}
 	}
 	if in.KdumpRecent() {
 		kd := fmt.Sprintf("kdump notice from %s at %s", in.Kdump.From, fmtTime(in.Kdump.At))

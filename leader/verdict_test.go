@@ -124,6 +124,53 @@ func TestJudge(t *testing.T) {
 			in.MeshState, in.MeshSince, in.Service = MeshDead, now.Add(-2*time.Second), up(now.Add(-5*time.Second).Truncate(time.Second))
 			in.Kdump = KdumpNotice{Host: "h", At: now.Add(-time.Second)}
 		}, VerdictWait},
+		// CHECK_HEARTBEAT: a fresh HBV2 heartbeat is a witness where
+		// InstanceHA's rule judges (no agent, mode nova, partition guard).
+		{"heartbeat fresh + no agent + nova down is heartbeat-alive, not fenced", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, down
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat = true, 120*time.Second, now.Add(-30*time.Second)
+		}, VerdictHeartbeatAlive},
+		{"heartbeat fresh + mode nova + nova down is heartbeat-alive", func(in *VerdictInput) {
+			in.Mode, in.Service = "nova", down
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat = true, 120*time.Second, now.Add(-30*time.Second)
+		}, VerdictHeartbeatAlive},
+		{"heartbeat fresh + partition guard + stale for DELTA is heartbeat-alive", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Partition, in.Service = MeshDead, deadAt, true, up(now.Add(-31*time.Second))
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat = true, 120*time.Second, now.Add(-time.Second)
+		}, VerdictHeartbeatAlive},
+		{"heartbeat fresh + no agent + kdump notice: the heartbeat wins, as in InstanceHA's gate order", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshLeft, down
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat = true, 120*time.Second, now.Add(-time.Second)
+			in.CheckKdump, in.Kdump = true, KdumpNotice{Host: "h", At: now.Add(-time.Second)}
+		}, VerdictHeartbeatAlive},
+		{"heartbeat older than HEARTBEAT_TIMEOUT is not a witness: InstanceHA's rule", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, down
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat = true, 120*time.Second, now.Add(-121*time.Second)
+		}, VerdictInstanceHA},
+		{"no heartbeat ever: InstanceHA's rule", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, down
+			in.CheckHeartbeat, in.HeartbeatTimeout = true, 120*time.Second
+		}, VerdictInstanceHA},
+		{"heartbeat during the listener's grace period has no effect", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, down
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat, in.HeartbeatGrace = true, 120*time.Second, now.Add(-time.Second), true
+		}, VerdictInstanceHA},
+		{"heartbeat cliff: a no-agent host whose heartbeat stopped waits", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, down
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat, in.HeartbeatCliff = true, 120*time.Second, now.Add(-125*time.Second), true
+		}, VerdictWait},
+		{"heartbeat is not looked at without CHECK_HEARTBEAT", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, down
+			in.HeartbeatTimeout, in.Heartbeat = 120*time.Second, now.Add(-time.Second)
+		}, VerdictInstanceHA},
+		{"a host with an agent is judged by the mesh whatever its heartbeat", func(in *VerdictInput) {
+			in.MeshState, in.MeshSince, in.Service = MeshDead, deadAt, up(deadAt.Add(-4*time.Second).Truncate(time.Second))
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat = true, 120*time.Second, now.Add(-time.Second)
+		}, VerdictFailed},
+		{"heartbeat fresh + nova up is healthy", func(in *VerdictInput) {
+			in.MeshState, in.Service = MeshUnknown, up(now.Add(-time.Second))
+			in.CheckHeartbeat, in.HeartbeatTimeout, in.Heartbeat = true, 120*time.Second, now.Add(-time.Second)
+		}, VerdictHealthy},
 		{"kdump on a forced-down host is not a new failure", func(in *VerdictInput) {
 			sv := down
 			sv.ForcedDown = true

@@ -180,6 +180,20 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 		rcfg.Wake, rcfg.Kdump = kl.wake, kl.kdump
 		log.Info("kdump listener without a mesh", "kdump_listen", kl.conn.LocalAddr().String())
 	}
+	// 4d. CHECK_HEARTBEAT: InstanceHA's heartbeat receiver. What this
+	// controller accepts it forwards to the other controllers (same port),
+	// so a new leader knows which hosts still send.
+	if s.CheckHeartbeat {
+		beats := leader.NewHeartbeatLog()
+		hl, err := startHeartbeatListener(s.HeartbeatListen, cfg.HeartbeatKeyFiles, raftPeers(node), beats, log.With("component", "heartbeat"))
+		if err != nil {
+			fmt.Fprintf(stderr, "iha-leader: %v\n", err)
+			_ = node.Close()
+			return 1
+		}
+		defer hl.Close()
+		rcfg.Heartbeats = beats
+	}
 
 	// 5. The leader loop: one reconciler per term, after a Barrier. The
 	// status API observes its poll cycles (metrics, /v1/hosts), so the API

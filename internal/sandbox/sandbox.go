@@ -61,6 +61,9 @@ type Options struct {
 	// Resolver is the leader's reverse DNS for kdump source addresses
 	// (default: the system's).
 	Resolver leader.AddrResolver
+	// Heartbeats are InstanceHA's compute heartbeats the leader received
+	// (CHECK_HEARTBEAT).
+	Heartbeats *leader.HeartbeatLog
 }
 
 // Sandbox is novasim, one simulated BMC per compute, and a single-voter
@@ -205,7 +208,8 @@ func (s *Sandbox) StartLeader(ctx context.Context) error {
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s.opts.Settings, Nova: nv, Fencers: fl, Store: store,
 			Logger: s.opts.Logger, TrackInterval: s.opts.TrackInterval, InitialTrackDelay: s.opts.TrackInterval,
 			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs, Mesh: meshView(s.opts.Mesh), Wake: wake,
-			Kdump: kd, KdumpQuiet: s.opts.KdumpQuiet, Resolver: s.opts.Resolver})
+			Kdump: kd, KdumpQuiet: s.opts.KdumpQuiet, Resolver: s.opts.Resolver,
+			Heartbeats: s.opts.Heartbeats})
 	}
 	if m, ok := s.opts.Mesh.(*Mesh); ok {
 		m.alive(s.Hosts())

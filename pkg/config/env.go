@@ -24,14 +24,19 @@ const (
 	EnvCloud        = "OS_CLOUD"
 	EnvUDPPort      = "UDP_PORT"
 	EnvDisabled     = "INSTANCEHA_DISABLED"
+	// InstanceHA's heartbeat (CHECK_HEARTBEAT).
+	EnvHeartbeatPort        = "HEARTBEAT_PORT"
+	EnvHeartbeatKey         = "HEARTBEAT_HMAC_KEY_PATH"
+	EnvHeartbeatKeyPrevious = "HEARTBEAT_HMAC_KEY_PREVIOUS_PATH"
 
-	DefaultConfigPath   = "/var/lib/instanceha/config.yaml"
-	DefaultCloudsPath   = "/home/cloud-admin/.config/openstack/clouds.yaml"
-	DefaultSecurePath   = "/home/cloud-admin/.config/openstack/secure.yaml"
-	DefaultFencingPath  = "/secrets/fencing.yaml"
-	DefaultSegmentsPath = "/secrets/segments.yaml"
-	DefaultCloud        = "overcloud"
-	DefaultUDPPort      = 7410
+	DefaultConfigPath    = "/var/lib/instanceha/config.yaml"
+	DefaultCloudsPath    = "/home/cloud-admin/.config/openstack/clouds.yaml"
+	DefaultSecurePath    = "/home/cloud-admin/.config/openstack/secure.yaml"
+	DefaultFencingPath   = "/secrets/fencing.yaml"
+	DefaultSegmentsPath  = "/secrets/segments.yaml"
+	DefaultCloud         = "overcloud"
+	DefaultUDPPort       = 7410
+	DefaultHeartbeatPort = 7411
 )
 
 // envVar describes one environment variable for the reference.
@@ -48,6 +53,9 @@ var envVars = []envVar{
 	{EnvCloud, DefaultCloud, "entry of clouds.yaml to use"},
 	{EnvUDPPort, "7410", "kdump UDP listener port, 1–65535 (unlike InstanceHA, a bad value is an error)"},
 	{EnvDisabled, "unset", "exactly `True` forces DISABLED=true; any other value leaves the file's DISABLED"},
+	{EnvHeartbeatPort, "7411", "heartbeat UDP listener port (CHECK_HEARTBEAT), 1–65535 (unlike InstanceHA, a bad value is an error)"},
+	{EnvHeartbeatKey, "unset", "file holding the heartbeat HMAC key in hex (CHECK_HEARTBEAT needs it or the previous one); re-read when it changes"},
+	{EnvHeartbeatKeyPrevious, "unset", "file holding the previous HMAC key in hex, accepted too during a key rotation (empty or missing: none)"},
 }
 
 func lookup(env Env, key, def string) string {

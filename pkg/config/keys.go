@@ -98,10 +98,10 @@ var keyTable = []keySpec{
 	boolKey("FORCE_ENABLE", originInstanceHA, "re-enable a host without waiting for its migrations to finish", func(s *Settings) *bool { return &s.ForceEnable }),
 	boolKey("CHECK_KDUMP", originInstanceHA, "listen for fence_kdump notices and let a dumping host finish", func(s *Settings) *bool { return &s.CheckKdump }),
 	secKey("KDUMP_TIMEOUT", originInstanceHA, 5, 300, "how long to wait for a kdump notice", func(s *Settings) *time.Duration { return &s.KdumpTimeout }),
-	boolKey("CHECK_HEARTBEAT", originInstanceHA, "listen for compute heartbeats and use them as a gate", func(s *Settings) *bool { return &s.CheckHeartbeat }),
-	secKey("HEARTBEAT_TIMEOUT", originInstanceHA, 30, 600, "heartbeat freshness and grace period", func(s *Settings) *time.Duration { return &s.HeartbeatTimeout }),
-	intKey("HEARTBEAT_CLIFF_THRESHOLD", originInstanceHA, 10, 100, "percent", "a drop of this share of heartbeats in one cycle is a cliff (network, not hosts)", func(s *Settings) *int { return &s.HeartbeatCliffThreshold }),
-	intKey("HEARTBEAT_CLIFF_MAX_CYCLES", originInstanceHA, 1, 20, "", "cycles after which a cliff expires", func(s *Settings) *int { return &s.HeartbeatCliffMaxCycles }),
+	boolKey("CHECK_HEARTBEAT", originInstanceHA, "listen (HEARTBEAT_LISTEN) for InstanceHA's HMAC-signed compute heartbeats (HBV2); a host Nova reports down with a heartbeat fresh within HEARTBEAT_TIMEOUT is not fenced (event `HostReachable`). Applies where InstanceHA's rule judges: hosts without an agent, DETECTION_MODE nova, the mesh partition guard; a host with an agent is judged by the mesh. Needs HEARTBEAT_HMAC_KEY_PATH", func(s *Settings) *bool { return &s.CheckHeartbeat }),
+	secKey("HEARTBEAT_TIMEOUT", originInstanceHA, 30, 600, "heartbeat freshness, and the grace period after the listener starts during which heartbeats have no effect", func(s *Settings) *time.Duration { return &s.HeartbeatTimeout }),
+	intKey("HEARTBEAT_CLIFF_THRESHOLD", originInstanceHA, 10, 100, "percent", "when this share of the active computes heard within two HEARTBEAT_TIMEOUTs (at least 3) went silent within the last one, it is a cliff (the network, not the hosts): hosts judged by InstanceHA's rule wait. Counted from the heartbeats, not from the hosts in recovery (InstanceHA's W2)", func(s *Settings) *int { return &s.HeartbeatCliffThreshold }),
+	intKey("HEARTBEAT_CLIFF_MAX_CYCLES", originInstanceHA, 1, 20, "", "a cliff lasting this many POLL intervals is taken as genuine failures (event `HeartbeatCliffExpired`)", func(s *Settings) *int { return &s.HeartbeatCliffMaxCycles }),
 	boolKey("DISABLED", originInstanceHA, "detect and report, but neither fence nor evacuate (re-enable still runs)", func(s *Settings) *bool { return &s.Disabled }),
 	boolKey("SSL_VERIFY", originInstanceHA, "verify BMC certificates", func(s *Settings) *bool { return &s.SSLVerify }),
 	strKey("SSL_CA_BUNDLE", kindPath, originInstanceHA, "CA bundle for BMC HTTPS (must exist when set)", func(s *Settings) *string { return &s.SSLCABundle }),
@@ -157,6 +157,7 @@ var keyTable = []keySpec{
 	durKey("GOSSIP_GOSSIP_INTERVAL", originIHA, 10*time.Millisecond, 10*time.Second, "time between two gossip rounds", "from GOSSIP_PROFILE (fast 100ms, lan 200ms)", func(s *Settings) *time.Duration { return &s.GossipGossipInterval }),
 	intKey("MESH_PARTITION_PERCENT", originIHA, 1, 100, "percent", "when more than this share of the mesh's computes is lost within MESH_PARTITION_WINDOW, suspect the leader's own network: those hosts need Nova's DELTA rule as well", func(s *Settings) *int { return &s.MeshPartitionPercent }),
 	secKey("MESH_PARTITION_WINDOW", originIHA, 5, 600, "the window of MESH_PARTITION_PERCENT", func(s *Settings) *time.Duration { return &s.MeshPartitionWindow }),
+	{Name: "HEARTBEAT_LISTEN", Kind: kindListenAddr, Origin: originIHA, Meaning: "with CHECK_HEARTBEAT, where the leader listens for InstanceHA's heartbeats (UDP); each controller forwards what it accepts to the other controllers' port, so the sender may target any of them (or a VIP)", DocDefault: "`:7411` (the port of HEARTBEAT_PORT when set)", strp: func(s *Settings) *string { return &s.HeartbeatListen }},
 	{Name: "KDUMP_LISTEN", Kind: kindListenAddr, Origin: originIHA, Meaning: "with CHECK_KDUMP, where the leader listens for fence_kdump packets (UDP), or `off` (notices then come only through the agents)", DocDefault: "`:7410` (the port of UDP_PORT when set)", strp: func(s *Settings) *string { return &s.KdumpListen }},
 }
 

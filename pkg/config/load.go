@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/ihaproject/iha/pkg/heartbeat"
 )
 
 // Load reads the whole configuration from the paths InstanceHA uses
@@ -96,6 +98,25 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 	if settings.KdumpListen == Defaults().KdumpListen {
 		settings.KdumpListen = ":" + strconv.Itoa(udpPort)
 	}
+	hbPort := DefaultHeartbeatPort
+	if v, ok := env(EnvHeartbeatPort); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		switch {
+		case err != nil:
+			c.add(Problem{File: "environment", Key: EnvHeartbeatPort, Value: strconv.Quote(v), Reason: "is not an integer", Allowed: "1–65535"})
+		case n < 1 || n > 65535:
+			c.add(Problem{File: "environment", Key: EnvHeartbeatPort, Value: strconv.Quote(v), Reason: "is out of range", Allowed: "1–65535"})
+		default:
+			hbPort = n
+		}
+	}
+	if settings.HeartbeatListen == Defaults().HeartbeatListen {
+		settings.HeartbeatListen = ":" + strconv.Itoa(hbPort)
+	}
+	hbKeys := []string{lookup(env, EnvHeartbeatKey, ""), lookup(env, EnvHeartbeatKeyPrevious, "")}
+	if settings.CheckHeartbeat {
+		checkHeartbeatKeys(hbKeys, settings.HeartbeatListen, files.Config, c)
+	}
 	cloudName := lookup(env, EnvCloud, DefaultCloud)
 
 	// 3. clouds.yaml + secure.yaml.
@@ -118,11 +139,32 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 		return nil, &Problems{Items: problems, Warnings: warnings}
 	}
 	return &Config{
-		Settings: settings,
-		Cloud:    cloud,
-		Fencing:  fencing,
-		UDPPort:  udpPort,
-		Files:    files,
-		Warnings: warnings,
+		Settings:          settings,
+		Cloud:             cloud,
+		Fencing:           fencing,
+		UDPPort:           udpPort,
+		HeartbeatKeyFiles: hbKeys,
+		Files:             files,
+		Warnings:          warnings,
 	}, nil
+}
+
+// checkHeartbeatKeys: with CHECK_HEARTBEAT the listener must be on and at
+// least one HMAC key must load (InstanceHA silently rejects every heartbeat
+// when none does: the setting would do nothing).
+func checkHeartbeatKeys(files []string, listen, configFile string, c *collector) {
+	if listen == Off {
+		c.add(Problem{File: configFile, Key: "HEARTBEAT_LISTEN", Value: strconv.Quote(Off),
+			Reason: "is off while CHECK_HEARTBEAT is true: no heartbeat could arrive", Allowed: "host:port"})
+	}
+	keys, err := heartbeat.LoadKeys(files...)
+	if err != nil {
+		c.add(Problem{File: "environment", Key: EnvHeartbeatKey, Reason: err.Error(), Allowed: "a file holding a hex key"})
+		return
+	}
+	if len(keys) == 0 {
+		c.add(Problem{File: "environment", Key: EnvHeartbeatKey,
+			Reason:  "names no file holding a key, and CHECK_HEARTBEAT is true: every heartbeat would be rejected",
+			Allowed: "the path of the heartbeat HMAC key (hex), as InstanceHA's operator mounts it, or CHECK_HEARTBEAT false"})
+	}
 }

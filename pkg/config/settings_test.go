@@ -32,7 +32,7 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"GOSSIP_BIND": "0.0.0.0:7946", "GOSSIP_ADVERTISE": "", "GOSSIP_JOIN": "", "GOSSIP_KEYRING": "",
 		"GOSSIP_LABEL": "", "GOSSIP_PROFILE": "fast", "GOSSIP_PROBE_INTERVAL": "", "GOSSIP_PROBE_TIMEOUT": "",
 		"GOSSIP_SUSPICION_MULT": "0", "GOSSIP_GOSSIP_INTERVAL": "", "MESH_PARTITION_PERCENT": "30",
-		"MESH_PARTITION_WINDOW": "60", "KDUMP_LISTEN": ":7410",
+		"MESH_PARTITION_WINDOW": "60", "KDUMP_LISTEN": ":7410", "HEARTBEAT_LISTEN": ":7411",
 		"HA_ENABLED_INSTANCE_KEY": "HA_Enabled", "EVACUATE_ALL_INSTANCES": "true", "IGNORE_INSTANCES_IN_ERROR_STATE": "false",
 		"ADD_RESERVED_HOST_TO_AGGREGATE": "false", "RECOVERED_HOST_MAINTENANCE": "false",
 	}
@@ -448,21 +448,40 @@ func TestCrossChecks(t *testing.T) {
 	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct{ name, yaml, problem, warning string }{
-		{"heartbeat timeout shorter than delta", "CHECK_HEARTBEAT: true\n  HEARTBEAT_TIMEOUT: 30\n  DELTA: 60", "", "HEARTBEAT_TIMEOUT (30s) is shorter than DELTA (60s)"},
-		{"heartbeat off: no warning", "HEARTBEAT_TIMEOUT: 30\n  DELTA: 60", "", ""},
-		{"CA bundle exists", "SSL_CA_BUNDLE: " + ca, "", ""},
-		{"CA bundle missing", "SSL_CA_BUNDLE: " + ca + ".missing", `SSL_CA_BUNDLE: "` + ca + `.missing" does not exist`, ""},
-		{"CA bundle is a directory", "SSL_CA_BUNDLE: " + dir, "is a directory", ""},
-		{"cert without key", "SSL_CERT_PATH: " + ca, "SSL_CERT_PATH: and SSL_KEY_PATH must be set together", ""},
-		{"raft tls without its CA", "RAFT_TLS_CERT: " + ca + "\n  RAFT_TLS_KEY: " + ca, "RAFT_TLS_CERT: RAFT_TLS_KEY and RAFT_TLS_CA must be set together", ""},
-		{"key missing", "SSL_CERT_PATH: " + ca + "\n  SSL_KEY_PATH: " + ca + ".key", `SSL_KEY_PATH: "` + ca + `.key" does not exist`, ""},
-		{"SSL_VERIFY off warns", "SSL_VERIFY: false", "", "SSL_VERIFY is false"},
-		{"node not among peers", "NODE_NAME: c\n  RAFT_PEERS: a=127.0.0.1:1,b=127.0.0.1:2", "", "RAFT_PEERS does not list NODE_NAME"},
+	key := filepath.Join(dir, "hmac-key")
+	if err := os.WriteFile(key, []byte("00112233445566778899aabbccddeeff\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badKey := filepath.Join(dir, "bad-key")
+	if err := os.WriteFile(badKey, []byte("zz-secret-zz"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyEnv := map[string]string{EnvHeartbeatKey: key}
+	tests := []struct {
+		name, yaml, problem, warning string
+		env                          map[string]string
+	}{
+		{"heartbeat timeout shorter than delta", "CHECK_HEARTBEAT: true\n  HEARTBEAT_TIMEOUT: 30\n  DELTA: 60", "", "HEARTBEAT_TIMEOUT (30s) is shorter than DELTA (60s)", keyEnv},
+		{"heartbeat with its key", "CHECK_HEARTBEAT: true", "", "", keyEnv},
+		{"heartbeat with the previous key only (mid-rotation)", "CHECK_HEARTBEAT: true", "", "", map[string]string{EnvHeartbeatKey: key + ".gone", EnvHeartbeatKeyPrevious: key}},
+		{"heartbeat without a key is refused, not silently useless", "CHECK_HEARTBEAT: true", "HEARTBEAT_HMAC_KEY_PATH: names no file holding a key", "", nil},
+		{"heartbeat key that is not hex names the file, never the content", "CHECK_HEARTBEAT: true", "HEARTBEAT_HMAC_KEY_PATH: heartbeat: bad HMAC key file: " + badKey + ": not a hex string", "", map[string]string{EnvHeartbeatKey: badKey}},
+		{"heartbeat with its listener off", "CHECK_HEARTBEAT: true\n  HEARTBEAT_LISTEN: \"off\"", "HEARTBEAT_LISTEN: \"off\" is off while CHECK_HEARTBEAT is true", "", keyEnv},
+		{"kdump with neither a mesh nor a listener", "CHECK_KDUMP: true\n  GOSSIP_BIND: \"off\"\n  KDUMP_LISTEN: \"off\"", "KDUMP_LISTEN: \"off\" and GOSSIP_BIND is off too", "", nil},
+		{"kdump without a mesh listens itself", "CHECK_KDUMP: true\n  GOSSIP_BIND: \"off\"\n  DETECTION_MODE: nova", "", "", nil},
+		{"heartbeat off: no warning", "HEARTBEAT_TIMEOUT: 30\n  DELTA: 60", "", "", nil},
+		{"CA bundle exists", "SSL_CA_BUNDLE: " + ca, "", "", nil},
+		{"CA bundle missing", "SSL_CA_BUNDLE: " + ca + ".missing", `SSL_CA_BUNDLE: "` + ca + `.missing" does not exist`, "", nil},
+		{"CA bundle is a directory", "SSL_CA_BUNDLE: " + dir, "is a directory", "", nil},
+		{"cert without key", "SSL_CERT_PATH: " + ca, "SSL_CERT_PATH: and SSL_KEY_PATH must be set together", "", nil},
+		{"raft tls without its CA", "RAFT_TLS_CERT: " + ca + "\n  RAFT_TLS_KEY: " + ca, "RAFT_TLS_CERT: RAFT_TLS_KEY and RAFT_TLS_CA must be set together", "", nil},
+		{"key missing", "SSL_CERT_PATH: " + ca + "\n  SSL_KEY_PATH: " + ca + ".key", `SSL_KEY_PATH: "` + ca + `.key" does not exist`, "", nil},
+		{"SSL_VERIFY off warns", "SSL_VERIFY: false", "", "SSL_VERIFY is false", nil},
+		{"node not among peers", "NODE_NAME: c\n  RAFT_PEERS: a=127.0.0.1:1,b=127.0.0.1:2", "", "RAFT_PEERS does not list NODE_NAME", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, p, _ := loadDir(t, fixture(t, map[string]string{"config.yaml": "config:\n  " + tt.yaml + "\n"}), nil)
+			cfg, p, _ := loadDir(t, fixture(t, map[string]string{"config.yaml": "config:\n  " + tt.yaml + "\n"}), tt.env)
 			if tt.problem != "" {
 				if p == nil {
 					t.Fatal("loaded, want a problem")

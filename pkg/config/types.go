@@ -17,6 +17,10 @@ type Config struct {
 	Fencing  Fencing
 	// UDPPort is the kdump listener port (env UDP_PORT, default 7410).
 	UDPPort int
+	// HeartbeatKeyFiles are the HMAC key files of InstanceHA's heartbeat
+	// (env HEARTBEAT_HMAC_KEY_PATH, then HEARTBEAT_HMAC_KEY_PREVIOUS_PATH;
+	// an unset one is ""). With CHECK_HEARTBEAT at least one holds a key.
+	HeartbeatKeyFiles []string
 	// Files records where each part came from, for messages and summaries.
 	Files Files
 	// Warnings are non-fatal findings (unknown keys, plain-HTTP Redfish…),
@@ -128,6 +132,7 @@ type Settings struct {
 	MeshPartitionPercent int           // MESH_PARTITION_PERCENT (default 30)
 	MeshPartitionWindow  time.Duration // MESH_PARTITION_WINDOW, seconds (default 60)
 	KdumpListen          string        // KDUMP_LISTEN: kdump UDP listen host:port, or "off" (default ":"+UDP_PORT)
+	HeartbeatListen      string        // HEARTBEAT_LISTEN: heartbeat UDP listen host:port (default ":"+HEARTBEAT_PORT)
 }
 
 // Defaults returns InstanceHA's defaults plus IHA's.
@@ -167,6 +172,7 @@ func Defaults() Settings {
 
 		GossipBind:           "0.0.0.0:7946",
 		KdumpListen:          ":" + strconv.Itoa(DefaultUDPPort),
+		HeartbeatListen:      ":" + strconv.Itoa(DefaultHeartbeatPort),
 		GossipProfile:        GossipProfileFast,
 		MeshPartitionPercent: 30,
 		MeshPartitionWindow:  60 * time.Second,

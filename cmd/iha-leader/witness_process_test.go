@@ -16,6 +16,7 @@ import (
 	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/heartbeat"
 	"github.com/ihaproject/iha/pkg/kdump"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
@@ -31,9 +32,9 @@ type kdumpCloud struct {
 }
 
 // startKdumpCloud starts novasim with hosts (the first two carry a tagged
-// server each), a BMC per host, and one controller with keys; it returns
-// once the controller leads and has polled Nova.
-func startKdumpCloud(t *testing.T, hosts []string, keys map[string]string) *kdumpCloud {
+// server each), a BMC per host, and one controller with keys and env; it
+// returns once the controller leads and has polled Nova.
+func startKdumpCloud(t *testing.T, hosts []string, keys map[string]string, env ...string) *kdumpCloud {
 	t.Helper()
 	leaderBin, _ := buildBinaries(t)
 	sim, err := novasim.New(novasim.Options{Password: "change-me", NoStartupDelay: true, ReportInterval: time.Second,
@@ -67,7 +68,7 @@ func startKdumpCloud(t *testing.T, hosts []string, keys map[string]string) *kdum
 	for k, v := range keys {
 		base[k] = v
 	}
-	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t), env: []string{"INSTANCEHA_DISABLED=False"}}
+	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t), env: append([]string{"INSTANCEHA_DISABLED=False"}, env...)}
 	c.writeConfig(t, sim, base)
 	writeFile(t, filepath.Join(c.confDir, "fencing.yaml"), []byte(fencing.String()))
 	c.start(t, leaderBin)
@@ -241,5 +242,60 @@ func TestProcessRogueKdumpOverGossipHoldsNoFenceBack(t *testing.T) {
 	}, kc.ctl)
 	if !strings.Contains(kc.ctl.log.String(), "kdump notice rejected") {
 		t.Errorf("the leader's log does not show the rejection")
+	}
+}
+
+// TestProcessHeartbeatKeepsAHostWithoutAnAgentFromBeingFenced is issue 16
+// item 4 with the real binary: CHECK_HEARTBEAT with InstanceHA's key file
+// (HEARTBEAT_HMAC_KEY_PATH), no mesh. After the listener's grace period
+// (HEARTBEAT_TIMEOUT), compute-1's nova-compute stops while a sender of the
+// test's own keeps sending it HBV2 heartbeats over UDP: it is reachable
+// (HostReachable) and not fenced. compute-2 stops and sends none: fenced.
+func TestProcessHeartbeatKeepsAHostWithoutAnAgentFromBeingFenced(t *testing.T) {
+	key := []byte("process-test-heartbeat-key-32byt")
+	keyFile := filepath.Join(t.TempDir(), "hmac-key")
+	writeKey(t, keyFile, key)
+	listen := testaddr.Loopback(t)
+	kc := startKdumpCloud(t, []string{"compute-1", "compute-2", "compute-3", "compute-4"},
+		map[string]string{"GOSSIP_BIND": "off", "DETECTION_MODE": "nova", "CHECK_KDUMP": "false", "CHECK_HEARTBEAT": "true",
+			"HEARTBEAT_TIMEOUT": "30", "HEARTBEAT_LISTEN": listen}, "HEARTBEAT_HMAC_KEY_PATH="+keyFile)
+	started := time.Now()
+	if !strings.Contains(kc.ctl.log.String(), "heartbeat listener started") {
+		t.Fatalf("no heartbeat listener in the log:\n%s", lastLines(kc.ctl.log.String(), 20))
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { // edpm's timer, every second instead of 30 s
+		defer close(done)
+		for {
+			sendUDP(t, "127.0.0.1", listen, heartbeat.Encode("compute-1.localdomain", time.Now(), key))
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	// During the grace period heartbeats have no effect (R13.4): wait it out.
+	if d := 31*time.Second - time.Since(started); d > 0 {
+		time.Sleep(d)
+	}
+	kc.sim.StopCompute("compute-1")
+	kc.sim.StopCompute("compute-2")
+	waitFor(t, 90*time.Second, "compute-2 fenced", func() (bool, string) {
+		rec, ok := kc.host(t, "compute-2")
+		return ok && rec.Fence != nil, fmt.Sprintf("phase %q", rec.Phase)
+	}, kc.ctl)
+	waitFor(t, 30*time.Second, "a HostReachable event for compute-1", func() (bool, string) {
+		return len(kc.events(t, "compute-1", leader.EventHostReachable)) > 0, ""
+	}, kc.ctl)
+	if rec, ok := kc.host(t, "compute-1"); ok && rec.Phase != "" {
+		t.Errorf("compute-1 sends heartbeats but has a recovery in phase %s", rec.Phase)
+	}
+	if r := kc.resets("compute-1"); len(r) != 0 {
+		t.Errorf("compute-1's BMC got %v while its heartbeat was fresh", r)
+	}
+	if r := kc.resets("compute-2"); len(r) == 0 || r[0] != "ForceOff" {
+		t.Errorf("compute-2 sent no heartbeat; its BMC got %v, want a ForceOff", r)
 	}
 }
