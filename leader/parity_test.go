@@ -3,10 +3,13 @@ package leader_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/nova"
 	"github.com/ihaproject/iha/pkg/novasim"
@@ -275,5 +278,42 @@ func TestScenarioFirstFlavorKeyWithTheTagDecides(t *testing.T) {
 	}
 	if srv, _ := w.Sim.Server(vmff); srv.Host != "c1" || w.Sim.ServerCalls(vmff, novasim.RouteEvacuate) != 0 {
 		t.Error("the server whose first composite key is false was evacuated (a later key said true)")
+	}
+}
+
+// lockedLog is a log the test reads while the leader writes it.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestScenarioMetricsSummaryIsLoggedEveryInterval: METRICS_LOG_INTERVAL is
+// honoured: the leader logs a summary of what it did at that period.
+func TestScenarioMetricsSummaryIsLoggedEveryInterval(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.MetricsLogInterval = 500 * time.Millisecond
+	var out lockedLog
+	w := newWorld(t, s, func(o *sandbox.Options) { o.Logger = slog.New(slog.NewTextHandler(&out, nil)) })
+	w.start()
+	w.Hang("c1")
+	waitFor(t, 30*time.Second, "a summary counting c1's recovery", func() bool {
+		return strings.Contains(out.String(), `msg="metrics summary"`) && strings.Contains(out.String(), "hosts_fenced=1")
+	})
+	time.Sleep(time.Second)
+	if n := strings.Count(out.String(), `msg="metrics summary"`); n < 2 {
+		t.Errorf("%d summaries, want one every %s", n, s.MetricsLogInterval)
 	}
 }

@@ -165,6 +165,11 @@ type Reconciler struct {
 	adoptOrphans   *bool
 	recordTakeover bool
 
+	// polls and pollErrors count this term's cycles; lastSummary is when
+	// METRICS_LOG_INTERVAL's summary was last logged.
+	polls, pollErrors int
+	lastSummary       time.Time
+
 	ready     atomic.Bool
 	failures  atomic.Int32
 	lastPoll  atomic.Int64 // unix nanos of the last successful poll
@@ -231,6 +236,7 @@ const maxBackoff = 300 * time.Second
 // caller has already made the FSM current with a Barrier for this term.
 func (r *Reconciler) Run(ctx context.Context) error {
 	r.termStart = r.now()
+	r.lastSummary = r.termStart
 	r.log.Info("reconciler starting", "poll", r.cfg.Poll, "delta", r.cfg.Delta, "mode", r.cfg.DetectionMode,
 		"quick_evacuate_level", r.cfg.QuickEvacuateLevel)
 	defer r.wg.Wait()
@@ -245,10 +251,12 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			}
 		}
 		start := r.now()
+		r.polls++
 		if err := r.Cycle(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
+			r.pollErrors++
 			n := r.failures.Add(1)
 			r.obs.PollCycle(r.now().Sub(start), err, int(n))
 			if n >= 3 {
@@ -263,6 +271,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			r.obs.PollCycle(r.now().Sub(start), nil, 0)
 			r.log.Debug("poll cycle done", "took", r.now().Sub(start))
 		}
+		r.maybeLogSummary()
 		if !r.nextLook.IsZero() {
 			if d := r.nextLook.Sub(r.now()); d < wait {
 				wait = max(d, 10*time.Millisecond)
@@ -292,6 +301,42 @@ func (r *Reconciler) lookAt(t time.Time) {
 	if r.nextLook.IsZero() || t.Before(r.nextLook) {
 		r.nextLook = t
 	}
+}
+
+// maybeLogSummary logs, every METRICS_LOG_INTERVAL, a line of what this
+// leader did (InstanceHA's metrics summary; the figures are also on
+// /metrics).
+func (r *Reconciler) maybeLogSummary() {
+	iv := r.cfg.MetricsLogInterval
+	if iv <= 0 || r.now().Sub(r.lastSummary) < iv {
+		return
+	}
+	r.lastSummary = r.now()
+	phases := map[Phase]int{}
+	fenced, evacuated, failedServers := 0, 0, 0
+	for _, h := range r.store.FSM().Hosts() {
+		phases[h.Phase]++
+		if h.Fence != nil {
+			fenced++
+		}
+		for _, sv := range h.Servers {
+			switch sv.State {
+			case ServerDone:
+				evacuated++
+			case ServerFailed:
+				failedServers++
+			}
+		}
+	}
+	active := 0
+	for p, n := range phases {
+		if p.Active() {
+			active += n
+		}
+	}
+	r.log.Info("metrics summary", "polls", r.polls, "poll_errors", r.pollErrors, "hosts_in_recovery", active,
+		"hosts_done", phases[PhaseDone], "hosts_failed", phases[PhaseFailed], "hosts_skipped", phases[PhaseSkipped],
+		"hosts_fenced", fenced, "servers_evacuated", evacuated, "servers_failed", failedServers, "interval", iv)
 }
 
 // verdictInput gathers what the verdict table needs of one service: Nova's

@@ -51,8 +51,13 @@ func ReferenceMarkdown() string {
 			w("### IHA keys")
 		}
 		w()
-		w("| key | type | default | allowed | meaning |")
-		w("|---|---|---|---|---|")
+		if origin == originInstanceHA {
+			w("| key | type | default | allowed | meaning | in IHA |")
+			w("|---|---|---|---|---|---|")
+		} else {
+			w("| key | type | default | allowed | meaning |")
+			w("|---|---|---|---|---|")
+		}
 		def := Defaults()
 		for i := range keyTable {
 			k := &keyTable[i]
@@ -71,11 +76,17 @@ func ReferenceMarkdown() string {
 			case kindInt, kindEnum, kindAddr:
 				allowed = k.allowed()
 			}
+			if origin == originInstanceHA {
+				w("| `", k.Name, "` | ", k.typeName(), " | ", d, " | ", allowed, " | ", k.Meaning, " | ", instanceHAParity[k.Name], " |")
+				continue
+			}
 			w("| `", k.Name, "` | ", k.typeName(), " | ", d, " | ", allowed, " | ", k.Meaning, " |")
 		}
 	}
 	w()
-	w("Cross-checks: with CHECK_HEARTBEAT, a HEARTBEAT_TIMEOUT shorter than DELTA is a warning; SSL_CA_BUNDLE,")
+	w("Cross-checks: with CHECK_HEARTBEAT, a HEARTBEAT_TIMEOUT shorter than DELTA is a warning, and")
+	w("HEARTBEAT_HMAC_KEY_PATH (or the previous key's file) must hold a hex key and HEARTBEAT_LISTEN must not be off;")
+	w("CHECK_KDUMP with both GOSSIP_BIND and KDUMP_LISTEN off is an error (no notice could arrive); SSL_CA_BUNDLE,")
 	w("SSL_CERT_PATH and SSL_KEY_PATH must name readable files, and the last two go together.")
 	w()
 	w("## clouds.yaml and secure.yaml")

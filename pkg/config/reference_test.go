@@ -39,3 +39,25 @@ func TestReferenceMarkdown(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryInstanceHAKeySaysWhatIHADoesWithIt: the reference's "in IHA"
+// column has an entry for every InstanceHA key, and only for those.
+func TestEveryInstanceHAKeySaysWhatIHADoesWithIt(t *testing.T) {
+	n := 0
+	for _, k := range keyTable {
+		if k.Origin != originInstanceHA {
+			if _, ok := instanceHAParity[k.Name]; ok {
+				t.Errorf("%s is IHA's own key but has an InstanceHA parity note", k.Name)
+			}
+			continue
+		}
+		n++
+		p := instanceHAParity[k.Name]
+		if !strings.HasPrefix(p, "honoured") && !strings.HasPrefix(p, "no effect") && !strings.HasPrefix(p, "refused") {
+			t.Errorf("%s: parity note %q must start with honoured, no effect or refused", k.Name, p)
+		}
+	}
+	if n != len(instanceHAParity) {
+		t.Errorf("%d InstanceHA keys, %d parity notes", n, len(instanceHAParity))
+	}
+}
