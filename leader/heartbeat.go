@@ -176,8 +176,8 @@ func (r *Reconciler) observeHeartbeats(ctx context.Context, svcs []nova.Service,
 		r.log.Warn(msg)
 		r.event(ctx, "", EventHeartbeatCliffExpired, msg, true)
 	}
-	if !c.expired && (r.nextLook.IsZero() || c.since.Add(window).Before(r.nextLook)) {
-		r.nextLook = c.since.Add(window)
+	if !c.expired {
+		r.lookAt(c.since.Add(window))
 	}
 }
 

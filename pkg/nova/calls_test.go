@@ -296,6 +296,7 @@ func TestGetServerParsesEmbeddedFlavorLockAndNullTaskState(t *testing.T) {
 		Host: "compute-1.example.com", ImageID: "70a599e0-31e7-49b7-b260-868f441e862b",
 		FlavorName:       "m1.tiny.evacuable",
 		FlavorExtraSpecs: map[string]string{"hw:cpu_policy": "dedicated", "trait:CUSTOM_evacuable": "true"},
+		FlavorSpecOrder:  []string{"hw:cpu_policy", "trait:CUSTOM_evacuable"},
 		Metadata:         map[string]string{"My Server Name": "Apache1", "evacuable": "true"},
 		Locked:           true, LockedReason: "instanceha-evacuation",
 		Updated: time.Date(2026, 11, 21, 13, 0, 3, 0, time.UTC),
