@@ -255,16 +255,6 @@ type noDNS struct{}
 
 func (noDNS) LookupAddr(context.Context, string) ([]string, error) { return nil, nil }
 
-// stubDNS answers reverse lookups from a map.
-type stubDNS map[string]string
-
-func (d stubDNS) LookupAddr(_ context.Context, ip string) ([]string, error) {
-	if n, ok := d[ip]; ok {
-		return []string{n}, nil
-	}
-	return nil, nil
-}
-
 // keepSending records notices every 200 ms, as fence_kdump_send repeats
 // them, until the test ends.
 func keepSending(t *testing.T, mesh *sandbox.Mesh, notices ...leader.KdumpNotice) {

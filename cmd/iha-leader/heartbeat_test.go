@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -111,4 +113,43 @@ func TestHeartbeatListenerAcceptsHBV2RotatesKeysAndForwards(t *testing.T) {
 	rej := a.Rejected()["hmac_failed"]
 	sendUDP(t, "127.0.0.8", to, heartbeat.Encode("compute-7", time.Now(), k0)) // retired
 	wait("the retired key refused", func() bool { return a.Rejected()["hmac_failed"] == rej+1 })
+}
+
+// BenchmarkHeartbeatListenerBurst sends one heartbeat from each of 1,000
+// computes as fast as loopback takes them (timers that fire together) and
+// reports how many the listener accepted (InstanceHA's own burst test kept
+// 342 of 1,000 on this kind of machine: W15).
+func BenchmarkHeartbeatListenerBurst(b *testing.B) {
+	key := []byte("burst-key-burst-key-burst-key-32")
+	file := filepath.Join(b.TempDir(), "hmac-key")
+	if err := os.WriteFile(file, []byte(hex.EncodeToString(key)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	const hosts = 1000
+	var total, kept float64
+	for b.Loop() {
+		beats := leader.NewHeartbeatLog()
+		l, err := startHeartbeatListener("127.0.0.1:0", []string{file}, func(string) []string { return nil }, beats, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		raddr, _ := net.ResolveUDPAddr("udp", l.conn.LocalAddr().String())
+		c, err := net.DialUDP("udp", nil, raddr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now()
+		for i := range hosts {
+			_, _ = c.Write(heartbeat.Encode(fmt.Sprintf("compute-%d", i), now, key))
+		}
+		_ = c.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for l.accepted.Load() < hosts && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		total += hosts
+		kept += float64(l.accepted.Load())
+		l.Close()
+	}
+	b.ReportMetric(kept/total*hosts, "accepted/1000")
 }
