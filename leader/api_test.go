@@ -195,6 +195,15 @@ func (ac *apiCluster) plant(m *sandbox.Member) {
 	ac.t.Helper()
 	n := m.Node()
 	ctx := context.Background()
+	// The leader's startup reconciliation commits its takeover once; the
+	// planted entries come after it, so their indexes are the same each run.
+	deadline := time.Now().Add(30 * time.Second)
+	for n.FSM().Settings().TakenOver.IsZero() {
+		if time.Now().After(deadline) {
+			ac.t.Fatal("the leader never recorded its startup reconciliation")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	apply := func(ts float64, ct leader.CommandType, body any) any {
 		ac.t.Helper()
