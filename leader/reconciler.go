@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/nova"
@@ -244,10 +246,22 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	for {
 		wait := r.cfg.Poll
 		if !reconciled {
-			if err := r.startupReconcile(ctx); err != nil {
-				r.log.Warn("startup reconciliation skipped: Nova not reachable", "err", err)
-			} else {
+			err := r.startupReconcile(ctx)
+			switch {
+			case err == nil:
 				reconciled = true
+			case errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost):
+				// Its commit found this node no longer leading: the monitor
+				// ends the term; do not touch Nova meanwhile.
+				r.log.Warn("startup reconciliation interrupted: leadership lost", "err", err)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(r.cfg.Poll):
+				}
+				continue
+			default:
+				r.log.Warn("startup reconciliation skipped: Nova not reachable", "err", err)
 			}
 		}
 		start := r.now()
