@@ -248,18 +248,18 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		if !reconciled {
 			err := r.startupReconcile(ctx)
 			switch {
+			case ctx.Err() != nil:
+				return nil // the term ended while it ran
 			case err == nil:
 				reconciled = true
 			case errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost):
-				// Its commit found this node no longer leading: the monitor
-				// ends the term; do not touch Nova meanwhile.
-				r.log.Warn("startup reconciliation interrupted: leadership lost", "err", err)
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(r.cfg.Poll):
-				}
-				continue
+				// Its commit found this node no longer leading: raft tells
+				// the monitor, which ends this term (a regained leadership is
+				// a new term with a new reconciler); do not touch Nova
+				// meanwhile.
+				r.log.Warn("startup reconciliation interrupted: leadership lost; waiting for the term to end", "err", err)
+				<-ctx.Done()
+				return nil
 			default:
 				r.log.Warn("startup reconciliation skipped: Nova not reachable", "err", err)
 			}
