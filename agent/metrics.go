@@ -137,8 +137,8 @@ func (s agentSource) Kdump() *metrics.KdumpStats {
 	}
 	r := s.a.recv.Stats()
 	return &metrics.KdumpStats{Received: r.Received, Outcomes: map[string]uint64{
-		"relayed": r.Relayed, "repeated": r.Repeated, "short": r.Short, "long": r.Long, "bad_magic": r.BadMagic,
-		"bad_version": r.BadVersion, "flood": r.Flood, "unresolved": r.Unresolved, "relay_error": r.RelayError}}
+		"relayed": r.Relayed, "repeated": r.Repeated, "short": r.Short, "bad_magic": r.BadMagic,
+		"flood": r.Flood, "unresolved": r.Unresolved, "relay_error": r.RelayError}}
 }
 
 func (s agentSource) Gate() map[string]uint64 {

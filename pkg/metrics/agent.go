@@ -13,13 +13,14 @@ import (
 type KdumpStats struct {
 	Received uint64
 	// Outcomes by name: relayed, repeated (relayed less than the relay
-	// interval ago), and the drops short, long, bad_magic, bad_version,
-	// flood, unresolved, relay_error.
+	// interval ago), and the drops short, bad_magic, flood, unresolved,
+	// relay_error. A longer packet or another version is no drop: it is
+	// read by its magic, as InstanceHA reads it.
 	Outcomes map[string]uint64
 }
 
 // KdumpOutcomes are always exposed (0 until seen).
-var KdumpOutcomes = []string{"relayed", "repeated", "short", "long", "bad_magic", "bad_version", "flood", "unresolved", "relay_error"}
+var KdumpOutcomes = []string{"relayed", "repeated", "short", "bad_magic", "flood", "unresolved", "relay_error"}
 
 // GateResults are the answers `iha-agent gate` got, always exposed: allow,
 // refuse (the leader holds nova-compute), unverified (an answer that could
@@ -69,7 +70,7 @@ var (
 	descAgentHealth  = prometheus.NewDesc("iha_agent_mesh_health_score", "memberlist Lifeguard awareness score of this agent (0 is healthy).", nil, nil)
 	descAgentCtl     = prometheus.NewDesc("iha_agent_controllers_alive", "Controllers (iha-leader) alive in the mesh, as this agent sees them.", nil, nil)
 	descKdumpRecv    = prometheus.NewDesc("iha_agent_kdump_packets_received_total", "fence_kdump packets read by this agent.", nil, nil)
-	descKdumpOut     = prometheus.NewDesc("iha_agent_kdump_packets_total", "fence_kdump packets by outcome: relayed, repeated, or dropped (short, long, bad_magic, bad_version, flood, unresolved, relay_error).", []string{"outcome"}, nil)
+	descKdumpOut     = prometheus.NewDesc("iha_agent_kdump_packets_total", "fence_kdump packets by outcome: relayed, repeated, or dropped (short, bad_magic, flood, unresolved, relay_error).", []string{"outcome"}, nil)
 	descKdumpOn      = prometheus.NewDesc("iha_agent_kdump_listening", "1 when this agent listens for fence_kdump packets.", nil, nil)
 	descGate         = prometheus.NewDesc("iha_agent_gate_answers_total", "Answers the nova-compute gate (iha-agent gate) got from controllers, by result (allow, refuse, unverified, unreachable).", []string{"result"}, nil)
 )
