@@ -132,6 +132,23 @@ func TestLeaderDiskFullFailsLoudlyAndLosesNothing(t *testing.T) {
 			li = i
 		}
 	}
+	// The leader's first term commits its startup reconciliation (once per
+	// cluster): let it land before the disk fills, so that what follows is
+	// only the test's commands.
+	waitFor(t, 60*time.Second, "the startup reconciliation committed", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		evs, err := client(leader).Events(ctx, api.EventQuery{}, false)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, e := range evs.Events {
+			if e.Kind == "StartupReconciled" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events", len(evs.Events))
+	}, ctl...)
 	t.Logf("%s leads; filling its DATA_DIR's file system", leader.name)
 
 	// Commands that succeed before the disk is full are the reference.
