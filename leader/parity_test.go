@@ -60,10 +60,15 @@ func TestScenarioManualForceDownSurvivesALeaderChange(t *testing.T) {
 	w.markService("c2", "", "", true) // the operator's force-down: enabled, forced down
 	waitFor(t, 10*time.Second, "the ForcedDownByOther event", func() bool { return len(w.events("c2", "ForcedDownByOther")) > 0 })
 
+	obs := &judgedObserver{}
+	w.SetObserver(obs)
 	for term := 2; term <= 3; term++ { // a controller restart, then another
 		w.StopLeader()
+		before := obs.count("c2")
 		w.start()
-		settle()
+		// The new term's startup work ran before its first poll: two polls
+		// that judged c2 mean it is over.
+		waitFor(t, 20*time.Second, "two polls of the new term that judged c2", func() bool { return obs.count("c2") >= before+2 })
 		if p := w.phase("c2"); p != "" {
 			t.Fatalf("term %d: the operator's forced-down host has a recovery record, phase %s", term, p)
 		}
@@ -80,6 +85,31 @@ func TestScenarioManualForceDownSurvivesALeaderChange(t *testing.T) {
 	if svc, _ := w.Sim.Service("c2"); !svc.ForcedDown || svc.Status != "enabled" {
 		t.Errorf("c2's service was changed: %+v", svc)
 	}
+}
+
+// judgedObserver counts, per host, the poll cycles that judged it.
+type judgedObserver struct {
+	mu     sync.Mutex
+	judged map[string]int
+}
+
+func (o *judgedObserver) PollCycle(time.Duration, error, int)       {}
+func (o *judgedObserver) ComputeServices([]nova.Service, time.Time) {}
+func (o *judgedObserver) Verdicts(v map[string]leader.Verdict, _ time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.judged == nil {
+		o.judged = map[string]int{}
+	}
+	for h := range v {
+		o.judged[h]++
+	}
+}
+
+func (o *judgedObserver) count(host string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.judged[host]
 }
 
 // TestScenarioEvacuationLocksAreReleased is issue 16 item 2: a leader
