@@ -108,6 +108,7 @@ func (in VerdictInput) KdumpRecent() bool {
 //	dead              | heartbeat still advancing          | wait (cut off from the mesh, not from Nova)
 //	dead              | no heartbeat since gossip lost it  | failed
 //	left, never seen  | down or stale                      | InstanceHA's rule
+//	left, never seen  | down or stale, HBV2 heartbeat fresh | heartbeat-alive (CHECK_HEARTBEAT): not fenced
 //
 // "No heartbeat since gossip lost it" is Nova's second witness: the host
 // missed a report it should have sent. It holds as soon as Nova's
