@@ -54,7 +54,8 @@ var instanceHAParity = map[string]string{
 	"EVACUATION_TIMEOUT": "honoured; a resumed evacuation counts from its migration's created_at; after a leader change, " +
 		"from the new term at the earliest",
 	"MAX_HOSTS_PER_CYCLE": "honoured",
-	"K8S_API_CHECK_INTERVAL": "no effect: IHA does not run on or depend on the Kubernetes API. Its job, keeping a " +
-		"controller cut off from the cluster from fencing, is Raft's: a controller without a quorum does not lead",
+	"K8S_API_CHECK_INTERVAL": "no effect: IHA's decisions never depend on reaching the Kubernetes API (on Kubernetes too, where " +
+		"the iha-leader pods form their Raft group directly). Its job, keeping a controller cut off from the cluster " +
+		"from fencing, is Raft's: a controller without a quorum does not lead",
 	"WATCHDOG_TIMEOUT": "no effect (unused by InstanceHA too)",
 }
