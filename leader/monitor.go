@@ -107,8 +107,22 @@ func (m *Monitor) leaderLoop(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
-	if _, err := m.node.Apply(ctx, CmdLeaderAPI, time.Now(), LeaderAPICmd{NodeID: m.node.ID(), APIAddr: m.APIAddr}); err != nil {
-		m.log.Error("could not record this leader's API address", "err", err)
+	// The term is established once this leader has also committed an entry
+	// of its own (its API address): a node that cannot write (a full disk
+	// still lets bolt store the Barrier in a free page, then fails the next
+	// write and steps down) must not start a reconciler, which would read
+	// Nova and release locks as if it led.
+	for {
+		_, err := m.node.Apply(ctx, CmdLeaderAPI, time.Now(), LeaderAPICmd{NodeID: m.node.ID(), APIAddr: m.APIAddr})
+		if err == nil {
+			break
+		}
+		m.log.Error("could not record this leader's API address; the term is not established: retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
 	r := m.mk()
 	m.mu.Lock()
