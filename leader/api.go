@@ -66,6 +66,9 @@ type APIConfig struct {
 	// Mesh, when set, is the gossip mesh this controller is a member of
 	// (nil: no mesh; /v1/cluster says so).
 	Mesh MeshReporter
+	// Security is what /v1/cluster reports of this controller's
+	// protections (decided at start).
+	Security api.Security
 }
 
 // API implements api.Backend, metrics.Source (via MetricsSource) and
@@ -279,7 +282,7 @@ func (a *API) Cluster(_ context.Context) (api.Cluster, error) {
 		Version: a.cfg.Version, RaftState: a.node.State(), Term: statUint(stats, "term"),
 		CommitIndex: statUint(stats, "commit_index"), Leader: lid,
 		Paused: st.Paused || s.Disabled, PausedBy: st.PausedBy, PauseReason: st.PauseReason, Maintenance: st.Maintenance,
-		Mesh: a.meshSummary(),
+		Mesh: a.meshSummary(), Security: a.cfg.Security,
 		Config: api.ConfigSummary{DetectionMode: s.DetectionMode, QuickEvacuateLevel: s.QuickEvacuateLevel,
 			PollSeconds: int(s.Poll / time.Second), DeltaSeconds: int(s.Delta / time.Second), ThresholdPercent: s.Threshold,
 			Workers: s.Workers, SmartEvacuation: s.SmartEvacuation, ReservedHosts: s.ReservedHosts, LeaveDisabled: s.LeaveDisabled,

@@ -30,6 +30,7 @@ import (
 
 	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/internal/testlog"
+	"github.com/ihaproject/iha/pkg/config"
 )
 
 // These tests run Raft voters over real TCP (or mutual TLS) on 127.0.0.1,
@@ -125,12 +126,17 @@ func (ca *testCA) tlsConfig(t *testing.T, name string) *tls.Config {
 	return cfg
 }
 
+// testJoinToken is the write token of the test groups: without TLS it is
+// what a join must present.
+var testJoinToken = config.NewSecret("join-token-of-the-test-group")
+
 // testNode is one voter of a test group, restartable on its directory and
 // address.
 type testNode struct {
 	id, addr, dir string
 	tls           *tls.Config
 	node          *Node
+	startFresh    bool
 }
 
 func (tn *testNode) open(t *testing.T, peers []Peer, noBootstrap bool) error {
@@ -151,7 +157,7 @@ func (tn *testNode) open(t *testing.T, peers []Peer, noBootstrap bool) error {
 		layer = NewTLSStreamLayer(ln, tn.tls)
 	}
 	n, err := OpenNode(NodeConfig{ID: tn.id, DataDir: tn.dir, Stream: layer, Peers: peers, NoBootstrap: noBootstrap,
-		Timing: 0.3, TLS: tn.tls, Logger: quietLogger(t)})
+		Timing: 0.3, TLS: tn.tls, JoinToken: testJoinToken, StartFresh: tn.startFresh, Logger: quietLogger(t)})
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -508,13 +514,13 @@ func TestJoinThroughAnyMember(t *testing.T) {
 	apply(t, n1.node, CmdLeaderAPI, LeaderAPICmd{NodeID: n1.id, APIAddr: s1.URL})
 	ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
 	defer cancel()
-	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s1.URL}, ID: n2.id, Addr: n2.addr, Retry: 100 * time.Millisecond}); err != nil {
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s1.URL}, ID: n2.id, Addr: n2.addr, Token: testJoinToken, Retry: 100 * time.Millisecond}); err != nil {
 		t.Fatalf("n2 joins through the leader: %v", err)
 	}
 	poll(t, 5*time.Second, "n2 replicates", func() bool { return n2.node.FSM().LeaderInfo().APIAddr == s1.URL })
 	// n3 asks the follower n2 (and a dead address first): redirected to the leader.
 	s2 := joinServer(t, n2)
-	if err := JoinCluster(ctx, JoinOptions{Targets: []string{"127.0.0.1:1", s2.URL}, ID: n3.id, Addr: n3.addr, Retry: 100 * time.Millisecond}); err != nil {
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{"127.0.0.1:1", s2.URL}, ID: n3.id, Addr: n3.addr, Token: testJoinToken, Retry: 100 * time.Millisecond}); err != nil {
 		t.Fatalf("n3 joins through a follower: %v", err)
 	}
 	if got := voterSet(t, n1.node); len(got) != 3 || got[n3.id] != n3.addr {
@@ -522,28 +528,36 @@ func TestJoinThroughAnyMember(t *testing.T) {
 	}
 	idx := n1.node.raft.LastIndex()
 	// Joining again is a no-op: no configuration change is written.
-	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s2.URL}, ID: n3.id, Addr: n3.addr}); err != nil {
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s2.URL}, ID: n3.id, Addr: n3.addr, Token: testJoinToken}); err != nil {
 		t.Fatalf("rejoin: %v", err)
 	}
 	if n1.node.raft.LastIndex() != idx {
 		t.Errorf("a second join of the same voter wrote to the log (last index %d → %d)", idx, n1.node.raft.LastIndex())
 	}
-	// Same id at a new address (a rebuilt controller): the old entry goes.
-	if err := n1.node.Join(ctx, n3.id, n4.addr); err != nil {
+	// Same id at a new address (a rebuilt controller): refused unless the
+	// joiner proved to be that server; then the old entry goes.
+	if err := n1.node.Join(ctx, n3.id, n4.addr, nil); !errors.Is(err, ErrVoterExists) {
+		t.Fatalf("join n3 at a new address without proof: %v, want ErrVoterExists", err)
+	}
+	if err := n1.node.Join(ctx, n3.id, n4.addr, func(id string) bool { return id == n3.id }); err != nil {
 		t.Fatalf("join n3 at a new address: %v", err)
 	}
 	if got := voterSet(t, n1.node); len(got) != 3 || got[n3.id] != n4.addr {
 		t.Errorf("same id, new address: voters %v, want n3 at %s only", got, n4.addr)
 	}
-	// Same address, new id: the holder of the address goes.
-	if err := n1.node.Join(ctx, n4.id, n4.addr); err != nil {
+	// Same address, new id: the holder of the address goes, on the same
+	// condition.
+	if err := n1.node.Join(ctx, n4.id, n4.addr, func(id string) bool { return id == n4.id }); !errors.Is(err, ErrVoterExists) {
+		t.Fatalf("join n4 at n3's address proving only n4: %v, want ErrVoterExists", err)
+	}
+	if err := n1.node.Join(ctx, n4.id, n4.addr, func(id string) bool { return id == n3.id }); err != nil {
 		t.Fatalf("join n4 at n3's address: %v", err)
 	}
 	if got := voterSet(t, n1.node); len(got) != 3 || got[n4.id] != n4.addr || got[n3.id] != "" {
 		t.Errorf("same address, new id: voters %v", got)
 	}
 	// A follower asked directly refuses with ErrNotLeader.
-	if err := n2.node.Join(ctx, "x", "127.0.0.1:9"); !errors.Is(err, ErrNotLeader) {
+	if err := n2.node.Join(ctx, "x", "127.0.0.1:9", nil); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("join on a follower: %v, want ErrNotLeader", err)
 	}
 }
@@ -598,7 +612,7 @@ func TestTLSStrangerCannotJoinNorReceiveEntries(t *testing.T) {
 	// (Through whichever node leads now: on a loaded machine n2 may have
 	// taken over.)
 	onLeader(t, nodes, "add the stranger by hand", func(ctx context.Context, n *Node) error {
-		return n.Join(ctx, rogue.id, rogue.addr)
+		return n.Join(ctx, rogue.id, rogue.addr, nil)
 	})
 	for i := 0; i < 5; i++ {
 		applyOnLeader(t, nodes, CmdMaintenance, MaintenanceCmd{Host: fmt.Sprintf("c%d", i), On: true, By: "op"})
@@ -665,5 +679,116 @@ func TestHeartbeatAfterCloseDoesNotPanic(t *testing.T) {
 	}
 	if err := n.store.StoreLog(&raft.Log{Index: 99}); !errors.Is(err, errStoreClosed) {
 		t.Errorf("a log written after close: %v, want errStoreClosed", err)
+	}
+}
+
+// TestJoinNeedsProofAndNeverReplacesAStranger: without TLS a join needs the
+// write token; a node without a token refuses every join; a join with the
+// token never replaces an existing voter; with TLS a certificate that does
+// not name an existing voter cannot take its place.
+func TestJoinNeedsProofAndNeverReplacesAStranger(t *testing.T) {
+	nodes := newTestNodes(t, 2, nil)
+	n1, n2 := nodes[0], nodes[1]
+	if err := n1.open(t, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	waitTestLeader(t, nodes[:1])
+	if err := n2.open(t, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	s1 := joinServer(t, n1)
+	post := func(tok, body string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, s1.URL+JoinPath, strings.NewReader(body))
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	evil := `{"id":"evil","addr":"127.0.0.1:1"}`
+	for _, tc := range []struct {
+		name, tok, body string
+		code            int
+		want            string
+	}{
+		{"no token", "", evil, http.StatusUnauthorized, "needs proof"},
+		{"wrong token", "guess", evil, http.StatusUnauthorized, "needs proof"},
+		{"trailing data", testJoinToken.Reveal(), evil + `{"id":"x"}`, http.StatusBadRequest, "trailing data"},
+		{"unknown field", testJoinToken.Reveal(), `{"id":"evil","addr":"127.0.0.1:1","voter":true}`, http.StatusBadRequest, "unknown field"},
+		{"replaces n1 by id", testJoinToken.Reveal(), `{"id":"n1","addr":"127.0.0.1:1"}`, http.StatusConflict, "never replaces"},
+		{"replaces n1 by address", testJoinToken.Reveal(), `{"id":"evil","addr":"` + n1.addr + `"}`, http.StatusConflict, "never replaces"},
+	} {
+		code, body := post(tc.tok, tc.body)
+		if code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %d %s, want %d containing %q", tc.name, code, body, tc.code, tc.want)
+		}
+	}
+	if got := voterSet(t, n1.node); len(got) != 1 || got["n1"] != n1.addr {
+		t.Fatalf("voters after refused joins: %v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+	defer cancel()
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s1.URL}, ID: n2.id, Addr: n2.addr, Token: testJoinToken}); err != nil {
+		t.Fatalf("a join with the token: %v", err)
+	}
+	if got := voterSet(t, n1.node); len(got) != 2 {
+		t.Fatalf("voters after the join: %v", got)
+	}
+
+	// A node with neither TLS nor a token refuses every join.
+	bare := newTestNodes(t, 1, nil)[0]
+	ln, err := net.Listen("tcp", bare.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := OpenNode(NodeConfig{ID: bare.id, DataDir: bare.dir, Stream: NewTCPStreamLayer(ln), Timing: 0.3, Logger: quietLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go drainNotify(n)
+	t.Cleanup(func() { _ = n.Close() })
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, JoinPath, strings.NewReader(evil))
+	req.Header.Set("Authorization", "Bearer anything")
+	n.JoinHandler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "neither RAFT_TLS_*") {
+		t.Errorf("join on a node without proof to check: %d %s", rec.Code, rec.Body.String())
+	}
+}
+
+// TestTLSJoinReplacesOnlyTheServerItsCertificateNames: a controller of the
+// cluster CA may take the place of the server its certificate names (a
+// rebuilt controller), never another one's.
+func TestTLSJoinReplacesOnlyTheServerItsCertificateNames(t *testing.T) {
+	ca := newTestCA(t, "iha-cluster")
+	nodes := newTestNodes(t, 2, ca)
+	n1, n2 := nodes[0], nodes[1]
+	if err := n1.open(t, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	waitTestLeader(t, nodes[:1])
+	if err := n2.open(t, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	s1 := joinServer(t, n1)
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+	defer cancel()
+	if err := JoinCluster(ctx, JoinOptions{Targets: []string{s1.URL}, ID: n2.id, Addr: n2.addr, TLS: n2.tls}); err != nil {
+		t.Fatal(err)
+	}
+	// n2's certificate presented as "n1" at a new address: refused.
+	sctx, scancel := context.WithTimeout(ctx, scaled(time.Second))
+	err := JoinCluster(sctx, JoinOptions{Targets: []string{s1.URL}, ID: "n1", Addr: "127.0.0.1:2", TLS: n2.tls, Retry: 50 * time.Millisecond})
+	scancel()
+	if err == nil || !strings.Contains(err.Error(), "409") || !strings.Contains(err.Error(), "never replaces") {
+		t.Fatalf("n2 posing as n1: %v, want a 409 that says why", err)
+	}
+	if got := voterSet(t, n1.node); got["n1"] != n1.addr || got["n2"] != n2.addr {
+		t.Fatalf("voters: %v", got)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +17,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/ihaproject/iha/pkg/config"
 )
 
 // Peer is one voter of the Raft group.
@@ -50,6 +51,14 @@ type NodeConfig struct {
 	// entries. Ignored when Transport or Stream is set (wrap the listener
 	// with NewTLSStreamLayer yourself).
 	TLS *tls.Config
+	// JoinToken is the proof JoinHandler asks of a joining controller when
+	// TLS is not set: the write token (API_TOKEN). With neither, joins are
+	// refused.
+	JoinToken config.Secret
+	// StartFresh lets the node start with an empty raft.db (removed first)
+	// instead of refusing (see ErrDataDir): the operator's explicit choice
+	// to give up this controller's Raft state.
+	StartFresh bool
 	// Timing scales raft's default timeouts (1 = raft defaults); tests may
 	// use less than 1 for faster elections.
 	Timing float64
@@ -67,8 +76,9 @@ type Node struct {
 	notify    chan bool
 	log       *slog.Logger
 	tls       *tls.Config // nil: the join RPC asks for no client certificate
-	logw      io.Closer   // raft's log pipe; closing it ends its reader goroutine
-	hadState  bool        // DataDir held Raft state when the node opened
+	joinToken config.Secret
+	logw      io.Closer // raft's log pipe; closing it ends its reader goroutine
+	hadState  bool      // DataDir held Raft state when the node opened
 }
 
 // OpenNode opens (or creates) the node's state in DataDir and starts raft.
@@ -82,9 +92,9 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("raft: data directory: %w", err)
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	bolt, err := openStore(cfg.DataDir, cfg.StartFresh, cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("raft: open %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+		return nil, err
 	}
 	store := &guardedStore{b: bolt}
 	logw := slogWriter(cfg.Logger.With("component", "raft"))
@@ -163,7 +173,7 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		return nil, fmt.Errorf("raft: start: %w", err)
 	}
 	return &Node{id: cfg.ID, raft: r, fsm: fsm, store: store, transport: trans, notify: notify, log: cfg.Logger, tls: cfg.TLS, logw: logw,
-		hadState: has}, nil
+		hadState: has, joinToken: cfg.JoinToken}, nil
 }
 
 // HadState reports whether DataDir already held Raft state (a term, log

@@ -48,7 +48,7 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 		return nil, err
 	}
 	backend := leader.NewAPI(leader.APIConfig{Node: node, Monitor: mon, Settings: s, Version: version.String(),
-		Logger: log.With("component", "api"), Mesh: mesh})
+		Logger: log.With("component", "api"), Mesh: mesh, Security: securityOf(s)})
 	met := metrics.New(backend.MetricsSource(), version.Version)
 	bi := version.Get()
 	// Raft's and memberlist's own metrics (go-metrics) on the same /metrics.

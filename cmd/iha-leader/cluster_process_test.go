@@ -124,8 +124,9 @@ func writeFile(t *testing.T, path string, b []byte) {
 // controller is one iha-leader process.
 type controller struct {
 	name, raftAddr, apiAddr, confDir, dataDir string
+	args                                      []string // command-line arguments
+	extraEnv                                  []string // environment besides env()
 	cmd                                       *exec.Cmd
-	env                                       []string // appended to the process environment (last wins)
 	log                                       *lockedBuf
 	exited                                    chan struct{}
 }
@@ -185,14 +186,8 @@ func (c *controller) writeConfig(t *testing.T, sim *novasim.Sim, extra map[strin
 func (c *controller) start(t *testing.T, bin string) {
 	t.Helper()
 	c.log = &lockedBuf{}
-	c.cmd = exec.Command(bin)
-	c.cmd.Env = append(os.Environ(),
-		"INSTANCEHA_CONFIG_PATH="+filepath.Join(c.confDir, "config.yaml"),
-		"CLOUDS_CONFIG_PATH="+filepath.Join(c.confDir, "clouds.yaml"),
-		"SECURE_CONFIG_PATH="+filepath.Join(c.confDir, "secure.yaml"),
-		"FENCING_CONFIG_PATH="+filepath.Join(c.confDir, "fencing.yaml"),
-		"OS_CLOUD=overcloud", "INSTANCEHA_DISABLED=True", "NOTIFY_SOCKET=")
-	c.cmd.Env = append(c.cmd.Env, c.env...)
+	c.cmd = exec.Command(bin, c.args...)
+	c.cmd.Env = append(append(os.Environ(), c.env()...), c.extraEnv...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -205,6 +200,16 @@ func (c *controller) start(t *testing.T, bin string) {
 			t.Logf("%s log:\n%s", c.name, c.log.String())
 		}
 	})
+}
+
+// env points iha-leader at the controller's configuration directory.
+func (c *controller) env() []string {
+	return []string{
+		"INSTANCEHA_CONFIG_PATH=" + filepath.Join(c.confDir, "config.yaml"),
+		"CLOUDS_CONFIG_PATH=" + filepath.Join(c.confDir, "clouds.yaml"),
+		"SECURE_CONFIG_PATH=" + filepath.Join(c.confDir, "secure.yaml"),
+		"FENCING_CONFIG_PATH=" + filepath.Join(c.confDir, "fencing.yaml"),
+		"OS_CLOUD=overcloud", "INSTANCEHA_DISABLED=True", "NOTIFY_SOCKET="}
 }
 
 func (c *controller) stop(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,6 +40,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	devKeep := fs.Bool("dev-keep", false, "with -dev: keep running after the demo instead of exiting")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	startFresh := fs.Bool("start-fresh", false, "start even though DATA_DIR/raft.db is empty (its Raft state is lost): the controller starts with no state")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -53,7 +55,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *dev {
 		return runDev(ctx, devOptions{keep: *devKeep, stdout: stdout, stderr: stderr})
 	}
-	return runLeader(ctx, getenv, *logFormat, stderr)
+	return runLeader(ctx, getenv, leaderOptions{logFormat: *logFormat, startFresh: *startFresh}, stderr)
+}
+
+// exitDataDir is the exit status when DATA_DIR's Raft state needs an
+// operator (a corrupt or empty raft.db). The unit's
+// RestartPreventExitStatus=3 keeps systemd from restarting it in a loop:
+// restarting cannot fix the file. (1 is every other failure, which systemd
+// retries every RestartSec; 2 a usage error.)
+const exitDataDir = 3
+
+// leaderOptions are the daemon's command-line choices.
+type leaderOptions struct {
+	logFormat  string
+	startFresh bool
 }
 
 func newLogger(w io.Writer, format, level string) *slog.Logger {
@@ -74,7 +89,8 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 // runLeader is the production daemon, wired step by step.
-func runLeader(ctx context.Context, getenv func(string) string, logFormat string, stderr io.Writer) int {
+func runLeader(ctx context.Context, getenv func(string) string, opt leaderOptions, stderr io.Writer) int {
+	logFormat := opt.logFormat
 	boot := newLogger(stderr, logFormat, "INFO")
 
 	// 1. Configuration: InstanceHA's files and environment, all problems at once.
@@ -125,6 +141,8 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 			log.Warn("joins through this controller will be refused: RAFT_TLS_* is set but the status API serves plain HTTP, "+
 				"and a join must present its certificate over TLS (set API_TLS_CERT and API_TLS_KEY)", "api_addr", s.APIAddr)
 		}
+	} else {
+		log.Warn(warnRaftPlain, "raft_addr", s.RaftAddr, "joins", joinProof(s))
 	}
 	// RAFT_JOIN: this controller is added to a running group by its
 	// leader, and never bootstraps a group of its own.
@@ -133,9 +151,13 @@ func runLeader(ctx context.Context, getenv func(string) string, logFormat string
 		log.Warn("RAFT_PEERS is ignored: RAFT_JOIN is set, so this controller joins the running group", "raft_join", strings.Join(s.RaftJoin, ","))
 	}
 	node, err := leader.OpenNode(leader.NodeConfig{ID: s.NodeName, Addr: s.RaftAddr, DataDir: s.DataDir, Peers: peers,
-		NoBootstrap: joining, TLS: raftTLS, Logger: log})
+		NoBootstrap: joining, TLS: raftTLS, JoinToken: s.APIToken, StartFresh: opt.startFresh, Logger: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "iha-leader: %v\n", err)
+		if errors.Is(err, leader.ErrDataDir) {
+			fmt.Fprintf(stderr, "iha-leader: exit status %d: systemd does not restart on it (the file needs you, not a retry)\n", exitDataDir)
+			return exitDataDir
+		}
 		return 1
 	}
 	log.Info("raft open", "node", s.NodeName, "raft_addr", node.Addr(), "tls", raftTLS != nil, "had_state", node.HadState(), "joining", joining && !node.HadState())
@@ -288,11 +310,25 @@ func joinGroup(ctx context.Context, s config.Settings, raftTLS *tls.Config, raft
 	}
 	log.Info("joining the Raft group", "via", strings.Join(s.RaftJoin, ","), "node", s.NodeName, "raft_addr", raftAddr, "tls", cl != nil)
 	err := leader.JoinCluster(ctx, leader.JoinOptions{Targets: s.RaftJoin, ID: s.NodeName, Addr: raftAddr, TLS: cl,
-		Logger: log.With("component", "join")})
+		Token: s.APIToken, Logger: log.With("component", "join")})
 	if err != nil {
 		log.Warn("not joined", "err", err)
 	}
 	return err
+}
+
+// warnRaftPlain is logged at every start without RAFT_TLS_*.
+const warnRaftPlain = "raft without TLS (RAFT_TLS_* not set): anyone who reaches RAFT_ADDR can take part in Raft; set RAFT_TLS_CERT, RAFT_TLS_KEY and RAFT_TLS_CA"
+
+// joinProof says what a joining controller must present to this one.
+func joinProof(s config.Settings) string {
+	switch {
+	case s.RaftTLSCert != "":
+		return "a certificate of RAFT_TLS_CA"
+	case !s.APIToken.IsZero():
+		return "the write token (API_TOKEN)"
+	}
+	return "refused (no RAFT_TLS_* and no API_TOKEN)"
 }
 
 func parsePeers(list []string) ([]leader.Peer, error) {

@@ -68,7 +68,7 @@ func startKdumpCloud(t *testing.T, hosts []string, keys map[string]string, env .
 	for k, v := range keys {
 		base[k] = v
 	}
-	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t), env: append([]string{"INSTANCEHA_DISABLED=False"}, env...)}
+	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t), extraEnv: append([]string{"INSTANCEHA_DISABLED=False"}, env...)}
 	c.writeConfig(t, sim, base)
 	writeFile(t, filepath.Join(c.confDir, "fencing.yaml"), []byte(fencing.String()))
 	c.start(t, leaderBin)

@@ -145,6 +145,27 @@ var voterColumns = []column[api.Voter]{
 	{name: "API", wide: true, get: func(v api.Voter) string { return v.APIAddr }},
 }
 
+// securityLine is the answering controller's protections: its warnings
+// when any is off, else what is on.
+func securityLine(s api.Security, st style) string {
+	if len(s.Warnings) > 0 {
+		return st.bad("WARNING") + ": " + strings.Join(s.Warnings, "; ")
+	}
+	var on []string
+	for _, p := range []struct {
+		ok   bool
+		name string
+	}{{s.RaftTLS, "raft TLS"}, {s.APITLS, "API TLS"}, {s.MeshEncrypted, "mesh encrypted"}, {s.MeshIdentity, "member identities checked"}} {
+		if p.ok {
+			on = append(on, p.name)
+		}
+	}
+	if len(on) == 0 {
+		return "(not reported)"
+	}
+	return st.good("ok") + ": " + strings.Join(on, ", ")
+}
+
 func printStatus(w io.Writer, o *output, c api.Cluster, st style) {
 	leader := st.bad("none known")
 	if c.Leader != "" {
@@ -174,6 +195,7 @@ func printStatus(w io.Writer, o *output, c api.Cluster, st style) {
 	} else {
 		wrap(w, "mesh", "not reporting to the leader yet")
 	}
+	wrap(w, "security", securityLine(c.Security, st))
 	hosts := fmt.Sprintf("%d recovery record(s): %d in progress, %d failed", c.Hosts.Records, c.Hosts.Active, c.Hosts.Failed)
 	if c.Hosts.Failed > 0 {
 		hosts = st.bad(hosts)

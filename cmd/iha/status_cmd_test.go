@@ -88,6 +88,7 @@ func (f *fixture) Cluster(context.Context) (api.Cluster, error) {
 			{ID: "ctl-2", Address: "10.0.0.2:7420", Suffrage: "Voter", Health: "ok"},
 			{ID: "ctl-3", Address: "10.0.0.3:7420", Suffrage: "Voter", Health: "unknown (ask the leader)"}},
 		Mesh: api.Mesh{States: map[string]int{}}, Maintenance: map[string]string{"compute-3": "disk swap"},
+		Security:  api.Security{APITLS: true, MeshEncrypted: true, MeshIdentity: true, Warnings: []string{"raft without TLS (RAFT_TLS_*)"}},
 		Config:    api.ConfigSummary{DetectionMode: "both", QuickEvacuateLevel: 2, PollSeconds: 45, DeltaSeconds: 30, ThresholdPercent: 50, Workers: 4},
 		NovaReady: &ready, LastPoll: fat(29),
 		Hosts: api.PhaseCounts{Records: 2, Active: 0, Failed: 1, ByPhase: map[string]int{"failed": 1, "skipped": 1}}}, nil

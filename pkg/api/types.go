@@ -40,6 +40,17 @@ type Mesh struct {
 	HealthScore int            `json:"health_score"`     // memberlist's Lifeguard awareness (0 is best)
 }
 
+// Security says which protections the answering controller runs with.
+// Warnings names, in a few words each, every one that is off: an insecure
+// mode an operator chose (each is also logged at every start).
+type Security struct {
+	RaftTLS       bool     `json:"raft_tls"`       // mutual TLS between controllers (RAFT_TLS_*)
+	APITLS        bool     `json:"api_tls"`        // the status API serves HTTPS (API_TLS_*)
+	MeshEncrypted bool     `json:"mesh_encrypted"` // the gossip mesh is encrypted (GOSSIP_KEYRING)
+	MeshIdentity  bool     `json:"mesh_identity"`  // members prove which host they speak for (CLUSTER_KEY)
+	Warnings      []string `json:"warnings,omitempty"`
+}
+
 // ConfigSummary is the part of the configuration an operator needs at a
 // glance. It never holds a credential.
 type ConfigSummary struct {
@@ -66,6 +77,7 @@ type Cluster struct {
 	LeaderAPI   string            `json:"leader_api,omitempty"`
 	Voters      []Voter           `json:"voters"`
 	Mesh        Mesh              `json:"mesh"`
+	Security    Security          `json:"security"`
 	Paused      bool              `json:"paused"`
 	PausedBy    string            `json:"paused_by,omitempty"`
 	PauseReason string            `json:"pause_reason,omitempty"`

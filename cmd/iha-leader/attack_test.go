@@ -1,0 +1,207 @@
+package main
+
+// Attacks on real iha-leader (and iha-agent) processes over loopback, one
+// test per attack of issue 15, each with a rogue of the test's own: an HTTP
+// client, a memberlist member, a raw UDP sender. Each asserts that the
+// attack has no effect and what the operator sees (an event, a log line, an
+// error).
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/internal/testaddr"
+	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/novasim"
+)
+
+// newSim is a novasim with one compute, closed with the test.
+func newSim(t *testing.T, computes ...string) *novasim.Sim {
+	t.Helper()
+	sim, err := novasim.New(novasim.Options{Password: "change-me", NoStartupDelay: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	for _, c := range computes {
+		sim.AddCompute(c, "nova")
+	}
+	return sim
+}
+
+// clusterOf reads GET /v1/cluster of c over plain HTTP.
+func clusterOf(c *controller) (api.Cluster, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := &api.Client{Addrs: []string{"http://" + c.apiAddr}, Token: processToken, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	return cl.Cluster(ctx, false)
+}
+
+// waitLeading waits until c reports a leader.
+func waitLeading(t *testing.T, c *controller) api.Cluster {
+	t.Helper()
+	var got api.Cluster
+	waitFor(t, 60*time.Second, c.name+" to know a leader", func() (bool, string) {
+		cl, err := clusterOf(c)
+		if err != nil {
+			return false, err.Error()
+		}
+		got = cl
+		return cl.Leader != "", "leader " + cl.Leader
+	}, c)
+	return got
+}
+
+// TestAttackJoinWithoutProofAddsNoVoter is attack 1: a stranger posts
+// joins to a running controller without TLS. Without the write token
+// nothing changes (401, logged with its source); with the token it still
+// cannot replace the controller (409); the node stays ready, one voter,
+// across a restart. The controller warns that Raft runs without TLS, in
+// its log and in /v1/cluster.
+func TestAttackJoinWithoutProofAddsNoVoter(t *testing.T) {
+	leaderBin, _ := buildBinaries(t)
+	sim := newSim(t, "compute-0")
+	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
+	c.writeConfig(t, sim, nil)
+	c.start(t, leaderBin)
+	cl := waitLeading(t, c)
+	if !strings.Contains(c.log.String(), "raft without TLS") {
+		t.Errorf("no warning about Raft without TLS at start:\n%s", lastLines(c.log.String(), 20))
+	}
+	if cl.Security.RaftTLS || !strings.Contains(strings.Join(cl.Security.Warnings, ";"), "raft without TLS") {
+		t.Errorf("/v1/cluster security: %+v, want the Raft-without-TLS warning", cl.Security)
+	}
+
+	rogue := &http.Client{Timeout: 10 * time.Second}
+	post := func(tok, body string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+c.apiAddr+"/v1/cluster/join", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := rogue.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct {
+		name, tok, body string
+		code            int
+	}{
+		{"no token", "", `{"id":"evil","addr":"127.0.0.1:1"}`, http.StatusUnauthorized},
+		{"a guessed token", "change-me", `{"id":"evil","addr":"127.0.0.1:1"}`, http.StatusUnauthorized},
+		{"replace ctl-1 with the token", processToken, `{"id":"ctl-1","addr":"127.0.0.1:1"}`, http.StatusConflict},
+		{"take ctl-1's address with the token", processToken, `{"id":"evil","addr":"` + c.raftAddr + `"}`, http.StatusConflict},
+	} {
+		code, body := post(tc.tok, tc.body)
+		t.Logf("%s → %d %s", tc.name, code, strings.TrimSpace(body))
+		if code != tc.code {
+			t.Errorf("%s: %d, want %d", tc.name, code, tc.code)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		cl, err := clusterOf(c)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if len(cl.Voters) != 1 || cl.Voters[0].ID != "ctl-1" || cl.Voters[0].Address != c.raftAddr || cl.Leader != "ctl-1" {
+			t.Errorf("%s: voters %+v, leader %q", when, cl.Voters, cl.Leader)
+		}
+		resp, err := rogue.Get("http://" + c.apiAddr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: /readyz %d %s", when, resp.StatusCode, b)
+		}
+	}
+	check("after the attempts")
+	log := c.log.String()
+	if !strings.Contains(log, "join refused") || !strings.Contains(log, "node=evil") || !strings.Contains(log, "from=127.0.0.1:") {
+		t.Errorf("the refusals are not logged with their source:\n%s", lastLines(log, 20))
+	}
+	c.stop(t)
+	again := &controller{name: c.name, raftAddr: c.raftAddr, apiAddr: c.apiAddr, confDir: c.confDir, dataDir: c.dataDir}
+	again.start(t, leaderBin)
+	waitLeading(t, again)
+	c = again
+	check("after a restart")
+}
+
+// TestDamagedRaftDBStopsTheLeaderWithAStatusSystemdDoesNotRestart: a
+// corrupt raft.db and an empty one each stop iha-leader with exit status 3
+// (the unit's RestartPreventExitStatus) and a message naming the file, no
+// panic; -start-fresh starts on the empty one.
+func TestDamagedRaftDBStopsTheLeaderWithAStatusSystemdDoesNotRestart(t *testing.T) {
+	leaderBin, _ := buildBinaries(t)
+	unit, err := os.ReadFile("../../deploy/systemd/iha-leader.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(unit), "\nRestartPreventExitStatus=3\n") {
+		t.Fatal("iha-leader.service does not keep systemd from restarting on exit status 3")
+	}
+	sim := newSim(t, "compute-0")
+	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
+	c.writeConfig(t, sim, nil)
+	c.start(t, leaderBin)
+	waitLeading(t, c)
+	c.stop(t)
+	db := filepath.Join(c.dataDir, "raft.db")
+	good, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(data []byte, args ...string) (int, string) {
+		if err := os.WriteFile(db, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second*slowFactor())
+		defer cancel()
+		cmd := exec.CommandContext(ctx, leaderBin, args...)
+		cmd.Env = append(os.Environ(), c.env()...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, string(out)
+	}
+	corrupt := append([]byte(nil), good...)
+	for i := 2 * 4096; i < len(corrupt); i++ {
+		corrupt[i] = byte(i*7 + 13)
+	}
+	for name, data := range map[string][]byte{"corrupt": corrupt, "empty": {}} {
+		code, out := run(data)
+		t.Logf("%s raft.db → exit %d\n%s", name, code, lastLines(out, 3))
+		if code != exitDataDir || !strings.Contains(out, db) || strings.Contains(out, "panic") || strings.Contains(out, "goroutine ") {
+			t.Errorf("%s raft.db: exit %d, want %d with a message naming %s and no panic:\n%s", name, code, exitDataDir, db, out)
+		}
+	}
+	// -start-fresh: the operator's choice; the node starts with no state.
+	if err := os.WriteFile(db, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fresh := &controller{name: c.name, raftAddr: c.raftAddr, apiAddr: c.apiAddr, confDir: c.confDir, dataDir: c.dataDir}
+	fresh.args = []string{"-start-fresh"}
+	fresh.start(t, leaderBin)
+	waitLeading(t, fresh)
+	if !strings.Contains(fresh.log.String(), "removing an empty raft.db") {
+		t.Errorf("-start-fresh does not say what it did:\n%s", lastLines(fresh.log.String(), 10))
+	}
+}

@@ -1,0 +1,16 @@
+package main
+
+import (
+	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/config"
+)
+
+// securityOf is what /v1/cluster and `iha status` report of this
+// controller's protections; each warning is also logged at every start.
+func securityOf(s config.Settings) api.Security {
+	sec := api.Security{RaftTLS: s.RaftTLSCert != "", APITLS: s.APITLSCert != ""}
+	if !sec.RaftTLS {
+		sec.Warnings = append(sec.Warnings, "raft without TLS (RAFT_TLS_*)")
+	}
+	return sec
+}
