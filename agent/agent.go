@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -36,12 +37,15 @@ type Options struct {
 
 // New binds the gossip and kdump sockets and returns the agent; Run starts it.
 func New(cfg Config, opt Options) (*Agent, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.ValidateMesh()); err != nil {
 		return nil, err
 	}
 	log := opt.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if cfg.Keyring == "" {
+		log.Warn(WarnInsecure)
 	}
 	profile, _ := cfg.Profile()
 	bindHost, bindPort, _ := net.SplitHostPort(cfg.Bind)

@@ -22,7 +22,13 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // from 127.0.0.3 to A's kdump port; the controller must receive a notice
 // for B's Nova host, and A's controllers file must name the controller API.
 func TestAgentsRelayKdumpToTheController(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	keyring := filepath.Join(t.TempDir(), "gossip.keyring")
+	if err := gossip.WriteKeyring(keyring, [][]byte{key}); err != nil {
+		t.Fatal(err)
+	}
 	ctl, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", Profile: gossip.FastProfile(), Logger: quietLogger(),
+		Keys: [][]byte{key}, Label: DefaultLabel,
 		Meta: gossip.Meta{Role: gossip.RoleController, NovaHost: "ctl", APIAddr: "127.0.0.1:7421"}})
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +39,7 @@ func TestAgentsRelayKdumpToTheController(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-ctlDone })
 
 	start := func(name, ip, nova string) (*Agent, context.CancelFunc, chan error) {
-		cfg := Config{NodeName: name, NovaHost: nova, Bind: ip + ":0", Join: []string{ctl.Addr()}, KdumpListen: ip + ":0",
+		cfg := Config{NodeName: name, NovaHost: nova, Bind: ip + ":0", Join: []string{ctl.Addr()}, KdumpListen: ip + ":0", Keyring: keyring,
 			StateDir: filepath.Join(t.TempDir(), name), Gossip: map[string]string{gossip.KeyProfile: "fast"}}
 		cfg.Defaults("unused")
 		a, err := New(cfg, Options{Version: "test", Logger: quietLogger()})

@@ -47,10 +47,16 @@ type Config struct {
 	Advertise string `yaml:"advertise"`
 	// Join lists controllers' (or any member's) gossip addresses.
 	Join []string `yaml:"join"`
-	// Keyring is the gossip keyring file (see gossip.LoadKeyring).
+	// Keyring is the gossip keyring file (see gossip.LoadKeyring): the
+	// controllers' GOSSIP_KEYRING. Required unless Insecure.
 	Keyring string `yaml:"keyring"`
-	// Label is the cloud's gossip label.
+	// Label is the cloud's gossip label (default "iha", the controllers'
+	// default GOSSIP_LABEL).
 	Label string `yaml:"label"`
+	// Insecure lets the agent run on a lab mesh without a keyring
+	// (unencrypted: anyone on the network can join, read and speak). It is
+	// warned about at every start.
+	Insecure bool `yaml:"insecure"`
 	// KdumpListen is the fence_kdump UDP address (default ":7410"; env
 	// UDP_PORT replaces the port, as for InstanceHA). "off" disables it.
 	KdumpListen string `yaml:"kdump_listen"`
@@ -103,6 +109,9 @@ func (c *Config) Defaults(hostname string) {
 	if c.Bind == "" {
 		c.Bind = "0.0.0.0:7946"
 	}
+	if c.Label == "" {
+		c.Label = DefaultLabel
+	}
 	if c.KdumpListen == "" {
 		c.KdumpListen = ":" + strconv.Itoa(kdump.DefaultPort)
 	}
@@ -130,6 +139,25 @@ func (c *Config) Defaults(hostname string) {
 	if c.GateStatsFile == "" {
 		c.GateStatsFile = DefaultGateStatsFile
 	}
+}
+
+// DefaultLabel is the gossip label of an agent that sets none: the
+// controllers' default GOSSIP_LABEL.
+const DefaultLabel = "iha"
+
+// WarnInsecure is logged at every start of an agent with insecure: true
+// and no keyring.
+const WarnInsecure = "insecure: true: this agent's gossip is NOT encrypted (no keyring): anyone who reaches its gossip port can join the mesh, read it and speak in it; use it on a lab only"
+
+// ValidateMesh checks what the daemon needs besides Validate: the mesh is
+// encrypted unless Insecure (the gate, which never joins the mesh, does
+// not need it).
+func (c *Config) ValidateMesh() error {
+	if c.Keyring == "" && !c.Insecure {
+		return errors.New("keyring is not set: the mesh is encrypted by default; copy the controllers' gossip keyring " +
+			"(GOSSIP_KEYRING) to this compute and set keyring: to its path (docs/operations.md, The mesh's keys), or set insecure: true on a lab")
+	}
+	return nil
 }
 
 // ApplyEnv applies UDP_PORT to KdumpListen.

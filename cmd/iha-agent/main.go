@@ -151,6 +151,9 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) int {
 			c.Gossip[gossip.KeyProfile] = *profile
 		}
 	})
+	if err == nil {
+		err = cfg.ValidateMesh()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "iha-agent: configuration: %v\n", err)
 		return exitUsage

@@ -63,7 +63,8 @@ func scrapeMetrics(url string) (map[string]float64, error) {
 // UDP packet with a bad magic), and the gate's answers recorded by real
 // `iha-agent gate` runs (one allowed, one answered with a 500).
 func TestAgentServesMetrics(t *testing.T) {
-	ctl, _ := startController(t)
+	keyring, keys := testKeyring(t)
+	ctl, _ := startController(t, keys)
 	dir := t.TempDir()
 	metricsAddr := testaddr.Loopback(t)
 	kdumpAddr := testaddr.Loopback(t)
@@ -72,8 +73,8 @@ func TestAgentServesMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := writeConfig(t, fmt.Sprintf("node_name: metered\nnova_host: compute-m\nbind: 127.0.0.7:0\njoin: [%s]\n"+
-		"kdump_listen: %q\nstate_dir: %s\nmetrics_listen: %s\ngate_stats_file: %s\n",
-		ctl.Addr(), kdumpAddr, filepath.Join(dir, "state"), metricsAddr, gateFile))
+		"kdump_listen: %q\nstate_dir: %s\nmetrics_listen: %s\ngate_stats_file: %s\nkeyring: %s\n",
+		ctl.Addr(), kdumpAddr, filepath.Join(dir, "state"), metricsAddr, gateFile, keyring))
 	startAgent(t, nil, "-config", cfg)
 	url := "http://" + metricsAddr + "/metrics"
 	var got map[string]float64

@@ -139,11 +139,24 @@ func (e *events) find(kind gossip.Kind, node string) (gossip.Event, bool) {
 	return gossip.Event{}, false
 }
 
-// startController runs an in-process controller member on 127.0.0.1 with
-// the default profile and records its events.
-func startController(t *testing.T) (*gossip.Mesh, *events) {
+// testKeyring writes a gossip keyring for one test's mesh and returns its
+// path and keys.
+func testKeyring(t *testing.T) (string, [][]byte) {
 	t.Helper()
-	m, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", Profile: gossip.DefaultProfile(),
+	key := []byte("0123456789abcdef0123456789abcdef")
+	path := filepath.Join(t.TempDir(), "gossip.keyring")
+	if err := gossip.WriteKeyring(path, [][]byte{key}); err != nil {
+		t.Fatal(err)
+	}
+	return path, [][]byte{key}
+}
+
+// startController runs an in-process controller member on 127.0.0.1 with
+// the default profile, the agents' default label and keys, and records its
+// events.
+func startController(t *testing.T, keys [][]byte) (*gossip.Mesh, *events) {
+	t.Helper()
+	m, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", Profile: gossip.DefaultProfile(), Keys: keys, Label: "iha",
 		Meta:   gossip.Meta{Role: gossip.RoleController, NovaHost: "ctl", APIAddr: "127.0.0.1:7421"},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -188,14 +201,15 @@ func TestVersion(t *testing.T) {
 //   - one killed with SIGKILL is declared dead within the formula's time;
 //   - one stopped with SIGTERM exits 0 and is reported left, not dead.
 func TestAgentProcessLifecycle(t *testing.T) {
-	ctl, ev := startController(t)
+	keyring, keys := testKeyring(t)
+	ctl, ev := startController(t, keys)
 	dir := t.TempDir()
 	readies := listenNotify(t, filepath.Join(dir, "notify.sock"))
 
 	procs := map[string]*agentProc{}
 	for i, name := range []string{"frozen", "killed", "stopped"} {
-		cfg := writeConfig(t, fmt.Sprintf("node_name: %s\nnova_host: compute-%s\nbind: 127.0.0.%d:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\n",
-			name, name, i+2, ctl.Addr(), filepath.Join(dir, name)))
+		cfg := writeConfig(t, fmt.Sprintf("node_name: %s\nnova_host: compute-%s\nbind: 127.0.0.%d:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\nkeyring: %s\n",
+			name, name, i+2, ctl.Addr(), filepath.Join(dir, name), keyring))
 		procs[name] = startAgent(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify.sock")}, "-config", cfg)
 	}
 	// Each agent says READY=1 first, then STATUS=… as it joins; the three
@@ -342,7 +356,8 @@ func TestAgentIsReadyWhileTheControllersAreAway(t *testing.T) {
 	}
 	away := l.Addr().String()
 	l.Close()
-	cfg := writeConfig(t, fmt.Sprintf("nova_host: compute-early\nbind: 127.0.0.5:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\n", away, filepath.Join(dir, "state")))
+	keyring, keys := testKeyring(t)
+	cfg := writeConfig(t, fmt.Sprintf("nova_host: compute-early\nbind: 127.0.0.5:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\nkeyring: %s\n", away, filepath.Join(dir, "state"), keyring))
 	start := time.Now()
 	startAgent(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify.sock")}, "-config", cfg)
 	select {
@@ -357,7 +372,7 @@ func TestAgentIsReadyWhileTheControllersAreAway(t *testing.T) {
 	// The controller comes up at that address: the agent joins and says so.
 	_, port, _ := net.SplitHostPort(away)
 	p, _ := strconv.Atoi(port)
-	ctl, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", BindPort: p, Profile: gossip.FastProfile(),
+	ctl, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", BindPort: p, Profile: gossip.FastProfile(), Keys: keys, Label: "iha",
 		Meta: gossip.Meta{Role: gossip.RoleController, APIAddr: "127.0.0.1:7421"}})
 	if err != nil {
 		t.Fatal(err)

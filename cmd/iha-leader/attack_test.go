@@ -8,12 +8,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -204,4 +206,112 @@ func TestDamagedRaftDBStopsTheLeaderWithAStatusSystemdDoesNotRestart(t *testing.
 	if !strings.Contains(fresh.log.String(), "removing an empty raft.db") {
 		t.Errorf("-start-fresh does not say what it did:\n%s", lastLines(fresh.log.String(), 10))
 	}
+}
+
+// agentBinary builds iha-agent once per test binary (removed by TestMain).
+var agentBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func buildAgent(t *testing.T) string {
+	t.Helper()
+	agentBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "iha-agent-bin-")
+		if err != nil {
+			agentBin.err = err
+			return
+		}
+		agentBin.path = filepath.Join(dir, "iha-agent")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute*slowFactor())
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", agentBin.path, "../iha-agent").CombinedOutput(); err != nil {
+			agentBin.err = fmt.Errorf("go build iha-agent: %v\n%s", err, out)
+		}
+	})
+	if agentBin.err != nil {
+		t.Fatal(agentBin.err)
+	}
+	return agentBin.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if agentBin.path != "" {
+		_ = os.RemoveAll(filepath.Dir(agentBin.path))
+	}
+	os.Exit(code)
+}
+
+// runOnce runs bin until it exits (or the deadline) and returns its exit
+// status and output.
+func runOnce(t *testing.T, d time.Duration, env []string, bin string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d*slowFactor())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+	}
+	return 0, string(out)
+}
+
+// TestMeshRefusesToRunUnencryptedUnlessInsecure: iha-leader with the mesh
+// on and iha-agent both refuse to start without the gossip keyring, naming
+// what is missing; with the insecure switch each starts and warns, and
+// /v1/cluster (iha status) shows it.
+func TestMeshRefusesToRunUnencryptedUnlessInsecure(t *testing.T) {
+	leaderBin, cliBin := buildBinaries(t)
+	agent := buildAgent(t)
+	sim := newSim(t, "compute-0")
+	gossipAddr := testaddr.Loopback(t)
+	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
+	c.writeConfig(t, sim, map[string]string{"GOSSIP_BIND": gossipAddr})
+	code, out := runOnce(t, time.Minute, c.env(), leaderBin)
+	keyring := filepath.Join(c.confDir, "gossip.keyring")
+	if code == 0 || !strings.Contains(out, "GOSSIP_KEYRING") || !strings.Contains(out, keyring) || !strings.Contains(out, "encrypted by default") {
+		t.Errorf("iha-leader without a keyring: exit %d\n%s", code, out)
+	}
+	agentYAML := filepath.Join(t.TempDir(), "agent.yaml")
+	writeFile(t, agentYAML, []byte("nova_host: compute-0\nbind: 127.0.0.1:0\nkdump_listen: \"off\"\njoin: ["+gossipAddr+"]\n"))
+	code, out = runOnce(t, time.Minute, nil, agent, "-config", agentYAML)
+	if code == 0 || !strings.Contains(out, "keyring is not set") {
+		t.Errorf("iha-agent without a keyring: exit %d\n%s", code, out)
+	}
+
+	// The insecure switch: both run, and say so at start.
+	c.writeConfig(t, sim, map[string]string{"GOSSIP_BIND": gossipAddr, "GOSSIP_INSECURE": "true"})
+	c.start(t, leaderBin)
+	cl := waitLeading(t, c)
+	if !strings.Contains(c.log.String(), "GOSSIP_INSECURE: the gossip mesh is NOT encrypted") {
+		t.Errorf("no warning at start:\n%s", lastLines(c.log.String(), 20))
+	}
+	if cl.Security.MeshEncrypted || !strings.Contains(strings.Join(cl.Security.Warnings, ";"), "mesh not encrypted (GOSSIP_INSECURE)") {
+		t.Errorf("/v1/cluster security %+v", cl.Security)
+	}
+	st, out := runOnce(t, time.Minute, []string{"IHA_ADDR=http://" + c.apiAddr, "NO_COLOR=1"}, cliBin, "status")
+	if flat := strings.Join(strings.Fields(out), " "); !strings.Contains(flat, "security: WARNING:") || !strings.Contains(flat, "mesh not encrypted (GOSSIP_INSECURE)") {
+		t.Errorf("iha status (exit %d) does not show the insecure mesh:\n%s", st, out)
+	}
+	writeFile(t, agentYAML, []byte("nova_host: compute-0\nbind: 127.0.0.1:0\nkdump_listen: \"off\"\njoin: ["+gossipAddr+"]\ninsecure: true\nstate_dir: "+t.TempDir()+"\n"))
+	a := &controller{name: "agent", log: &lockedBuf{}}
+	a.cmd = exec.Command(agent, "-config", agentYAML)
+	a.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.exited = make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(a.exited) }()
+	t.Cleanup(func() { a.stop(t) })
+	waitFor(t, 30*time.Second, "the insecure agent to join and warn", func() (bool, string) {
+		l := a.log.String()
+		return strings.Contains(l, "NOT encrypted") && strings.Contains(l, "iha-agent ready"), lastLines(l, 3)
+	}, a)
 }

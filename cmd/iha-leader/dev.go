@@ -21,6 +21,7 @@ import (
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/drivers"
 	"github.com/ihaproject/iha/fence/redfish/redfishsim"
+	"github.com/ihaproject/iha/gossip"
 	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
@@ -67,6 +68,12 @@ func runDev(ctx context.Context, o devOptions) int {
 	s.NodeName = "dev-leader"
 	s.DetectionMode = config.DetectBoth
 	s.GossipBind = "127.0.0.1:0"
+	// The mesh's keys, made for this run as an operator makes them once
+	// (docs/operations.md): dev mode is encrypted like production.
+	if s.GossipKeyring, err = devKeyring(dir); err != nil {
+		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
+		return 1
+	}
 	s.SmartEvacuation = true
 	s.ReservedHosts = true
 	s.TaggedAggregates = true
@@ -88,7 +95,7 @@ func runDev(ctx context.Context, o devOptions) int {
 		return 1
 	}
 	defer mesh.Close()
-	agents := newDevAgents(mesh.mesh.Addr(), dir)
+	agents := newDevAgents(mesh.mesh.Addr(), dir, s.GossipKeyring)
 	defer agents.stopAll()
 	sb, err := sandbox.New(sandbox.Options{Settings: s, DataDir: dir, Logger: log, BootDelay: 2 * time.Second,
 		TrackInterval: 300 * time.Millisecond, WrapFence: func(fence.Lookup) fence.Lookup { return fencers },
@@ -348,6 +355,7 @@ func phaseOf(rec *leader.HostRecord) string {
 // over UDP on 127.0.0.1. A hang kills a host's agent; a boot starts it.
 type devAgents struct {
 	join, dir string
+	keyring   string
 	log       *slog.Logger
 	mu        sync.Mutex
 	running   map[string]*devAgent
@@ -363,10 +371,10 @@ type devAgent struct {
 	done   chan struct{}
 }
 
-func newDevAgents(join, dir string) *devAgents {
+func newDevAgents(join, dir, keyring string) *devAgents {
 	// The agents' own logs are quiet: the leader's tell the story.
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return &devAgents{join: join, dir: dir, log: quiet, running: map[string]*devAgent{}, addrs: map[string]string{}}
+	return &devAgents{join: join, dir: dir, keyring: keyring, log: quiet, running: map[string]*devAgent{}, addrs: map[string]string{}}
 }
 
 func (d *devAgents) start(host string) {
@@ -379,7 +387,7 @@ func (d *devAgents) start(host string) {
 	if a, ok := d.addrs[host]; ok {
 		bind = a
 	}
-	cfg := agent.Config{NovaHost: host, Bind: bind, Join: []string{d.join}, KdumpListen: "off",
+	cfg := agent.Config{NovaHost: host, Bind: bind, Join: []string{d.join}, KdumpListen: "off", Keyring: d.keyring,
 		StateDir: filepath.Join(d.dir, "agent-"+host)}
 	cfg.Defaults(host)
 	a, err := agent.New(cfg, agent.Options{Version: version.Version, Logger: d.log})
@@ -398,6 +406,16 @@ func (d *devAgents) start(host string) {
 		_ = a.Run(ctx)
 	}()
 	d.running[host] = da
+}
+
+// devKeyring writes a new gossip keyring into dir and returns its path.
+func devKeyring(dir string) (string, error) {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "gossip.keyring")
+	return path, gossip.WriteKeyring(path, [][]byte{k})
 }
 
 // kill silences host's agent without a leave message, as a hang does.

@@ -34,6 +34,9 @@ func main() {
 
 // run is main without the process: testable, and returns the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "keygen" {
+		return runKeygen(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("iha-leader", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dev := fs.Bool("dev", false, "run a simulated cloud (novasim, simulated BMCs, this leader) and fail one compute")

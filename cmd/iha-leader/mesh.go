@@ -50,6 +50,11 @@ func meshConfig(s config.Settings, apiAddr string, log *slog.Logger) (gossip.Con
 	if err != nil {
 		return gossip.Config{}, fmt.Errorf("GOSSIP_BIND %q: %w", s.GossipBind, err)
 	}
+	// config.Load refuses this too; settings built in code (dev mode,
+	// tests) must choose as well.
+	if s.GossipKeyring == "" && !s.GossipInsecure {
+		return gossip.Config{}, fmt.Errorf("GOSSIP_KEYRING is not set: the mesh is encrypted by default (GOSSIP_INSECURE true runs it without, on a lab)")
+	}
 	p, _ := strconv.Atoi(port)
 	cfg := gossip.Config{NodeName: s.NodeName, BindAddr: host, BindPort: p, Join: s.GossipJoin, Label: s.GossipLabel,
 		KeyringFile: s.GossipKeyring, Logger: log, Profile: meshProfile(s),

@@ -24,6 +24,25 @@ import (
 
 const fenceKdumpSend = "/usr/libexec/fence-agents/fence_kdump_send"
 
+// meshKeys are a test mesh's key files, made as an operator makes them.
+type meshKeys struct {
+	keyring string // gossip keyring (GOSSIP_KEYRING, agents' keyring:)
+}
+
+func newMeshKeys(t *testing.T) meshKeys {
+	t.Helper()
+	dir := t.TempDir()
+	k := meshKeys{keyring: filepath.Join(dir, "gossip.keyring")}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := gossip.WriteKeyring(k.keyring, [][]byte{key}); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // testAgent is one compute's iha-agent, in this process, on loopback.
 type testAgent struct {
 	a      *agent.Agent
@@ -32,23 +51,9 @@ type testAgent struct {
 	once   sync.Once
 }
 
-// testKeyring writes a keyring file with one random key.
-func testKeyring(t *testing.T) string {
+func startTestAgent(t *testing.T, keys meshKeys, host, join string, kdumpHosts map[string]string, log *slog.Logger) *testAgent {
 	t.Helper()
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "gossip.keyring")
-	if err := gossip.WriteKeyring(path, [][]byte{key}); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func startTestAgent(t *testing.T, host, join, keyring string, kdumpHosts map[string]string, log *slog.Logger) *testAgent {
-	t.Helper()
-	cfg := agent.Config{NovaHost: host, Bind: "127.0.0.1:0", Join: []string{join}, Keyring: keyring, KdumpListen: "off", StateDir: t.TempDir(),
+	cfg := agent.Config{NovaHost: host, Bind: "127.0.0.1:0", Join: []string{join}, KdumpListen: "off", StateDir: t.TempDir(), Keyring: keys.keyring,
 		KdumpHosts: kdumpHosts, KdumpRelayInterval: 500 * time.Millisecond, Gossip: map[string]string{gossip.KeyProfile: "fast"}}
 	if kdumpHosts != nil {
 		cfg.KdumpListen = "127.0.0.1:0"
@@ -106,8 +111,9 @@ func TestLeaderJudgesTheRealMeshOverLoopback(t *testing.T) {
 	s.TaggedAggregates = false
 	s.CheckKdump, s.KdumpTimeout, s.KdumpListen = true, 5*time.Second, config.Off
 	s.GossipBind, s.GossipProfile = "127.0.0.1:0", config.GossipProfileFast
-	s.GossipKeyring = testKeyring(t)
 	s.MeshPartitionPercent = 60
+	keys := newMeshKeys(t)
+	s.GossipKeyring = keys.keyring
 
 	mcfg, err := meshConfig(s, "127.0.0.1:7421", log.With("component", "gossip"))
 	if err != nil {
@@ -144,7 +150,7 @@ func TestLeaderJudgesTheRealMeshOverLoopback(t *testing.T) {
 		if h == "c2" {
 			kh = map[string]string{"127.0.0.1": "c3"} // c2 hears c3's kdump kernel
 		}
-		agents[h] = startTestAgent(t, h, ctlAddr, s.GossipKeyring, kh, log)
+		agents[h] = startTestAgent(t, keys, h, ctlAddr, kh, log)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -12,5 +12,11 @@ func securityOf(s config.Settings) api.Security {
 	if !sec.RaftTLS {
 		sec.Warnings = append(sec.Warnings, "raft without TLS (RAFT_TLS_*)")
 	}
+	if s.MeshEnabled() {
+		sec.MeshEncrypted = s.GossipKeyring != ""
+		if !sec.MeshEncrypted {
+			sec.Warnings = append(sec.Warnings, "mesh not encrypted (GOSSIP_INSECURE)")
+		}
+	}
 	return sec
 }

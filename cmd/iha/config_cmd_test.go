@@ -271,6 +271,14 @@ func TestConfigCheckMissingDir(t *testing.T) {
 // copySamples is podSamples: a copy of the samples as they run.
 func copySamples(t *testing.T) string { return podSamples(t) }
 
+// writeMeshKeys puts the mesh's keys beside config.yaml in dir, where the
+// defaults look: the packages ship none (docs/operations.md, The mesh's
+// keys); an operator makes them once.
+func writeMeshKeys(t *testing.T, dir string) {
+	t.Helper()
+	writeFile(t, filepath.Join(dir, "gossip.keyring"), `["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]`)
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -284,6 +292,7 @@ func writeFile(t *testing.T, path, content string) {
 func podSamples(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
+	writeMeshKeys(t, dir)
 	for _, f := range []string{"config.yaml", "clouds.yaml", "secure.yaml", "fencing.yaml"} {
 		data, err := os.ReadFile(filepath.Join(samples, f))
 		if err != nil {
@@ -331,7 +340,16 @@ func TestConfigCheckRefusesWhatTheLeaderWould(t *testing.T) {
 	if _, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"); err == nil {
 		t.Fatal("this test expects to run outside a Kubernetes pod")
 	}
-	code, stdout, _ := runIHA(t, "config", "check", "--dir", samples)
+	dir := t.TempDir()
+	for _, f := range []string{"config.yaml", "clouds.yaml", "secure.yaml", "fencing.yaml"} {
+		data, err := os.ReadFile(filepath.Join(samples, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, f), string(data))
+	}
+	writeMeshKeys(t, dir)
+	code, stdout, _ := runIHA(t, "config", "check", "--dir", dir)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1:\n%s", code, stdout)
 	}

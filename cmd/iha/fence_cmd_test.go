@@ -35,6 +35,7 @@ func fenceDir(t *testing.T, fencingYAML string) string {
 			t.Fatal(err)
 		}
 	}
+	writeMeshKeys(t, dir)
 	old := fenceEnv
 	fenceEnv = func() config.Env { return config.MapEnv(map[string]string{"OS_CLOUD": "lab"}) }
 	t.Cleanup(func() { fenceEnv = old })

@@ -198,8 +198,9 @@ iha_addrs() {
 
 # agent_config HOST: writes (if missing) and prints the path of HOST's
 # agent.yaml: its Nova host name, a gossip and a fence_kdump port of its
-# own, the leaders' gossip addresses to join and their status APIs for the
-# gate. No credential: the agent holds none.
+# own, the lab's gossip keyring (up.sh made it), the leaders' gossip
+# addresses to join and their status APIs for the gate. No Nova or BMC
+# credential: the agent holds none.
 agent_config() {
   local host=$1 i dir
   i=${host#lab-compute-}
@@ -211,6 +212,7 @@ agent_config() {
 nova_host: $host
 bind: 127.0.0.1:$(iha_port agent-gossip "$i")
 join: [$(iha_addrs gossip)]
+keyring: $LAB_DIR/iha/gossip.keyring
 kdump_listen: 127.0.0.1:$(iha_port agent-kdump "$i")
 controllers: [$(iha_addrs api)]
 state_dir: $dir/state

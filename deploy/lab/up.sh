@@ -35,9 +35,14 @@ echo "$N" >"$LAB_DIR/computes"
 if [ -n "$LAB_IHA_BIN" ]; then
   [ -x "$LAB_IHA_BIN/iha-agent" ] || die "LAB_IHA_BIN=$LAB_IHA_BIN holds no iha-agent"
   [ "$N" -le 9 ] || die "the lab's IHA ports fit 9 computes at most"
+  [ -x "$LAB_IHA_BIN/iha-leader" ] || die "LAB_IHA_BIN=$LAB_IHA_BIN holds no iha-leader (it makes the mesh's keys)"
   LAB_IHA_BIN=$(realpath "$LAB_IHA_BIN")
   mkdir -p "$LAB_DIR/iha"
   echo "$LAB_IHA_BIN" >"$LAB_DIR/iha/bin"
+  # The mesh's keys, made once as an operator makes them (docs/operations.md,
+  # "The mesh's keys"): every agent.yaml (lib.sh) and the scenarios' leaders
+  # use them; the mesh is encrypted as in production.
+  (umask 077 && "$LAB_IHA_BIN/iha-leader" keygen gossip >"$LAB_DIR/iha/gossip.keyring")
 fi
 on_exit() {
   local rc=$?
@@ -221,6 +226,7 @@ export LAB_IHA_API_ADDRS=$(iha_addrs api)
 export LAB_IHA_GOSSIP_ADDRS=$(iha_addrs gossip)
 export LAB_IHA_KDUMP_ADDRS=$(iha_addrs kdump)
 export LAB_IHA_GATE_FILE=$LAB_DIR/iha/gate-on
+export LAB_IHA_KEYRING=$LAB_DIR/iha/gossip.keyring
 ENV
 fi
 mark "lab up: $N computes, env in $LAB_DIR/env"

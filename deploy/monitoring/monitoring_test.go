@@ -329,11 +329,12 @@ func TestEveryMetricOfTheRulesAndDashboardExists(t *testing.T) {
 		}
 	}
 
-	// The agent.
+	// The agent: alone, for its metric names (insecure: no mesh to
+	// encrypt, no controller to prove its host to).
 	metricsAddr := testaddr.Loopback(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("nova_host: compute-scraped\nbind: 127.0.0.1:0\nkdump_listen: \"127.0.0.1:0\"\nstate_dir: %s\nmetrics_listen: %s\n",
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("nova_host: compute-scraped\nbind: 127.0.0.1:0\nkdump_listen: \"127.0.0.1:0\"\nstate_dir: %s\nmetrics_listen: %s\ninsecure: true\n",
 		filepath.Join(dir, "state"), metricsAddr)), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -306,6 +306,22 @@ func bootLeader(t *testing.T, sys string) {
 	// CA, which only exists inside Kubernetes: give it one.
 	edit("fencing.yaml", `192\.0\.2\.`, `127.0.0.`,
 		`(?m)^(    namespace: openstack)$`, "$1\n    ca_file: "+writeCA(t))
+	// The packages ship no key: the mesh's keys are made once with the
+	// packaged iha-leader, as docs/operations.md says, beside config.yaml
+	// where the defaults look.
+	if _, err := os.Stat(filepath.Join(etc, "gossip.keyring")); err == nil {
+		t.Fatal("the package installed a gossip keyring: packaging must generate nothing secret")
+	}
+	for name, args := range map[string][]string{"gossip.keyring": {"keygen", "gossip"}} {
+		cmd := exec.Command(filepath.Join(sys, "usr/bin/iha-leader"), args...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("iha-leader %v: %v", args, err)
+		}
+		if err := os.WriteFile(filepath.Join(conf, name), out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// `iha config check` (which also builds the fencing drivers, as the
 	// leader does) accepts the packaged samples with those local values.
 	out, err := run(t, time.Minute, sys, nil, filepath.Join(sys, "usr/bin/iha"), "config", "check", "--dir", conf)

@@ -44,16 +44,20 @@ const (
 `
 )
 
-// fixture writes the four files into a new directory; an entry of files
-// replaces the base one, and a nil-like "-" removes it.
+// testKeyring is a valid gossip keyring (one 32-byte key).
+const testKeyring = `["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]`
+
+// fixture writes the four files and the mesh's keys into a new directory;
+// an entry of files replaces the base one, and a nil-like "-" removes it.
 func fixture(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	all := map[string]string{
-		"config.yaml":  "config: {}\n",
-		"clouds.yaml":  baseClouds,
-		"secure.yaml":  baseSecure,
-		"fencing.yaml": baseFencing,
+		"config.yaml":    "config: {}\n",
+		"gossip.keyring": testKeyring,
+		"clouds.yaml":    baseClouds,
+		"secure.yaml":    baseSecure,
+		"fencing.yaml":   baseFencing,
 	}
 	for k, v := range files {
 		all[k] = v

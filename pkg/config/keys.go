@@ -148,8 +148,9 @@ var keyTable = []keySpec{
 	strKey("GOSSIP_BIND", kindListenAddr, originIHA, "host:port the leader's gossip listens on (UDP and TCP), or `off`: no mesh, every host is judged by InstanceHA's rule", func(s *Settings) *string { return &s.GossipBind }),
 	{Name: "GOSSIP_ADVERTISE", Kind: kindAddr, Origin: originIHA, Meaning: "host:port the agents and other controllers reach this leader's gossip at, when it differs from GOSSIP_BIND (0.0.0.0, NAT)", DocDefault: "(the bound address)", strp: func(s *Settings) *string { return &s.GossipAdvertise }},
 	{Name: "GOSSIP_JOIN", Kind: kindList, Origin: originIHA, Meaning: "gossip addresses (`host:port`) of members to join: the other controllers and/or some agents; retried forever with back-off, and re-joined every 30 s while no live member answers there, so a healed partition merges", DocDefault: "(empty: wait for agents to join)", listp: func(s *Settings) *[]string { return &s.GossipJoin }},
-	strKey("GOSSIP_KEYRING", kindPath, originIHA, "keyring file of the mesh's encryption keys (JSON array of base64 keys, primary first; the agents' `keyring`)", func(s *Settings) *string { return &s.GossipKeyring }),
-	{Name: "GOSSIP_LABEL", Kind: kindString, Origin: originIHA, Meaning: "cluster label carried by every gossip packet: meshes with different labels never merge (the agents' `label`)", DocDefault: "(none)", strp: func(s *Settings) *string { return &s.GossipLabel }},
+	{Name: "GOSSIP_KEYRING", Kind: kindPath, Origin: originIHA, Meaning: "keyring file of the mesh's encryption keys (JSON array of base64 keys, primary first; the agents' `keyring`; `iha-leader keygen gossip` makes one). Required while the mesh is on, unless GOSSIP_INSECURE", DocDefault: "`gossip.keyring` beside config.yaml", strp: func(s *Settings) *string { return &s.GossipKeyring }},
+	{Name: "GOSSIP_LABEL", Kind: kindString, Origin: originIHA, Meaning: "cluster label carried by every gossip packet: meshes with different labels never merge (the agents' `label`)", strp: func(s *Settings) *string { return &s.GossipLabel }},
+	boolKey("GOSSIP_INSECURE", originIHA, "labs only: let the mesh run without GOSSIP_KEYRING (unencrypted: anyone on the network can join it, read it and speak in it); warned at every start and in `iha status`", func(s *Settings) *bool { return &s.GossipInsecure }),
 	{Name: "GOSSIP_PROFILE", Kind: kindEnum, Origin: originIHA, Enum: []string{GossipProfileFast, GossipProfileLAN, GossipProfileDefault}, Meaning: "failure-detector base, the same on the agents (their `gossip:`): `fast` (500 ms probes: a crashed host is declared dead ≈ 3.3 s after the crash at 10 members, 5.3 s at 100, 7.3 s at 1,000; a host frozen whole for less than 1 s, 3 s, 5 s, or an agent stopped alone for less than 2 s, 4 s, 6 s, is never declared dead) or `lan` (memberlist's LAN profile, 1 s probes: twice each, beyond `both` mode's targets above about 15 computes); `default` names IHA's default, `fast` (docs/benchmarks.md)", strp: func(s *Settings) *string { return &s.GossipProfile }},
 	durKey("GOSSIP_PROBE_INTERVAL", originIHA, 100*time.Millisecond, time.Minute, "time between two probes of a member", "from GOSSIP_PROFILE (fast 500ms, lan 1s)", func(s *Settings) *time.Duration { return &s.GossipProbeInterval }),
 	durKey("GOSSIP_PROBE_TIMEOUT", originIHA, time.Millisecond, time.Minute, "wait for a probe's ack; must be shorter than the probe interval", "from GOSSIP_PROFILE (fast 200ms, lan 500ms; at most half the probe interval when only that is set)", func(s *Settings) *time.Duration { return &s.GossipProbeTimeout }),
@@ -331,7 +332,7 @@ type Change struct {
 // default, in reference order (for `iha config check`). NODE_NAME's default
 // is the short host name.
 func (s Settings) Changes() []Change {
-	def := Defaults()
+	def := defaultsFor(s)
 	if h, err := hostname(); err == nil {
 		def.NodeName = ShortName(h)
 	}

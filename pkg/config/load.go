@@ -59,23 +59,24 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 	if h, err := hostname(); err == nil {
 		def.NodeName = ShortName(h)
 	}
-	settings := def
+	settings, seen := def, map[string]int{}
 	data, err := os.ReadFile(files.Config)
 	switch {
 	case err == nil:
 		if data == nil {
 			data = []byte{}
 		}
-		settings = parseSettingsEnv(files.Config, data, def, env, c)
+		settings, seen = parseSettingsEnv(files.Config, data, def, env, c)
 	case os.IsNotExist(err):
 		c.warn(files.Config + ": does not exist: every setting has its default")
-		settings = parseSettingsEnv(files.Config, nil, def, env, c)
+		settings, seen = parseSettingsEnv(files.Config, nil, def, env, c)
 	default:
 		readFile(files.Config, true, "", c)
 	}
 	if settings.NodeName == "" {
 		c.add(Problem{File: files.Config, Key: "NODE_NAME", Reason: "is not set and the host name is unknown"})
 	}
+	resolveKeyFiles(files.Config, seen, &settings, c)
 
 	// 2. Environment.
 	if v, _ := env(EnvDisabled); v == "True" {

@@ -14,18 +14,24 @@ import (
 // parseSettings reads config.yaml's `config:` map over def. Every problem
 // goes to c; the returned Settings is only meaningful when c has none.
 func parseSettings(file string, data []byte, def Settings, c *collector) Settings {
-	return parseSettingsEnv(file, data, def, nil, c)
+	s, _ := parseSettingsEnv(file, data, def, nil, c)
+	return s
 }
 
 // parseSettingsEnv is parseSettings with the IHA_<KEY> environment
 // variables of env applied over the file (see applyEnvKeys). data nil means
-// the file does not exist.
-func parseSettingsEnv(file string, data []byte, def Settings, env Env, c *collector) Settings {
+// the file does not exist. It also returns every key the file or the
+// environment set (with its line in the file; 0 from the environment).
+func parseSettingsEnv(file string, data []byte, def Settings, env Env, c *collector) (Settings, map[string]int) {
 	s, seen := parseSettingsFile(file, data, def, c)
-	if applyEnvKeys(env, seen, &s, c) || seen != nil {
-		crossCheck(file, seen, &s, c)
+	set := seen
+	if set == nil {
+		set = map[string]int{}
 	}
-	return s
+	if applyEnvKeys(env, set, &s, c) || seen != nil {
+		crossCheck(file, set, &s, c)
+	}
+	return s, set
 }
 
 // EnvKeyPrefix prefixes the environment variables that override config.yaml's
@@ -408,11 +414,6 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 	}
 	if s.DetectionMode == DetectBoth && !s.MeshEnabled() {
 		c.warn(file + ": DETECTION_MODE both with GOSSIP_BIND off: no mesh, every host is judged by InstanceHA's rule (nova)")
-	}
-	if s.GossipKeyring != "" {
-		if reason := checkReadable(s.GossipKeyring); reason != "" {
-			c.add(Problem{File: file, Line: seen["GOSSIP_KEYRING"], Key: "GOSSIP_KEYRING", Value: strconv.Quote(s.GossipKeyring), Reason: reason})
-		}
 	}
 	if len(s.RaftPeers) > 0 && s.NodeName != "" {
 		found := false

@@ -30,7 +30,7 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"API_TOKEN": "", "API_READ_TOKEN": "", "API_TLS_CERT": "", "API_TLS_KEY": "",
 		"RAFT_JOIN": "", "RAFT_TLS_CERT": "", "RAFT_TLS_KEY": "", "RAFT_TLS_CA": "",
 		"GOSSIP_BIND": "0.0.0.0:7946", "GOSSIP_ADVERTISE": "", "GOSSIP_JOIN": "", "GOSSIP_KEYRING": "",
-		"GOSSIP_LABEL": "", "GOSSIP_PROFILE": "fast", "GOSSIP_PROBE_INTERVAL": "", "GOSSIP_PROBE_TIMEOUT": "",
+		"GOSSIP_LABEL": "iha", "GOSSIP_INSECURE": "false", "GOSSIP_PROFILE": "fast", "GOSSIP_PROBE_INTERVAL": "", "GOSSIP_PROBE_TIMEOUT": "",
 		"GOSSIP_SUSPICION_MULT": "0", "GOSSIP_GOSSIP_INTERVAL": "", "MESH_PARTITION_PERCENT": "30",
 		"MESH_PARTITION_WINDOW": "60", "KDUMP_LISTEN": ":7410", "HEARTBEAT_LISTEN": ":7411",
 		"HA_ENABLED_INSTANCE_KEY": "HA_Enabled", "EVACUATE_ALL_INSTANCES": "true", "IGNORE_INSTANCES_IN_ERROR_STATE": "false",
@@ -42,7 +42,8 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 			name = "missing file"
 		}
 		t.Run(name, func(t *testing.T) {
-			cfg := mustLoad(t, fixture(t, map[string]string{"config.yaml": content}), nil)
+			dir := fixture(t, map[string]string{"config.yaml": content})
+			cfg := mustLoad(t, dir, nil)
 			if len(keyTable) != len(want) {
 				t.Errorf("key table has %d keys, test knows %d", len(keyTable), len(want))
 			}
@@ -53,9 +54,12 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 					t.Errorf("%s: no documented default in this test", k.Name)
 					continue
 				}
-				if k.Name == "NODE_NAME" {
+				switch k.Name {
+				case "NODE_NAME":
 					h, _ := os.Hostname()
 					w = ShortName(h)
+				case "GOSSIP_KEYRING": // beside config.yaml
+					w = filepath.Join(dir, DefaultKeyringName)
 				}
 				if got := k.render(&cfg.Settings); got != w {
 					t.Errorf("%s = %q, want %q", k.Name, got, w)
@@ -546,8 +550,9 @@ func TestKeyTableCoversEverySettingsField(t *testing.T) {
 		}
 		seen[p-base] = k.Name
 	}
-	// Segments comes from the segments file, not from a `config:` key.
-	if n := reflect.TypeOf(s).NumField() - 1; n != len(seen) {
+	// Segments comes from the segments file, configDir from where the file
+	// is: neither is a `config:` key.
+	if n := reflect.TypeOf(s).NumField() - 2; n != len(seen) {
 		t.Errorf("Settings has %d fields, the key table sets %d", n, len(seen))
 	}
 }

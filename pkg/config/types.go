@@ -122,8 +122,9 @@ type Settings struct {
 	GossipBind           string        // GOSSIP_BIND: gossip listen host:port, or "off" (default 0.0.0.0:7946)
 	GossipAdvertise      string        // GOSSIP_ADVERTISE: gossip address peers use (default: the bound one)
 	GossipJoin           []string      // GOSSIP_JOIN: members to join
-	GossipKeyring        string        // GOSSIP_KEYRING: keyring file (encryption)
-	GossipLabel          string        // GOSSIP_LABEL: cluster label
+	GossipKeyring        string        // GOSSIP_KEYRING: keyring file (encryption; default gossip.keyring beside config.yaml)
+	GossipLabel          string        // GOSSIP_LABEL: cluster label (default "iha")
+	GossipInsecure       bool          // GOSSIP_INSECURE: the mesh may run without a keyring (labs)
 	GossipProfile        string        // GOSSIP_PROFILE: fast | lan | default (= fast)
 	GossipProbeInterval  time.Duration // GOSSIP_PROBE_INTERVAL (0: the profile's)
 	GossipProbeTimeout   time.Duration // GOSSIP_PROBE_TIMEOUT (0: the profile's)
@@ -133,6 +134,10 @@ type Settings struct {
 	MeshPartitionWindow  time.Duration // MESH_PARTITION_WINDOW, seconds (default 60)
 	KdumpListen          string        // KDUMP_LISTEN: kdump UDP listen host:port, or "off" (default ":"+UDP_PORT)
 	HeartbeatListen      string        // HEARTBEAT_LISTEN: heartbeat UDP listen host:port (default ":"+HEARTBEAT_PORT)
+
+	// configDir is the directory of the config.yaml these settings came
+	// from: key files default to names beside it (keyfiles.go).
+	configDir string
 }
 
 // Defaults returns InstanceHA's defaults plus IHA's.
@@ -171,6 +176,7 @@ func Defaults() Settings {
 		EvacuationGrace:    60 * time.Second,
 
 		GossipBind:           "0.0.0.0:7946",
+		GossipLabel:          DefaultGossipLabel,
 		KdumpListen:          ":" + strconv.Itoa(DefaultUDPPort),
 		HeartbeatListen:      ":" + strconv.Itoa(DefaultHeartbeatPort),
 		GossipProfile:        GossipProfileFast,

@@ -403,6 +403,18 @@ func build(t *testing.T, root string) string {
 	return dir
 }
 
+// keyFile is one of the key files up.sh made (the env file names it).
+func (l *lab) keyFile(t *testing.T, key string) string {
+	v := l.vars[key]
+	if v == "" {
+		t.Fatalf("%s/env lacks %s: the lab was brought up by an older up.sh; run make lab-down lab-up", l.dir, key)
+	}
+	if _, err := os.Stat(v); err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return v
+}
+
 // addrs is one of the env file's comma-separated LAB_IHA_* lists.
 func (l *lab) addrs(t *testing.T, key string) []string {
 	v := l.vars[key]
@@ -460,6 +472,8 @@ func (l *lab) writeConfig(t *testing.T, bin string, extra map[string]string) *ih
 			"DATA_DIR": filepath.Join(n.dir, "data"),
 			// The mesh: the leaders join as controllers; the agents join them.
 			"GOSSIP_BIND": gossip[j], "GOSSIP_JOIN": strings.Join(gossip, ","), "GOSSIP_PROFILE": "fast",
+			// The keys up.sh made for the lab's agents.
+			"GOSSIP_KEYRING": l.keyFile(t, "LAB_IHA_KEYRING"),
 			// CHECK_KDUMP stays false (InstanceHA's default): with it the
 			// leader waits KDUMP_TIMEOUT (30 s) for a notice before every
 			// fence. KDUMP_LISTEN is where a scenario that sets it listens.

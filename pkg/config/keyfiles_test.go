@@ -1,0 +1,65 @@
+package config
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMeshNeedsItsKeyringUnlessInsecure: the mesh is encrypted by default;
+// its keyring defaults to gossip.keyring beside config.yaml; only
+// GOSSIP_INSECURE (a warning) or GOSSIP_BIND off runs without one.
+func TestMeshNeedsItsKeyringUnlessInsecure(t *testing.T) {
+	for _, tc := range []struct {
+		name, config, keyring string
+		problem               string // "" → loads
+		warning               string
+		encrypted             bool
+	}{
+		{name: "default keyring beside config.yaml", config: "config: {}\n", keyring: testKeyring, encrypted: true},
+		{name: "default keyring missing", config: "config: {}\n", keyring: "-",
+			problem: `GOSSIP_KEYRING: "DIR/gossip.keyring" does not exist (the default: gossip.keyring beside config.yaml): the mesh is encrypted by default`},
+		{name: "named keyring missing", config: "config:\n  GOSSIP_KEYRING: /nonexistent/k\n", keyring: testKeyring,
+			problem: `config.yaml:2: GOSSIP_KEYRING: "/nonexistent/k" does not exist: the mesh is encrypted by default`},
+		{name: "keyring emptied", config: "config:\n  GOSSIP_KEYRING:\n", keyring: testKeyring,
+			problem: `config.yaml:2: GOSSIP_KEYRING: is empty: the mesh is encrypted by default`},
+		{name: "insecure without keyring", config: "config:\n  GOSSIP_INSECURE: true\n", keyring: "-", warning: "the gossip mesh is NOT encrypted"},
+		{name: "insecure with a keyring stays encrypted", config: "config:\n  GOSSIP_INSECURE: true\n", keyring: testKeyring, encrypted: true},
+		{name: "insecure does not excuse a named missing keyring", config: "config:\n  GOSSIP_INSECURE: true\n  GOSSIP_KEYRING: /nonexistent/k\n", keyring: "-",
+			problem: `GOSSIP_KEYRING: "/nonexistent/k" does not exist`},
+		{name: "no mesh, no keyring", config: "config:\n  GOSSIP_BIND: \"off\"\n  DETECTION_MODE: nova\n", keyring: "-"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := fixture(t, map[string]string{"config.yaml": tc.config, "gossip.keyring": tc.keyring})
+			cfg, probs, _ := loadDir(t, dir, nil)
+			if tc.problem != "" {
+				want := strings.ReplaceAll(tc.problem, "DIR", dir)
+				if probs == nil || !strings.Contains(probs.Error(), want) {
+					t.Fatalf("problems %v, want one containing %q", probs, want)
+				}
+				return
+			}
+			if probs != nil {
+				t.Fatalf("unexpected problems:\n%v", probs)
+			}
+			if got := cfg.Settings.GossipKeyring != ""; got != tc.encrypted {
+				t.Errorf("GOSSIP_KEYRING = %q, want encrypted %v", cfg.Settings.GossipKeyring, tc.encrypted)
+			}
+			if tc.encrypted && cfg.Settings.GossipKeyring != filepath.Join(dir, DefaultKeyringName) {
+				t.Errorf("GOSSIP_KEYRING = %q, want the default beside config.yaml", cfg.Settings.GossipKeyring)
+			}
+			if tc.warning != "" && !hasWarning(cfg.Warnings, tc.warning) {
+				t.Errorf("warnings %q lack %q", cfg.Warnings, tc.warning)
+			}
+			if cfg.Settings.GossipLabel != DefaultGossipLabel {
+				t.Errorf("GOSSIP_LABEL = %q, want %q by default", cfg.Settings.GossipLabel, DefaultGossipLabel)
+			}
+			// The defaults beside config.yaml are defaults: not listed as changes.
+			for _, ch := range cfg.Settings.Changes() {
+				if ch.Key == "GOSSIP_KEYRING" && tc.encrypted {
+					t.Errorf("the default keyring is listed as a change: %+v", ch)
+				}
+			}
+		})
+	}
+}
