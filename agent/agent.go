@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/sdnotify"
 )
 
@@ -47,12 +48,22 @@ func New(cfg Config, opt Options) (*Agent, error) {
 	if cfg.Keyring == "" {
 		log.Warn(WarnInsecure)
 	}
+	var hostKey []byte
+	if cfg.HostKey != "" {
+		k, err := identity.LoadKey(cfg.HostKey)
+		if err != nil {
+			return nil, fmt.Errorf("host_key: %w", err)
+		}
+		hostKey = k
+	} else {
+		log.Warn(WarnNoHostKey)
+	}
 	profile, _ := cfg.Profile()
 	bindHost, bindPort, _ := net.SplitHostPort(cfg.Bind)
 	port, _ := strconv.Atoi(bindPort)
 	gc := gossip.Config{
 		NodeName: cfg.NodeName, BindAddr: bindHost, BindPort: port, Join: cfg.Join, Label: cfg.Label,
-		KeyringFile: cfg.Keyring, Profile: profile, Logger: log, Transport: opt.Transport,
+		KeyringFile: cfg.Keyring, HostKey: hostKey, Profile: profile, Logger: log, Transport: opt.Transport,
 		Meta: gossip.Meta{Role: gossip.RoleCompute, NovaHost: cfg.NovaHost, IHAVersion: opt.Version},
 	}
 	if cfg.Advertise != "" {

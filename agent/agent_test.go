@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/kdump"
 )
 
@@ -27,8 +28,16 @@ func TestAgentsRelayKdumpToTheController(t *testing.T) {
 	if err := gossip.WriteKeyring(keyring, [][]byte{key}); err != nil {
 		t.Fatal(err)
 	}
+	cluster, _ := identity.NewKey()
+	hostKey := func(host string) string {
+		p := filepath.Join(t.TempDir(), host+".key")
+		if err := os.WriteFile(p, []byte(identity.EncodeKey(identity.HostKey(cluster, host))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	ctl, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", Profile: gossip.FastProfile(), Logger: quietLogger(),
-		Keys: [][]byte{key}, Label: DefaultLabel,
+		Keys: [][]byte{key}, Label: DefaultLabel, ClusterKey: cluster,
 		Meta: gossip.Meta{Role: gossip.RoleController, NovaHost: "ctl", APIAddr: "127.0.0.1:7421"}})
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +49,7 @@ func TestAgentsRelayKdumpToTheController(t *testing.T) {
 
 	start := func(name, ip, nova string) (*Agent, context.CancelFunc, chan error) {
 		cfg := Config{NodeName: name, NovaHost: nova, Bind: ip + ":0", Join: []string{ctl.Addr()}, KdumpListen: ip + ":0", Keyring: keyring,
+			HostKey:  hostKey(nova),
 			StateDir: filepath.Join(t.TempDir(), name), Gossip: map[string]string{gossip.KeyProfile: "fast"}}
 		cfg.Defaults("unused")
 		a, err := New(cfg, Options{Version: "test", Logger: quietLogger()})

@@ -19,14 +19,16 @@ import (
 const DefaultConfigFile = "/etc/iha/agent.yaml"
 
 // Config is the agent's configuration (agent.yaml; flags override it).
-// It holds no credential of any kind; the gossip keyring is a file path.
+// It holds no Nova or BMC credential; the gossip keyring and the host key
+// are file paths.
 // Example /etc/iha/agent.yaml (every key optional):
 //
 //	nova_host: compute-12            # nova.conf [DEFAULT] host; default: short host name
 //	bind: 192.0.2.12:7946
 //	join: [192.0.2.1:7946, 192.0.2.2:7946, 192.0.2.3:7946]
 //	keyring: /etc/iha/gossip.keyring # JSON array of base64 keys, primary first; SIGHUP reloads
-//	label: region-one
+//	host_key: /etc/iha/host.key      # iha-leader keygen host compute-12
+//	label: region-one                # default iha
 //	kdump_listen: ":7410"            # env UDP_PORT sets the port
 //	kdump_hosts: {192.0.2.40: compute-40}
 //	controllers: [192.0.2.1:7421]    # for the gate, besides those learned from the mesh
@@ -53,9 +55,15 @@ type Config struct {
 	// Label is the cloud's gossip label (default "iha", the controllers'
 	// default GOSSIP_LABEL).
 	Label string `yaml:"label"`
+	// HostKey is the file of this host's key (`iha-leader keygen host
+	// NOVA_HOST` on a controller): with it the agent proves to the
+	// controllers that it speaks for NovaHost, signs what it says in the
+	// mesh, and checks the gate's answers. Required unless Insecure.
+	HostKey string `yaml:"host_key"`
 	// Insecure lets the agent run on a lab mesh without a keyring
-	// (unencrypted: anyone on the network can join, read and speak). It is
-	// warned about at every start.
+	// (unencrypted: anyone on the network can join, read and speak) and
+	// without a host key (its host is then judged by Nova's rule alone). It
+	// is warned about at every start.
 	Insecure bool `yaml:"insecure"`
 	// KdumpListen is the fence_kdump UDP address (default ":7410"; env
 	// UDP_PORT replaces the port, as for InstanceHA). "off" disables it.
@@ -153,12 +161,20 @@ const WarnInsecure = "insecure: true: this agent's gossip is NOT encrypted (no k
 // encrypted unless Insecure (the gate, which never joins the mesh, does
 // not need it).
 func (c *Config) ValidateMesh() error {
+	var errs []error
 	if c.Keyring == "" && !c.Insecure {
-		return errors.New("keyring is not set: the mesh is encrypted by default; copy the controllers' gossip keyring " +
-			"(GOSSIP_KEYRING) to this compute and set keyring: to its path (docs/operations.md, The mesh's keys), or set insecure: true on a lab")
+		errs = append(errs, errors.New("keyring is not set: the mesh is encrypted by default; copy the controllers' gossip keyring "+
+			"(GOSSIP_KEYRING) to this compute and set keyring: to its path (docs/operations.md, The mesh's keys), or set insecure: true on a lab"))
 	}
-	return nil
+	if c.HostKey == "" && !c.Insecure {
+		errs = append(errs, fmt.Errorf("host_key is not set: the agent proves which host it speaks for; make its key on a controller "+
+			"(iha-leader keygen host %s), copy it here and set host_key: to its path (docs/operations.md, The mesh's keys), or set insecure: true on a lab", c.NovaHost))
+	}
+	return errors.Join(errs...)
 }
+
+// WarnNoHostKey is logged at every start of an agent without a host key.
+const WarnNoHostKey = "insecure: true and no host_key: this agent proves no identity; controllers that check identities judge its host by Nova's rule alone; use it on a lab only"
 
 // ApplyEnv applies UDP_PORT to KdumpListen.
 func (c *Config) ApplyEnv(getenv func(string) string) error {

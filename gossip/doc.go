@@ -22,6 +22,11 @@
 //   - Kdump relay: BroadcastKdump sends a notice directly (TCP) to every
 //     controller and by gossip to everyone; KdumpNotices delivers each
 //     notice once on every member.
+//   - Identity (identity.go): agents with a host key prove to the
+//     controllers which Nova host they speak for (Member.Claim) and sign
+//     what they say; controllers with the cluster key drop what does not
+//     verify, and every node drops a leave or refutation one member
+//     announces for another.
 //
 // How the events are derived, because memberlist does not expose them all:
 //   - Join/Dead/Left/Updated come from memberlist's EventDelegate. Its
@@ -53,8 +58,8 @@
 // hands what it observes to a goroutine) and NumNodes reads our own count.
 //
 // What it must never do: decide anything about a host (no verdicts, no
-// Nova, no fencing), trust a member's metadata beyond parsing it, or log key
-// material. Only this package (and its memnet test network) imports
+// Nova, no fencing), trust a member's metadata beyond parsing it (a
+// verified Claim is what vouches for a host), or log key material. Only this package (and its memnet test network) imports
 // memberlist.
 //
 // Time to detect a crash, and the stalls a member survives, follow from

@@ -1,9 +1,11 @@
 package gossip
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/ihaproject/iha/pkg/kdump"
@@ -23,6 +25,9 @@ const (
 	msgLeave msgType = "leave"
 	// msgKdump: a kdump notice.
 	msgKdump msgType = "kdump"
+	// msgClaim: an agent's proof, sent to the controllers every
+	// ClaimInterval, that node From at Addr speaks for Nova host Host.
+	msgClaim msgType = "claim"
 )
 
 // envelopePrefix marks our messages; anything else is dropped.
@@ -31,6 +36,12 @@ const envelopePrefix = 'I'
 // maxEnvelopeSize keeps a message inside one gossip packet.
 const maxEnvelopeSize = 1024
 
+// envelope is one of the mesh's own messages. From is the member that
+// made it (relays pass it on unchanged). Members that hold a key sign what
+// they originate: Host is the Nova host an agent speaks for (empty from a
+// controller), Inc the sending process's incarnation, Seq its counter, and
+// MAC covers every field (macParts). Controllers with the cluster key
+// check it (identity.go).
 type envelope struct {
 	V       int           `json:"v"`
 	Type    msgType       `json:"t"`
@@ -40,6 +51,22 @@ type envelope struct {
 	Accuser string        `json:"accuser,omitempty"`
 	At      time.Time     `json:"at"`
 	Notice  *kdump.Notice `json:"notice,omitempty"`
+	Host    string        `json:"host,omitempty"`
+	Inc     string        `json:"inc,omitempty"`
+	Seq     uint64        `json:"seq,omitempty"`
+	Addr    string        `json:"addr,omitempty"` // msgClaim: the claimant's gossip address
+	MAC     []byte        `json:"mac,omitempty"`
+}
+
+// macParts are the fields a MAC covers, in order.
+func (e envelope) macParts() []string {
+	notice := ""
+	if e.Notice != nil {
+		b, _ := e.Notice.MarshalBinary()
+		notice = hex.EncodeToString(b)
+	}
+	return []string{"iha mesh message v1", string(e.Type), e.ID, e.From, e.Node, e.Accuser,
+		e.At.UTC().Format(time.RFC3339Nano), notice, e.Host, e.Inc, strconv.FormatUint(e.Seq, 10), e.Addr}
 }
 
 var errEnvelope = errors.New("gossip: bad message")
@@ -73,6 +100,10 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	}
 	switch e.Type {
 	case msgAccuse, msgRefute, msgLeave:
+	case msgClaim:
+		if e.Host == "" || e.Addr == "" || e.From != e.Node || len(e.MAC) == 0 {
+			return envelope{}, fmt.Errorf("%w: a claim needs host, addr, a MAC, and node equal to from", errEnvelope)
+		}
 	case msgKdump:
 		if e.Notice == nil {
 			return envelope{}, fmt.Errorf("%w: kdump without notice", errEnvelope)

@@ -90,6 +90,11 @@ type Member struct {
 	Since time.Time
 	// Accusers of a suspect member, in the order heard.
 	Accusers []string
+	// Joined is when this node last saw the member join or come back.
+	Joined time.Time
+	// Claim is what this node verified of the member's identity
+	// (controllers with Config.ClusterKey; zero elsewhere).
+	Claim Claim
 }
 
 // maxQueuedEvents bounds the event queue when nobody reads Events(); beyond

@@ -51,6 +51,18 @@ type Config struct {
 	// LoadKeyring). Keys, when set, is used instead of the file.
 	KeyringFile string
 	Keys        [][]byte
+	// HostKey, on an agent, is its Nova host's key (identity.HostKey of
+	// Meta.NovaHost): the agent sends the controllers a signed claim every
+	// ClaimInterval and signs every message it originates.
+	HostKey []byte
+	// ClusterKey, on a controller, derives every member's key: claims and
+	// messages that do not verify are dropped (identity.go), and this
+	// controller signs its own messages.
+	ClusterKey []byte
+	// ClaimInterval is how often an agent re-sends its claim (default
+	// 5 s); a claim older than ClaimTTL (6 intervals) no longer vouches for
+	// a live member.
+	ClaimInterval time.Duration
 	// Profile tunes the failure detector (default DefaultProfile()).
 	Profile Profile
 	// Meta is advertised to every member.
@@ -68,26 +80,27 @@ type Config struct {
 // concurrent use. Never call a memberlist method while holding m.mu:
 // memberlist calls our delegates with its own lock held and they take m.mu.
 type Mesh struct {
-	cfg      Config
-	log      *slog.Logger
-	ml       *memberlist.Memberlist
-	keyring  *memberlist.Keyring
-	bq       *memberlist.TransmitLimitedQueue
-	self     string
-	incarn   string // distinguishes this process's message ids from a previous run's
-	seq      atomic.Uint64
-	events   *eventQueue
-	eventsCh chan Event
-	kdumpCh  chan kdump.Notice
-	sendCh   chan func()
-	logActs  chan func() // what the log bridge observed, run outside memberlist's locks
-	numAlive atomic.Int32
-	done     chan struct{}
-	joined   atomic.Bool
-	ran      atomic.Bool
-	stopOnce sync.Once
-	bg       sync.WaitGroup
-	keyMu    sync.Mutex // serialises keyring changes (memberlist's Keyring reads unlocked in AddKey)
+	cfg       Config
+	log       *slog.Logger
+	ml        *memberlist.Memberlist
+	keyring   *memberlist.Keyring
+	bq        *memberlist.TransmitLimitedQueue
+	self      string
+	incarn    string // distinguishes this process's message ids from a previous run's
+	seq       atomic.Uint64
+	events    *eventQueue
+	eventsCh  chan Event
+	kdumpCh   chan kdump.Notice
+	sendCh    chan func()
+	logActs   chan func() // what the log bridge observed, run outside memberlist's locks
+	numAlive  atomic.Int32
+	done      chan struct{}
+	joined    atomic.Bool
+	ran       atomic.Bool
+	stopOnce  sync.Once
+	bg        sync.WaitGroup
+	keyMu     sync.Mutex    // serialises keyring changes (memberlist's Keyring reads unlocked in AddKey)
+	claimKick chan struct{} // an agent sends its claim now (a controller appeared)
 
 	mu            sync.Mutex
 	members       map[string]*Member
@@ -97,8 +110,10 @@ type Mesh struct {
 	lastJoinErr   error
 	pinging       map[string]bool // suspects being pinged directly
 
+	rejectLogged map[string]time.Time // "from/type" → last warning about a rejected message
+
 	stats struct {
-		badMessages, kdumpDropped, kdumpReceived, logActsDropped atomic.Uint64
+		badMessages, kdumpDropped, kdumpReceived, logActsDropped, rejected atomic.Uint64
 	}
 }
 
@@ -134,6 +149,9 @@ func New(cfg Config) (*Mesh, error) {
 	if cfg.LeaveTimeout == 0 {
 		cfg.LeaveTimeout = defaultLeaveTimeout(cfg.Profile)
 	}
+	if cfg.ClaimInterval <= 0 {
+		cfg.ClaimInterval = DefaultClaimInterval
+	}
 	meta, err := EncodeMeta(cfg.Meta)
 	if err != nil {
 		return nil, err
@@ -153,6 +171,8 @@ func New(cfg Config) (*Mesh, error) {
 		leaveIntents:  map[string]time.Time{},
 		confirmations: map[string]int{},
 		pinging:       map[string]bool{},
+		rejectLogged:  map[string]time.Time{},
+		claimKick:     make(chan struct{}, 1),
 	}
 
 	mc := memberlist.DefaultLANConfig()
@@ -228,8 +248,12 @@ func New(cfg Config) (*Mesh, error) {
 	m.bg.Add(2)
 	go m.sender()
 	go m.runLogActions()
+	if len(cfg.HostKey) > 0 {
+		m.bg.Add(1)
+		go m.claimLoop()
+	}
 	m.log.Info("gossip mesh started", "node", m.self, "addr", m.Addr(), "encrypted", m.keyring != nil,
-		"label", cfg.Label, "probe_interval", cfg.Profile.ProbeInterval, "suspicion_mult", cfg.Profile.SuspicionMult)
+		"label", cfg.Label, "identity", m.identityMode(), "probe_interval", cfg.Profile.ProbeInterval, "suspicion_mult", cfg.Profile.SuspicionMult)
 	return m, nil
 }
 
@@ -267,6 +291,9 @@ func (m *Mesh) LastJoinError() error {
 // Stats are counters for metrics.
 type Stats struct {
 	EventsDropped, BadMessages, KdumpReceived, KdumpDropped uint64
+	// Rejected counts messages dropped because they did not verify or
+	// spoke for another member (identity.go).
+	Rejected uint64
 }
 
 // Stats returns the counters.
@@ -275,7 +302,7 @@ func (m *Mesh) Stats() Stats {
 	dropped := m.events.dropped
 	m.events.mu.Unlock()
 	return Stats{EventsDropped: dropped, BadMessages: m.stats.badMessages.Load(),
-		KdumpReceived: m.stats.kdumpReceived.Load(), KdumpDropped: m.stats.kdumpDropped.Load()}
+		KdumpReceived: m.stats.kdumpReceived.Load(), KdumpDropped: m.stats.kdumpDropped.Load(), Rejected: m.stats.rejected.Load()}
 }
 
 // Members returns every member this node knows, itself included, sorted by
@@ -432,6 +459,7 @@ func (m *Mesh) tryJoin(addrs []string, first bool) bool {
 		if !m.joined.Swap(true) {
 			m.log.Info("gossip: joined the mesh", "node", m.self, "contacted", n, "members", m.ml.NumMembers())
 		}
+		m.kickClaim()
 		return true
 	}
 	if err == nil {
@@ -533,7 +561,7 @@ func (m *Mesh) sender() {
 // (suspicion is advisory: the leader acts on dead, and a lost refutation is
 // made up for by pingSuspects and expireSuspicions).
 func (m *Mesh) tellControllers(env envelope) {
-	b, err := env.encode()
+	b, err := m.encode(env)
 	if err != nil {
 		return
 	}
@@ -576,7 +604,7 @@ func (m *Mesh) runLogActions() {
 }
 
 func (m *Mesh) sendToControllers(env envelope, timeout time.Duration) {
-	b, err := env.encode()
+	b, err := m.encode(env)
 	if err != nil {
 		return
 	}
@@ -600,7 +628,7 @@ func (m *Mesh) sendToControllers(env envelope, timeout time.Duration) {
 }
 
 func (m *Mesh) broadcast(env envelope) {
-	b, err := env.encode()
+	b, err := m.encode(env)
 	if err != nil {
 		m.log.Error("gossip: encode message", "err", err)
 		return
@@ -615,8 +643,9 @@ func (b rawBroadcast) Message() []byte                       { return b }
 func (b rawBroadcast) Finished()                             {}
 
 func (m *Mesh) newEnvelope(t msgType, node string) envelope {
-	return envelope{V: 1, Type: t, ID: m.self + "/" + m.incarn + "/" + strconv.FormatUint(m.seq.Add(1), 10),
-		From: m.self, Node: node, At: time.Now().UTC()}
+	seq := m.seq.Add(1)
+	return envelope{V: 1, Type: t, ID: m.self + "/" + m.incarn + "/" + strconv.FormatUint(seq, 10),
+		From: m.self, Node: node, At: time.Now().UTC(), Inc: m.incarn, Seq: seq}
 }
 
 func (m *Mesh) markSeen(id string) bool {
@@ -653,7 +682,22 @@ func (m *Mesh) handleMessage(b []byte) {
 		m.log.Debug("gossip: dropped a bad message", "err", err)
 		return
 	}
-	if env.From == m.self || !m.markSeen(env.ID) {
+	if env.From == m.self {
+		return
+	}
+	// Checked before it is marked seen: a forgery must not make the real
+	// message with the same id look like a duplicate.
+	if err := m.check(env); err != nil {
+		m.reject(env, err)
+		return
+	}
+	if !m.markSeen(env.ID) {
+		return
+	}
+	if env.Type == msgClaim {
+		if m.VerifiesIdentity() {
+			m.acceptClaim(env)
+		}
 		return
 	}
 	// Epidemic relay of leave intents and kdump notices: memberlist only
@@ -843,11 +887,25 @@ func (d *delegate) MergeRemoteState([]byte, bool) {}
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	m := d.m
 	m.mu.Lock()
+	prev := m.members[n.Name]
+	prevAddr := ""
+	if prev != nil {
+		prevAddr = prev.Addr
+	}
 	mem := m.memberFromNode(n)
 	if mem.State != StateAlive && mem.State != StateSuspect {
 		m.numAlive.Add(1)
 	}
 	mem.State, mem.Since, mem.Accusers = StateAlive, time.Now(), nil
+	// A (re)joined member vouches for its host only with a claim made
+	// after it came back; one at another address is another identity.
+	mem.Joined = mem.Since
+	if prevAddr != "" && prevAddr != mem.Addr {
+		mem.Claim = Claim{}
+	}
+	if mem.Meta.Role == RoleController && n.Name != m.self {
+		m.kickClaim()
+	}
 	delete(m.leaveIntents, n.Name)
 	ev := m.eventFor(mem, KindAlive, "joined")
 	m.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/pkg/identity"
 )
 
 func TestMetaRoundTripsAndRejectsGarbage(t *testing.T) {
@@ -80,6 +82,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(`I{"v":1,"t":"kdump","id":"x","from":"a","node":"h","notice":{"host":"h","relayer":"a"}}`))
+	f.Add([]byte(`I{"v":1,"t":"claim","id":"c/1/1","from":"c","node":"c","host":"compute-1","inc":"i","seq":3,"addr":"127.0.0.1:7946","mac":"AAAA"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := decodeEnvelope(b)
 		if err != nil {
@@ -90,6 +93,14 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		}
 		if e.Type == msgKdump && e.Notice.Relayer != e.From {
 			t.Fatalf("accepted a kdump notice relayed by %q from %q", e.Notice.Relayer, e.From)
+		}
+		if e.Type == msgClaim && (e.Host == "" || e.Addr == "" || e.From != e.Node || len(e.MAC) == 0) {
+			t.Fatalf("accepted an incomplete claim %+v", e)
+		}
+		// What a controller computes of any accepted message: its MAC's
+		// input, and the check with a key (never verifies a forgery).
+		if identity.Check(identity.HostKey([]byte("k"), e.Host), e.MAC, e.macParts()...) && len(e.MAC) > 0 {
+			t.Fatalf("a fuzzed MAC verified: %+v", e)
 		}
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -432,7 +433,11 @@ func (a *API) summaries(v hostView, only string) map[string]*api.HostSummary {
 	}
 	for h, m := range v.snap {
 		if want(h) {
-			get(h).MeshState = m.State
+			s := get(h)
+			s.MeshState = m.State
+			if m.State == MeshContested {
+				s.Reason = "claimed by " + strings.Join(m.Claimants, ", ") + ": judged by Nova's rule alone"
+			}
 		}
 	}
 	for h, why := range v.settings.Maintenance {
@@ -846,8 +851,12 @@ func (m metricsSource) EventsSince(seq uint64) []metrics.Event {
 
 // Mesh reports the gossip mesh (all zero without one).
 func (m metricsSource) Mesh() metrics.MeshStats {
-	s := m.a.meshSummary()
-	return metrics.MeshStats{Wired: s.Wired, States: s.States, HealthScore: s.HealthScore}
+	if m.a.cfg.Mesh == nil {
+		return metrics.MeshStats{States: map[string]int{}}
+	}
+	s := m.a.cfg.Mesh.Summary()
+	return metrics.MeshStats{Wired: s.Wired, States: s.States, HealthScore: s.HealthScore, Contested: s.Contested,
+		Unverified: s.Unverified, Rejected: s.Rejected}
 }
 
 // meshSummary is the mesh as /v1/cluster shows it.
@@ -856,7 +865,8 @@ func (a *API) meshSummary() api.Mesh {
 		return api.Mesh{Wired: false, States: map[string]int{}}
 	}
 	s := a.cfg.Mesh.Summary()
-	return api.Mesh{Wired: s.Wired, Members: s.Members, States: s.States, HealthScore: s.HealthScore}
+	return api.Mesh{Wired: s.Wired, Members: s.Members, States: s.States, HealthScore: s.HealthScore,
+		ContestedHosts: s.Contested, UnverifiedMembers: s.Unverified, MessagesRejected: s.Rejected}
 }
 
 func (m metricsSource) Paused() bool {

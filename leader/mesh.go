@@ -19,7 +19,15 @@ type MeshMember struct {
 	// when it was declared dead (-1: the verdict came by gossip).
 	Accusers      []string
 	Confirmations int
+	// Claimants, for a MeshContested host, are the members that speak for
+	// it ("node (state, address)"), sorted.
+	Claimants []string
 }
+
+// MeshContested is the state of a host that more than one mesh member
+// speaks for: an alarm. The verdict table judges it by Nova's rule alone
+// (as a host with no agent) until the claims are resolved.
+const MeshContested = "contested"
 
 // MeshSnapshot is the mesh's view of every compute agent it knows, by
 // Nova host name. A host that is not in it was never seen by the mesh.
@@ -82,6 +90,11 @@ type MeshSummary struct {
 	Members     int
 	States      map[string]int // alive, suspect, dead, left → members
 	HealthScore int            // memberlist's Lifeguard awareness: 0 is healthy
+	// Contested is the number of hosts more than one member speaks for;
+	// Unverified the compute members whose claims are not believed;
+	// Rejected the mesh messages dropped for not verifying (a counter).
+	Contested, Unverified int
+	Rejected              uint64
 }
 
 // MeshReporter is the mesh as the status API reads it.

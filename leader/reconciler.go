@@ -143,6 +143,9 @@ type Reconciler struct {
 	snap       MeshSnapshot
 	part       Partition
 	partLogged bool
+	// contested is each host more than one member speaks for, with the
+	// claimants the alarm named (claims.go).
+	contested  map[string]string
 	kdump      *KdumpLog
 	kdumpQuiet time.Duration
 	kdumpDNS   kdumpCheck
@@ -216,7 +219,7 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff, follow: c.FollowInterval, poke: make(chan struct{}, 1),
 		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}, unforceRefused: map[string]*unforceRefusal{},
 		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}, kdumpDNS: kdumpCheck{resolver: c.Resolver},
-		heartbeats: c.Heartbeats}
+		heartbeats: c.Heartbeats, contested: map[string]string{}}
 }
 
 // Ready reports whether the last poll cycles reached Nova (readiness).
@@ -441,6 +444,7 @@ func (r *Reconciler) observeMesh(ctx context.Context, now time.Time) {
 		r.partLogged = false
 		r.log.Info("mesh partition guard cleared", "lost", r.part.Lost, "total", r.part.Total)
 	}
+	r.observeClaims(ctx)
 }
 
 // verdictMargin absorbs updated_at's whole-second truncation and the

@@ -73,8 +73,8 @@ func TestAgentServesMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := writeConfig(t, fmt.Sprintf("node_name: metered\nnova_host: compute-m\nbind: 127.0.0.7:0\njoin: [%s]\n"+
-		"kdump_listen: %q\nstate_dir: %s\nmetrics_listen: %s\ngate_stats_file: %s\nkeyring: %s\n",
-		ctl.Addr(), kdumpAddr, filepath.Join(dir, "state"), metricsAddr, gateFile, keyring))
+		"kdump_listen: %q\nstate_dir: %s\nmetrics_listen: %s\ngate_stats_file: %s\nkeyring: %s\nhost_key: %s\n",
+		ctl.Addr(), kdumpAddr, filepath.Join(dir, "state"), metricsAddr, gateFile, keyring, testHostKey(t, "compute-m")))
 	startAgent(t, nil, "-config", cfg)
 	url := "http://" + metricsAddr + "/metrics"
 	var got map[string]float64

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/identity"
 )
 
 func scale(d time.Duration) time.Duration {
@@ -139,6 +140,20 @@ func (e *events) find(kind gossip.Kind, node string) (gossip.Event, bool) {
 	return gossip.Event{}, false
 }
 
+// testCluster is the tests' cluster key: the controllers hold it, each
+// agent gets its host's key (testHostKey).
+var testCluster = []byte("cluster-key-of-the-agent-tests!!")
+
+// testHostKey writes host's key and returns the file's path.
+func testHostKey(t *testing.T, host string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), host+".key")
+	if err := os.WriteFile(path, []byte(identity.EncodeKey(identity.HostKey(testCluster, host))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // testKeyring writes a gossip keyring for one test's mesh and returns its
 // path and keys.
 func testKeyring(t *testing.T) (string, [][]byte) {
@@ -157,8 +172,9 @@ func testKeyring(t *testing.T) (string, [][]byte) {
 func startController(t *testing.T, keys [][]byte) (*gossip.Mesh, *events) {
 	t.Helper()
 	m, err := gossip.New(gossip.Config{NodeName: "ctl", BindAddr: "127.0.0.1", Profile: gossip.DefaultProfile(), Keys: keys, Label: "iha",
-		Meta:   gossip.Meta{Role: gossip.RoleController, NovaHost: "ctl", APIAddr: "127.0.0.1:7421"},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ClusterKey: testCluster,
+		Meta:       gossip.Meta{Role: gossip.RoleController, NovaHost: "ctl", APIAddr: "127.0.0.1:7421"},
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,8 +224,8 @@ func TestAgentProcessLifecycle(t *testing.T) {
 
 	procs := map[string]*agentProc{}
 	for i, name := range []string{"frozen", "killed", "stopped"} {
-		cfg := writeConfig(t, fmt.Sprintf("node_name: %s\nnova_host: compute-%s\nbind: 127.0.0.%d:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\nkeyring: %s\n",
-			name, name, i+2, ctl.Addr(), filepath.Join(dir, name), keyring))
+		cfg := writeConfig(t, fmt.Sprintf("node_name: %s\nnova_host: compute-%s\nbind: 127.0.0.%d:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\nkeyring: %s\nhost_key: %s\n",
+			name, name, i+2, ctl.Addr(), filepath.Join(dir, name), keyring, testHostKey(t, "compute-"+name)))
 		procs[name] = startAgent(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify.sock")}, "-config", cfg)
 	}
 	// Each agent says READY=1 first, then STATUS=… as it joins; the three
@@ -357,7 +373,8 @@ func TestAgentIsReadyWhileTheControllersAreAway(t *testing.T) {
 	away := l.Addr().String()
 	l.Close()
 	keyring, keys := testKeyring(t)
-	cfg := writeConfig(t, fmt.Sprintf("nova_host: compute-early\nbind: 127.0.0.5:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\nkeyring: %s\n", away, filepath.Join(dir, "state"), keyring))
+	cfg := writeConfig(t, fmt.Sprintf("nova_host: compute-early\nbind: 127.0.0.5:0\njoin: [%s]\nkdump_listen: \"off\"\nstate_dir: %s\nkeyring: %s\nhost_key: %s\n",
+		away, filepath.Join(dir, "state"), keyring, testHostKey(t, "compute-early")))
 	start := time.Now()
 	startAgent(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify.sock")}, "-config", cfg)
 	select {

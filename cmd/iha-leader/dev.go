@@ -25,6 +25,7 @@ import (
 	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
@@ -69,11 +70,14 @@ func runDev(ctx context.Context, o devOptions) int {
 	s.DetectionMode = config.DetectBoth
 	s.GossipBind = "127.0.0.1:0"
 	// The mesh's keys, made for this run as an operator makes them once
-	// (docs/operations.md): dev mode is encrypted like production.
-	if s.GossipKeyring, err = devKeyring(dir); err != nil {
+	// (docs/operations.md): dev mode is encrypted, and every agent proves
+	// its host, as in production.
+	keys, err := newDevKeys(dir)
+	if err != nil {
 		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
 		return 1
 	}
+	s.GossipKeyring = keys.keyring
 	s.SmartEvacuation = true
 	s.ReservedHosts = true
 	s.TaggedAggregates = true
@@ -84,7 +88,7 @@ func runDev(ctx context.Context, o devOptions) int {
 	// through the real Redfish driver over HTTP, and a BMC that powers its
 	// system off stops that compute in the simulated Nova.
 	var fencers fence.Lookup
-	mcfg, err := meshConfig(s, "", log.With("component", "gossip"))
+	mcfg, err := meshConfig(s, "", keys.cluster, log.With("component", "gossip"))
 	if err != nil {
 		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
 		return 1
@@ -95,7 +99,7 @@ func runDev(ctx context.Context, o devOptions) int {
 		return 1
 	}
 	defer mesh.Close()
-	agents := newDevAgents(mesh.mesh.Addr(), dir, s.GossipKeyring)
+	agents := newDevAgents(mesh.mesh.Addr(), dir, keys)
 	defer agents.stopAll()
 	sb, err := sandbox.New(sandbox.Options{Settings: s, DataDir: dir, Logger: log, BootDelay: 2 * time.Second,
 		TrackInterval: 300 * time.Millisecond, WrapFence: func(fence.Lookup) fence.Lookup { return fencers },
@@ -355,7 +359,7 @@ func phaseOf(rec *leader.HostRecord) string {
 // over UDP on 127.0.0.1. A hang kills a host's agent; a boot starts it.
 type devAgents struct {
 	join, dir string
-	keyring   string
+	keys      devKeys
 	log       *slog.Logger
 	mu        sync.Mutex
 	running   map[string]*devAgent
@@ -371,10 +375,10 @@ type devAgent struct {
 	done   chan struct{}
 }
 
-func newDevAgents(join, dir, keyring string) *devAgents {
+func newDevAgents(join, dir string, keys devKeys) *devAgents {
 	// The agents' own logs are quiet: the leader's tell the story.
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return &devAgents{join: join, dir: dir, keyring: keyring, log: quiet, running: map[string]*devAgent{}, addrs: map[string]string{}}
+	return &devAgents{join: join, dir: dir, keys: keys, log: quiet, running: map[string]*devAgent{}, addrs: map[string]string{}}
 }
 
 func (d *devAgents) start(host string) {
@@ -383,12 +387,16 @@ func (d *devAgents) start(host string) {
 	if d.running[host] != nil {
 		return
 	}
+	hostKey, err := d.keys.hostKeyFile(host)
+	if err != nil {
+		return
+	}
 	bind := "127.0.0.1:0"
 	if a, ok := d.addrs[host]; ok {
 		bind = a
 	}
-	cfg := agent.Config{NovaHost: host, Bind: bind, Join: []string{d.join}, KdumpListen: "off", Keyring: d.keyring,
-		StateDir: filepath.Join(d.dir, "agent-"+host)}
+	cfg := agent.Config{NovaHost: host, Bind: bind, Join: []string{d.join}, KdumpListen: "off", Keyring: d.keys.keyring,
+		HostKey: hostKey, StateDir: filepath.Join(d.dir, "agent-"+host)}
 	cfg.Defaults(host)
 	a, err := agent.New(cfg, agent.Options{Version: version.Version, Logger: d.log})
 	if err != nil && bind != "127.0.0.1:0" {
@@ -408,14 +416,30 @@ func (d *devAgents) start(host string) {
 	d.running[host] = da
 }
 
-// devKeyring writes a new gossip keyring into dir and returns its path.
-func devKeyring(dir string) (string, error) {
-	k := make([]byte, 32)
-	if _, err := rand.Read(k); err != nil {
-		return "", err
+// devKeys are dev mode's keys: a gossip keyring file, a cluster key, and
+// each agent's host key file, derived from it as `iha-leader keygen host`
+// does.
+type devKeys struct {
+	dir, keyring string
+	cluster      []byte
+}
+
+func newDevKeys(dir string) (devKeys, error) {
+	k := devKeys{dir: dir, keyring: filepath.Join(dir, "gossip.keyring")}
+	gk, err := identity.NewKey()
+	if err != nil {
+		return k, err
 	}
-	path := filepath.Join(dir, "gossip.keyring")
-	return path, gossip.WriteKeyring(path, [][]byte{k})
+	if k.cluster, err = identity.NewKey(); err != nil {
+		return k, err
+	}
+	return k, gossip.WriteKeyring(k.keyring, [][]byte{gk})
+}
+
+// hostKeyFile writes host's key and returns its path.
+func (k devKeys) hostKeyFile(host string) (string, error) {
+	path := filepath.Join(k.dir, host+".key")
+	return path, os.WriteFile(path, []byte(identity.EncodeKey(identity.HostKey(k.cluster, host))), 0o600)
 }
 
 // kill silences host's agent without a leave message, as a hang does.

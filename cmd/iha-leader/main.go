@@ -20,6 +20,7 @@ import (
 	"github.com/ihaproject/iha/fence/drivers"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/nova"
 	"github.com/ihaproject/iha/pkg/sdnotify"
 	"github.com/ihaproject/iha/pkg/version"
@@ -110,6 +111,18 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 	log.Info("iha-leader starting", "version", version.String(), "node", s.NodeName, "raft_addr", s.RaftAddr,
 		"data_dir", s.DataDir, "detection_mode", s.DetectionMode, "cloud", cfg.Cloud.String())
 
+	// 1b. The cluster key (CLUSTER_KEY): it checks which host each mesh
+	// member speaks for, signs the gate's answers and what this controller
+	// forwards to the others.
+	var clusterKey []byte
+	if s.ClusterKey != "" {
+		if clusterKey, err = identity.LoadKey(s.ClusterKey); err != nil {
+			fmt.Fprintf(stderr, "iha-leader: CLUSTER_KEY: %v\n", err)
+			return 1
+		}
+		log.Info("cluster key loaded", "file", s.ClusterKey, "key_id", identity.KeyID(clusterKey))
+	}
+
 	// 2. Nova: no network I/O here; the reconciler retries until Nova answers.
 	nc, err := nova.New(cfg.Cloud, nova.Options{Timeout: s.NovaAPITimeout, Logger: log.With("component", "nova"), UserAgent: "iha-leader/" + version.Version})
 	if err != nil {
@@ -171,7 +184,7 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 	// is a member, so a new leader already knows what the mesh saw.
 	var mesh *meshNode
 	if s.MeshEnabled() {
-		mcfg, err := meshConfig(s, advertisedAPI(s.APIAddr, s), log.With("component", "gossip"))
+		mcfg, err := meshConfig(s, advertisedAPI(s.APIAddr, s), clusterKey, log.With("component", "gossip"))
 		if err == nil {
 			mesh, err = startMesh(mcfg, s, log.With("component", "gossip"))
 		}
@@ -182,7 +195,7 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 		}
 		g := s.Gossip()
 		log.Info("gossip mesh joined as a controller", "bind", s.GossipBind, "join", strings.Join(s.GossipJoin, ","),
-			"label", s.GossipLabel, "encrypted", s.GossipKeyring != "", "probe_interval", g.ProbeInterval,
+			"label", s.GossipLabel, "encrypted", s.GossipKeyring != "", "identities_checked", clusterKey != nil, "probe_interval", g.ProbeInterval,
 			"suspicion_mult", g.SuspicionMult, "kdump_listen", kdumpListen(s))
 	} else {
 		log.Warn("no gossip mesh (GOSSIP_BIND off): every host is judged by InstanceHA's rule (DELTA)")

@@ -35,8 +35,10 @@ type meshNode struct {
 	// relayed kdump notice.
 	authenticated bool
 
-	mu   sync.Mutex
-	dead map[string]gossip.Event // node → its last Dead event (accusers, confirmations)
+	mu         sync.Mutex
+	dead       map[string]gossip.Event // node → its last Dead event (accusers, confirmations)
+	warned     map[string]bool         // node@addr → warned that it is not believed
+	unverified int                     // compute members not believed at the last snapshot
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -45,7 +47,7 @@ type meshNode struct {
 // meshConfig builds the gossip configuration of a controller from the
 // settings. apiAddr is the status API's bound address, advertised so that
 // agents (the nova-compute gate) find the controllers.
-func meshConfig(s config.Settings, apiAddr string, log *slog.Logger) (gossip.Config, error) {
+func meshConfig(s config.Settings, apiAddr string, clusterKey []byte, log *slog.Logger) (gossip.Config, error) {
 	host, port, err := net.SplitHostPort(s.GossipBind)
 	if err != nil {
 		return gossip.Config{}, fmt.Errorf("GOSSIP_BIND %q: %w", s.GossipBind, err)
@@ -55,9 +57,12 @@ func meshConfig(s config.Settings, apiAddr string, log *slog.Logger) (gossip.Con
 	if s.GossipKeyring == "" && !s.GossipInsecure {
 		return gossip.Config{}, fmt.Errorf("GOSSIP_KEYRING is not set: the mesh is encrypted by default (GOSSIP_INSECURE true runs it without, on a lab)")
 	}
+	if len(clusterKey) == 0 && !s.GossipInsecure {
+		return gossip.Config{}, fmt.Errorf("CLUSTER_KEY is not set: the controllers check which host each member speaks for (GOSSIP_INSECURE true runs without, on a lab)")
+	}
 	p, _ := strconv.Atoi(port)
 	cfg := gossip.Config{NodeName: s.NodeName, BindAddr: host, BindPort: p, Join: s.GossipJoin, Label: s.GossipLabel,
-		KeyringFile: s.GossipKeyring, Logger: log, Profile: meshProfile(s),
+		KeyringFile: s.GossipKeyring, ClusterKey: clusterKey, Logger: log, Profile: meshProfile(s),
 		Meta: gossip.Meta{Role: gossip.RoleController, IHAVersion: version.Version, APIAddr: apiAddr}}
 	if err := cfg.Profile.Validate(); err != nil {
 		return gossip.Config{}, err
@@ -108,7 +113,7 @@ func startMesh(cfg gossip.Config, s config.Settings, log *slog.Logger) (*meshNod
 		return nil, err
 	}
 	n := &meshNode{mesh: m, log: log, wake: make(chan struct{}, 1), kdump: leader.NewKdumpLog(), dead: map[string]gossip.Event{},
-		authenticated: len(cfg.Keys) > 0 || cfg.KeyringFile != ""}
+		authenticated: len(cfg.Keys) > 0 || cfg.KeyringFile != "", warned: map[string]bool{}}
 	if s.CheckKdump && s.KdumpListen != config.Off && s.KdumpListen != "" {
 		// What this controller hears itself is recorded as heard (its
 		// source address is real), then relayed to the other controllers.
@@ -258,40 +263,126 @@ func novaHost(node string, meta gossip.Meta) string {
 	return node
 }
 
-// rank orders member states when two members claim one Nova host (a
-// reinstalled compute under a new node name): the live one wins.
-var rank = map[string]int{leader.MeshAlive: 4, leader.MeshSuspect: 3, leader.MeshDead: 2, leader.MeshLeft: 1}
+// contestWindow is how long a dead member's claim on its host still
+// counts against another member claiming the same host: longer than any
+// detection and verdict, so that a member joining after a host died
+// cannot take its place unnoticed.
+const contestWindow = 10 * time.Minute
 
-// Snapshot implements leader.MeshView.
+// Snapshot implements leader.MeshView. What the leader believes of a host
+// comes only from the members that speak for it:
+//
+//   - with identities checked (CLUSTER_KEY), a member speaks for the host
+//     it proved (gossip.Claim), never for the one its metadata merely
+//     advertises; a live or suspect member only with a claim made since it
+//     last joined and younger than the claim TTL (a forged "alive" of a
+//     hung host carries none); a dead or left one with the claim it had;
+//   - without (GOSSIP_INSECURE), a member speaks for the host it
+//     advertises.
+//
+// Two members speaking for one host (live, suspect, or dead within
+// contestWindow) make it contested: its state is MeshContested, which the
+// verdict table judges by Nova's rule alone, until one of them leaves or
+// is gone long enough. The live one never wins by being live.
 func (n *meshNode) Snapshot() leader.MeshSnapshot {
 	members := n.mesh.Members()
+	verify := n.mesh.VerifiesIdentity()
+	ttl := n.mesh.ClaimTTL()
+	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make(leader.MeshSnapshot, len(members))
+	byHost := map[string][]leader.MeshMember{}
+	unverified := 0
 	for _, m := range members {
 		if m.Meta.Role != gossip.RoleCompute {
 			continue
 		}
-		mm := leader.MeshMember{Host: novaHost(m.Name, m.Meta), Node: m.Name, Addr: m.Addr, State: string(m.State), Since: m.Since,
+		host := novaHost(m.Name, m.Meta)
+		if verify {
+			live := m.State == gossip.StateAlive || m.State == gossip.StateSuspect
+			current := m.Claim.Host != "" && (!live || m.Claim.At.After(m.Joined) && now.Sub(m.Claim.At) <= ttl)
+			if !current {
+				unverified++
+				n.noteUnverified(m, now, ttl)
+				continue
+			}
+			host = m.Claim.Host
+		}
+		mm := leader.MeshMember{Host: host, Node: m.Name, Addr: m.Addr, State: string(m.State), Since: m.Since,
 			Accusers: slices.Clone(m.Accusers), Confirmations: -1}
 		if d, ok := n.dead[m.Name]; ok && m.State == gossip.StateDead {
 			mm.Accusers, mm.Confirmations = slices.Clone(d.Accusers), d.Confirmations
 		}
-		if o, ok := out[mm.Host]; ok && (rank[o.State] > rank[mm.State] || rank[o.State] == rank[mm.State] && o.Since.After(mm.Since)) {
-			continue
+		byHost[host] = append(byHost[host], mm)
+	}
+	n.unverified = unverified
+	out := make(leader.MeshSnapshot, len(byHost))
+	for host, ms := range byHost {
+		var claiming []leader.MeshMember
+		for _, m := range ms {
+			if m.State == leader.MeshAlive || m.State == leader.MeshSuspect || m.State == leader.MeshDead && now.Sub(m.Since) <= contestWindow {
+				claiming = append(claiming, m)
+			}
 		}
-		out[mm.Host] = mm
+		switch len(claiming) {
+		case 0: // every member that spoke for it left (or died long ago): the latest
+			slices.SortFunc(ms, func(a, b leader.MeshMember) int { return a.Since.Compare(b.Since) })
+			out[host] = ms[len(ms)-1]
+		case 1:
+			out[host] = claiming[0]
+		default:
+			c := leader.MeshMember{Host: host, State: leader.MeshContested, Since: now, Confirmations: -1}
+			for _, m := range claiming {
+				c.Claimants = append(c.Claimants, m.Node+" ("+m.State+", "+m.Addr+")")
+				if m.Since.Before(c.Since) {
+					c.Since = m.Since
+				}
+			}
+			slices.Sort(c.Claimants)
+			out[host] = c
+		}
 	}
 	return out
 }
 
-// Summary implements leader.MeshReporter: every member, controllers too.
+// noteUnverified warns, once per member and address, about a compute
+// member whose host the leader does not believe for want of a current
+// claim (a third of a claim TTL after it joined, two claim intervals: a
+// member that just joined has not had time to prove anything). n.mu held.
+func (n *meshNode) noteUnverified(m gossip.Member, now time.Time, ttl time.Duration) {
+	if now.Sub(m.Joined) < ttl/3 || m.State == gossip.StateLeft {
+		return
+	}
+	key := m.Name + "@" + m.Addr
+	if n.warned[key] {
+		return
+	}
+	n.warned[key] = true
+	why := "it never proved which host it speaks for (no host_key, a wrong one, or another CLUSTER_KEY)"
+	if m.Claim.Host != "" {
+		why = "its claim for " + m.Claim.Host + " is not current (a member that stopped proving its host while the mesh says " + string(m.State) + ")"
+	}
+	n.log.Warn("mesh: member not believed", "node", m.Name, "addr", m.Addr, "advertised_host", m.Meta.NovaHost, "state", string(m.State),
+		"reason", why, "effect", "what it says counts for no host; its host is judged by Nova's rule unless its own agent proves it")
+}
+
+// Summary implements leader.MeshReporter: every member, controllers too,
+// and the identity figures of the last snapshot.
 func (n *meshNode) Summary() leader.MeshSummary {
 	members := n.mesh.Members()
-	s := leader.MeshSummary{Wired: true, Members: len(members), States: map[string]int{}, HealthScore: n.mesh.HealthScore()}
+	s := leader.MeshSummary{Wired: true, Members: len(members), States: map[string]int{}, HealthScore: n.mesh.HealthScore(),
+		Rejected: n.mesh.Stats().Rejected}
 	for _, m := range members {
 		s.States[string(m.State)]++
 	}
+	for _, m := range n.Snapshot() {
+		if m.State == leader.MeshContested {
+			s.Contested++
+		}
+	}
+	n.mu.Lock()
+	s.Unverified = n.unverified
+	n.mu.Unlock()
 	return s
 }
 

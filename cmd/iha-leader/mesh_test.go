@@ -19,6 +19,7 @@ import (
 	"github.com/ihaproject/iha/internal/testlog"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
@@ -26,13 +27,16 @@ const fenceKdumpSend = "/usr/libexec/fence-agents/fence_kdump_send"
 
 // meshKeys are a test mesh's key files, made as an operator makes them.
 type meshKeys struct {
-	keyring string // gossip keyring (GOSSIP_KEYRING, agents' keyring:)
+	dir        string
+	keyring    string // gossip keyring (GOSSIP_KEYRING, agents' keyring:)
+	clusterKey string // CLUSTER_KEY's file
+	cluster    []byte
 }
 
 func newMeshKeys(t *testing.T) meshKeys {
 	t.Helper()
 	dir := t.TempDir()
-	k := meshKeys{keyring: filepath.Join(dir, "gossip.keyring")}
+	k := meshKeys{dir: dir, keyring: filepath.Join(dir, "gossip.keyring"), clusterKey: filepath.Join(dir, "cluster.key")}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
@@ -40,7 +44,25 @@ func newMeshKeys(t *testing.T) meshKeys {
 	if err := gossip.WriteKeyring(k.keyring, [][]byte{key}); err != nil {
 		t.Fatal(err)
 	}
+	var err error
+	if k.cluster, err = identity.NewKey(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(k.clusterKey, []byte(identity.EncodeKey(k.cluster)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return k
+}
+
+// hostKey writes host's key file (iha-leader keygen host) and returns its
+// path.
+func (k meshKeys) hostKey(t *testing.T, host string) string {
+	t.Helper()
+	p := filepath.Join(k.dir, host+".key")
+	if err := os.WriteFile(p, []byte(identity.EncodeKey(identity.HostKey(k.cluster, host))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // testAgent is one compute's iha-agent, in this process, on loopback.
@@ -54,6 +76,7 @@ type testAgent struct {
 func startTestAgent(t *testing.T, keys meshKeys, host, join string, kdumpHosts map[string]string, log *slog.Logger) *testAgent {
 	t.Helper()
 	cfg := agent.Config{NovaHost: host, Bind: "127.0.0.1:0", Join: []string{join}, KdumpListen: "off", StateDir: t.TempDir(), Keyring: keys.keyring,
+		HostKey:    keys.hostKey(t, host),
 		KdumpHosts: kdumpHosts, KdumpRelayInterval: 500 * time.Millisecond, Gossip: map[string]string{gossip.KeyProfile: "fast"}}
 	if kdumpHosts != nil {
 		cfg.KdumpListen = "127.0.0.1:0"
@@ -113,9 +136,9 @@ func TestLeaderJudgesTheRealMeshOverLoopback(t *testing.T) {
 	s.GossipBind, s.GossipProfile = "127.0.0.1:0", config.GossipProfileFast
 	s.MeshPartitionPercent = 60
 	keys := newMeshKeys(t)
-	s.GossipKeyring = keys.keyring
+	s.GossipKeyring, s.ClusterKey = keys.keyring, keys.clusterKey
 
-	mcfg, err := meshConfig(s, "127.0.0.1:7421", log.With("component", "gossip"))
+	mcfg, err := meshConfig(s, "127.0.0.1:7421", keys.cluster, log.With("component", "gossip"))
 	if err != nil {
 		t.Fatal(err)
 	}

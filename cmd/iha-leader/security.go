@@ -17,6 +17,10 @@ func securityOf(s config.Settings) api.Security {
 		if !sec.MeshEncrypted {
 			sec.Warnings = append(sec.Warnings, "mesh not encrypted (GOSSIP_INSECURE)")
 		}
+		sec.MeshIdentity = s.ClusterKey != ""
+		if !sec.MeshIdentity {
+			sec.Warnings = append(sec.Warnings, "mesh members' hosts not checked (no CLUSTER_KEY, GOSSIP_INSECURE)")
+		}
 	}
 	return sec
 }

@@ -277,6 +277,7 @@ func copySamples(t *testing.T) string { return podSamples(t) }
 func writeMeshKeys(t *testing.T, dir string) {
 	t.Helper()
 	writeFile(t, filepath.Join(dir, "gossip.keyring"), `["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]`)
+	writeFile(t, filepath.Join(dir, "cluster.key"), "Y2x1c3Rlci1rZXktb2YtdGhlLXRlc3RzLTAxMjM0NTY=\n")
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -191,7 +191,11 @@ func printStatus(w io.Writer, o *output, c api.Cluster, st style) {
 		wrap(w, "nova", fmt.Sprintf("%s, last good poll %s", st.bad("NOT ANSWERING"), when(c.LastPoll)))
 	}
 	if c.Mesh.Wired {
-		wrap(w, "mesh", fmt.Sprintf("%d members, health score %d", c.Mesh.Members, c.Mesh.HealthScore))
+		mesh := fmt.Sprintf("%d members, health score %d", c.Mesh.Members, c.Mesh.HealthScore)
+		if c.Mesh.ContestedHosts > 0 {
+			mesh += ", " + st.bad(fmt.Sprintf("%d host(s) claimed by more than one member (iha hosts)", c.Mesh.ContestedHosts))
+		}
+		wrap(w, "mesh", mesh)
 	} else {
 		wrap(w, "mesh", "not reporting to the leader yet")
 	}

@@ -60,8 +60,9 @@ func siteObjects(t *testing.T) map[string]map[string][]byte {
 		"configMap/openstack-config":     {"clouds.yaml": read("clouds.yaml")},
 		"secret/openstack-config-secret": {"secure.yaml": read("secure.yaml")},
 		"secret/fencing-secret":          {"fencing.yaml": read("fencing.yaml")},
-		"secret/iha-secrets":             {"API_TOKEN": []byte("k8s-test-token-0123456789"), "GOSSIP_KEYRING": read("gossip.keyring")},
-		"configMap/kube-root-ca.crt":     {"ca.crt": selfSignedCA(t)},
+		"secret/iha-secrets": {"API_TOKEN": []byte("k8s-test-token-0123456789"), "GOSSIP_KEYRING": read("gossip.keyring"),
+			"CLUSTER_KEY": read("cluster.key")},
+		"configMap/kube-root-ca.crt": {"ca.crt": selfSignedCA(t)},
 	}
 }
 

@@ -223,6 +223,11 @@ func TestManifestsShape(t *testing.T) {
 			if keyring == "" || !slices.ContainsFunc(list(get(vols["gossip-keyring"], "secret", "items")), func(i any) bool { return get(i, "key") == "GOSSIP_KEYRING" }) {
 				t.Errorf("no GOSSIP_KEYRING slot: env %q, volume %v", keyring, vols["gossip-keyring"])
 			}
+			// And the cluster key's, beside it.
+			clusterKey, _ := envValue(c, "IHA_CLUSTER_KEY")
+			if clusterKey == "" || !slices.ContainsFunc(list(get(vols["gossip-keyring"], "secret", "items")), func(i any) bool { return get(i, "key") == "CLUSTER_KEY" }) {
+				t.Errorf("no CLUSTER_KEY slot: env %q, volume %v", clusterKey, vols["gossip-keyring"])
+			}
 		})
 	}
 }

@@ -198,7 +198,7 @@ iha_addrs() {
 
 # agent_config HOST: writes (if missing) and prints the path of HOST's
 # agent.yaml: its Nova host name, a gossip and a fence_kdump port of its
-# own, the lab's gossip keyring (up.sh made it), the leaders' gossip
+# own, the lab's gossip keyring (up.sh made it), its host key, the leaders' gossip
 # addresses to join and their status APIs for the gate. No Nova or BMC
 # credential: the agent holds none.
 agent_config() {
@@ -207,12 +207,16 @@ agent_config() {
   dir="$LAB_DIR/iha/agents/$host"
   if [ ! -s "$dir/agent.yaml" ]; then
     mkdir -p "$dir/state"
+    # Its host key, derived from the lab's cluster key as an operator does.
+    (umask 077 && "$LAB_IHA_BIN/iha-leader" keygen host -cluster-key "$LAB_DIR/iha/cluster.key" "$host" >"$dir/host.key" 2>/dev/null) ||
+      die "cannot make $host's host key"
     cat >"$dir/agent.yaml" <<AGENT
 # iha-agent of $host (written by deploy/lab/lib.sh)
 nova_host: $host
 bind: 127.0.0.1:$(iha_port agent-gossip "$i")
 join: [$(iha_addrs gossip)]
 keyring: $LAB_DIR/iha/gossip.keyring
+host_key: $dir/host.key
 kdump_listen: 127.0.0.1:$(iha_port agent-kdump "$i")
 controllers: [$(iha_addrs api)]
 state_dir: $dir/state

@@ -42,7 +42,8 @@ if [ -n "$LAB_IHA_BIN" ]; then
   # The mesh's keys, made once as an operator makes them (docs/operations.md,
   # "The mesh's keys"): every agent.yaml (lib.sh) and the scenarios' leaders
   # use them; the mesh is encrypted as in production.
-  (umask 077 && "$LAB_IHA_BIN/iha-leader" keygen gossip >"$LAB_DIR/iha/gossip.keyring")
+  (umask 077 && "$LAB_IHA_BIN/iha-leader" keygen gossip >"$LAB_DIR/iha/gossip.keyring" &&
+    "$LAB_IHA_BIN/iha-leader" keygen cluster >"$LAB_DIR/iha/cluster.key")
 fi
 on_exit() {
   local rc=$?
@@ -227,6 +228,7 @@ export LAB_IHA_GOSSIP_ADDRS=$(iha_addrs gossip)
 export LAB_IHA_KDUMP_ADDRS=$(iha_addrs kdump)
 export LAB_IHA_GATE_FILE=$LAB_DIR/iha/gate-on
 export LAB_IHA_KEYRING=$LAB_DIR/iha/gossip.keyring
+export LAB_IHA_CLUSTER_KEY=$LAB_DIR/iha/cluster.key
 ENV
 fi
 mark "lab up: $N computes, env in $LAB_DIR/env"

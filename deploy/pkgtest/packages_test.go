@@ -309,10 +309,12 @@ func bootLeader(t *testing.T, sys string) {
 	// The packages ship no key: the mesh's keys are made once with the
 	// packaged iha-leader, as docs/operations.md says, beside config.yaml
 	// where the defaults look.
-	if _, err := os.Stat(filepath.Join(etc, "gossip.keyring")); err == nil {
-		t.Fatal("the package installed a gossip keyring: packaging must generate nothing secret")
+	for _, f := range []string{"gossip.keyring", "cluster.key"} {
+		if _, err := os.Stat(filepath.Join(etc, f)); err == nil {
+			t.Fatalf("the package installed %s: packaging must generate nothing secret", f)
+		}
 	}
-	for name, args := range map[string][]string{"gossip.keyring": {"keygen", "gossip"}} {
+	for name, args := range map[string][]string{"gossip.keyring": {"keygen", "gossip"}, "cluster.key": {"keygen", "cluster"}} {
 		cmd := exec.Command(filepath.Join(sys, "usr/bin/iha-leader"), args...)
 		out, err := cmd.Output()
 		if err != nil {

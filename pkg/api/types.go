@@ -38,6 +38,12 @@ type Mesh struct {
 	Members     int            `json:"members"`
 	States      map[string]int `json:"states,omitempty"` // alive, suspect, dead, left → count
 	HealthScore int            `json:"health_score"`     // memberlist's Lifeguard awareness (0 is best)
+	// ContestedHosts are hosts more than one member speaks for (an alarm);
+	// UnverifiedMembers compute members whose claim is not believed;
+	// MessagesRejected mesh messages dropped for not verifying.
+	ContestedHosts    int    `json:"contested_hosts,omitempty"`
+	UnverifiedMembers int    `json:"unverified_members,omitempty"`
+	MessagesRejected  uint64 `json:"messages_rejected,omitempty"`
 }
 
 // Security says which protections the answering controller runs with.
@@ -99,7 +105,7 @@ type PhaseCounts struct {
 // HostSummary is one line of GET /v1/hosts.
 type HostSummary struct {
 	Host       string `json:"host"`
-	MeshState  string `json:"mesh_state"`           // alive, suspect, dead, left, unknown
+	MeshState  string `json:"mesh_state"`           // alive, suspect, dead, left, unknown, contested (more than one member speaks for it)
 	NovaState  string `json:"nova_state,omitempty"` // up, down (as last seen)
 	NovaStatus string `json:"nova_status,omitempty"`
 	ForcedDown bool   `json:"forced_down,omitempty"`

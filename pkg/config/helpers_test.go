@@ -44,8 +44,12 @@ const (
 `
 )
 
-// testKeyring is a valid gossip keyring (one 32-byte key).
-const testKeyring = `["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]`
+// testKeyring is a valid gossip keyring (one 32-byte key), testClusterKey
+// a valid cluster key file.
+const (
+	testKeyring    = `["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]`
+	testClusterKey = "Y2x1c3Rlci1rZXktb2YtdGhlLXRlc3RzLTAxMjM0NTY=\n"
+)
 
 // fixture writes the four files and the mesh's keys into a new directory;
 // an entry of files replaces the base one, and a nil-like "-" removes it.
@@ -55,6 +59,7 @@ func fixture(t *testing.T, files map[string]string) string {
 	all := map[string]string{
 		"config.yaml":    "config: {}\n",
 		"gossip.keyring": testKeyring,
+		"cluster.key":    testClusterKey,
 		"clouds.yaml":    baseClouds,
 		"secure.yaml":    baseSecure,
 		"fencing.yaml":   baseFencing,

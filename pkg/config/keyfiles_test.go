@@ -10,6 +10,7 @@ import (
 // its keyring defaults to gossip.keyring beside config.yaml; only
 // GOSSIP_INSECURE (a warning) or GOSSIP_BIND off runs without one.
 func TestMeshNeedsItsKeyringUnlessInsecure(t *testing.T) {
+	// (The cluster key is there, beside config.yaml: fixture's default.)
 	for _, tc := range []struct {
 		name, config, keyring string
 		problem               string // "" → loads
@@ -59,6 +60,48 @@ func TestMeshNeedsItsKeyringUnlessInsecure(t *testing.T) {
 				if ch.Key == "GOSSIP_KEYRING" && tc.encrypted {
 					t.Errorf("the default keyring is listed as a change: %+v", ch)
 				}
+			}
+		})
+	}
+}
+
+// TestMeshNeedsTheClusterKeyUnlessInsecure: CLUSTER_KEY defaults to
+// cluster.key beside config.yaml and is required with the mesh on, unless
+// GOSSIP_INSECURE; a file that is not a key is named with why.
+func TestMeshNeedsTheClusterKeyUnlessInsecure(t *testing.T) {
+	for _, tc := range []struct {
+		name, config, key string
+		problem, warning  string
+		want              string // "DIR" → the default path, "" → none
+	}{
+		{name: "default beside config.yaml", config: "config: {}\n", key: testClusterKey, want: "DIR"},
+		{name: "default missing", config: "config: {}\n", key: "-",
+			problem: `CLUSTER_KEY: "DIR/cluster.key" does not exist (the default: cluster.key beside config.yaml): the controllers check which host each mesh member speaks for`},
+		{name: "not a key", config: "config: {}\n", key: "hello\n", problem: `CLUSTER_KEY: "DIR/cluster.key" is not a key file: DIR/cluster.key: not base64`},
+		{name: "insecure without", config: "config:\n  GOSSIP_INSECURE: true\n", key: "-", warning: "no CLUSTER_KEY"},
+		{name: "no mesh, no key", config: "config:\n  GOSSIP_BIND: \"off\"\n  DETECTION_MODE: nova\n", key: "-"},
+		{name: "no mesh, the key is used", config: "config:\n  GOSSIP_BIND: \"off\"\n  DETECTION_MODE: nova\n", key: testClusterKey, want: "DIR"},
+		{name: "named and missing, even without the mesh", config: "config:\n  GOSSIP_BIND: \"off\"\n  DETECTION_MODE: nova\n  CLUSTER_KEY: /nonexistent/k\n", key: "-",
+			problem: `config.yaml:4: CLUSTER_KEY: "/nonexistent/k" does not exist`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := fixture(t, map[string]string{"config.yaml": tc.config, "cluster.key": tc.key})
+			cfg, probs, _ := loadDir(t, dir, nil)
+			if tc.problem != "" {
+				want := strings.ReplaceAll(tc.problem, "DIR", dir)
+				if probs == nil || !strings.Contains(probs.Error(), want) {
+					t.Fatalf("problems %v, want one containing %q", probs, want)
+				}
+				return
+			}
+			if probs != nil {
+				t.Fatalf("unexpected problems:\n%v", probs)
+			}
+			if want := strings.ReplaceAll(tc.want, "DIR", filepath.Join(dir, DefaultClusterKeyName)); cfg.Settings.ClusterKey != want {
+				t.Errorf("CLUSTER_KEY = %q, want %q", cfg.Settings.ClusterKey, want)
+			}
+			if tc.warning != "" && !hasWarning(cfg.Warnings, tc.warning) {
+				t.Errorf("warnings %q lack %q", cfg.Warnings, tc.warning)
 			}
 		})
 	}

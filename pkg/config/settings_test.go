@@ -30,7 +30,7 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"API_TOKEN": "", "API_READ_TOKEN": "", "API_TLS_CERT": "", "API_TLS_KEY": "",
 		"RAFT_JOIN": "", "RAFT_TLS_CERT": "", "RAFT_TLS_KEY": "", "RAFT_TLS_CA": "",
 		"GOSSIP_BIND": "0.0.0.0:7946", "GOSSIP_ADVERTISE": "", "GOSSIP_JOIN": "", "GOSSIP_KEYRING": "",
-		"GOSSIP_LABEL": "iha", "GOSSIP_INSECURE": "false", "GOSSIP_PROFILE": "fast", "GOSSIP_PROBE_INTERVAL": "", "GOSSIP_PROBE_TIMEOUT": "",
+		"GOSSIP_LABEL": "iha", "GOSSIP_INSECURE": "false", "CLUSTER_KEY": "", "GOSSIP_PROFILE": "fast", "GOSSIP_PROBE_INTERVAL": "", "GOSSIP_PROBE_TIMEOUT": "",
 		"GOSSIP_SUSPICION_MULT": "0", "GOSSIP_GOSSIP_INTERVAL": "", "MESH_PARTITION_PERCENT": "30",
 		"MESH_PARTITION_WINDOW": "60", "KDUMP_LISTEN": ":7410", "HEARTBEAT_LISTEN": ":7411",
 		"HA_ENABLED_INSTANCE_KEY": "HA_Enabled", "EVACUATE_ALL_INSTANCES": "true", "IGNORE_INSTANCES_IN_ERROR_STATE": "false",
@@ -60,6 +60,8 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 					w = ShortName(h)
 				case "GOSSIP_KEYRING": // beside config.yaml
 					w = filepath.Join(dir, DefaultKeyringName)
+				case "CLUSTER_KEY":
+					w = filepath.Join(dir, DefaultClusterKeyName)
 				}
 				if got := k.render(&cfg.Settings); got != w {
 					t.Errorf("%s = %q, want %q", k.Name, got, w)

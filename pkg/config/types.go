@@ -124,7 +124,8 @@ type Settings struct {
 	GossipJoin           []string      // GOSSIP_JOIN: members to join
 	GossipKeyring        string        // GOSSIP_KEYRING: keyring file (encryption; default gossip.keyring beside config.yaml)
 	GossipLabel          string        // GOSSIP_LABEL: cluster label (default "iha")
-	GossipInsecure       bool          // GOSSIP_INSECURE: the mesh may run without a keyring (labs)
+	GossipInsecure       bool          // GOSSIP_INSECURE: the mesh may run without a keyring or cluster key (labs)
+	ClusterKey           string        // CLUSTER_KEY: the controllers' key file (default cluster.key beside config.yaml)
 	GossipProfile        string        // GOSSIP_PROFILE: fast | lan | default (= fast)
 	GossipProbeInterval  time.Duration // GOSSIP_PROBE_INTERVAL (0: the profile's)
 	GossipProbeTimeout   time.Duration // GOSSIP_PROBE_TIMEOUT (0: the profile's)

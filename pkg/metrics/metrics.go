@@ -59,6 +59,11 @@ type MeshStats struct {
 	Wired       bool           // false until the gossip layer reports
 	States      map[string]int // alive, suspect, dead, left → members
 	HealthScore int            // Lifeguard awareness: 0 is healthy
+	// Contested hosts are spoken for by more than one member (an alarm);
+	// Unverified members' claims are not believed; Rejected counts mesh
+	// messages dropped for not verifying.
+	Contested, Unverified int
+	Rejected              uint64
 }
 
 // Source is the cluster as the metrics read it. Every method returns a
@@ -280,12 +285,15 @@ var (
 	descMeshWired  = prometheus.NewDesc("iha_mesh_wired", "1 once the gossip mesh reports to this node; mesh gauges are 0 before.", nil, nil)
 	descMesh       = prometheus.NewDesc("iha_mesh_members", "Gossip mesh members by state.", []string{"state"}, nil)
 	descHealth     = prometheus.NewDesc("iha_mesh_health_score", "memberlist Lifeguard awareness score of this node (0 is healthy).", nil, nil)
+	descContested  = prometheus.NewDesc("iha_mesh_contested_hosts", "Hosts more than one mesh member speaks for (an alarm: each is judged by Nova's rule alone).", nil, nil)
+	descUnverified = prometheus.NewDesc("iha_mesh_unverified_members", "Compute members whose claim to a host is not believed (no current proof of identity).", nil, nil)
+	descRejected   = prometheus.NewDesc("iha_mesh_messages_rejected_total", "Mesh messages dropped because they did not verify or spoke for another member.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descProcessing, descRecords, descPhaseSince, descStep, descDetect, descEvacDur, descPaused,
 		descRaftState, descRaftLeader, descRaftKnown, descTerm, descCommit, descApplied, descContact, descVoters,
-		descMeshWired, descMesh, descHealth} {
+		descMeshWired, descMesh, descHealth, descContested, descUnverified, descRejected} {
 		ch <- d
 	}
 }
@@ -328,6 +336,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descMesh, float64(ms.States[s]), s)
 	}
 	gauge(descHealth, float64(ms.HealthScore))
+	gauge(descContested, float64(ms.Contested))
+	gauge(descUnverified, float64(ms.Unverified))
+	counter(descRejected, float64(ms.Rejected))
 	gauge(descPaused, b2f(src.Paused()))
 
 	recs := src.Records()

@@ -473,7 +473,7 @@ func (l *lab) writeConfig(t *testing.T, bin string, extra map[string]string) *ih
 			// The mesh: the leaders join as controllers; the agents join them.
 			"GOSSIP_BIND": gossip[j], "GOSSIP_JOIN": strings.Join(gossip, ","), "GOSSIP_PROFILE": "fast",
 			// The keys up.sh made for the lab's agents.
-			"GOSSIP_KEYRING": l.keyFile(t, "LAB_IHA_KEYRING"),
+			"GOSSIP_KEYRING": l.keyFile(t, "LAB_IHA_KEYRING"), "CLUSTER_KEY": l.keyFile(t, "LAB_IHA_CLUSTER_KEY"),
 			// CHECK_KDUMP stays false (InstanceHA's default): with it the
 			// leader waits KDUMP_TIMEOUT (30 s) for a notice before every
 			// fence. KDUMP_LISTEN is where a scenario that sets it listens.
