@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,7 +136,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.serveMetrics(rctx)
 		}()
 	}
-	// 2. Membership: follow events to keep the gate's controllers file.
+	// 2. Membership: follow events (logged at debug).
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -188,30 +187,11 @@ func (a *Agent) notifyWhenJoined(ctx context.Context) {
 	}
 }
 
-// followEvents logs member changes and keeps the controllers file current.
+// followEvents logs member changes. (The gate asks only the controllers
+// of agent.yaml: what the mesh advertises is never where it looks.)
 func (a *Agent) followEvents() {
-	var last []string
-	write := func() {
-		var addrs []string
-		for _, m := range a.mesh.Members() {
-			if m.Meta.Role == gossip.RoleController && m.Meta.APIAddr != "" && m.State != gossip.StateDead && m.State != gossip.StateLeft {
-				addrs = append(addrs, m.Meta.APIAddr)
-			}
-		}
-		if slices.Equal(addrs, last) {
-			return
-		}
-		if err := WriteControllers(a.cfg.StateDir, addrs); err != nil {
-			a.log.Warn("cannot write the controllers file for the gate", "err", err)
-			return
-		}
-		last = addrs
-	}
 	for ev := range a.mesh.Events() {
 		a.log.Debug("mesh event", "kind", ev.Kind.String(), "node", ev.Node, "host", ev.Meta.NovaHost, "reason", ev.Reason)
-		if ev.Meta.Role == gossip.RoleController {
-			write()
-		}
 	}
 }
 

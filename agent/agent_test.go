@@ -21,7 +21,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // loopback: a controller on 127.0.0.1, agent A on 127.0.0.2 and agent B on
 // 127.0.0.3. B crashes (no leave); its kdump kernel sends the 8-byte packet
 // from 127.0.0.3 to A's kdump port; the controller must receive a notice
-// for B's Nova host, and A's controllers file must name the controller API.
+// for B's Nova host, relayed by A, whose claim the controller verified.
 func TestAgentsRelayKdumpToTheController(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
 	keyring := filepath.Join(t.TempDir(), "gossip.keyring")
@@ -49,8 +49,8 @@ func TestAgentsRelayKdumpToTheController(t *testing.T) {
 
 	start := func(name, ip, nova string) (*Agent, context.CancelFunc, chan error) {
 		cfg := Config{NodeName: name, NovaHost: nova, Bind: ip + ":0", Join: []string{ctl.Addr()}, KdumpListen: ip + ":0", Keyring: keyring,
-			HostKey:  hostKey(nova),
-			StateDir: filepath.Join(t.TempDir(), name), Gossip: map[string]string{gossip.KeyProfile: "fast"}}
+			HostKey: hostKey(nova),
+			Gossip:  map[string]string{gossip.KeyProfile: "fast"}}
 		cfg.Defaults("unused")
 		a, err := New(cfg, Options{Version: "test", Logger: quietLogger()})
 		if err != nil {
@@ -69,9 +69,14 @@ func TestAgentsRelayKdumpToTheController(t *testing.T) {
 		return a.Mesh().Joined() && b.Mesh().Joined() && len(ctl.Members()) == 3 && len(a.Mesh().Members()) == 3
 	})
 
-	waitFor(t, scale(5*time.Second), "the controllers file", func() bool {
-		got, _ := ReadControllers(a.cfg.StateDir)
-		return len(got) == 1 && got[0] == "127.0.0.1:7421"
+	waitFor(t, scale(5*time.Second), "both agents' claims at the controller", func() bool {
+		ok := 0
+		for _, m := range ctl.Members() {
+			if m.Name == "agent-a" && m.Claim.Host == "compute-a" || m.Name == "agent-b" && m.Claim.Host == "compute-b" {
+				ok++
+			}
+		}
+		return ok == 2
 	})
 
 	b.Mesh().Shutdown() // B crashes

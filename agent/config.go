@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -31,7 +34,8 @@ const DefaultConfigFile = "/etc/iha/agent.yaml"
 //	label: region-one                # default iha
 //	kdump_listen: ":7410"            # env UDP_PORT sets the port
 //	kdump_hosts: {192.0.2.40: compute-40}
-//	controllers: [192.0.2.1:7421]    # for the gate, besides those learned from the mesh
+//	controllers: [https://192.0.2.1:7421] # the only controllers the gate asks
+//	api_ca: /etc/iha/api-ca.crt      # verifies https:// controllers (default: system roots)
 //	gossip: {GOSSIP_PROFILE: fast}   # the controllers' profile: fast (default) or lan
 //	gate_timeout: 10m
 //	gate_on_no_answer: start
@@ -73,10 +77,18 @@ type Config struct {
 	KdumpHosts map[string]string `yaml:"kdump_hosts"`
 	// KdumpRelayInterval is the least time between notices for one source.
 	KdumpRelayInterval time.Duration `yaml:"kdump_relay_interval"`
-	// Controllers lists status API addresses for the gate, used besides the
-	// ones learned from the mesh.
+	// Controllers are the status API URLs the gate asks (scheme://host:port,
+	// see ParseController): the only controllers it ever asks. An
+	// https:// one is verified with APICA (or the system roots); the
+	// answers of an http:// one must carry the controllers' signature,
+	// which HostKey checks.
 	Controllers []string `yaml:"controllers"`
-	// StateDir holds controllers.json for the gate (default /run/iha-agent).
+	// APICA is a PEM file of the CA(s) that issue the controllers' API
+	// certificates (API_TLS_CERT), for https:// controllers; empty: the
+	// system roots.
+	APICA string `yaml:"api_ca"`
+	// StateDir was where the agent kept the controllers it learned from the
+	// mesh for the gate; the gate no longer uses them. Accepted, unused.
 	StateDir string `yaml:"state_dir"`
 	// Gossip holds the failure-detector keys (GOSSIP_PROFILE,
 	// GOSSIP_PROBE_INTERVAL, … see gossip.Profile), the same as the
@@ -125,9 +137,6 @@ func (c *Config) Defaults(hostname string) {
 	}
 	if c.KdumpRelayInterval == 0 {
 		c.KdumpRelayInterval = 5 * time.Second
-	}
-	if c.StateDir == "" {
-		c.StateDir = "/run/iha-agent"
 	}
 	if c.GateTimeout == 0 {
 		c.GateTimeout = 10 * time.Minute
@@ -194,6 +203,34 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	return nil
 }
 
+// CAPool is APICA's certificates (nil: the system roots).
+func (c *Config) CAPool() (*x509.CertPool, error) {
+	if c.APICA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(c.APICA)
+	if err != nil {
+		return nil, fmt.Errorf("api_ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("api_ca %s: holds no PEM certificate", c.APICA)
+	}
+	return pool, nil
+}
+
+// GateClient is the HTTP client of the gate: https:// controllers are
+// verified against APICA (or the system roots).
+func (c *Config) GateClient() (*http.Client, error) {
+	pool, err := c.CAPool()
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Timeout: 5 * time.Second, Transport: tr}, nil
+}
+
 // Profile returns the gossip profile from the Gossip keys.
 func (c *Config) Profile() (gossip.Profile, error) {
 	return gossip.ProfileFromKeys(func(k string) (string, bool) { v, ok := c.Gossip[k]; return v, ok })
@@ -221,6 +258,16 @@ func (c *Config) Validate() error {
 	if c.MetricsListen != "off" && c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			errs = append(errs, fmt.Errorf("metrics_listen %q: want host:port or off: %w", c.MetricsListen, err))
+		}
+	}
+	for _, ctl := range c.Controllers {
+		if _, err := ParseController(ctl); err != nil {
+			errs = append(errs, fmt.Errorf("controllers: %w", err))
+		}
+	}
+	if c.APICA != "" {
+		if _, err := c.CAPool(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.GateOnNoAnswer != "start" && c.GateOnNoAnswer != "fail" {

@@ -197,8 +197,8 @@ if [ $rc -eq 0 ] && [ -z "$out" ]; then
 else
 	fail "systemd-analyze verify (exit $rc):"; echo "$out" | sed 's/^/      /'
 fi
-gate=$(systemd-analyze cat-config --root="$scratch" systemd/system/nova-compute.service 2>/dev/null | grep -c '^ExecStartPre=/usr/bin/iha-agent gate')
-[ "$gate" -ge 1 ] && ok "nova-compute.service runs iha-agent gate first" || fail "nova-compute.service has no ExecStartPre=/usr/bin/iha-agent gate"
+gate=$(systemd-analyze cat-config --root="$scratch" systemd/system/nova-compute.service 2>/dev/null | grep -c '^ExecStartPre=+/usr/bin/iha-agent gate')
+[ "$gate" -ge 1 ] && ok "nova-compute.service runs iha-agent gate first" || fail "nova-compute.service has no ExecStartPre=+/usr/bin/iha-agent gate"
 for u in iha-agent iha-leader; do
 	exp=$(systemd-analyze security --offline=true --root="$scratch" "$u.service" 2>/dev/null | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
 	echo "info: systemd-analyze security $u.service: exposure ${exp:-?} (0 best, 10 worst)"

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ihaproject/iha/agent"
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/version"
 )
 
@@ -105,7 +106,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) int {
 	hostKey := fs.String("host-key", "", "this host's key file (iha-leader keygen host NOVA_HOST)")
 	label := fs.String("label", "", "gossip cluster label")
 	kdumpListen := fs.String("kdump-listen", "", `fence_kdump UDP address (default ":7410", env UDP_PORT sets the port; "off" disables)`)
-	stateDir := fs.String("state-dir", "", "directory of the controllers file for the gate (default /run/iha-agent)")
+	stateDir := fs.String("state-dir", "", "unused (kept so that older command lines still work)")
 	profile := fs.String("gossip-profile", "", "failure detector profile: fast (the default) or lan; the controllers' GOSSIP_PROFILE")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
 	metricsListen := fs.String("metrics-listen", "", `address of /metrics (default 127.0.0.1:7422; "off" serves nothing)`)
@@ -200,12 +201,12 @@ func runGate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", agent.DefaultConfigFile, "configuration file (YAML)")
 	novaHost := fs.String("nova-host", "", "this compute's Nova host name (default: from the config, else the short host name)")
-	stateDir := fs.String("state-dir", "", "where the running agent keeps controllers.json (default /run/iha-agent)")
+	stateDir := fs.String("state-dir", "", "unused (kept so that older command lines still work)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (default 10m)")
 	interval := fs.Duration("interval", 0, "pause between rounds of questions (default 2s)")
 	onNoAnswer := fs.String("on-no-answer", "", `when no controller answered before the timeout: "start" (exit 0, default) or "fail" (exit 1)`)
 	var controllers listFlag
-	fs.Var(&controllers, "controllers", "status API addresses to ask besides the ones the agent learned (host:port, comma-separated)")
+	fs.Var(&controllers, "controllers", "status API URLs to ask besides agent.yaml's controllers (https://host:port or http://host:port, comma-separated)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -231,17 +232,36 @@ func runGate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "iha-agent gate: configuration: %v\n", err)
 		return exitUsage
 	}
-	list := func() []string {
-		learned, err := agent.ReadControllers(cfg.StateDir)
-		if err != nil {
-			fmt.Fprintf(stderr, "iha-agent gate: %v\n", err)
+	// The controllers to ask are agent.yaml's (and --controllers), never
+	// what the mesh advertises: an answer must come from a controller this
+	// host was configured to trust, verified by TLS (api_ca) or by the
+	// controllers' signature (host_key).
+	var urls []string
+	for _, c := range cfg.Controllers {
+		u, _ := agent.ParseController(c) // Validate checked them
+		urls = append(urls, u)
+	}
+	client, err := cfg.GateClient()
+	if err != nil {
+		fmt.Fprintf(stderr, "iha-agent gate: configuration: %v\n", err)
+		return exitUsage
+	}
+	var hostKey []byte
+	if cfg.HostKey != "" {
+		// An unreadable key must not keep nova-compute down by itself:
+		// the gate goes on, and only https:// answers can be believed.
+		if hostKey, err = identity.LoadKey(cfg.HostKey); err != nil {
+			fmt.Fprintf(stderr, "iha-agent gate: WARNING: host_key: %v; answers over http:// cannot be verified\n", err)
 		}
-		return append(learned, cfg.Controllers...)
+	}
+	if cfg.Insecure {
+		fmt.Fprintln(stderr, "iha-agent gate: WARNING: insecure: true: an answer that cannot be verified is believed")
 	}
 	// The answers are added up for the agent's /metrics (gate_stats_file).
 	answers := map[string]uint64{}
-	err = agent.Gate(ctx, agent.GateConfig{NovaHost: cfg.NovaHost, Controllers: list, Timeout: cfg.GateTimeout,
-		Interval: cfg.GateInterval, Out: stdout, Observe: func(_, result string) { answers[result]++ }})
+	err = agent.Gate(ctx, agent.GateConfig{NovaHost: cfg.NovaHost, Controllers: urls, HostKey: hostKey, TrustUnverified: cfg.Insecure,
+		Client: client, Timeout: cfg.GateTimeout, Interval: cfg.GateInterval, Out: stdout,
+		Observe: func(_, result string) { answers[result]++ }})
 	if cfg.GateStatsFile != "off" && len(answers) > 0 {
 		if werr := agent.AddGateAnswers(cfg.GateStatsFile, answers); werr != nil && !errors.Is(werr, os.ErrNotExist) {
 			fmt.Fprintf(stderr, "iha-agent gate: cannot record the answers for /metrics: %v\n", werr)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ihaproject/iha/internal/testaddr"
+	"github.com/ihaproject/iha/pkg/identity"
 )
 
 // scrapeMetrics reads url and parses it with Prometheus' text parser.
@@ -104,7 +105,9 @@ func TestAgentServesMetrics(t *testing.T) {
 	// Two gate runs: one controller allows; one answers 500 (unverified)
 	// before a second one allows.
 	allow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, `{"host":"compute-m","allow":true,"reason":"no unfinished recovery"}`)
+		nonce := r.URL.Query().Get("nonce")
+		mac := identity.GateMAC(identity.HostKey(testCluster, "compute-m"), "compute-m", true, "no unfinished recovery", nonce)
+		fmt.Fprintf(w, `{"host":"compute-m","allow":true,"reason":"no unfinished recovery","nonce":%q,"mac":%q}`, nonce, mac)
 	}))
 	defer allow.Close()
 	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -309,14 +309,21 @@ func TestAgentProcessLifecycle(t *testing.T) {
 }
 
 func TestGateCommand(t *testing.T) {
-	srv := func(allow bool) *httptest.Server {
+	hostKey := identity.HostKey(testCluster, "compute-9")
+	srv := func(allow bool, key []byte) *httptest.Server {
 		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, `{"host":"compute-9","allow":%v,"reason":"evacuating 2 servers"}`, allow)
+			nonce := r.URL.Query().Get("nonce")
+			mac := ""
+			if key != nil {
+				mac = identity.GateMAC(key, "compute-9", allow, "evacuating 2 servers", nonce)
+			}
+			fmt.Fprintf(w, `{"host":"compute-9","allow":%v,"reason":"evacuating 2 servers","nonce":%q,"mac":%q}`, allow, nonce, mac)
 		}))
 	}
-	allow, refuse := srv(true), srv(false)
+	allow, refuse, impostor := srv(true, hostKey), srv(false, hostKey), srv(true, nil)
 	defer allow.Close()
 	defer refuse.Close()
+	defer impostor.Close()
 	for _, tc := range []struct {
 		name     string
 		args     []string
@@ -325,12 +332,14 @@ func TestGateCommand(t *testing.T) {
 	}{
 		{"allowed", []string{"-controllers", allow.URL}, 0, "may start nova-compute"},
 		{"refused until the timeout", []string{"-controllers", refuse.URL}, 1, "nova-compute is NOT started"},
-		{"nobody answers: start", []string{"-controllers", "127.0.0.1:1"}, 0, "starting nova-compute without the check"},
-		{"nobody answers: fail", []string{"-controllers", "127.0.0.1:1", "-on-no-answer", "fail"}, 1, "gate_on_no_answer: fail"},
+		{"an unsigned allow is no answer", []string{"-controllers", impostor.URL + "," + refuse.URL}, 1, "WARNING: ignoring the answer of " + impostor.URL},
+		{"nobody answers: start", []string{"-controllers", "http://127.0.0.1:1"}, 0, "starting nova-compute without the check"},
+		{"nobody answers: fail", []string{"-controllers", "http://127.0.0.1:1", "-on-no-answer", "fail"}, 1, "gate_on_no_answer: fail"},
+		{"a controller without a scheme", []string{"-controllers", "127.0.0.1:1"}, exitUsage, "needs a scheme"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := writeConfig(t, "nova_host: compute-9\n")
-			args := append([]string{"gate", "-config", cfg, "-state-dir", t.TempDir(), "-timeout", "500ms", "-interval", "100ms"}, tc.args...)
+			cfg := writeConfig(t, "nova_host: compute-9\nhost_key: "+testHostKey(t, "compute-9")+"\n")
+			args := append([]string{"gate", "-config", cfg, "-timeout", "500ms", "-interval", "100ms"}, tc.args...)
 			var out bytes.Buffer
 			code := run(context.Background(), args, &out, &out)
 			if code != tc.wantCode || !strings.Contains(out.String(), tc.wantOut) {

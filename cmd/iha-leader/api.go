@@ -17,6 +17,7 @@ import (
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/metrics"
 	"github.com/ihaproject/iha/pkg/version"
 )
@@ -42,7 +43,7 @@ func (s *statusAPI) Stop() {
 
 // startAPI serves the status API of node on addr (API_ADDR) with the
 // tokens and TLS of s.
-func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, mesh leader.MeshReporter, log *slog.Logger) (*statusAPI, error) {
+func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, mesh leader.MeshReporter, clusterKey []byte, log *slog.Logger) (*statusAPI, error) {
 	tlsCfg, err := apiTLS(s)
 	if err != nil {
 		return nil, err
@@ -55,7 +56,11 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 	if err := metrics.ExportHashicorp(met.Registry()); err != nil {
 		log.Warn("raft and memberlist metrics not exported", "err", err)
 	}
-	srv := api.NewServer(api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken,
+	var gateKey func(string) []byte
+	if len(clusterKey) > 0 {
+		gateKey = func(host string) []byte { return identity.HostKey(clusterKey, host) }
+	}
+	srv := api.NewServer(api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken, GateKey: gateKey,
 		Metrics: met.Handler(), TLS: tlsCfg, Logger: log.With("component", "api"),
 		Build: api.VersionInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, Platform: bi.Platform},
 		Mount: func(mux *http.ServeMux) { mux.Handle("POST "+leader.JoinPath, node.JoinHandler()) }})
@@ -142,9 +147,9 @@ func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
 	s.APIToken = config.NewSecret(tok)
-	a, err := startAPI(node, mon, s, devAPIAddr, nil, log)
+	a, err := startAPI(node, mon, s, devAPIAddr, nil, nil, log)
 	if err != nil {
-		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, log)
+		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, nil, log)
 	}
 	if err != nil {
 		log.Warn("dev mode: status API not served", "err", err)

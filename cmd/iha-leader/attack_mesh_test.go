@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -40,6 +44,13 @@ type meshLab struct {
 // newMeshLab starts the leader. insecure runs it with GOSSIP_INSECURE and
 // no keyring; identity (CLUSTER_KEY) is on unless noIdentity.
 func newMeshLab(t *testing.T, insecure, noIdentity bool, hosts ...string) *meshLab {
+	return startMeshLab(t, insecure, noIdentity, false, hosts...)
+}
+
+// startMeshLab is newMeshLab; acting lets the leader act (no DISABLED,
+// a nova-scheduler up): a failed host's recovery starts and, its BMC never
+// answering, stays in fencing.
+func startMeshLab(t *testing.T, insecure, noIdentity, acting bool, hosts ...string) *meshLab {
 	t.Helper()
 	leaderBin, _ := buildBinaries(t)
 	sim, err := novasim.New(novasim.Options{Password: "change-me", NoStartupDelay: true, ReportInterval: time.Second, ServiceDownTime: 60 * time.Second})
@@ -66,7 +77,28 @@ func newMeshLab(t *testing.T, insecure, noIdentity bool, hosts ...string) *meshL
 		delete(extra, "CLUSTER_KEY")
 	}
 	l.ctl = &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
+	if acting {
+		l.ctl.extraEnv = []string{"INSTANCEHA_DISABLED=False"}
+		sim.AddScheduler("ctl-1")
+	}
 	l.ctl.writeConfig(t, sim, extra)
+	if acting {
+		// A BMC that never answers (a UDP socket nobody reads): a failed
+		// host's recovery stays in fencing for minutes (the gate holds it)
+		// and never powers anything off.
+		bmc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = bmc.Close() })
+		_, port, _ := net.SplitHostPort(bmc.LocalAddr().String())
+		var f strings.Builder
+		f.WriteString("FencingConfig:\n")
+		for _, h := range hosts {
+			fmt.Fprintf(&f, "  %s: {agent: ipmi, ipaddr: 127.0.0.1, ipport: %q, login: admin, passwd: attack-test-pw}\n", h, port)
+		}
+		writeFile(t, filepath.Join(l.ctl.confDir, "fencing.yaml"), []byte(f.String()))
+	}
 	if insecure || noIdentity { // the defaults beside config.yaml must not be found either
 		for _, f := range []string{"gossip.keyring", "cluster.key"} {
 			_ = os.Remove(filepath.Join(l.ctl.confDir, f))
@@ -376,5 +408,137 @@ func TestAttackSpoofedLeaveDoesNotHideAFailure(t *testing.T) {
 				t.Error("the spoofed leave made the death count as a graceful leave")
 			}
 		})
+	}
+}
+
+// gateOf is what GET /v1/gate/host answers on the leader.
+func (l *meshLab) gateOf(host string) api.Gate {
+	l.t.Helper()
+	resp, err := http.Get("http://" + l.ctl.apiAddr + "/v1/gate/" + host)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var g api.Gate
+	_ = json.NewDecoder(resp.Body).Decode(&g)
+	return g
+}
+
+// TestAttackMeshAdvertisedControllerIsNeverAsked is attack 2: a member of
+// the test's own joins the mesh with the (stolen) keyring as a
+// "controller" advertising an API that allows everything. compute-1 died
+// and its recovery is under way; when it boots, its gate asks only the
+// controllers of its agent.yaml: the real leader's refusal keeps
+// nova-compute down and the impostor's API is never asked. Listed by
+// mistake in agent.yaml, its unsigned allow is no answer, and the gate says
+// so naming it.
+func TestAttackMeshAdvertisedControllerIsNeverAsked(t *testing.T) {
+	l := startMeshLab(t, false, false, true, "compute-1", "compute-2")
+	l.agent("compute-1", "compute-1", l.keys.hostKey(t, "compute-1"))
+	l.agent("compute-2", "compute-2", l.keys.hostKey(t, "compute-2"))
+	l.waitHost(30*time.Second, "compute-1", "alive", "healthy")
+	var asked atomic.Int32
+	impostorAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		fmt.Fprint(w, `{"host":"compute-1","allow":true,"reason":"all clear"}`)
+	}))
+	t.Cleanup(impostorAPI.Close)
+	m, err := gossip.New(gossip.Config{NodeName: "ctl-impostor", BindAddr: "127.0.0.1", Join: []string{l.gossip}, Label: "iha",
+		KeyringFile: l.keys.keyring, Profile: gossip.FastProfile(), Logger: testlog.New(t, slog.LevelWarn),
+		Meta: gossip.Meta{Role: gossip.RoleController, APIAddr: strings.TrimPrefix(impostorAPI.URL, "http://")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); m.Shutdown(); <-done })
+
+	_ = l.agents["compute-1"].cmd.Process.Kill()
+	l.sim.StopCompute("compute-1")
+	waitFor(t, 60*time.Second, "the leader to hold compute-1's gate", func() (bool, string) {
+		g := l.gateOf("compute-1")
+		return !g.Allow && strings.Contains(g.Reason, "recovery"), fmt.Sprintf("%+v", g)
+	}, l.ctl)
+
+	gate := func(controllers ...string) (int, string) {
+		y := fmt.Sprintf("nova_host: compute-1\nhost_key: %s\ncontrollers: [%s]\ngate_timeout: 3s\ngate_interval: 500ms\n",
+			l.keys.hostKey(t, "compute-1"), strings.Join(controllers, ", "))
+		path := filepath.Join(t.TempDir(), "agent.yaml")
+		writeFile(t, path, []byte(y))
+		return runOnce(t, time.Minute, nil, buildAgent(t), "gate", "-config", path)
+	}
+	code, out := gate("http://" + l.ctl.apiAddr)
+	t.Logf("iha-agent gate → %d\n%s", code, out)
+	if code != 1 || !strings.Contains(out, "must not start nova-compute yet: recovery") || !strings.Contains(out, "nova-compute is NOT started") {
+		t.Errorf("the gate of compute-1: exit %d, want 1 with the leader's refusal", code)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the impostor's API was asked %d times", n)
+	}
+	code, out = gate(impostorAPI.URL, "http://"+l.ctl.apiAddr)
+	t.Logf("iha-agent gate (impostor listed first) → %d\n%s", code, out)
+	if code != 1 || !strings.Contains(out, "WARNING: ignoring the answer of "+impostorAPI.URL) || !strings.Contains(out, "nova-compute is NOT started") {
+		t.Errorf("with the impostor listed: exit %d, want 1 with a warning naming it", code)
+	}
+}
+
+// TestGateWithATLSAPI: a leader whose status API serves TLS answers the
+// gate of an agent configured with https:// and the CA (attack 3's setup,
+// which used to fail silently); the mistakes are named: a controller
+// without a scheme is a configuration error, http:// to the TLS listener
+// and a CA that does not match are warnings naming the controller.
+func TestGateWithATLSAPI(t *testing.T) {
+	leaderBin, _ := buildBinaries(t)
+	sim := newSim(t, "compute-1")
+	ca := newPKI(t, "iha-api")
+	cert, key := ca.issue(t, "ctl-1")
+	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
+	c.writeConfig(t, sim, map[string]string{"API_TLS_CERT": cert, "API_TLS_KEY": key})
+	c.start(t, leaderBin)
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(ca.caFile)
+	pool.AppendCertsFromPEM(pem)
+	waitFor(t, 60*time.Second, "the TLS API to know a leader", func() (bool, string) {
+		cl := &api.Client{Addrs: []string{"https://" + c.apiAddr}, HTTP: &http.Client{Timeout: 5 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		got, err := cl.Cluster(ctx, false)
+		if err != nil {
+			return false, err.Error()
+		}
+		return got.Leader != "", got.Leader
+	}, c)
+	other := newPKI(t, "someone-else")
+	gate := func(controller, caFile string, onNoAnswer string) (int, string) {
+		y := fmt.Sprintf("nova_host: compute-1\ncontrollers: [%s]\ngate_timeout: 2s\ngate_interval: 500ms\ngate_on_no_answer: %s\n", controller, onNoAnswer)
+		if caFile != "" {
+			y += "api_ca: " + caFile + "\n"
+		}
+		path := filepath.Join(t.TempDir(), "agent.yaml")
+		writeFile(t, path, []byte(y))
+		return runOnce(t, time.Minute, nil, buildAgent(t), "gate", "-config", path)
+	}
+	for _, tc := range []struct {
+		name, controller, ca, onNoAnswer string
+		code                             int
+		want                             []string
+	}{
+		{"https with the CA", "https://" + c.apiAddr, ca.caFile, "fail", 0, []string{"compute-1 may start nova-compute", "https://" + c.apiAddr}},
+		{"no scheme", c.apiAddr, ca.caFile, "fail", 2, []string{"needs a scheme"}},
+		{"http to the TLS listener", "http://" + c.apiAddr, ca.caFile, "fail", 1, []string{"http://" + c.apiAddr + ": HTTP 400: it serves HTTPS (write https://", "nova-compute is NOT started"}},
+		{"a CA that does not match", "https://" + c.apiAddr, other.caFile, "fail", 1, []string{"https://" + c.apiAddr, "certificate", "nova-compute is NOT started"}},
+	} {
+		code, out := gate(tc.controller, tc.ca, tc.onNoAnswer)
+		t.Logf("%s → %d\n%s", tc.name, code, out)
+		if code != tc.code {
+			t.Errorf("%s: exit %d, want %d", tc.name, code, tc.code)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: output lacks %q", tc.name, w)
+			}
+		}
 	}
 }

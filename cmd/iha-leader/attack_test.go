@@ -120,15 +120,17 @@ func TestAttackJoinWithoutProofAddsNoVoter(t *testing.T) {
 		if len(cl.Voters) != 1 || cl.Voters[0].ID != "ctl-1" || cl.Voters[0].Address != c.raftAddr || cl.Leader != "ctl-1" {
 			t.Errorf("%s: voters %+v, leader %q", when, cl.Voters, cl.Leader)
 		}
-		resp, err := rogue.Get("http://" + c.apiAddr + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("%s: /readyz %d %s", when, resp.StatusCode, b)
-		}
+		// Ready (a leader that passed its barrier and reached Nova), as a
+		// controller without strangers is.
+		waitFor(t, 60*time.Second, when+": /readyz", func() (bool, string) {
+			resp, err := rogue.Get("http://" + c.apiAddr + "/readyz")
+			if err != nil {
+				return false, err.Error()
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK, string(b)
+		}, c)
 	}
 	check("after the attempts")
 	log := c.log.String()

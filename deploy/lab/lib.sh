@@ -218,7 +218,7 @@ join: [$(iha_addrs gossip)]
 keyring: $LAB_DIR/iha/gossip.keyring
 host_key: $dir/host.key
 kdump_listen: 127.0.0.1:$(iha_port agent-kdump "$i")
-controllers: [$(iha_addrs api)]
+controllers: [$(iha_addrs api | sed 's#^#http://#; s#,#,http://#g')]
 state_dir: $dir/state
 gossip: {GOSSIP_PROFILE: fast}
 gate_timeout: ${LAB_GATE_TIMEOUT}s

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/identity"
 )
 
 // Backend is what the server needs of the cluster. The leader package
@@ -77,6 +78,10 @@ type Config struct {
 	Forward *http.Client
 	// ForwardTimeout bounds one forwarded request (default 15 s).
 	ForwardTimeout time.Duration
+	// GateKey, when set, returns a host's key (identity.HostKey of the
+	// cluster key): the gate's answers to a request with a nonce are signed
+	// with it.
+	GateKey func(host string) []byte
 	// EventPoll is how often an event stream checks the replica (default
 	// 200 ms); StreamKeepAlive the interval of keep-alive comments (15 s).
 	EventPoll, StreamKeepAlive time.Duration
@@ -479,13 +484,36 @@ func (s *Server) version(_ context.Context, _ *http.Request, _ queryArgs) (any, 
 	return v, nil
 }
 
+// nonceRE is what a gate request's nonce may be.
+var nonceRE = regexp.MustCompile(`^[A-Za-z0-9_-]{16,128}$`)
+
 func (s *Server) gate(w http.ResponseWriter, r *http.Request) {
 	host := r.PathValue("host")
 	if !hostRE.MatchString(host) {
 		writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("%q is not a host name", host), Parameter: "host"})
 		return
 	}
-	writeJSON(w, http.StatusOK, s.cfg.Backend.Gate(host))
+	q, err := urlQuery(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, ErrorBody{Error: "malformed query string: " + err.Error(), Parameter: "query"})
+		return
+	}
+	for name := range q {
+		if name != "nonce" {
+			writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("unknown parameter %q (allowed: nonce)", name), Parameter: name})
+			return
+		}
+	}
+	nonce := q.Get("nonce")
+	if _, given := q["nonce"]; given && (len(q["nonce"]) != 1 || !nonceRE.MatchString(nonce)) {
+		writeError(w, http.StatusBadRequest, ErrorBody{Error: "nonce must be 16–128 of A-Z a-z 0-9 _ -, once", Parameter: "nonce"})
+		return
+	}
+	g := s.cfg.Backend.Gate(host)
+	if nonce != "" && s.cfg.GateKey != nil {
+		g.Nonce, g.MAC = nonce, identity.GateMAC(s.cfg.GateKey(host), g.Host, g.Allow, g.Reason, nonce)
+	}
+	writeJSON(w, http.StatusOK, g)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/identity"
 )
 
 // fakeBackend is a hand-written Backend whose behaviour tests set.
@@ -210,6 +212,9 @@ func TestBadInputIsAnswered400NamingTheParameter(t *testing.T) {
 		{"a body that is not JSON", "POST", "/v1/pause", `reason=x`, "body"},
 		{"a body with an unknown field", "POST", "/v1/pause", `{"reason":"x","force":true}`, "body"},
 		{"a multi-line reason", "POST", "/v1/pause", `{"reason":"a\nb"}`, "reason"},
+		{"a gate nonce too short", "GET", "/v1/gate/compute-1?nonce=abc", "", "nonce"},
+		{"a gate nonce given twice", "GET", "/v1/gate/compute-1?nonce=0123456789abcdef&nonce=0123456789abcdef", "", "nonce"},
+		{"an unknown gate parameter", "GET", "/v1/gate/compute-1?allow=true", "", "allow"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -463,5 +468,25 @@ func TestVersionNamesTheAnsweringNodesBuild(t *testing.T) {
 	want.Node, want.API = "ctl-2", "v1"
 	if err != nil || v != want {
 		t.Fatalf("version %+v, %v; want %+v", v, err, want)
+	}
+}
+
+// TestGateAnswerIsSignedForItsNonce: with a gate key, an answer to a
+// request with a nonce carries the host key's signature over the answer
+// and that nonce; without a nonce (an older agent) it is unsigned.
+func TestGateAnswerIsSignedForItsNonce(t *testing.T) {
+	key := identity.HostKey([]byte("cluster"), "compute-1")
+	url := serve(t, newFake("n1", true), Config{GateKey: func(h string) []byte { return identity.HostKey([]byte("cluster"), h) }})
+	_, body := call(t, "GET", url+"/v1/gate/compute-1?nonce=0123456789abcdef0123", "", "")
+	var g Gate
+	if err := json.Unmarshal([]byte(body), &g); err != nil {
+		t.Fatal(err)
+	}
+	if g.Nonce != "0123456789abcdef0123" || !identity.CheckGate(key, "compute-1", g.Allow, g.Reason, g.Nonce, g.MAC) {
+		t.Fatalf("answer %+v does not verify", g)
+	}
+	_, body = call(t, "GET", url+"/v1/gate/compute-1", "", "")
+	if strings.Contains(body, "mac") {
+		t.Errorf("an answer without a nonce is signed: %s", body)
 	}
 }

@@ -343,12 +343,16 @@ type VersionInfo struct {
 	API       string `json:"api"`                // the API version path: v1
 }
 
-// Gate is GET /v1/gate/{host}: may the compute's nova-compute start? The
-// agent depends on exactly these three fields.
+// Gate is GET /v1/gate/{host}?nonce=N: may the compute's nova-compute
+// start? With a nonce and the cluster key, Nonce and MAC sign the answer
+// for that request with the host's key (identity.GateMAC), which the
+// agent checks when it did not ask over verified TLS.
 type Gate struct {
 	Host   string `json:"host"`
 	Allow  bool   `json:"allow"`
 	Reason string `json:"reason"`
+	Nonce  string `json:"nonce,omitempty"`
+	MAC    string `json:"mac,omitempty"`
 }
 
 // MutationKind names an operator command.
