@@ -122,8 +122,9 @@ done
 
 # Modes and owners that keep secrets secret.
 if f=$(one_rpm iha-leader 2>/dev/null); then
-	got=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILENAMES}\n]' "$f" | grep -E ' (/var/lib/iha|/etc/iha/(secure|fencing|clouds)\.yaml)$' | sort -k4)
+	got=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILENAMES}\n]' "$f" | grep -E ' (/var/lib/iha|/etc/iha/(secure|fencing|clouds|config)\.yaml)$' | sort -k4)
 	want='-rw-r----- root iha /etc/iha/clouds.yaml
+-rw-r----- root iha /etc/iha/config.yaml
 -rw-r----- root iha /etc/iha/fencing.yaml
 -rw-r----- root iha /etc/iha/secure.yaml
 drwxr-x--- iha iha /var/lib/iha'

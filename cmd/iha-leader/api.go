@@ -41,9 +41,17 @@ func (s *statusAPI) Stop() {
 	s.Backend.Close()
 }
 
+// controllerKeys are what proves this controller to the others: the
+// cluster key (signs the gate's answers and forwarded requests) and the
+// Raft TLS configuration (its certificate, and the CA that checks theirs).
+type controllerKeys struct {
+	cluster []byte
+	raftTLS *tls.Config
+}
+
 // startAPI serves the status API of node on addr (API_ADDR) with the
-// tokens and TLS of s.
-func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, mesh leader.MeshReporter, clusterKey []byte, log *slog.Logger) (*statusAPI, error) {
+// tokens, TLS and limits of s.
+func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, mesh leader.MeshReporter, keys controllerKeys, log *slog.Logger) (*statusAPI, error) {
 	tlsCfg, err := apiTLS(s)
 	if err != nil {
 		return nil, err
@@ -56,14 +64,22 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 	if err := metrics.ExportHashicorp(met.Registry()); err != nil {
 		log.Warn("raft and memberlist metrics not exported", "err", err)
 	}
-	var gateKey func(string) []byte
-	if len(clusterKey) > 0 {
-		gateKey = func(host string) []byte { return identity.HostKey(clusterKey, host) }
-	}
-	srv := api.NewServer(api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken, GateKey: gateKey,
+	cfg := api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken,
 		Metrics: met.Handler(), TLS: tlsCfg, Logger: log.With("component", "api"),
-		Build: api.VersionInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, Platform: bi.Platform},
-		Mount: func(mux *http.ServeMux) { mux.Handle("POST "+leader.JoinPath, node.JoinHandler()) }})
+		Build:       api.VersionInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, Platform: bi.Platform},
+		ReadTimeout: s.APIReadTimeout, IdleTimeout: s.APIIdleTimeout, MaxConns: s.APIMaxConnections, MaxStreams: s.APIMaxStreams}
+	if len(keys.cluster) > 0 {
+		cfg.GateKey = func(host string) []byte { return identity.HostKey(keys.cluster, host) }
+		cfg.ForwardKey = identity.ForwardKey(keys.cluster)
+	}
+	if keys.raftTLS != nil {
+		cfg.ControllerCAs = keys.raftTLS.ClientCAs
+		if len(keys.raftTLS.Certificates) > 0 {
+			cfg.ForwardCert = &keys.raftTLS.Certificates[0]
+		}
+	}
+	cfg.Mount = func(mux *http.ServeMux) { mux.Handle("POST "+leader.JoinPath, node.JoinHandler()) }
+	srv := api.NewServer(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	bound, done, err := srv.ListenAndServe(ctx, addr)
 	if err != nil {
@@ -147,9 +163,9 @@ func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
 	s.APIToken = config.NewSecret(tok)
-	a, err := startAPI(node, mon, s, devAPIAddr, nil, nil, log)
+	a, err := startAPI(node, mon, s, devAPIAddr, nil, controllerKeys{}, log)
 	if err != nil {
-		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, nil, log)
+		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, controllerKeys{}, log)
 	}
 	if err != nil {
 		log.Warn("dev mode: status API not served", "err", err)

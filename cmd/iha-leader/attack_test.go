@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -316,4 +317,97 @@ func TestMeshRefusesToRunUnencryptedUnlessInsecure(t *testing.T) {
 		l := a.log.String()
 		return strings.Contains(l, "NOT encrypted") && strings.Contains(l, "iha-agent ready"), lastLines(l, 3)
 	}, a)
+}
+
+// TestAttackAlsoTheAPIBoundsItsClientsAndTheAuditIsNotForged covers the
+// "Also" items against a real iha-leader: a config.yaml holding the token
+// and readable by every user is warned about at start; a client with the
+// write token cannot name someone else in the audit (X-IHA-By), and the
+// leader logs it; a client that sends half a request is cut off; idle
+// connections beyond API_MAX_CONNECTIONS and streams beyond API_MAX_STREAMS
+// are refused, with a log line or a 503 saying why.
+func TestAttackAlsoTheAPIBoundsItsClientsAndTheAuditIsNotForged(t *testing.T) {
+	leaderBin, _ := buildBinaries(t)
+	sim := newSim(t, "compute-0")
+	c := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
+	c.writeConfig(t, sim, map[string]string{"API_MAX_CONNECTIONS": "16", "API_MAX_STREAMS": "2", "API_IDLE_TIMEOUT": "2", "API_READ_TIMEOUT": "2"})
+	if err := os.Chmod(filepath.Join(c.confDir, "config.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.start(t, leaderBin)
+	waitLeading(t, c)
+	if log := c.log.String(); !strings.Contains(log, "config.yaml: mode 0644: every user of this host can read it, and it holds API_TOKEN") {
+		t.Errorf("no warning about the readable config.yaml:\n%s", lastLines(log, 20))
+	}
+
+	// The audit: a token holder posing as a forwarding controller.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+c.apiAddr+"/v1/pause", strings.NewReader(`{"reason":"who did this"}`))
+	req.Header.Set("Authorization", "Bearer "+processToken)
+	req.Header.Set("X-IHA-Actor", "mallory")
+	req.Header.Set("X-IHA-Forwarded-By", "ctl-2")
+	req.Header.Set("X-IHA-By", "admin@ops from 10.0.0.1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.Contains(string(b), "admin@ops") || !strings.Contains(string(b), "mallory from 127.0.0.1") {
+		t.Errorf("pause with a forged identity: %d %s", resp.StatusCode, b)
+	}
+	waitFor(t, 10*time.Second, "the leader to log the forged identity", func() (bool, string) {
+		return strings.Contains(c.log.String(), "X-IHA-By) from a client that is not an authenticated controller is ignored"), ""
+	}, c)
+
+	// Half a request: cut off after API_READ_TIMEOUT.
+	slow, err := net.Dial("tcp", c.apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	_, _ = slow.Write([]byte("POST /v1/pause HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"))
+	start := time.Now()
+	_ = slow.SetReadDeadline(time.Now().Add(30 * time.Second * slowFactor()))
+	_, rerr := io.ReadAll(slow)
+	if ne, ok := rerr.(net.Error); ok && ne.Timeout() {
+		t.Error("a client that sends half a request is never cut off")
+	}
+	t.Logf("half a request cut off after %v (API_READ_TIMEOUT 2)", time.Since(start).Round(100*time.Millisecond))
+
+	// Two event streams, a third refused.
+	var codes []int
+	for i := 0; i < 3; i++ {
+		r, err := http.Get("http://" + c.apiAddr + "/v1/events/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		codes = append(codes, r.StatusCode)
+	}
+	if codes[0] != 200 || codes[1] != 200 || codes[2] != http.StatusServiceUnavailable {
+		t.Errorf("three streams: %v, want 200 200 503", codes)
+	}
+	// Idle connections: 14 more fill API_MAX_CONNECTIONS (16 with the
+	// streams); the next is closed at once and logged.
+	for i := 0; i < 14; i++ {
+		cn, err := net.Dial("tcp", c.apiAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cn.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
+	extra, err := net.Dial("tcp", c.apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second * slowFactor()))
+	_, rerr = io.ReadAll(extra)
+	if ne, ok := rerr.(net.Error); ok && ne.Timeout() {
+		t.Error("a connection beyond API_MAX_CONNECTIONS is held open")
+	}
+	waitFor(t, 10*time.Second, "the refused connection in the log", func() (bool, string) {
+		return strings.Contains(c.log.String(), "API_MAX_CONNECTIONS reached"), ""
+	}, c)
 }

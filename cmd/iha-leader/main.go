@@ -248,7 +248,7 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 	// 6. The status API: /v1 (reads, operator commands, events), /metrics,
 	// /healthz, /readyz, the agents' gate and the Raft join. A node that
 	// cannot serve it still votes and, when leader, recovers hosts.
-	apiSrv, err := startAPI(node, mon, s, s.APIAddr, meshRep, clusterKey, log)
+	apiSrv, err := startAPI(node, mon, s, s.APIAddr, meshRep, controllerKeys{cluster: clusterKey, raftTLS: raftTLS}, log)
 	if err != nil {
 		log.Error("status API not served", "addr", s.APIAddr, "err", err)
 	} else {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net"
+
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/config"
 )
@@ -11,6 +13,9 @@ func securityOf(s config.Settings) api.Security {
 	sec := api.Security{RaftTLS: s.RaftTLSCert != "", APITLS: s.APITLSCert != ""}
 	if !sec.RaftTLS {
 		sec.Warnings = append(sec.Warnings, "raft without TLS (RAFT_TLS_*)")
+	}
+	if h, _, err := net.SplitHostPort(s.APIAddr); !sec.APITLS && (err != nil || h == "" || !loopbackHost(h)) {
+		sec.Warnings = append(sec.Warnings, "status API over plain HTTP beyond loopback (API_TLS_*)")
 	}
 	if s.MeshEnabled() {
 		sec.MeshEncrypted = s.GossipKeyring != ""
@@ -23,4 +28,9 @@ func securityOf(s config.Settings) api.Security {
 		}
 	}
 	return sec
+}
+
+func loopbackHost(h string) bool {
+	ip := net.ParseIP(h)
+	return h == "localhost" || ip != nil && ip.IsLoopback()
 }

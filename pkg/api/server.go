@@ -3,8 +3,12 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +20,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ihaproject/iha/pkg/config"
@@ -82,6 +88,26 @@ type Config struct {
 	// cluster key): the gate's answers to a request with a nonce are signed
 	// with it.
 	GateKey func(host string) []byte
+	// ReadTimeout bounds reading a whole request (headers and body),
+	// IdleTimeout an idle keep-alive connection (defaults 30 s and 120 s;
+	// API_READ_TIMEOUT, API_IDLE_TIMEOUT). An event stream clears its read
+	// deadline once it is accepted.
+	ReadTimeout, IdleTimeout time.Duration
+	// MaxConns caps the connections served at once (default 1024,
+	// API_MAX_CONNECTIONS): beyond it a new connection is closed at once.
+	// MaxStreams caps the event streams (default 64, API_MAX_STREAMS):
+	// beyond it a new one is answered 503.
+	MaxConns, MaxStreams int
+	// A forwarded request's audit identity (X-IHA-By) is believed only
+	// from an authenticated controller: one whose TLS client certificate
+	// chains to ControllerCAs (RAFT_TLS_CA), or whose request carries a
+	// proof made with ForwardKey (identity.ForwardKey of the cluster key).
+	// Otherwise the leader records who the forwarding node is, not what it
+	// claims. ForwardCert is this node's client certificate when it
+	// forwards (its Raft certificate).
+	ControllerCAs *x509.CertPool
+	ForwardKey    []byte
+	ForwardCert   *tls.Certificate
 	// EventPoll is how often an event stream checks the replica (default
 	// 200 ms); StreamKeepAlive the interval of keep-alive comments (15 s).
 	EventPoll, StreamKeepAlive time.Duration
@@ -90,9 +116,12 @@ type Config struct {
 
 // Server is the HTTP API over a Backend.
 type Server struct {
-	cfg Config
-	log *slog.Logger
-	mux *http.ServeMux
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	streams atomic.Int32
+	// byWarned rate-limits the warning about an unauthenticated X-IHA-By.
+	byWarned atomic.Int64
 }
 
 // Headers of the API.
@@ -103,8 +132,11 @@ const (
 	// headerForwarded marks a request a follower forwarded to the leader,
 	// so that it is never forwarded twice.
 	headerForwarded = "X-IHA-Forwarded-By"
-	// headerBy carries the audit "by" the first node computed.
-	headerBy = "X-IHA-By"
+	// headerBy carries the audit "by" the first node computed;
+	// headerByAt and headerByProof authenticate it (ForwardKey).
+	headerBy      = "X-IHA-By"
+	headerByAt    = "X-IHA-By-At"
+	headerByProof = "X-IHA-By-Proof"
 )
 
 // NewServer builds the API's handler.
@@ -121,10 +153,25 @@ func NewServer(cfg Config) *Server {
 	if cfg.StreamKeepAlive <= 0 {
 		cfg.StreamKeepAlive = 15 * time.Second
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 120 * time.Second
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 1024
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 64
+	}
 	if cfg.Forward == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		if cfg.TLS != nil {
 			tr.TLSClientConfig = &tls.Config{RootCAs: cfg.TLS.RootCAs, MinVersion: tls.VersionTLS12}
+			if cfg.ForwardCert != nil {
+				tr.TLSClientConfig.Certificates = []tls.Certificate{*cfg.ForwardCert}
+			}
 		}
 		cfg.Forward = &http.Client{Transport: tr, Timeout: cfg.ForwardTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -184,10 +231,12 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) (net.Addr, <-c
 // Serve is ListenAndServe on an open listener. The returned channel is
 // closed when the server has stopped.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) (net.Addr, <-chan struct{}, error) {
+	ln = &limitListener{Listener: ln, sem: make(chan struct{}, s.cfg.MaxConns), log: s.log}
 	if s.cfg.TLS != nil {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: min(10*time.Second, s.cfg.ReadTimeout),
+		ReadTimeout: s.cfg.ReadTimeout, IdleTimeout: s.cfg.IdleTimeout,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	done := make(chan struct{})
 	go func() {
@@ -555,6 +604,16 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, ErrorBody{Error: "streaming is not supported by this connection"})
 		return
 	}
+	if n := s.streams.Add(1); int(n) > s.cfg.MaxStreams {
+		s.streams.Add(-1)
+		w.Header().Set("Retry-After", "30")
+		writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: fmt.Sprintf("too many event streams on this node (API_MAX_STREAMS %d); retry later or ask another controller", s.cfg.MaxStreams)})
+		return
+	}
+	defer s.streams.Add(-1)
+	// The request is read: a stream lives longer than API_READ_TIMEOUT
+	// (its keep-alives find a client that went away).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -658,7 +717,7 @@ func (s *Server) mutation(kind MutationKind) http.HandlerFunc {
 		if s.forwardIfFollower(w, r, body) {
 			return
 		}
-		m.By = s.by(r)
+		m.By = s.by(r, body)
 		seq, err := s.cfg.Backend.Mutate(r.Context(), m)
 		if err != nil {
 			if errors.Is(err, ErrNotLeader) {
@@ -677,10 +736,19 @@ func (s *Server) mutation(kind MutationKind) http.HandlerFunc {
 var actorRE = regexp.MustCompile(`[^A-Za-z0-9@._+:/-]`)
 
 // by is who asked, for the audit event: the actor the client names and the
-// address it came from. A forwarded request keeps what the first node saw.
-func (s *Server) by(r *http.Request) string {
-	if b := r.Header.Get(headerBy); b != "" && r.Header.Get(headerForwarded) != "" {
-		return b
+// address it came from. A request forwarded by an authenticated controller
+// (fromController) keeps what the first node saw; any other X-IHA-By is
+// ignored (and warned about): the write token does not let its holder
+// name someone else.
+func (s *Server) by(r *http.Request, body []byte) string {
+	fwd := r.Header.Get(headerForwarded)
+	if b := r.Header.Get(headerBy); b != "" {
+		if fwd != "" && s.fromController(r, b, body) {
+			return b
+		}
+		if last := s.byWarned.Load(); time.Since(time.Unix(0, last)) > time.Minute && s.byWarned.CompareAndSwap(last, time.Now().UnixNano()) {
+			s.log.Warn("an audit identity (X-IHA-By) from a client that is not an authenticated controller is ignored", "from", r.RemoteAddr, "claimed", actorRE.ReplaceAllString(b, ""))
+		}
 	}
 	actor := actorRE.ReplaceAllString(r.Header.Get(HeaderActor), "")
 	if len(actor) > 64 {
@@ -693,7 +761,44 @@ func (s *Server) by(r *http.Request) string {
 	if err != nil {
 		host = r.RemoteAddr
 	}
+	if fwd != "" {
+		return actor + " from " + host + " (forwarded by " + actorRE.ReplaceAllString(fwd, "") + "; the client's address is not verified)"
+	}
 	return actor + " from " + host
+}
+
+// maxForwardAge bounds how old a forwarded request's proof may be.
+const maxForwardAge = time.Minute
+
+// fromController reports whether r was sent by an authenticated
+// controller: a TLS client certificate of ControllerCAs, or a fresh proof
+// with ForwardKey over the claimed identity and the request.
+func (s *Server) fromController(r *http.Request, by string, body []byte) bool {
+	if s.cfg.ControllerCAs != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		inter := x509.NewCertPool()
+		for _, c := range r.TLS.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := r.TLS.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: s.cfg.ControllerCAs, Intermediates: inter,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+			return true
+		}
+	}
+	if len(s.cfg.ForwardKey) == 0 {
+		return false
+	}
+	at, err := strconv.ParseInt(r.Header.Get(headerByAt), 10, 64)
+	if err != nil || time.Since(time.Unix(at, 0)).Abs() > maxForwardAge {
+		return false
+	}
+	mac, err := base64.StdEncoding.DecodeString(r.Header.Get(headerByProof))
+	return err == nil && identity.Check(s.cfg.ForwardKey, mac, forwardParts(by, r.Method, r.URL.RequestURI(), at, body)...)
+}
+
+// forwardParts are what a forwarding proof covers.
+func forwardParts(by, method, uri string, at int64, body []byte) []string {
+	sum := sha256.Sum256(body)
+	return []string{"iha forwarded request v1", by, method, uri, strconv.FormatInt(at, 10), hex.EncodeToString(sum[:])}
 }
 
 // ---- forwarding ----
@@ -739,8 +844,22 @@ func (s *Server) forwardIfFollower(w http.ResponseWriter, r *http.Request, body 
 		}
 	}
 	fr.Header.Set(headerForwarded, s.cfg.Backend.Freshness().Node)
+	if a := r.Header.Get(HeaderActor); a != "" {
+		fr.Header.Set(HeaderActor, a)
+	}
 	if r.Method != http.MethodGet {
-		fr.Header.Set(headerBy, s.by(r))
+		var b []byte
+		if len(body) > 0 {
+			b = body[0]
+		}
+		by := s.by(r, b)
+		fr.Header.Set(headerBy, by)
+		if len(s.cfg.ForwardKey) > 0 {
+			at := time.Now().Unix()
+			fr.Header.Set(headerByAt, strconv.FormatInt(at, 10))
+			fr.Header.Set(headerByProof, base64.StdEncoding.EncodeToString(identity.Sum(s.cfg.ForwardKey,
+				forwardParts(by, fr.Method, fr.URL.RequestURI(), at, b)...)))
+		}
 	}
 	resp, err := s.cfg.Forward.Do(fr)
 	if err != nil {
@@ -804,4 +923,48 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// limitListener caps the connections served at once: beyond the cap a
+// new connection is closed as soon as it is accepted (and counted, with a
+// warning a minute at most), so that a flood of idle connections cannot
+// take every file descriptor or starve the agents' gate.
+type limitListener struct {
+	net.Listener
+	sem     chan struct{}
+	log     *slog.Logger
+	refused atomic.Uint64
+	warned  atomic.Int64
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+		default:
+			n := l.refused.Add(1)
+			if last := l.warned.Load(); time.Since(time.Unix(0, last)) > time.Minute && l.warned.CompareAndSwap(last, time.Now().UnixNano()) {
+				l.log.Warn("status API: connection refused: API_MAX_CONNECTIONS reached", "max", cap(l.sem), "from", c.RemoteAddr().String(), "refused_total", n)
+			}
+			_ = c.Close()
+		}
+	}
+}
+
+// limitConn gives its slot back once, when closed.
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

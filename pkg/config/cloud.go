@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -374,6 +375,18 @@ func checkCloud(cloudsPath, securePath, name string, m map[string]any, c *collec
 		return u
 	}
 
+	// Keystone over plain HTTP (beyond this host) sends the password or
+	// the token in clear.
+	plainKeystone := func(u string) {
+		if p, err := url.Parse(u); err == nil && p.Scheme == "http" && !loopbackHost(p.Hostname()) {
+			c.warn(file + ": " + name + ": auth.auth_url http://" + p.Host + " is plain HTTP: the credentials and tokens cross the network in clear; use https")
+		}
+	}
+	defer func() {
+		if cl.NoAuth == nil {
+			plainKeystone(cl.AuthURL)
+		}
+	}()
 	switch authType {
 	case authPassword, authV3Password:
 		need("auth_url", "password")
@@ -413,6 +426,15 @@ func toFloat(v any) float64 {
 		return t
 	}
 	return 0
+}
+
+// loopbackHost reports whether h (a host name or an IP) is this host only.
+func loopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // checkHTTPURL returns why u is not an http(s) URL with a host, or "".

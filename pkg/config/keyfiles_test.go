@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,5 +105,40 @@ func TestMeshNeedsTheClusterKeyUnlessInsecure(t *testing.T) {
 				t.Errorf("warnings %q lack %q", cfg.Warnings, tc.warning)
 			}
 		})
+	}
+}
+
+// TestFilesHoldingSecretsMustNotBeReadableByOthers: a secret file any user
+// may read is a warning naming the file, its mode and what it holds.
+func TestFilesHoldingSecretsMustNotBeReadableByOthers(t *testing.T) {
+	dir := fixture(t, map[string]string{"config.yaml": "config:\n  API_TOKEN: a-long-enough-write-token\n"})
+	for _, f := range []string{"secure.yaml", "gossip.keyring", "config.yaml"} {
+		if err := os.Chmod(filepath.Join(dir, f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "fencing.yaml"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cfg := mustLoad(t, dir, nil)
+	for _, w := range []string{"secure.yaml: mode 0644: every user of this host can read it, and it holds the cloud's password",
+		"gossip.keyring: mode 0644", "the gossip keyring", "config.yaml: mode 0644", "API_TOKEN or API_READ_TOKEN"} {
+		if !hasWarning(cfg.Warnings, w) {
+			t.Errorf("warnings %q lack %q", cfg.Warnings, w)
+		}
+	}
+	if hasWarning(cfg.Warnings, "fencing.yaml: mode") || hasWarning(cfg.Warnings, "a-long-enough-write-token") {
+		t.Errorf("warnings %q: fencing.yaml is 0640, and no warning shows a secret", cfg.Warnings)
+	}
+}
+
+// TestPlainHTTPKeystoneWarns: an auth_url over plain HTTP beyond this host
+// is a warning (loopback is not: it never crosses the network).
+func TestPlainHTTPKeystoneWarns(t *testing.T) {
+	for url, warns := range map[string]bool{"http://keystone.example.com:5000/v3": true, "http://127.0.0.1:5000/v3": false, "https://keystone.example.com:5000/v3": false} {
+		cfg := mustLoad(t, fixture(t, map[string]string{"clouds.yaml": strings.Replace(baseClouds, "https://keystone.example.com:5000/v3", url, 1)}), nil)
+		if got := hasWarning(cfg.Warnings, "is plain HTTP: the credentials and tokens cross the network in clear"); got != warns {
+			t.Errorf("%s: warned %v, want %v (%q)", url, got, warns, cfg.Warnings)
+		}
 	}
 }

@@ -132,6 +132,9 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 	// 5. segments.yaml: optional.
 	settings.Segments = loadSegments(files.Segments, c)
 
+	// 6. Files that hold a secret must not be readable by every user.
+	checkSecretModes(files, settings, c)
+
 	problems, warnings := c.finish()
 	for _, w := range warnings {
 		logger.Warn(w, "phase", "config")

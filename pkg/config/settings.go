@@ -408,6 +408,9 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 		c.add(Problem{File: file, Line: seen["GOSSIP_PROBE_TIMEOUT"], Key: "GOSSIP_PROBE_TIMEOUT", Value: g.ProbeTimeout.String(),
 			Reason: "must be shorter than GOSSIP_PROBE_INTERVAL (" + g.ProbeInterval.String() + ")"})
 	}
+	if s.APITLSCert == "" && !loopbackListen(s.APIAddr) {
+		c.warn(file + ": API_ADDR " + s.APIAddr + " serves the status API over plain HTTP beyond this host: tokens, the gate's answers and operators' commands cross the network in clear; set API_TLS_CERT and API_TLS_KEY")
+	}
 	if s.DetectionMode == DetectGossip && !s.MeshEnabled() {
 		c.add(Problem{File: file, Line: seen["DETECTION_MODE"], Key: "DETECTION_MODE", Value: "gossip",
 			Reason: "needs the mesh, but GOSSIP_BIND is off", Allowed: "nova or both, or set GOSSIP_BIND"})
@@ -426,6 +429,13 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 			c.warn(file + ": RAFT_PEERS does not list NODE_NAME " + strconv.Quote(s.NodeName) + ": this node is not a voter at bootstrap")
 		}
 	}
+}
+
+// loopbackListen reports whether a listen address (host:port) is on this
+// host's loopback only; an empty host listens on every address.
+func loopbackListen(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	return err == nil && h != "" && loopbackHost(h)
 }
 
 // checkReadable returns why path cannot be read, or "".

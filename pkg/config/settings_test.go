@@ -28,6 +28,7 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"API_ADDR": "127.0.0.1:7421", "DETECTION_MODE": "both", "QUICK_EVACUATE_LEVEL": "2",
 		"NOVA_REPORT_INTERVAL": "10", "NOVA_API_TIMEOUT": "30", "EVACUATION_GRACE": "60",
 		"API_TOKEN": "", "API_READ_TOKEN": "", "API_TLS_CERT": "", "API_TLS_KEY": "",
+		"API_READ_TIMEOUT": "30", "API_IDLE_TIMEOUT": "120", "API_MAX_CONNECTIONS": "1024", "API_MAX_STREAMS": "64",
 		"RAFT_JOIN": "", "RAFT_TLS_CERT": "", "RAFT_TLS_KEY": "", "RAFT_TLS_CA": "",
 		"GOSSIP_BIND": "0.0.0.0:7946", "GOSSIP_ADVERTISE": "", "GOSSIP_JOIN": "", "GOSSIP_KEYRING": "",
 		"GOSSIP_LABEL": "iha", "GOSSIP_INSECURE": "false", "CLUSTER_KEY": "", "GOSSIP_PROFILE": "fast", "GOSSIP_PROBE_INTERVAL": "", "GOSSIP_PROBE_TIMEOUT": "",
@@ -154,7 +155,7 @@ func TestConfigValues(t *testing.T) {
 		{"raft addr without port", "RAFT_ADDR: 127.0.0.1", "", "", `RAFT_ADDR: "127.0.0.1" is not host:port`},
 		{"raft addr port out of range", "RAFT_ADDR: 127.0.0.1:70000", "", "", `RAFT_ADDR: "127.0.0.1:70000" has a port out of range`},
 		{"raft addr unspecified", "RAFT_ADDR: 0.0.0.0:7420", "", "", `RAFT_ADDR: "0.0.0.0:7420" needs a host other peers can reach`},
-		{"api addr on every address", `API_ADDR: ":7421"`, "API_ADDR", ":7421", ""},
+		{"api addr on IPv6 loopback", `API_ADDR: "[::1]:7421"`, "API_ADDR", "[::1]:7421", ""},
 		{"raft peers list", "NODE_NAME: a\n  RAFT_PEERS: [a=127.0.0.1:7420, b=127.0.0.2:7420]", "RAFT_PEERS", "a=127.0.0.1:7420,b=127.0.0.2:7420", ""},
 		{"raft peers string", `NODE_NAME: b
   RAFT_PEERS: "a=127.0.0.1:7420,b=127.0.0.2:7420"`, "RAFT_PEERS", "a=127.0.0.1:7420,b=127.0.0.2:7420", ""},
@@ -484,6 +485,10 @@ func TestCrossChecks(t *testing.T) {
 		{"key missing", "SSL_CERT_PATH: " + ca + "\n  SSL_KEY_PATH: " + ca + ".key", `SSL_KEY_PATH: "` + ca + `.key" does not exist`, "", nil},
 		{"SSL_VERIFY off warns", "SSL_VERIFY: false", "", "SSL_VERIFY is false", nil},
 		{"node not among peers", "NODE_NAME: c\n  RAFT_PEERS: a=127.0.0.1:1,b=127.0.0.1:2", "", "RAFT_PEERS does not list NODE_NAME", nil},
+		{"plain-HTTP API on every address warns", `API_ADDR: ":7421"`, "", "API_ADDR :7421 serves the status API over plain HTTP beyond this host", nil},
+		{"plain-HTTP API on a routable address warns", `API_ADDR: "192.0.2.10:7421"`, "", "over plain HTTP beyond this host", nil},
+		{"plain-HTTP API on loopback: no warning", `API_ADDR: "127.0.0.1:7421"`, "", "", nil},
+		{"API limits", "API_MAX_STREAMS: 0", `API_MAX_STREAMS: 0 is out of range (allowed 1–4096)`, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -106,6 +106,10 @@ type Settings struct {
 	APIReadToken       Secret        // API_READ_TOKEN: read-only token (none: reads need no token)
 	APITLSCert         string        // API_TLS_CERT: PEM certificate of the status API (with API_TLS_KEY: HTTPS)
 	APITLSKey          string        // API_TLS_KEY: PEM private key of API_TLS_CERT
+	APIReadTimeout     time.Duration // API_READ_TIMEOUT: a whole request must arrive within it, seconds (default 30)
+	APIIdleTimeout     time.Duration // API_IDLE_TIMEOUT: idle keep-alive connections are closed after it, seconds (default 120)
+	APIMaxConnections  int           // API_MAX_CONNECTIONS: connections served at once (default 1024)
+	APIMaxStreams      int           // API_MAX_STREAMS: event streams served at once (default 64)
 
 	// Masakari parity (IHA keys).
 	HAEnabledInstanceKey        string // HA_ENABLED_INSTANCE_KEY: server metadata key of the per-server opt-in (default HA_Enabled)
@@ -175,6 +179,10 @@ func Defaults() Settings {
 		NovaReportInterval: 10 * time.Second,
 		NovaAPITimeout:     30 * time.Second,
 		EvacuationGrace:    60 * time.Second,
+		APIReadTimeout:     30 * time.Second,
+		APIIdleTimeout:     120 * time.Second,
+		APIMaxConnections:  1024,
+		APIMaxStreams:      64,
 
 		GossipBind:           "0.0.0.0:7946",
 		GossipLabel:          DefaultGossipLabel,
