@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,5 +155,44 @@ func TestConfigFileDefaultsAndEnv(t *testing.T) {
 	}
 	if err := d.ApplyEnv(func(string) string { return "99999" }); err == nil {
 		t.Fatal("UDP_PORT 99999 accepted")
+	}
+}
+
+// TestAgentYAMLNamesEveryBadEntryWithItsLine: unknown keys inside gossip:,
+// a bad gossip value and every bad kdump_hosts entry are reported at once,
+// each with the file and line.
+func TestAgentYAMLNamesEveryBadEntryWithItsLine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.yaml")
+	body := `nova_host: compute-7
+gossip:
+  GOSSIP_PROFILE: fast
+  GOSSIP_PROBE_INTERVAL: soon
+  GOSSIP_PROBE_INTERVALL: 1s
+kdump_hosts:
+  192.0.2.7: compute-7
+  not-an-ip: compute-8
+  192.0.2.9: "bad host!"
+  10.0.0.300: compute-10
+`
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadFile(p)
+	if err == nil {
+		t.Fatal("loaded")
+	}
+	for _, want := range []string{
+		p + ":4: gossip: GOSSIP_PROBE_INTERVAL",
+		p + ":5: gossip: GOSSIP_PROBE_INTERVALL: unknown key",
+		p + `:8: kdump_hosts: "not-an-ip" is not an IP address`,
+		p + `:9: kdump_hosts: 192.0.2.9: "bad host!" is not a host name`,
+		p + `:10: kdump_hosts: "10.0.0.300" is not an IP address`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "192.0.2.7") {
+		t.Errorf("a good entry is reported:\n%v", err)
 	}
 }

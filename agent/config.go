@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -280,18 +284,97 @@ func (c *Config) Validate() error {
 }
 
 // LoadFile reads a YAML configuration; unknown keys are errors (a typo must
-// not silently change behaviour).
+// not silently change behaviour), inside gossip: too. Every bad gossip key
+// and every bad kdump_hosts entry is reported at once, each with the file
+// and line.
 func LoadFile(path string) (Config, error) {
 	var c Config
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return c, err
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && err.Error() != "EOF" {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
-	return c, nil
+	if len(root.Content) == 0 {
+		return c, nil // an empty file: every default
+	}
+	doc := root.Content[0]
+	errs := checkMaps(path, doc)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("%s: %w", path, err))
+	}
+	return c, errors.Join(errs...)
 }
+
+// gossipKeys are the keys the gossip: map may hold.
+var gossipKeys = []string{gossip.KeyProfile, gossip.KeyProbeInterval, gossip.KeyProbeTimeout, gossip.KeySuspicionMult, gossip.KeyGossipInterval}
+
+// checkMaps checks the free-form maps of agent.yaml (gossip:, kdump_hosts:)
+// entry by entry, naming file and line.
+func checkMaps(path string, doc *yaml.Node) []error {
+	if doc.Kind != yaml.MappingNode {
+		return nil // the struct decode says what is wrong
+	}
+	var errs []error
+	at := func(n *yaml.Node, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s:%d: %s", path, n.Line, fmt.Sprintf(format, a...)))
+	}
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		k, v := doc.Content[i], doc.Content[i+1]
+		switch k.Value {
+		case "gossip":
+			if v.Kind != yaml.MappingNode {
+				if v.Tag != "!!null" {
+					at(v, "gossip: is not a map of %s", strings.Join(gossipKeys, ", "))
+				}
+				continue
+			}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				gk, gv := v.Content[j], v.Content[j+1]
+				if !slices.Contains(gossipKeys, gk.Value) {
+					at(gk, "gossip: %s: unknown key (allowed %s)", gk.Value, strings.Join(gossipKeys, ", "))
+					continue
+				}
+				if gv.Kind != yaml.ScalarNode {
+					at(gv, "gossip: %s: is not a single value", gk.Value)
+					continue
+				}
+				// The value on its own (the timeout against the interval
+				// is Validate's: it needs both).
+				_, err := gossip.ProfileFromKeys(func(key string) (string, bool) {
+					if key == gk.Value {
+						return gv.Value, true
+					}
+					return "", false
+				})
+				if err != nil && strings.HasPrefix(err.Error(), gk.Value) && !strings.Contains(err.Error(), "less than "+gossip.KeyProbeInterval) {
+					at(gv, "gossip: %v", err)
+				}
+			}
+		case "kdump_hosts":
+			if v.Kind != yaml.MappingNode {
+				if v.Tag != "!!null" {
+					at(v, "kdump_hosts: is not a map of source IP to Nova host name")
+				}
+				continue
+			}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				ip, host := v.Content[j], v.Content[j+1]
+				if net.ParseIP(ip.Value) == nil {
+					at(ip, "kdump_hosts: %q is not an IP address (allowed: an IPv4 or IPv6 address mapped to a Nova host name)", ip.Value)
+				}
+				if host.Kind != yaml.ScalarNode || !hostNameRE.MatchString(host.Value) {
+					at(host, "kdump_hosts: %s: %q is not a host name", ip.Value, host.Value)
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// hostNameRE is what a Nova host name may look like.
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,253})$`)

@@ -359,6 +359,20 @@ func TestAttackAlsoTheAPIBoundsItsClientsAndTheAuditIsNotForged(t *testing.T) {
 		return strings.Contains(c.log.String(), "X-IHA-By) from a client that is not an authenticated controller is ignored"), ""
 	}, c)
 
+	// A body with a second object after the first is refused whole.
+	req, _ = http.NewRequest(http.MethodPost, "http://"+c.apiAddr+"/v1/hosts/compute-0/confirm-fenced",
+		strings.NewReader(`{"reason":"powered off at the PDU"}{"reason":"or not"}`))
+	req.Header.Set("Authorization", "Bearer "+processToken)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "data after its JSON object") {
+		t.Errorf("a body with trailing data: %d %s", resp.StatusCode, b)
+	}
+
 	// Half a request: cut off after API_READ_TIMEOUT.
 	slow, err := net.Dial("tcp", c.apiAddr)
 	if err != nil {

@@ -684,6 +684,11 @@ func (s *Server) mutation(kind MutationKind) http.HandlerFunc {
 				writeError(w, http.StatusBadRequest, ErrorBody{Error: "body is not a JSON object with reason/on: " + err.Error(), Parameter: "body"})
 				return
 			}
+			// One object, nothing after it: a body means exactly one thing.
+			if err := dec.Decode(new(json.RawMessage)); err != io.EOF {
+				writeError(w, http.StatusBadRequest, ErrorBody{Error: "body has data after its JSON object", Parameter: "body"})
+				return
+			}
 		}
 		m := Mutation{Kind: kind, Host: r.PathValue("host"), Voter: r.PathValue("id"), Reason: strings.TrimSpace(req.Reason)}
 		if m.Host != "" && !hostRE.MatchString(m.Host) {

@@ -211,6 +211,8 @@ func TestBadInputIsAnswered400NamingTheParameter(t *testing.T) {
 		{"maintenance without on", "POST", "/v1/hosts/compute-1/maintenance", `{"reason":"x"}`, "on"},
 		{"a body that is not JSON", "POST", "/v1/pause", `reason=x`, "body"},
 		{"a body with an unknown field", "POST", "/v1/pause", `{"reason":"x","force":true}`, "body"},
+		{"a body with trailing data", "POST", "/v1/pause", `{"reason":"x"}{"reason":"y"}`, "body"},
+		{"a body with trailing garbage", "POST", "/v1/hosts/compute-1/confirm-fenced", `{"reason":"powered off at the PDU"} and more`, "body"},
 		{"a multi-line reason", "POST", "/v1/pause", `{"reason":"a\nb"}`, "reason"},
 		{"a gate nonce too short", "GET", "/v1/gate/compute-1?nonce=abc", "", "nonce"},
 		{"a gate nonce given twice", "GET", "/v1/gate/compute-1?nonce=0123456789abcdef&nonce=0123456789abcdef", "", "nonce"},

@@ -34,6 +34,8 @@ func TestAPIKeyProblems(t *testing.T) {
 	}{
 		{"a token that is a list", "config:\n  API_TOKEN: [" + canary + "]\n", "API_TOKEN", "non-empty string"},
 		{"an empty token", "config:\n  API_READ_TOKEN: \"\"\n", "API_READ_TOKEN", "non-empty string"},
+		{"a 1-character token", "config:\n  API_TOKEN: x\n", "API_TOKEN", "is too short (1 characters)"},
+		{"a 15-character read token", "config:\n  API_READ_TOKEN: abcdefghijklmno\n", "API_READ_TOKEN", "at least 16 characters"},
 		{"the read token equals the write token", "config:\n  API_TOKEN: " + canary + "\n  API_READ_TOKEN: " + canary + "\n", "API_READ_TOKEN", "must differ"},
 		{"a certificate without its key", "config:\n  API_TLS_CERT: /etc/hostname\n", "API_TLS_CERT", "together"},
 		{"a key file that does not exist", "config:\n  API_TLS_CERT: /etc/hostname\n  API_TLS_KEY: /nonexistent/key.pem\n", "API_TLS_KEY", ""},

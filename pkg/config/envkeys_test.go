@@ -17,7 +17,7 @@ func TestEnvKeysOverrideTheFile(t *testing.T) {
 	cfg, p, _ := loadDir(t, dir, map[string]string{
 		"IHA_NODE_NAME":     "iha-1",
 		"IHA_RAFT_ADDR":     "iha-1.iha.openstack.svc:7420",
-		"IHA_API_TOKEN":     "env-token-Xy7",
+		"IHA_API_TOKEN":     "env-token-Xy7-0123456",
 		"IHA_DELTA":         "", // empty: ignored, the file's value stays
 		"IHA_TOKEN":         "cli-token",
 		"IHA_NO_SUCH":       "x", // names no key: not read
@@ -31,7 +31,7 @@ func TestEnvKeysOverrideTheFile(t *testing.T) {
 	if s.NodeName != "iha-1" || s.RaftAddr != "iha-1.iha.openstack.svc:7420" {
 		t.Errorf("NODE_NAME %q RAFT_ADDR %q: the environment did not win", s.NodeName, s.RaftAddr)
 	}
-	if s.APIToken.Reveal() != "env-token-Xy7" {
+	if s.APIToken.Reveal() != "env-token-Xy7-0123456" {
 		t.Errorf("API_TOKEN not taken from IHA_API_TOKEN")
 	}
 	if s.Delta.Seconds() != 40 || s.Poll.Seconds() != 60 || s.TaggedImages {
@@ -58,8 +58,8 @@ func TestEnvKeyProblemsNameTheVariable(t *testing.T) {
 		"IHA_RAFT_ADDR":      "no-port",
 		"IHA_DELTA":          "9000",
 		"IHA_NODE_NAME":      "bad name!",
-		"IHA_API_TOKEN":      "tok-canary-Qm2",
-		"IHA_API_READ_TOKEN": "tok-canary-Qm2",
+		"IHA_API_TOKEN":      "tok-canary-Qm2-012345",
+		"IHA_API_READ_TOKEN": "tok-canary-Qm2-012345",
 	})
 	if p == nil {
 		t.Fatal("no problems")
@@ -71,7 +71,7 @@ func TestEnvKeyProblemsNameTheVariable(t *testing.T) {
 			t.Errorf("problems lack %q:\n%s", want, text)
 		}
 	}
-	if strings.Contains(text, "tok-canary-Qm2") || strings.Contains(logs, "tok-canary-Qm2") {
+	if strings.Contains(text, "tok-canary-Qm2-012345") || strings.Contains(logs, "tok-canary-Qm2-012345") {
 		t.Error("a token from the environment leaked into problems or logs")
 	}
 }

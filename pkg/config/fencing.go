@@ -223,12 +223,20 @@ func parseFenceHost(file, name string, v *yaml.Node, c *collector) (FenceHost, b
 		return i, true
 	}
 
+	// An address stands for ipaddr and ipport only when it says something:
+	// `address:` with no value is a mistake at its own line, not a licence
+	// to leave ipaddr out.
+	hasAddress := false
+	if n := fields["address"]; n != nil {
+		if a, ok := nodeString(n); !isNull(n) && ok && strings.TrimSpace(a) != "" {
+			hasAddress = true
+		} else if isNull(n) || ok {
+			add(n.Line, "address", "", "is empty", "a BMC address (ipmi://HOST:PORT, redfish+https://HOST/redfish/v1/Systems/ID, …), or ipaddr and ipport instead")
+		}
+	}
 	for _, k := range fenceRequired[agent] {
 		if n := fields[k]; n == nil || isNull(n) {
-			if k == "ipaddr" && fields["address"] != nil {
-				continue
-			}
-			if k == "ipport" && fields["address"] != nil {
+			if (k == "ipaddr" || k == "ipport") && hasAddress {
 				continue
 			}
 			add(v.Line, k, "", "is missing", "required by agent "+agent)

@@ -284,7 +284,7 @@ func (k *keySpec) allowed() string {
 	case kindList:
 		return "a YAML list or a comma-separated string"
 	case kindSecret:
-		return "a non-empty string (kept secret)"
+		return "a string of at least " + strconv.Itoa(MinTokenLength) + " characters (kept secret)"
 	case kindDuration:
 		return "a duration (500ms) or seconds (0.5), " + k.DurMin.String() + "–" + k.DurMax.String()
 	case kindListenAddr:

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -150,6 +151,7 @@ func parseSegments(file string, data []byte, c *collector) Segments {
 		return out
 	}
 	seen := map[string]int{}
+	var all []Segment // with problems too: overlaps are reported in the same pass
 	for i := 0; i+1 < len(segs.Content); i += 2 {
 		k, v := resolve(segs.Content[i]), resolve(segs.Content[i+1])
 		name := strings.TrimSpace(k.Value)
@@ -162,11 +164,13 @@ func parseSegments(file string, data []byte, c *collector) Segments {
 			continue
 		}
 		seen[name] = k.Line
-		if seg, ok := parseSegment(file, name, k.Line, v, c); ok {
+		seg, ok := parseSegment(file, name, k.Line, v, c)
+		if ok {
 			out.Items = append(out.Items, seg)
 		}
+		all = append(all, seg)
 	}
-	checkOverlaps(out.Items, func(p Problem) { p.File = file; c.add(p) })
+	checkOverlaps(all, func(p Problem) { p.File = file; c.add(p) })
 	return out
 }
 
@@ -213,11 +217,10 @@ func parseSegment(file, name string, line int, v *yaml.Node, c *collector) (Segm
 			}
 			seg.Maintenance = &b
 		case "hosts", "reserved_hosts":
-			l, ok := nodeList(val)
-			if !ok {
-				bad("is not a list of host names", "a YAML list or a comma-separated string")
-				continue
-			}
+			// Its problems are recorded; the good names still count, so
+			// that the segment's other rules and the overlaps are checked
+			// in the same pass.
+			l, _ := hostList(file, where, key, val, c)
 			if key == "hosts" {
 				seg.Hosts = dedupeShort(l)
 			} else {
@@ -235,6 +238,65 @@ func parseSegment(file, name string, line int, v *yaml.Node, c *collector) (Segm
 		c.add(p)
 	}
 	return seg, len(c.problems) == before
+}
+
+// hostNameRE is what a Nova host name may look like.
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,253})$`)
+
+// hostList reads a list of host names (a YAML list, or a comma-separated
+// string): a number or a boolean is not a host name (`reserved_hosts: 5`
+// is a mistake, not host "5"), and a host listed twice is reported. Every
+// problem is added (ok is false when there was one); the names that are
+// good are returned either way.
+func hostList(file, where, key string, val *yaml.Node, c *collector) ([]string, bool) {
+	bad := func(n *yaml.Node, reason string) {
+		c.add(Problem{File: file, Line: n.Line, Host: where, Key: key, Value: shown(n), Reason: reason,
+			Allowed: "a YAML list of host names, or a comma-separated string of them"})
+	}
+	var items []*yaml.Node
+	switch val.Kind {
+	case yaml.ScalarNode:
+		if isNull(val) {
+			return nil, true
+		}
+		items = []*yaml.Node{val}
+	case yaml.SequenceNode:
+		for _, e := range val.Content {
+			items = append(items, resolve(e))
+		}
+	default:
+		bad(val, "is not a list of host names")
+		return nil, false
+	}
+	ok := true
+	var out []string
+	lines := map[string]int{}
+	for _, n := range items {
+		if n.Kind != yaml.ScalarNode || isNull(n) || (n.Tag != "" && n.Tag != "!!str") {
+			bad(n, "is not a host name")
+			ok = false
+			continue
+		}
+		for _, h := range strings.Split(n.Value, ",") {
+			if h = strings.TrimSpace(h); h == "" {
+				continue
+			}
+			if !hostNameRE.MatchString(h) {
+				bad(n, strconv.Quote(h)+" is not a host name")
+				ok = false
+				continue
+			}
+			if first, dup := lines[ShortName(h)]; dup {
+				c.add(Problem{File: file, Line: n.Line, Host: where, Key: key, Value: strconv.Quote(h),
+					Reason: "is listed twice (first at line " + strconv.Itoa(first) + ")"})
+				ok = false
+				continue
+			}
+			lines[ShortName(h)] = n.Line
+			out = append(out, h)
+		}
+	}
+	return out, ok
 }
 
 // segmentRules checks one segment as a whole and adds its reserved hosts to

@@ -95,6 +95,23 @@ func TestSegmentsFileBadInputNamesFileSegmentHostAndAllowed(t *testing.T) {
 		{"hosts not a list", `segments:
   a: {recovery_method: auto, hosts: {c1: 1}}
 `, []string{"segment a: hosts: a map is not a list of host names"}},
+		{"a number is not a host", `segments:
+  a: {recovery_method: reserved_host, hosts: [c1], reserved_hosts: 5}
+  b: {recovery_method: auto, hosts: [c2, 7, "c9"]}
+`, []string{"segments.yaml:2: segment a: reserved_hosts: 5 is not a host name", "segments.yaml:3: segment b: hosts: 7 is not a host name"}},
+		{"a host listed twice", `segments:
+  a:
+    recovery_method: auto
+    hosts:
+      - c1
+      - c2
+      - c1.example.com
+`, []string{`segments.yaml:7: segment a: hosts: "c1.example.com" is listed twice (first at line 5)`}},
+		{"every problem at once, overlaps too", `segments:
+  a: {recovery_method: magic, hosts: [c1, c1]}
+  b: {recovery_method: auto, hosts: [c1], enabled: maybe}
+`, []string{`recovery_method: "magic" is not a recovery method`, `hosts: "c1" is listed twice`, `enabled: "maybe" is not a boolean`,
+			"host c1", "is in two segments: a ("}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

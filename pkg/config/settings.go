@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"regexp"
@@ -154,6 +155,12 @@ func (k *keySpec) apply(file string, v *yaml.Node, s *Settings, c *collector) {
 		str = strings.TrimSpace(str)
 		if !ok || str == "" {
 			c.add(Problem{File: file, Line: v.Line, Key: k.Name, Reason: "must be a non-empty string", Allowed: k.allowed()})
+			return
+		}
+		if n := len(str); n < MinTokenLength {
+			// The length only: never the token.
+			c.add(Problem{File: file, Line: v.Line, Key: k.Name, Reason: fmt.Sprintf("is too short (%d characters): anyone could guess it", n),
+				Allowed: fmt.Sprintf("at least %d characters; make one with `openssl rand -base64 24`", MinTokenLength)})
 			return
 		}
 		*k.secp(s) = NewSecret(str)
@@ -312,6 +319,9 @@ func (k *keySpec) setZero(s *Settings) {
 		*k.durp(s) = 0
 	}
 }
+
+// MinTokenLength is the shortest API_TOKEN or API_READ_TOKEN accepted.
+const MinTokenLength = 16
 
 // advertisedKey reports whether key names an address that peers dial (so
 // it needs a concrete host).
