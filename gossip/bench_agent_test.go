@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/pkg/identity"
 )
 
 // BenchmarkAgentCost runs one real iha-agent process joined to a mesh of
@@ -20,18 +22,22 @@ import (
 // agent's RSS and CPU (% of one core) over a minute once the mesh settled.
 // Its figures are the cost of one agent on a compute of a 1,000-host cloud;
 // proc_cores says whether the simulated mesh kept up. IHA_BENCH_TIMESCALE
-// applies as in BenchmarkDetection (see there).
+// applies as in BenchmarkDetection (see there). "encrypted" is the default
+// mesh (a keyring and a host key, every packet AES-GCM); "plain" is the
+// insecure switch, for the cost of encryption.
 func BenchmarkAgentCost(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		for _, prof := range benchProfiles(b) {
-			benchAgentCost(b, n, prof)
+			benchAgentCost(b, n, prof, true)
+			benchAgentCost(b, n, prof, false)
 		}
 	}
 }
 
 // benchAgentCost is one BenchmarkAgentCost run: n members, profile prof.
-func benchAgentCost(b *testing.B, n int, prof string) {
-	b.Run(fmt.Sprintf("n=%d/%s/udp", n, prof), func(b *testing.B) {
+func benchAgentCost(b *testing.B, n int, prof string, encrypted bool) {
+	mode := map[bool]string{true: "encrypted", false: "plain"}[encrypted]
+	b.Run(fmt.Sprintf("n=%d/%s/udp/%s", n, prof, mode), func(b *testing.B) {
 		bin := buildAgent(b)
 		members := n - 1
 		raiseNofile(b, 2*members+256)
@@ -48,16 +54,17 @@ func benchAgentCost(b *testing.B, n int, prof string) {
 		// A mesh that cannot converge on this machine (1,000 members in
 		// one process on 2 cores) is still measured: the agent's cost is
 		// then that of a churning mesh, and the log says so.
-		c := startBenchCluster(b, members, p, true)
+		dir := b.TempDir()
+		keys, agentKeys := benchKeys(b, dir, encrypted)
+		c := startBenchClusterKeyed(b, members, p, keys)
 		converged := c.tryConverge(members, scale(2*time.Minute))
 		b.Logf("mesh of %d in-process members after %v: %v (%v)",
 			members, time.Since(sinceStart.wall).Round(time.Millisecond), errOr(converged, "converged"), sinceStart)
 
-		dir := b.TempDir()
 		port := freePort(b)
-		cfg := fmt.Sprintf("node_name: agent-under-test\nnova_host: agent-under-test\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: warn\n"+
+		cfg := fmt.Sprintf("node_name: agent-under-test\nnova_host: agent-under-test\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: warn\n%s"+
 			"gossip: {GOSSIP_PROBE_INTERVAL: %q, GOSSIP_PROBE_TIMEOUT: %q, GOSSIP_SUSPICION_MULT: \"%d\", GOSSIP_GOSSIP_INTERVAL: %q}\n",
-			port, c.ctl.Addr(), dir, p.ProbeInterval.String(), p.ProbeTimeout.String(), p.SuspicionMult, p.GossipInterval.String())
+			port, c.ctl.Addr(), dir, agentKeys, p.ProbeInterval.String(), p.ProbeTimeout.String(), p.SuspicionMult, p.GossipInterval.String())
 		cfgFile := filepath.Join(dir, "agent.yaml")
 		if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 			b.Fatal(err)
@@ -112,6 +119,31 @@ func benchAgentCost(b *testing.B, n int, prof string) {
 		b.Logf("agent among %d members over %v: RSS %.1f MiB (max %.1f), CPU %.2f %% of one core; the controller sees %d alive, %d suspect; %d suspect events during the window; mesh %v",
 			n, wall.Round(time.Second), rss, rssMax, 100*cpu.Seconds()/wall.Seconds(), alive, suspect, c.obs.count(KindSuspect)-susp0, mesh)
 	})
+}
+
+// benchKeys makes, when encrypted, a gossip keyring file and the agent's
+// host key file in dir, and returns the members' keys and the agent.yaml
+// lines naming the files; otherwise nil and insecure: true.
+func benchKeys(b testing.TB, dir string, encrypted bool) ([][]byte, string) {
+	if !encrypted {
+		return nil, "insecure: true\n"
+	}
+	gk, err := identity.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cluster, err := identity.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	keyring, hostKey := filepath.Join(dir, "gossip.keyring"), filepath.Join(dir, "host.key")
+	if err := WriteKeyring(keyring, [][]byte{gk}); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(hostKey, []byte(identity.EncodeKey(identity.HostKey(cluster, "agent-under-test"))), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return [][]byte{gk}, fmt.Sprintf("keyring: %q\nhost_key: %q\n", keyring, hostKey)
 }
 
 func errOr(err error, ok string) string {

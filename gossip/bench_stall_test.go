@@ -268,7 +268,10 @@ const stallAgentName = "agent-under-test"
 // it in.
 func (c *benchCluster) startStallAgent(b testing.TB, bin string, p Profile) *stallAgent {
 	dir := b.TempDir()
-	cfg := fmt.Sprintf("node_name: %s\nnova_host: %s\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: error\n"+
+	// insecure: the stall cluster is unencrypted and unlabelled (its
+	// figures predate the encrypted default; BenchmarkAgentCost measures
+	// what encryption costs).
+	cfg := fmt.Sprintf("node_name: %s\nnova_host: %s\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: error\ninsecure: true\nlabel: \"\"\n"+
 		"gossip: {GOSSIP_PROBE_INTERVAL: %q, GOSSIP_PROBE_TIMEOUT: %q, GOSSIP_SUSPICION_MULT: \"%d\", GOSSIP_GOSSIP_INTERVAL: %q}\n",
 		stallAgentName, stallAgentName, freePort(b), c.ctl.Addr(), dir, p.ProbeInterval.String(), p.ProbeTimeout.String(), p.SuspicionMult, p.GossipInterval.String())
 	file := filepath.Join(dir, "agent.yaml")

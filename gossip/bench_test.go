@@ -61,6 +61,9 @@ type benchCluster struct {
 	next   int
 	obs    *recorder
 	ctl    *Mesh
+	// keys, when set, encrypt the mesh; label is the gossip label.
+	keys  [][]byte
+	label string
 }
 
 // counter reads a member's events, as the agent does (an unread queue grows
@@ -115,8 +118,8 @@ func newBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
 
 // seedBenchCluster starts the controller, the mesh's first member, and
 // stops every member when the benchmark ends.
-func seedBenchCluster(b testing.TB, p Profile, udp bool) *benchCluster {
-	c := &benchCluster{b: b, net: memnet.New(), udp: udp, prof: p, meshes: map[string]*Mesh{}}
+func seedBenchCluster(b testing.TB, p Profile, udp bool, keys [][]byte, label string) *benchCluster {
+	c := &benchCluster{b: b, net: memnet.New(), udp: udp, prof: p, meshes: map[string]*Mesh{}, keys: keys, label: label}
 	c.ctl = c.add(RoleController, nil)
 	c.obs = record(c.ctl)
 	b.Cleanup(func() {
@@ -134,9 +137,22 @@ func seedBenchCluster(b testing.TB, p Profile, udp bool) *benchCluster {
 // waiting for them to converge), in waves above.
 func startBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
 	if n > waveAbove {
-		return growBenchCluster(b, n, p, udp)
+		return growBenchCluster(b, n, p, udp, nil, "")
 	}
-	c := seedBenchCluster(b, p, udp)
+	return startWith(seedBenchCluster(b, p, udp, nil, ""), n)
+}
+
+// startBenchClusterKeyed is startBenchCluster over UDP with the label an
+// agent sends ("iha") and, unless keys is nil, encryption with keys: the
+// mesh a real iha-agent joins.
+func startBenchClusterKeyed(b testing.TB, n int, p Profile, keys [][]byte) *benchCluster {
+	if n > waveAbove {
+		return growBenchCluster(b, n, p, true, keys, "iha")
+	}
+	return startWith(seedBenchCluster(b, p, true, keys, "iha"), n)
+}
+
+func startWith(c *benchCluster, n int) *benchCluster {
 	addrs := []string{c.ctl.Addr()}
 	for i := 1; i < n; i++ {
 		// Join a random earlier member: all joining one seed at once is what
@@ -170,14 +186,14 @@ const (
 // 1,000 alive after 20 min, 6 GB of queued packets). Real clouds do not
 // start a thousand agents in the same second either, and the figure wanted
 // is detection in a converged mesh.
-func growBenchCluster(b testing.TB, n int, p Profile, udp bool) *benchCluster {
+func growBenchCluster(b testing.TB, n int, p Profile, udp bool, keys [][]byte, label string) *benchCluster {
 	// One heap for every member: a garbage collection of it (gigabytes of
 	// member tables at 800 members) stalls all members at once in GC
 	// assists, a correlated failure no real cloud has (each agent is its own
 	// process with a heap of a few MiB) that ends in a suspicion storm. The
 	// collector runs less often here; memory is what this machine has.
 	b.Cleanup(func(f int) func() { return func() { debug.SetGCPercent(f) } }(debug.SetGCPercent(400)))
-	c := seedBenchCluster(b, p, udp)
+	c := seedBenchCluster(b, p, udp, keys, label)
 	addrs := []string{c.ctl.Addr()}
 	start := time.Now()
 	for len(addrs) < n {
@@ -235,6 +251,7 @@ func (c *benchCluster) add(role Role, join []string) *Mesh {
 	c.next++
 	cfg := Config{NodeName: name, Join: join, Profile: c.prof, Meta: Meta{Role: role, NovaHost: name},
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4}))}
+	cfg.Keys, cfg.Label = c.keys, c.label
 	if c.udp {
 		cfg.BindAddr = "127.0.0.1"
 	} else {

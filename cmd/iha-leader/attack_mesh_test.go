@@ -375,7 +375,14 @@ func TestAttackSpoofedLeaveDoesNotHideAFailure(t *testing.T) {
 			l.agent("compute-1", "compute-1", l.keys.hostKey(t, "compute-1"))
 			l.agent("compute-2", "compute-2", l.keys.hostKey(t, "compute-2"))
 			l.waitHost(30*time.Second, "compute-1", "alive", "healthy")
-			time.Sleep(2 * time.Second) // compute-1's claim is in
+			waitFor(t, 20*time.Second, "the leader to hold compute-1's proved claim", func() (bool, string) {
+				for _, line := range strings.Split(l.ctl.log.String(), "\n") {
+					if strings.Contains(line, "member proved which host it speaks for") && strings.Contains(line, "node=compute-1 ") {
+						return true, ""
+					}
+				}
+				return false, lastLines(l.ctl.log.String(), 3)
+			}, l.ctl)
 			spoofLeave(t, l.gossip, "compute-1", "compute-1")
 			spoofLeave(t, l.gossip, "rogue", "compute-1")
 			want := []string{"Decrypt packet failed"}
