@@ -54,7 +54,7 @@ func BenchmarkAgentStall(b *testing.B) {
 				raiseNofile(b, 2*n+256)
 				servePprof()
 				sinceStart = startCPU()
-				c := startBenchCluster(b, n-1, p, true)
+				c := startBenchClusterKeyed(b, n-1, p, nil)
 				if err := c.tryConverge(n-1, scale(10*time.Minute)); err != nil {
 					b.Fatal(err)
 				}
@@ -268,10 +268,10 @@ const stallAgentName = "agent-under-test"
 // it in.
 func (c *benchCluster) startStallAgent(b testing.TB, bin string, p Profile) *stallAgent {
 	dir := b.TempDir()
-	// insecure: the stall cluster is unencrypted and unlabelled (its
-	// figures predate the encrypted default; BenchmarkAgentCost measures
-	// what encryption costs).
-	cfg := fmt.Sprintf("node_name: %s\nnova_host: %s\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: error\ninsecure: true\nlabel: \"\"\n"+
+	// insecure: the stall cluster is unencrypted (its figures predate the
+	// encrypted default; BenchmarkAgentCost measures what encryption
+	// costs), labelled "iha" as every agent's mesh.
+	cfg := fmt.Sprintf("node_name: %s\nnova_host: %s\nbind: 127.0.0.1:%d\njoin: [%q]\nkdump_listen: \"off\"\nstate_dir: %q\nlog_level: error\ninsecure: true\n"+
 		"gossip: {GOSSIP_PROBE_INTERVAL: %q, GOSSIP_PROBE_TIMEOUT: %q, GOSSIP_SUSPICION_MULT: \"%d\", GOSSIP_GOSSIP_INTERVAL: %q}\n",
 		stallAgentName, stallAgentName, freePort(b), c.ctl.Addr(), dir, p.ProbeInterval.String(), p.ProbeTimeout.String(), p.SuspicionMult, p.GossipInterval.String())
 	file := filepath.Join(dir, "agent.yaml")
