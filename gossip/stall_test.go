@@ -34,7 +34,8 @@ func TestStoppedAgentWithinToleranceIsNotDead(t *testing.T) {
 	base := DefaultProfile()
 	p := base.slowed(k)
 	bin := buildAgent(t)
-	c := newBenchCluster(t, n-1, p, true)
+	c := startBenchClusterKeyed(t, n-1, p, nil) // the label every agent sends
+	c.waitConverged(n-1, scale(10*time.Minute))
 	ag := c.startStallAgent(t, bin, p)
 	c.waitConverged(n, scale(time.Minute))
 	x := p.StoppedTolerance(n)
