@@ -12,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/ihaproject/iha/fence/redfish/redfishsim"
 	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/heartbeat"
 	"github.com/ihaproject/iha/pkg/kdump"
 	"github.com/ihaproject/iha/pkg/novasim"
@@ -189,11 +192,17 @@ func rogueKdump(t *testing.T, gossipAddr, host, claimed, addr string, seq int) {
 		t.Fatal(err)
 	}
 	const memberlistUserMsg = 8
-	sendUDP(t, "127.0.0.1", gossipAddr, append([]byte{memberlistUserMsg, 'I'}, b...))
+	// The mesh's label is no secret (GOSSIP_LABEL, "iha" by default): a
+	// stranger puts it on its packets.
+	pkt, err := memberlist.AddLabelHeaderToPacket(append([]byte{memberlistUserMsg, 'I'}, b...), config.DefaultGossipLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendUDP(t, "127.0.0.1", gossipAddr, pkt)
 }
 
 // TestProcessRogueKdumpOverGossipHoldsNoFenceBack is issue 15's attack 4
-// against a real iha-leader with CHECK_KDUMP on and no GOSSIP_KEYRING: a
+// against a real iha-leader with CHECK_KDUMP on and no GOSSIP_KEYRING (GOSSIP_INSECURE): a
 // process of the test's own, no member of the mesh, sends raw UDP user
 // messages to the leader's gossip port claiming compute-1 (hung, power on)
 // is dumping. Before, the leader judged it "kdump", never powered it off and
@@ -203,7 +212,11 @@ func rogueKdump(t *testing.T, gossipAddr, host, claimed, addr string, seq int) {
 func TestProcessRogueKdumpOverGossipHoldsNoFenceBack(t *testing.T) {
 	gossipAddr := testaddr.Loopback(t)
 	kc := startKdumpCloud(t, []string{"compute-1", "compute-2", "compute-3", "compute-4"},
-		map[string]string{"GOSSIP_BIND": gossipAddr, "KDUMP_LISTEN": "off", "DETECTION_MODE": "both"})
+		map[string]string{"GOSSIP_BIND": gossipAddr, "KDUMP_LISTEN": "off", "DETECTION_MODE": "both",
+			// The mesh is encrypted by default now; the attack is against the
+			// insecure switch a lab may set (an encrypted mesh drops the
+			// stranger's packets before IHA reads them).
+			"GOSSIP_INSECURE": "true"})
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
