@@ -14,7 +14,10 @@ import (
 // Constructor builds the Fencer of one fencing.yaml entry. It validates the
 // entry and returns an error naming what is wrong (never a credential). It
 // must not contact the BMC: building a registry is offline.
-type Constructor func(host config.FenceHost, s config.Settings, logger *slog.Logger) (Fencer, error)
+//
+// s holds the few global settings a driver reads (see Settings), never the
+// whole configuration.
+type Constructor func(host config.FenceHost, s Settings, logger *slog.Logger) (Fencer, error)
 
 // Addresser is implemented by drivers that can describe where their BMC is
 // (for `iha fence test`), without credentials.
@@ -80,7 +83,7 @@ type HostInfo struct {
 // good entries, and Fencer returns the configuration error for the bad ones,
 // so that `iha fence test` can report every host. A daemon that wants a
 // fully valid configuration treats err != nil as fatal.
-func NewRegistry(f config.Fencing, s config.Settings, logger *slog.Logger, opts ...Option) (*Registry, error) {
+func NewRegistry(f config.Fencing, s Settings, logger *slog.Logger, opts ...Option) (*Registry, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -110,7 +113,7 @@ func NewRegistry(f config.Fencing, s config.Settings, logger *slog.Logger, opts 
 	return r, errors.Join(errs...)
 }
 
-func build(h config.FenceHost, s config.Settings, logger *slog.Logger, drivers map[string]Constructor) entry {
+func build(h config.FenceHost, s Settings, logger *slog.Logger, drivers map[string]Constructor) entry {
 	h.Agent = strings.ToLower(strings.TrimSpace(h.Agent))
 	fail := func(err error) entry {
 		driver := h.Agent

@@ -24,7 +24,7 @@ func (s *stub) PowerState(context.Context) (fence.PowerState, error) { return fe
 func (s *stub) Driver() string                                       { return s.driver }
 
 func stubDriver(name string) fence.Constructor {
-	return func(h config.FenceHost, _ config.Settings, _ *slog.Logger) (fence.Fencer, error) {
+	return func(h config.FenceHost, _ fence.Settings, _ *slog.Logger) (fence.Fencer, error) {
 		if h.IPAddr == "bad" {
 			return nil, errors.New("ipaddr is bad")
 		}
@@ -49,7 +49,7 @@ func TestRegistryLookup(t *testing.T) {
 	)
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	r, err := fence.NewRegistry(f, config.Defaults(), logger,
+	r, err := fence.NewRegistry(f, fence.Settings{}, logger,
 		fence.WithDriver("redfish", stubDriver("redfish")),
 		fence.WithDriver("ipmi", stubDriver("ipmi")),
 		fence.WithDriver("noop", stubDriver("noop")))
@@ -134,7 +134,7 @@ func TestRegistryLookup(t *testing.T) {
 }
 
 func TestRegistryAllValid(t *testing.T) {
-	r, err := fence.NewRegistry(fencing(config.FenceHost{Name: "c1", Agent: "noop"}), config.Defaults(), nil,
+	r, err := fence.NewRegistry(fencing(config.FenceHost{Name: "c1", Agent: "noop"}), fence.Settings{}, nil,
 		fence.WithDriver("noop", stubDriver("noop")))
 	if err != nil {
 		t.Fatalf("NewRegistry: %v", err)

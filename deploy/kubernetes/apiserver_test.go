@@ -195,7 +195,7 @@ func TestBMHRoleFencesAndNothingMore(t *testing.T) {
 	t.Cleanup(op.Stop)
 	f, err := bmh.NewWithOptions(config.FenceHost{Name: name + ".example.com", Agent: config.AgentBMH, Host: name, Namespace: bmhNS,
 		Token: config.NewSecret(token), APIURL: c.URL, CAFile: c.CAFile, Timeout: fencetest.Timeout(30 * time.Second)},
-		config.Defaults(), nil, bmh.Options{PollInterval: 100 * time.Millisecond})
+		fence.Settings{}, nil, bmh.Options{PollInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

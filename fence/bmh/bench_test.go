@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/bmh"
 	"github.com/ihaproject/iha/pkg/config"
 )
@@ -35,7 +36,7 @@ func BenchmarkFence(b *testing.B) {
 				}
 				h := config.FenceHost{Name: names[i], Agent: "bmh", Host: names[i], Namespace: tn.Namespace,
 					Token: config.NewSecret(tn.Token), APIURL: c.URL, CAFile: c.CAFile, Timeout: time.Minute}
-				f, err := bmh.NewWithOptions(h, config.Defaults(), slog.New(slog.DiscardHandler), bmh.Options{})
+				f, err := bmh.NewWithOptions(h, fence.Settings{}, slog.New(slog.DiscardHandler), bmh.Options{})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -78,7 +78,7 @@ type Fencer struct {
 // New builds the BareMetalHost fencer of one fencing.yaml entry (the
 // fence.Constructor of agent bmh). It validates the entry and reads the CA
 // bundle; it does not contact the API server.
-func New(host config.FenceHost, s config.Settings, logger *slog.Logger) (fence.Fencer, error) {
+func New(host config.FenceHost, s fence.Settings, logger *slog.Logger) (fence.Fencer, error) {
 	f, err := NewWithOptions(host, s, logger, Options{})
 	if err != nil {
 		return nil, err
@@ -87,7 +87,7 @@ func New(host config.FenceHost, s config.Settings, logger *slog.Logger) (fence.F
 }
 
 // NewWithOptions is New with tuning options.
-func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logger, o Options) (*Fencer, error) {
+func NewWithOptions(host config.FenceHost, s fence.Settings, logger *slog.Logger, o Options) (*Fencer, error) {
 	cfgErr := func(format string, args ...any) error {
 		return &fence.Error{Host: host.Name, Driver: config.AgentBMH, Op: fence.OpConfig, Err: fmt.Errorf(format, args...)}
 	}
@@ -132,7 +132,7 @@ func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logge
 	}
 	timeout := host.Timeout
 	if timeout <= 0 {
-		timeout = s.FencingTimeout
+		timeout = s.Timeout
 	}
 	if timeout <= 0 {
 		timeout = 30 * time.Second

@@ -92,7 +92,7 @@ func newHost(t *testing.T, c *bmhtest.Cluster, tn *bmhtest.Tenant, token string)
 
 func newFencer(t testing.TB, h config.FenceHost, logger *slog.Logger) *bmh.Fencer {
 	t.Helper()
-	f, err := bmh.NewWithOptions(h, config.Defaults(), logger, bmh.Options{PollInterval: 100 * time.Millisecond})
+	f, err := bmh.NewWithOptions(h, fence.Settings{}, logger, bmh.Options{PollInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

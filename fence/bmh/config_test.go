@@ -50,7 +50,7 @@ func TestBadEntriesAreRefusedAtLoadTimeNamingTheKey(t *testing.T) {
 			h := good
 			tt.edit(&h)
 			logger, logs := fencetest.Logger(t)
-			f, err := bmh.New(h, config.Defaults(), logger)
+			f, err := bmh.New(h, fence.Settings{}, logger)
 			if err == nil {
 				t.Fatalf("New accepted the entry: %v", f)
 			}
@@ -65,7 +65,7 @@ func TestBadEntriesAreRefusedAtLoadTimeNamingTheKey(t *testing.T) {
 		})
 	}
 	t.Run("a good entry is accepted without contacting the API server", func(t *testing.T) {
-		f, err := bmh.New(good, config.Defaults(), nil)
+		f, err := bmh.New(good, fence.Settings{}, nil)
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
@@ -81,7 +81,7 @@ func TestBadEntriesAreRefusedAtLoadTimeNamingTheKey(t *testing.T) {
 	t.Run("the in-cluster defaults apply", func(t *testing.T) {
 		h := good
 		h.APIURL, h.CAFile = "", ""
-		f, err := bmh.New(h, config.Defaults(), nil)
+		f, err := bmh.New(h, fence.Settings{}, nil)
 		if _, statErr := os.Stat(config.DefaultBMHCAFile); statErr != nil {
 			// Outside a pod the service-account CA does not exist: the error
 			// names it (InstanceHA requires it too).
@@ -98,7 +98,7 @@ func TestBadEntriesAreRefusedAtLoadTimeNamingTheKey(t *testing.T) {
 		h := good
 		h.APIURL, h.CAFile = "http://127.0.0.1:8080", ""
 		logger, logs := fencetest.Logger(t)
-		if _, err := bmh.New(h, config.Defaults(), logger); err != nil {
+		if _, err := bmh.New(h, fence.Settings{}, logger); err != nil {
 			t.Fatalf("New: %v", err)
 		}
 		if !strings.Contains(logs(), "plain HTTP") {

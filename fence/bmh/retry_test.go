@@ -19,7 +19,6 @@ import (
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/bmh"
 	"github.com/ihaproject/iha/fence/fencetest"
-	"github.com/ihaproject/iha/pkg/config"
 )
 
 // flakyFront is an HTTPS reverse proxy in front of the real API server
@@ -68,7 +67,7 @@ func TestServiceUnavailableIsRetriedUntilTheAPIServerAnswers(t *testing.T) {
 	h, _ := newHost(t, c, tn, tn.Token)
 	h.APIURL, h.CAFile, _ = flakyFront(t, c.URL, c.CAFile, 3)
 	logger, logs := fencetest.Logger(t)
-	f, err := bmh.NewWithOptions(h, config.Defaults(), logger, bmh.Options{
+	f, err := bmh.NewWithOptions(h, fence.Settings{}, logger, bmh.Options{
 		PollInterval: 100 * time.Millisecond, Backoff: []time.Duration{10 * time.Millisecond, 50 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)

@@ -21,13 +21,29 @@ func All() map[string]fence.Constructor {
 	}
 }
 
+// Settings picks out of IHA's configuration the few keys a driver reads.
+// It is the one place where config.Settings becomes fence.Settings: a
+// driver never sees the rest of the configuration.
+func Settings(s config.Settings) fence.Settings {
+	return fence.Settings{
+		Timeout: s.FencingTimeout,
+		TLS: fence.TLS{
+			Insecure: !s.SSLVerify,
+			CABundle: s.SSLCABundle,
+			CertPath: s.SSLCertPath,
+			KeyPath:  s.SSLKeyPath,
+		},
+	}
+}
+
 // Registry builds the fence.Registry of fencing.yaml with every driver of
-// this build. Extra options (tests replacing a driver) apply last. See
-// fence.NewRegistry for the meaning of a non-nil error.
+// this build, each given Settings(s). Extra options (tests replacing a
+// driver) apply last. See fence.NewRegistry for the meaning of a non-nil
+// error.
 func Registry(f config.Fencing, s config.Settings, logger *slog.Logger, extra ...fence.Option) (*fence.Registry, error) {
 	var opts []fence.Option
 	for agent, mk := range All() {
 		opts = append(opts, fence.WithDriver(agent, mk))
 	}
-	return fence.NewRegistry(f, s, logger, append(opts, extra...)...)
+	return fence.NewRegistry(f, Settings(s), logger, append(opts, extra...)...)
 }

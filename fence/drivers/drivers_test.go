@@ -64,3 +64,44 @@ func TestEveryAgentOfThisBuild(t *testing.T) {
 	}
 	fencetest.CheckNoSecret(t, []string{"calvin-canary", "bmh-token-canary"}, logs(), fmt.Sprint(err))
 }
+
+// Settings is the one place config.Settings becomes what drivers read: the
+// keys must arrive, and SSL_VERIFY's default must stay "verify".
+func TestSettingsCarryTheDriverKeys(t *testing.T) {
+	if got := drivers.Settings(config.Defaults()); got.TLS.Insecure || got.Timeout != config.Defaults().FencingTimeout {
+		t.Fatalf("Settings(Defaults) = %+v, want verification on and FENCING_TIMEOUT", got)
+	}
+	s := config.Defaults()
+	s.FencingTimeout = 45 * time.Second
+	s.SSLVerify = false
+	s.SSLCABundle, s.SSLCertPath, s.SSLKeyPath = "/ca.pem", "/c.pem", "/k.pem"
+	want := fence.Settings{Timeout: 45 * time.Second, TLS: fence.TLS{Insecure: true, CABundle: "/ca.pem", CertPath: "/c.pem", KeyPath: "/k.pem"}}
+	if got := drivers.Settings(s); got != want {
+		t.Fatalf("Settings = %+v, want %+v", got, want)
+	}
+
+	// Through the registry: FENCING_TIMEOUT reaches an ipmi entry without
+	// a timeout, SSL_VERIFY false reaches redfish (which warns at build).
+	f := config.Fencing{Hosts: []config.FenceHost{
+		{Name: "ipmi-0", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: 6230, Login: "admin", Passwd: config.NewSecret("x")},
+		{Name: "rf-0", Agent: "redfish", IPAddr: "127.0.0.1", IPPort: 8443, TLS: true, Login: "root", Passwd: config.NewSecret("x")},
+	}}
+	for _, verify := range []bool{true, false} {
+		s.SSLVerify = verify
+		logger, logs := fencetest.Logger(t)
+		r, err := drivers.Registry(f, s, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc, err := r.Fencer("ipmi-0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tf, ok := fc.(interface{ Timeout() time.Duration }); !ok || tf.Timeout() != 45*time.Second {
+			t.Fatalf("ipmi fencer %T does not carry FENCING_TIMEOUT 45s", fc)
+		}
+		if warned := strings.Contains(logs(), "verification is off"); warned == verify {
+			t.Fatalf("SSL_VERIFY %v: warning about verification off = %v\n%s", verify, warned, logs())
+		}
+	}
+}

@@ -8,15 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/ipmi/internal/simbmc"
-	"github.com/ihaproject/iha/pkg/config"
 )
 
 func benchFencer(b *testing.B, bmc *simbmc.BMC, name string) *Fencer {
 	b.Helper()
 	h := bmc.FenceHost(name)
 	h.Timeout = simbmc.Scale(30 * time.Second)
-	f, err := NewWithOptions(h, config.Defaults(), nil)
+	f, err := NewWithOptions(h, fence.Settings{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

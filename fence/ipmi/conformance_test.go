@@ -41,13 +41,13 @@ func TestConformanceAgainstIPMISim(t *testing.T) {
 		logger, logs := fencetest.Logger(t)
 		h := b.FenceHost("compute-conf.example.com")
 		h.Timeout = fencetest.Timeout(20 * time.Second)
-		f, err := NewWithOptions(h, config.Defaults(), logger, WithBackoff(50*time.Millisecond, 100*time.Millisecond))
+		f, err := NewWithOptions(h, fence.Settings{}, logger, WithBackoff(50*time.Millisecond, 100*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}
 		bad := h
 		bad.Passwd = config.NewSecret(badCanary)
-		fb, err := NewWithOptions(bad, config.Defaults(), logger)
+		fb, err := NewWithOptions(bad, fence.Settings{}, logger)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/pkg/config"
 )
 
@@ -25,7 +26,7 @@ func FuzzNew(f *testing.F) {
 		others := name + ip + login + strconv.Quote(name) + strconv.Quote(ip) + strconv.Quote(login)
 		h := config.FenceHost{Name: name, Agent: "ipmi", IPAddr: ip, IPPort: port, Login: login,
 			Passwd: config.NewSecret(pass), Timeout: time.Second}
-		fn, err := NewWithOptions(h, config.Settings{}, nil)
+		fn, err := NewWithOptions(h, fence.Settings{}, nil)
 		if err != nil {
 			if len(pass) >= 4 && strings.Contains(err.Error(), pass) && !strings.Contains(others, pass) {
 				t.Fatalf("error echoes the password: %v", err)

@@ -102,12 +102,12 @@ type session interface {
 
 // New validates a fencing.yaml `agent: ipmi` entry and returns its Fencer.
 // It does not contact the BMC. Its signature is a fence.Constructor.
-func New(host config.FenceHost, s config.Settings, logger *slog.Logger) (fence.Fencer, error) {
+func New(host config.FenceHost, s fence.Settings, logger *slog.Logger) (fence.Fencer, error) {
 	return NewWithOptions(host, s, logger)
 }
 
 // NewWithOptions is New with defaults changed by opts.
-func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logger, opts ...Option) (*Fencer, error) {
+func NewWithOptions(host config.FenceHost, s fence.Settings, logger *slog.Logger, opts ...Option) (*Fencer, error) {
 	name := host.Name
 	if name == "" {
 		name = host.IPAddr
@@ -147,7 +147,7 @@ func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logge
 	}
 	timeout := host.Timeout
 	if timeout <= 0 {
-		timeout = s.FencingTimeout
+		timeout = s.Timeout
 	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout

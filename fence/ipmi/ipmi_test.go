@@ -49,7 +49,7 @@ func TestNewValidatesTheEntry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := validHost()
 			tc.edit(&h)
-			f, err := New(h, config.Defaults(), nil)
+			f, err := New(h, fence.Settings{}, nil)
 			if tc.wantKey == "" {
 				if err != nil || f == nil {
 					t.Fatalf("New: %v", err)
@@ -77,8 +77,8 @@ func TestNewValidatesTheEntry(t *testing.T) {
 }
 
 func TestTimeoutComesFromTheEntryThenFencingTimeout(t *testing.T) {
-	s := config.Defaults()
-	s.FencingTimeout = 45 * time.Second
+	s := fence.Settings{}
+	s.Timeout = 45 * time.Second
 	tests := []struct {
 		name     string
 		entry    time.Duration
@@ -93,7 +93,7 @@ func TestTimeoutComesFromTheEntryThenFencingTimeout(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := validHost()
 			h.Timeout = tc.entry
-			s := config.Settings{FencingTimeout: tc.settings}
+			s := fence.Settings{Timeout: tc.settings}
 			f, err := NewWithOptions(h, s, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -108,7 +108,7 @@ func TestTimeoutComesFromTheEntryThenFencingTimeout(t *testing.T) {
 func TestAddressAndDriver(t *testing.T) {
 	h := validHost()
 	h.IPAddr = "2001:db8::1"
-	f, err := NewWithOptions(h, config.Defaults(), nil)
+	f, err := NewWithOptions(h, fence.Settings{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func fakeFencer(t *testing.T, b *fakeBMC, timeout time.Duration) *Fencer {
 	t.Helper()
 	h := validHost()
 	h.Timeout = timeout
-	f, err := NewWithOptions(h, config.Defaults(), nil, WithBackoff(time.Millisecond, 2*time.Millisecond), WithPollInterval(10*time.Millisecond))
+	f, err := NewWithOptions(h, fence.Settings{}, nil, WithBackoff(time.Millisecond, 2*time.Millisecond), WithPollInterval(10*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

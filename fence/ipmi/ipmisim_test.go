@@ -56,7 +56,7 @@ func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
 func newSimFencer(t testing.TB, _ *simbmc.BMC, h config.FenceHost, timeout time.Duration, logger *slog.Logger) (*Fencer, *atomic.Int32) {
 	t.Helper()
 	h.Timeout = timeout
-	f, err := NewWithOptions(h, config.Defaults(), logger, WithBackoff(50*time.Millisecond, 100*time.Millisecond))
+	f, err := NewWithOptions(h, fence.Settings{}, logger, WithBackoff(50*time.Millisecond, 100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func TestCancelAbortsPromptly(t *testing.T) {
 		logger, logs := testLogger(t)
 		h := config.FenceHost{Name: "compute-c2", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: closedPort(t),
 			Login: "admin", Passwd: config.NewSecret("pw"), Timeout: 60 * time.Second}
-		f, err := NewWithOptions(h, config.Defaults(), logger, WithBackoff(30*time.Second))
+		f, err := NewWithOptions(h, fence.Settings{}, logger, WithBackoff(30*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +450,7 @@ func TestCanaryPasswordNeverInErrorsOrLogs(t *testing.T) {
 	logger.Info(fmt.Sprintf("%v %+v %#v %d", *f, *f, *f, *f), "copy", *f)
 	bad := good
 	bad.IPAddr = "not-an-ip"
-	_, err = New(bad, config.Defaults(), logger)
+	_, err = New(bad, fence.Settings{}, logger)
 	record(err)
 
 	if len(errs) < 4 {

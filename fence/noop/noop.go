@@ -16,7 +16,7 @@ type Fencer struct {
 
 // New builds the noop fencer of host. It accepts any entry: a noop entry
 // needs nothing but its name.
-func New(host config.FenceHost, _ config.Settings, logger *slog.Logger) (fence.Fencer, error) {
+func New(host config.FenceHost, _ fence.Settings, logger *slog.Logger) (fence.Fencer, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

@@ -17,7 +17,7 @@ func TestConformance(t *testing.T) {
 	fencetest.Conformance(t, func(t *testing.T) fencetest.Target {
 		logger, logs := fencetest.Logger(t)
 		f, err := noop.New(config.FenceHost{Name: "compute-7", Agent: "noop", Passwd: config.NewSecret(canary)},
-			config.Defaults(), logger)
+			fence.Settings{}, logger)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -27,7 +27,7 @@ func TestConformance(t *testing.T) {
 
 func TestEveryUseWarnsAndNothingClaimsOff(t *testing.T) {
 	logger, logs := fencetest.Logger(t)
-	f, err := noop.New(config.FenceHost{Name: "compute-7", Agent: "noop"}, config.Defaults(), logger)
+	f, err := noop.New(config.FenceHost{Name: "compute-7", Agent: "noop"}, fence.Settings{}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestEveryUseWarnsAndNothingClaimsOff(t *testing.T) {
 }
 
 func TestEmptyNameRefused(t *testing.T) {
-	if _, err := noop.New(config.FenceHost{Agent: "noop"}, config.Defaults(), nil); err == nil {
+	if _, err := noop.New(config.FenceHost{Agent: "noop"}, fence.Settings{}, nil); err == nil {
 		t.Fatal("noop.New accepted an entry with no name")
 	}
 }

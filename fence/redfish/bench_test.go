@@ -28,7 +28,7 @@ func benchFleet(b *testing.B, n int, poll time.Duration) ([]*redfishsim.Server, 
 		b.Cleanup(s.Close)
 		h := config.FenceHost{Name: fmt.Sprintf("compute-%d", i), Agent: "redfish", IPAddr: s.Host(), IPPort: s.Port(),
 			Login: "root", Passwd: config.NewSecret(canary), UUID: config.DefaultRedfishUUID}
-		f, err := redfish.NewWithOptions(h, config.Defaults(), nil, redfish.Options{PollInterval: poll})
+		f, err := redfish.NewWithOptions(h, fence.Settings{}, nil, redfish.Options{PollInterval: poll})
 		if err != nil {
 			b.Fatal(err)
 		}

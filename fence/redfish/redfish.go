@@ -75,7 +75,7 @@ type Fencer struct {
 // New builds the Redfish fencer of one fencing.yaml entry (the
 // fence.Constructor of agent redfish). It validates the entry and the TLS
 // settings; it does not contact the BMC.
-func New(host config.FenceHost, s config.Settings, logger *slog.Logger) (fence.Fencer, error) {
+func New(host config.FenceHost, s fence.Settings, logger *slog.Logger) (fence.Fencer, error) {
 	f, err := NewWithOptions(host, s, logger, Options{})
 	if err != nil {
 		return nil, err
@@ -84,7 +84,7 @@ func New(host config.FenceHost, s config.Settings, logger *slog.Logger) (fence.F
 }
 
 // NewWithOptions is New with tuning options.
-func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logger, o Options) (*Fencer, error) {
+func NewWithOptions(host config.FenceHost, s fence.Settings, logger *slog.Logger, o Options) (*Fencer, error) {
 	cfgErr := func(format string, args ...any) error {
 		return &fence.Error{Host: host.Name, Driver: config.AgentRedfish, Op: fence.OpConfig, Err: fmt.Errorf(format, args...)}
 	}
@@ -137,7 +137,7 @@ func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logge
 	}
 	timeout := h.Timeout
 	if timeout <= 0 {
-		timeout = s.FencingTimeout
+		timeout = s.Timeout
 	}
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -147,7 +147,7 @@ func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logge
 	var tlsCfg *tls.Config
 	if h.TLS {
 		scheme = "https"
-		tlsCfg, err = clientTLS(s, logger, h.Name)
+		tlsCfg, err = clientTLS(s.TLS, logger, h.Name)
 		if err != nil {
 			return nil, cfgErr("%w", err)
 		}
@@ -180,13 +180,13 @@ func NewWithOptions(host config.FenceHost, s config.Settings, logger *slog.Logge
 // SSL_CERT_PATH and SSL_KEY_PATH. As InstanceHA, a path is used only if the
 // file exists (a warning says when it does not); a file that exists but
 // cannot be used is an error.
-func clientTLS(s config.Settings, logger *slog.Logger, host string) (*tls.Config, error) {
+func clientTLS(s fence.TLS, logger *slog.Logger, host string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if !s.SSLVerify {
+	if s.Insecure {
 		cfg.InsecureSkipVerify = true
 		logger.Warn("redfish TLS certificate verification is off (SSL_VERIFY false): the BMC is not authenticated", "host", host)
 	}
-	if p := s.SSLCABundle; p != "" {
+	if p := s.CABundle; p != "" {
 		pem, err := os.ReadFile(p)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
@@ -201,12 +201,12 @@ func clientTLS(s config.Settings, logger *slog.Logger, host string) (*tls.Config
 			cfg.RootCAs = pool
 		}
 	}
-	if s.SSLCertPath != "" || s.SSLKeyPath != "" {
-		if s.SSLCertPath == "" || s.SSLKeyPath == "" {
+	if s.CertPath != "" || s.KeyPath != "" {
+		if s.CertPath == "" || s.KeyPath == "" {
 			return nil, errors.New("SSL_CERT_PATH and SSL_KEY_PATH must be set together")
 		}
-		if exists(s.SSLCertPath) && exists(s.SSLKeyPath) {
-			cert, err := tls.LoadX509KeyPair(s.SSLCertPath, s.SSLKeyPath)
+		if exists(s.CertPath) && exists(s.KeyPath) {
+			cert, err := tls.LoadX509KeyPair(s.CertPath, s.KeyPath)
 			if err != nil {
 				// The error names the files, not their content.
 				return nil, fmt.Errorf("SSL_CERT_PATH/SSL_KEY_PATH: %w", err)

@@ -88,7 +88,7 @@ func fastOpts(rec *sleeps) redfish.Options {
 	}
 }
 
-func newFencer(t *testing.T, h config.FenceHost, s config.Settings, o redfish.Options) (*redfish.Fencer, func() string) {
+func newFencer(t *testing.T, h config.FenceHost, s fence.Settings, o redfish.Options) (*redfish.Fencer, func() string) {
 	t.Helper()
 	logger, logs := fencetest.Logger(t)
 	f, err := redfish.NewWithOptions(h, s, logger, o)
@@ -109,11 +109,11 @@ func TestConformance(t *testing.T) {
 		s := startSim(t, redfishsim.Options{TransitionDelay: 200 * time.Millisecond})
 		logger, logs := fencetest.Logger(t)
 		o := fastOpts(&sleeps{})
-		f, err := redfish.NewWithOptions(entry(s, canary), config.Defaults(), logger, o)
+		f, err := redfish.NewWithOptions(entry(s, canary), fence.Settings{}, logger, o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		bad, err := redfish.NewWithOptions(entry(s, badCanary), config.Defaults(), logger, o)
+		bad, err := redfish.NewWithOptions(entry(s, badCanary), fence.Settings{}, logger, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,11 +128,11 @@ func TestConformanceWithSessions(t *testing.T) {
 		logger, logs := fencetest.Logger(t)
 		o := fastOpts(&sleeps{})
 		o.Auth = redfish.AuthSession
-		f, err := redfish.NewWithOptions(entry(s, canary), config.Defaults(), logger, o)
+		f, err := redfish.NewWithOptions(entry(s, canary), fence.Settings{}, logger, o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		bad, err := redfish.NewWithOptions(entry(s, badCanary), config.Defaults(), logger, o)
+		bad, err := redfish.NewWithOptions(entry(s, badCanary), fence.Settings{}, logger, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func TestPowerOffWaitsForTheDelayedTransition(t *testing.T) {
 			offAt = time.Now()
 		}
 	})
-	f, _ := newFencer(t, entry(s, canary), config.Defaults(), fastOpts(&sleeps{}))
+	f, _ := newFencer(t, entry(s, canary), fence.Settings{}, fastOpts(&sleeps{}))
 	start := time.Now()
 	if err := f.PowerOff(ctxT(t)); err != nil {
 		t.Fatalf("PowerOff: %v", err)
@@ -219,7 +219,7 @@ func TestOutcomeTable(t *testing.T) {
 				tt.prep(s)
 			}
 			rec := &sleeps{}
-			f, logs := newFencer(t, entry(s, tt.pass), config.Defaults(), fastOpts(rec))
+			f, logs := newFencer(t, entry(s, tt.pass), fence.Settings{}, fastOpts(rec))
 			err := f.PowerOff(ctxT(t))
 			switch {
 			case tt.wantErr == nil && err != nil:
@@ -277,7 +277,7 @@ func TestRefusedResets(t *testing.T) {
 				s.RefuseNextResets(1, tt.refuse)
 			}
 			rec := &sleeps{}
-			f, _ := newFencer(t, entry(s, canary), config.Defaults(), fastOpts(rec))
+			f, _ := newFencer(t, entry(s, canary), fence.Settings{}, fastOpts(rec))
 			var err error
 			if tt.op == "off" {
 				err = f.PowerOff(ctxT(t))
@@ -301,7 +301,7 @@ func TestPowerOffTimesOut(t *testing.T) {
 	s := startSim(t, redfishsim.Options{TransitionDelay: time.Hour})
 	h := entry(s, canary)
 	h.Timeout = 300 * time.Millisecond
-	f, _ := newFencer(t, h, config.Defaults(), fastOpts(&sleeps{}))
+	f, _ := newFencer(t, h, fence.Settings{}, fastOpts(&sleeps{}))
 	start := time.Now()
 	err := f.PowerOff(ctxT(t))
 	if !errors.Is(err, fence.ErrTimeout) {
@@ -340,7 +340,7 @@ func TestSystemSelection(t *testing.T) {
 			s := startSim(t, redfishsim.Options{Systems: tt.systems})
 			h := entry(s, canary)
 			h.UUID = tt.uuid
-			f, _ := newFencer(t, h, config.Defaults(), fastOpts(&sleeps{}))
+			f, _ := newFencer(t, h, fence.Settings{}, fastOpts(&sleeps{}))
 			err := f.PowerOff(ctxT(t))
 			if tt.wantOff == "" {
 				if err == nil || !strings.Contains(err.Error(), tt.errMatch) {
@@ -400,18 +400,18 @@ func TestTLS(t *testing.T) {
 	tests := []struct {
 		name      string
 		mtls      bool
-		settings  func(*config.Settings)
+		settings  func(*fence.TLS)
 		wantErr   error
 		wantSleep int
 	}{
-		{"test CA bundle verifies the BMC", false, func(s *config.Settings) { s.SSLCABundle = goodBundle }, nil, 0},
-		{"a wrong CA fails without retry", false, func(s *config.Settings) { s.SSLCABundle = wrongBundle }, fence.ErrUnreachable, 0},
-		{"system roots do not trust the test CA", false, func(s *config.Settings) {}, fence.ErrUnreachable, 0},
-		{"SSL_VERIFY false skips verification", false, func(s *config.Settings) { s.SSLVerify = false; s.SSLCABundle = wrongBundle }, nil, 0},
-		{"client certificate from SSL_CERT_PATH/SSL_KEY_PATH", true, func(s *config.Settings) {
-			s.SSLCABundle, s.SSLCertPath, s.SSLKeyPath = goodBundle, certPath, keyPath
+		{"test CA bundle verifies the BMC", false, func(s *fence.TLS) { s.CABundle = goodBundle }, nil, 0},
+		{"a wrong CA fails without retry", false, func(s *fence.TLS) { s.CABundle = wrongBundle }, fence.ErrUnreachable, 0},
+		{"system roots do not trust the test CA", false, func(s *fence.TLS) {}, fence.ErrUnreachable, 0},
+		{"SSL_VERIFY false skips verification", false, func(s *fence.TLS) { s.Insecure = true; s.CABundle = wrongBundle }, nil, 0},
+		{"client certificate from SSL_CERT_PATH/SSL_KEY_PATH", true, func(s *fence.TLS) {
+			s.CABundle, s.CertPath, s.KeyPath = goodBundle, certPath, keyPath
 		}, nil, 0},
-		{"BMC requiring a client certificate refuses none", true, func(s *config.Settings) { s.SSLCABundle = goodBundle }, errAny, -1},
+		{"BMC requiring a client certificate refuses none", true, func(s *fence.TLS) { s.CABundle = goodBundle }, errAny, -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -420,8 +420,8 @@ func TestTLS(t *testing.T) {
 				o.ClientCAs = ca.Pool()
 			}
 			s := startSim(t, o)
-			st := config.Defaults()
-			tt.settings(&st)
+			st := fence.Settings{}
+			tt.settings(&st.TLS)
 			h := entry(s, canary)
 			h.TLS = true
 			rec := &sleeps{}
@@ -446,7 +446,7 @@ func TestTLS(t *testing.T) {
 			if tt.wantSleep >= 0 && len(rec.got()) != tt.wantSleep {
 				t.Fatalf("back-off waits %v", rec.got())
 			}
-			if !st.SSLVerify && !strings.Contains(logs(), "verification is off") {
+			if st.TLS.Insecure && !strings.Contains(logs(), "verification is off") {
 				t.Fatal("no warning that verification is off")
 			}
 		})
@@ -471,7 +471,7 @@ func TestAuthModes(t *testing.T) {
 			s := startSim(t, redfishsim.Options{SessionService: tt.sessions})
 			o := fastOpts(&sleeps{})
 			o.Auth = tt.auth
-			f, _ := newFencer(t, entry(s, canary), config.Defaults(), o)
+			f, _ := newFencer(t, entry(s, canary), fence.Settings{}, o)
 			st, err := f.PowerState(ctxT(t))
 			if tt.ok != (err == nil) {
 				t.Fatalf("PowerState = %v, %v; want ok=%v", st, err, tt.ok)
@@ -509,7 +509,7 @@ func TestPasswordNeverLeaks(t *testing.T) {
 	host, port, _ := strings.Cut(addr, ":")
 	p, _ := strconv.Atoi(port)
 	h := config.FenceHost{Name: hostName, Agent: "redfish", IPAddr: host, IPPort: p, Login: "root", Passwd: config.NewSecret(canary)}
-	f, logs := newFencer(t, h, config.Defaults(), fastOpts(&sleeps{}))
+	f, logs := newFencer(t, h, fence.Settings{}, fastOpts(&sleeps{}))
 	var texts []string
 	func() {
 		defer func() {
@@ -539,40 +539,40 @@ func TestBadInput(t *testing.T) {
 	good := config.FenceHost{Name: "c1", Agent: "redfish", IPAddr: "10.0.0.5", Login: "root", Passwd: config.NewSecret(canary)}
 	tests := []struct {
 		name    string
-		mod     func(*config.FenceHost, *config.Settings, *redfish.Options)
+		mod     func(*config.FenceHost, *fence.Settings, *redfish.Options)
 		wantErr string
 	}{
-		{"valid entry", func(*config.FenceHost, *config.Settings, *redfish.Options) {}, ""},
-		{"empty name", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.Name = "" }, "empty host name"},
-		{"no ipaddr", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.IPAddr = "" }, "empty host"},
-		{"link-local ipaddr", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.IPAddr = "169.254.0.9" }, "link-local"},
-		{"garbage ipaddr", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.IPAddr = "10.0.0.5/24" }, "neither"},
-		{"no login", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.Login = "" }, "login is required"},
-		{"no passwd", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.Passwd = config.Secret{} }, "passwd is required"},
-		{"port out of range", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.IPPort = 70000 }, "out of range"},
-		{"uuid with a slash", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.UUID = "a/../b" }, "uuid"},
-		{"unknown auth mode", func(_ *config.FenceHost, _ *config.Settings, o *redfish.Options) { o.Auth = "kerberos" }, "auth"},
-		{"CA bundle without a certificate", func(h *config.FenceHost, s *config.Settings, _ *redfish.Options) {
+		{"valid entry", func(*config.FenceHost, *fence.Settings, *redfish.Options) {}, ""},
+		{"empty name", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.Name = "" }, "empty host name"},
+		{"no ipaddr", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.IPAddr = "" }, "empty host"},
+		{"link-local ipaddr", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.IPAddr = "169.254.0.9" }, "link-local"},
+		{"garbage ipaddr", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.IPAddr = "10.0.0.5/24" }, "neither"},
+		{"no login", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.Login = "" }, "login is required"},
+		{"no passwd", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.Passwd = config.Secret{} }, "passwd is required"},
+		{"port out of range", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.IPPort = 70000 }, "out of range"},
+		{"uuid with a slash", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.UUID = "a/../b" }, "uuid"},
+		{"unknown auth mode", func(_ *config.FenceHost, _ *fence.Settings, o *redfish.Options) { o.Auth = "kerberos" }, "auth"},
+		{"CA bundle without a certificate", func(h *config.FenceHost, s *fence.Settings, _ *redfish.Options) {
 			h.TLS = true
-			s.SSLCABundle = notPEM
+			s.TLS.CABundle = notPEM
 		}, "no PEM certificate"},
-		{"missing CA bundle is ignored as InstanceHA", func(h *config.FenceHost, s *config.Settings, _ *redfish.Options) {
+		{"missing CA bundle is ignored as InstanceHA", func(h *config.FenceHost, s *fence.Settings, _ *redfish.Options) {
 			h.TLS = true
-			s.SSLCABundle = filepath.Join(dir, "absent.pem")
+			s.TLS.CABundle = filepath.Join(dir, "absent.pem")
 		}, ""},
-		{"client cert without key", func(h *config.FenceHost, s *config.Settings, _ *redfish.Options) {
+		{"client cert without key", func(h *config.FenceHost, s *fence.Settings, _ *redfish.Options) {
 			h.TLS = true
-			s.SSLCertPath = notPEM
+			s.TLS.CertPath = notPEM
 		}, "set together"},
-		{"unusable client cert", func(h *config.FenceHost, s *config.Settings, _ *redfish.Options) {
+		{"unusable client cert", func(h *config.FenceHost, s *fence.Settings, _ *redfish.Options) {
 			h.TLS = true
-			s.SSLCertPath, s.SSLKeyPath = notPEM, notPEM
+			s.TLS.CertPath, s.TLS.KeyPath = notPEM, notPEM
 		}, "SSL_CERT_PATH"},
-		{"address of another agent", func(h *config.FenceHost, _ *config.Settings, _ *redfish.Options) { h.Address = "ipmi://10.0.0.5" }, "agent"},
+		{"address of another agent", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.Address = "ipmi://10.0.0.5" }, "agent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, s, o := good, config.Defaults(), redfish.Options{}
+			h, s, o := good, fence.Settings{}, redfish.Options{}
 			tt.mod(&h, &s, &o)
 			_, err := redfish.NewWithOptions(h, s, nil, o)
 			if tt.wantErr == "" {
@@ -592,7 +592,7 @@ func TestBadInput(t *testing.T) {
 
 func TestPlainHTTPWarns(t *testing.T) {
 	s := startSim(t, redfishsim.Options{})
-	_, logs := newFencer(t, entry(s, canary), config.Defaults(), redfish.Options{})
+	_, logs := newFencer(t, entry(s, canary), fence.Settings{}, redfish.Options{})
 	if !strings.Contains(logs(), "plain HTTP") || !strings.Contains(logs(), "level=WARN") {
 		t.Fatalf("no plain-HTTP warning:\n%s", logs())
 	}
@@ -602,7 +602,7 @@ func TestAddressFromMetal3URL(t *testing.T) {
 	s := startSim(t, redfishsim.Options{Systems: []redfishsim.System{{UUID: "abc"}, {UUID: "def"}}})
 	h := config.FenceHost{Name: hostName, Login: "root", Passwd: config.NewSecret(canary),
 		Address: fmt.Sprintf("redfish+http://%s:%d/redfish/v1/Systems/def", s.Host(), s.Port())}
-	f, _ := newFencer(t, h, config.Defaults(), fastOpts(&sleeps{}))
+	f, _ := newFencer(t, h, fence.Settings{}, fastOpts(&sleeps{}))
 	if err := f.PowerOff(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
