@@ -10,6 +10,7 @@ import (
 
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // stub is a Fencer that remembers the entry it was built from.
@@ -38,12 +39,12 @@ func fencing(hosts ...config.FenceHost) config.Fencing { return config.Fencing{H
 
 func TestRegistryLookup(t *testing.T) {
 	f := fencing(
-		config.FenceHost{Name: "compute-0.example.com", Agent: "redfish", IPAddr: "10.0.0.1", Passwd: config.NewSecret(canary)},
+		config.FenceHost{Name: "compute-0.example.com", Agent: "redfish", IPAddr: "10.0.0.1", Passwd: secret.New(canary)},
 		config.FenceHost{Name: "compute-1", Agent: "IPMI", IPAddr: "10.0.0.2", IPPort: 623},
 		config.FenceHost{Name: "compute-1.other.net", Agent: "noop"}, // shadowed duplicate
 		config.FenceHost{Name: "compute-2", Agent: "bmh", Host: "bmh-2", Namespace: "openstack"},
 		config.FenceHost{Name: "compute-3", Agent: "carrier-pigeon"},
-		config.FenceHost{Name: "compute-4", Agent: "redfish", IPAddr: "bad", Passwd: config.NewSecret(canary)},
+		config.FenceHost{Name: "compute-4", Agent: "redfish", IPAddr: "bad", Passwd: secret.New(canary)},
 		config.FenceHost{Name: "compute-5", Address: "redfish+https://10.0.0.5:8443/redfish/v1/Systems/abc"},
 		config.FenceHost{Name: "compute-6", Agent: "ipmi", Address: "redfish://10.0.0.6"},
 	)

@@ -5,14 +5,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Scrub removes secret from text and bounds its length: BMCs and API
 // servers echo odd things in error bodies, and an error must never carry a
 // credential, whatever a server sends back.
-func Scrub(s string, secret config.Secret) string {
-	if v := secret.Reveal(); v != "" {
+func Scrub(s string, sec secret.Secret) string {
+	if v := sec.Reveal(); v != "" {
 		s = strings.ReplaceAll(s, v, "[redacted]")
 	}
 	if len(s) > 512 {

@@ -27,6 +27,7 @@ import (
 	"github.com/ihaproject/iha/pkg/metrics"
 	"github.com/ihaproject/iha/pkg/nova"
 	"github.com/ihaproject/iha/pkg/novasim"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 var updateGolden = flag.Bool("update-api", false, "rewrite leader/testdata/api/*.golden.json")
@@ -57,7 +58,7 @@ func newAPICluster(t *testing.T) *apiCluster {
 	s.Delta = 2 * time.Second
 	s.NodeName = "api"
 	s.Disabled = true // and no recovery starts on its own
-	s.APIToken, s.APIReadToken = config.NewSecret(apiCanaryRW), config.NewSecret(apiCanaryRO)
+	s.APIToken, s.APIReadToken = secret.New(apiCanaryRW), secret.New(apiCanaryRO)
 	c, err := sandbox.NewCluster(sandbox.ClusterOptions{Options: sandbox.Options{Settings: s, DataDir: t.TempDir(),
 		Sim: novasim.Options{ReportInterval: 200 * time.Millisecond, ServiceDownTime: 2 * time.Second, NoStartupDelay: true,
 			Password: apiCanaryKeystone}}})
@@ -94,7 +95,7 @@ func (ac *apiCluster) serve(m *sandbox.Member) {
 	ac.t.Helper()
 	a := leader.NewAPI(leader.APIConfig{Node: m.Node(), Monitor: m.Monitor(), Settings: ac.s, Version: "test"})
 	met := metrics.New(a.MetricsSource(), "test")
-	srv := api.NewServer(api.Config{Backend: a, Token: config.NewSecret(apiCanaryRW), ReadToken: config.NewSecret(apiCanaryRO),
+	srv := api.NewServer(api.Config{Backend: a, Token: secret.New(apiCanaryRW), ReadToken: secret.New(apiCanaryRO),
 		Metrics: met.Handler(), EventPoll: 20 * time.Millisecond})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

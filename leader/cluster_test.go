@@ -30,7 +30,7 @@ import (
 
 	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/internal/testlog"
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // These tests run Raft voters over real TCP (or mutual TLS) on 127.0.0.1,
@@ -128,7 +128,7 @@ func (ca *testCA) tlsConfig(t *testing.T, name string) *tls.Config {
 
 // testJoinToken is the write token of the test groups: without TLS it is
 // what a join must present.
-var testJoinToken = config.NewSecret("join-token-of-the-test-group")
+var testJoinToken = secret.New("join-token-of-the-test-group")
 
 // testNode is one voter of a test group, restartable on its directory and
 // address.

@@ -19,7 +19,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // JoinPath is where the status API mounts JoinHandler.
@@ -287,7 +287,7 @@ type JoinOptions struct {
 	// Token is the proof without TLS: the cluster's write token
 	// (API_TOKEN), sent as `Authorization: Bearer` to the members and,
 	// after a follower's redirect, to the leader. Unused with TLS.
-	Token config.Secret
+	Token secret.Secret
 	// Retry is the pause after the first round over all targets (default
 	// 2 s); it doubles after each failed round up to MaxRetry (default
 	// 30 s), so a controller started long before its members does not

@@ -18,7 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Peer is one voter of the Raft group.
@@ -54,7 +54,7 @@ type NodeConfig struct {
 	// JoinToken is the proof JoinHandler asks of a joining controller when
 	// TLS is not set: the write token (API_TOKEN). With neither, joins are
 	// refused.
-	JoinToken config.Secret
+	JoinToken secret.Secret
 	// StartFresh lets the node start with an empty raft.db (removed first)
 	// instead of refusing (see ErrDataDir): the operator's explicit choice
 	// to give up this controller's Raft state.
@@ -76,7 +76,7 @@ type Node struct {
 	notify    chan bool
 	log       *slog.Logger
 	tls       *tls.Config // nil: the join RPC asks for no client certificate
-	joinToken config.Secret
+	joinToken secret.Secret
 	logw      io.Closer // raft's log pipe; closing it ends its reader goroutine
 	hadState  bool      // DataDir held Raft state when the node opened
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/metrics"
+	"github.com/ihaproject/iha/pkg/secret"
 	"github.com/ihaproject/iha/pkg/version"
 )
 
@@ -162,7 +163,7 @@ func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
-	s.APIToken = config.NewSecret(tok)
+	s.APIToken = secret.New(tok)
 	a, err := startAPI(node, mon, s, devAPIAddr, nil, controllerKeys{}, log)
 	if err != nil {
 		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, controllerKeys{}, log)

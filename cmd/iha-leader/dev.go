@@ -27,6 +27,7 @@ import (
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/novasim"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 type devOptions struct {
@@ -221,7 +222,7 @@ func startBMCs(sb *sandbox.Sandbox, s config.Settings, log *slog.Logger) ([]*red
 			}
 		})
 		f.Hosts = append(f.Hosts, config.FenceHost{Name: host, Agent: config.AgentRedfish, IPAddr: b.Host(), IPPort: b.Port(),
-			Login: "root", Passwd: config.NewSecret(password), UUID: b.UUIDs()[0], Timeout: 10 * time.Second})
+			Login: "root", Passwd: secret.New(password), UUID: b.UUIDs()[0], Timeout: 10 * time.Second})
 	}
 	reg, err := drivers.Registry(f, s, log.With("component", "fence"))
 	return out, reg, err

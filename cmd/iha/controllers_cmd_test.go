@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/ihaproject/iha/pkg/api"
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // lastVoterFixture refuses to remove ctl-1 as the leader does for the
@@ -45,7 +45,7 @@ func TestControllersGoldenOutput(t *testing.T) {
 
 func TestControllersRemoveExitCodes(t *testing.T) {
 	url := serveFixture(t, &fixture{})
-	refusing := httptest.NewServer(api.NewServer(api.Config{Backend: lastVoterFixture{&fixture{}}, Token: config.NewSecret(cliCanaryRW)}))
+	refusing := httptest.NewServer(api.NewServer(api.Config{Backend: lastVoterFixture{&fixture{}}, Token: secret.New(cliCanaryRW)}))
 	t.Cleanup(refusing.Close)
 	cases := []struct {
 		name      string

@@ -14,6 +14,7 @@ import (
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/novasim"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // watchBuf is a concurrency-safe writer that cancels when it has seen want.
@@ -78,7 +79,7 @@ func TestEventsFollowALiveRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	sctx, stop := context.WithCancel(context.Background())
-	_, done, err := api.NewServer(api.Config{Backend: backend, Token: config.NewSecret(cliCanaryRW), EventPoll: 50 * time.Millisecond}).Serve(sctx, ln)
+	_, done, err := api.NewServer(api.Config{Backend: backend, Token: secret.New(cliCanaryRW), EventPoll: 50 * time.Millisecond}).Serve(sctx, ln)
 	if err != nil {
 		t.Fatal(err)
 	}

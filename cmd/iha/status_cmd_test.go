@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/pkg/api"
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 	"github.com/ihaproject/iha/pkg/version"
 )
 
@@ -197,7 +197,7 @@ func cliEnvWith(t *testing.T, env map[string]string) {
 
 func serveFixture(t *testing.T, f *fixture) string {
 	t.Helper()
-	srv := httptest.NewServer(api.NewServer(api.Config{Backend: f, Token: config.NewSecret(cliCanaryRW), ReadToken: config.NewSecret(cliCanaryRO),
+	srv := httptest.NewServer(api.NewServer(api.Config{Backend: f, Token: secret.New(cliCanaryRW), ReadToken: secret.New(cliCanaryRO),
 		Build: api.VersionInfo{Version: "v1.0.0", Revision: "0123456789abcdef0123456789abcdef01234567", GoVersion: "go1.26.0", Platform: "linux/amd64"}}))
 	t.Cleanup(srv.Close)
 	return srv.URL

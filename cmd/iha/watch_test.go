@@ -13,7 +13,7 @@ import (
 
 	"github.com/ihaproject/iha/fence/fencetest"
 	"github.com/ihaproject/iha/pkg/api"
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // countingAPI serves the fixture's API and counts what the CLI asks for:
@@ -112,7 +112,7 @@ func TestWatchRedrawsOnEventsWithoutPolling(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := &fixture{}
 			srv := &countingAPI{gets: map[string]int{}, h: api.NewServer(api.Config{Backend: f,
-				ReadToken: config.NewSecret(cliCanaryRO), EventPoll: 10 * time.Millisecond, StreamKeepAlive: 20 * time.Millisecond})}
+				ReadToken: secret.New(cliCanaryRO), EventPoll: 10 * time.Millisecond, StreamKeepAlive: 20 * time.Millisecond})}
 			hs := httptest.NewServer(srv)
 			t.Cleanup(hs.Close)
 			cliEnv(t, hs.URL, cliCanaryRO)

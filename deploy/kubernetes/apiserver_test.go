@@ -23,6 +23,7 @@ import (
 	"github.com/ihaproject/iha/fence/bmh/bmhtest"
 	"github.com/ihaproject/iha/fence/fencetest"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // One control plane (etcd + the kube-apiserver fence/bmh's tests build)
@@ -194,7 +195,7 @@ func TestBMHRoleFencesAndNothingMore(t *testing.T) {
 	op := c.StartOperator(bmhNS, 200*time.Millisecond)
 	t.Cleanup(op.Stop)
 	f, err := bmh.NewWithOptions(config.FenceHost{Name: name + ".example.com", Agent: config.AgentBMH, Host: name, Namespace: bmhNS,
-		Token: config.NewSecret(token), APIURL: c.URL, CAFile: c.CAFile, Timeout: fencetest.Timeout(30 * time.Second)},
+		Token: secret.New(token), APIURL: c.URL, CAFile: c.CAFile, Timeout: fencetest.Timeout(30 * time.Second)},
 		fence.Settings{}, nil, bmh.Options{PollInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/bmh"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // BenchmarkFence measures the time from PowerOff to confirmed off against
@@ -35,7 +36,7 @@ func BenchmarkFence(b *testing.B) {
 					b.Fatal(err)
 				}
 				h := config.FenceHost{Name: names[i], Agent: "bmh", Host: names[i], Namespace: tn.Namespace,
-					Token: config.NewSecret(tn.Token), APIURL: c.URL, CAFile: c.CAFile, Timeout: time.Minute}
+					Token: secret.New(tn.Token), APIURL: c.URL, CAFile: c.CAFile, Timeout: time.Minute}
 				f, err := bmh.NewWithOptions(h, fence.Settings{}, slog.New(slog.DiscardHandler), bmh.Options{})
 				if err != nil {
 					b.Fatal(err)

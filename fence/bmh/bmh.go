@@ -23,6 +23,7 @@ import (
 
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Annotation is the reboot annotation IHA owns on a BareMetalHost. Metal3
@@ -68,7 +69,7 @@ type Fencer struct {
 	namespace string
 	bmh       string // BareMetalHost name
 	apiURL    string
-	token     config.Secret // kept only to scrub it out of error text
+	token     secret.Secret // kept only to scrub it out of error text
 	timeout   time.Duration
 	client    dynamic.ResourceInterface
 	opts      Options

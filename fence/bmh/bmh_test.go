@@ -20,6 +20,7 @@ import (
 	"github.com/ihaproject/iha/fence/bmh/bmhtest"
 	"github.com/ihaproject/iha/fence/fencetest"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // wrongToken is a canary: a bearer token the API server does not know.
@@ -83,7 +84,7 @@ func newHost(t *testing.T, c *bmhtest.Cluster, tn *bmhtest.Tenant, token string)
 		Agent:     config.AgentBMH,
 		Host:      name,
 		Namespace: tn.Namespace,
-		Token:     config.NewSecret(token),
+		Token:     secret.New(token),
 		APIURL:    "https://" + proxy.Addr(),
 		CAFile:    c.CAFile,
 		Timeout:   fencetest.Timeout(30 * time.Second),
@@ -109,7 +110,7 @@ func TestConformanceAgainstARealKubeAPIServer(t *testing.T) {
 		logger, logs := fencetest.Logger(t)
 		good := newFencer(t, h, logger)
 		bad := h
-		bad.Token = config.NewSecret(wrongToken)
+		bad.Token = secret.New(wrongToken)
 		return fencetest.Target{
 			Fencer:  good,
 			BadAuth: newFencer(t, bad, logger),
@@ -227,7 +228,7 @@ func TestAHostWithoutStatusIsNeverReportedOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := config.FenceHost{Name: name, Agent: "bmh", Host: name, Namespace: tn.Namespace,
-		Token: config.NewSecret(tn.Token), APIURL: c.URL, CAFile: c.CAFile, Timeout: time.Second}
+		Token: secret.New(tn.Token), APIURL: c.URL, CAFile: c.CAFile, Timeout: time.Second}
 	logger, _ := fencetest.Logger(t)
 	f := newFencer(t, h, logger)
 	if st, err := f.PowerState(ctx); err != nil || st != fence.PowerUnknown {
@@ -372,7 +373,7 @@ func TestAMissingBareMetalHostIsNamed(t *testing.T) {
 	c := cluster(t)
 	tn := tenant(t, c)
 	h := config.FenceHost{Name: "compute-ghost", Agent: "bmh", Host: "ghost", Namespace: tn.Namespace,
-		Token: config.NewSecret(tn.Token), APIURL: c.URL, CAFile: c.CAFile}
+		Token: secret.New(tn.Token), APIURL: c.URL, CAFile: c.CAFile}
 	logger, _ := fencetest.Logger(t)
 	f := newFencer(t, h, logger)
 	ctx := ctxFor(t, time.Minute)
@@ -396,7 +397,7 @@ func TestAnAPIServerWithoutTheCRDIsNamed(t *testing.T) {
 	// fencing token RBAC would refuse the unknown path first: use the
 	// admin's.)
 	h := config.FenceHost{Name: "compute-x", Agent: "bmh", Host: "x", Namespace: tn.Namespace,
-		Token: config.NewSecret(c.AdminToken()), APIURL: c.URL + "/not-here", CAFile: c.CAFile}
+		Token: secret.New(c.AdminToken()), APIURL: c.URL + "/not-here", CAFile: c.CAFile}
 	logger, _ := fencetest.Logger(t)
 	_, err := newFencer(t, h, logger).PowerState(ctxFor(t, time.Minute))
 	if !errors.Is(err, bmh.ErrNotFound) || !strings.Contains(err.Error(), "does not serve baremetalhosts.metal3.io (is the Metal3 BareMetalHost CRD installed?)") {
@@ -409,7 +410,7 @@ func TestAnUnreachableAPIServerIsReportedAfterTheTimeout(t *testing.T) {
 	dir := t.TempDir()
 	ca := writeTestCA(t, dir)
 	h := config.FenceHost{Name: "compute-0", Agent: "bmh", Host: "compute-0", Namespace: "metal3",
-		Token: config.NewSecret(wrongToken), APIURL: "https://127.0.0.1:1", CAFile: ca, Timeout: 1500 * time.Millisecond}
+		Token: secret.New(wrongToken), APIURL: "https://127.0.0.1:1", CAFile: ca, Timeout: 1500 * time.Millisecond}
 	logger, logs := fencetest.Logger(t)
 	f := newFencer(t, h, logger)
 	for _, run := range []func(context.Context) error{f.PowerOff, f.PowerOn, func(ctx context.Context) error { _, err := f.PowerState(ctx); return err }} {
@@ -435,7 +436,7 @@ func TestAnAPIServerWithAnUntrustedCertificateIsNotRetried(t *testing.T) {
 	tn := tenant(t, c)
 	other := writeTestCA(t, t.TempDir())
 	h := config.FenceHost{Name: "compute-0", Agent: "bmh", Host: "compute-0", Namespace: tn.Namespace,
-		Token: config.NewSecret(tn.Token), APIURL: c.URL, CAFile: other, Timeout: fencetest.Timeout(20 * time.Second)}
+		Token: secret.New(tn.Token), APIURL: c.URL, CAFile: other, Timeout: fencetest.Timeout(20 * time.Second)}
 	logger, _ := fencetest.Logger(t)
 	start := time.Now()
 	err := newFencer(t, h, logger).PowerOff(ctxFor(t, time.Minute))

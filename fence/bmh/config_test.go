@@ -13,6 +13,7 @@ import (
 	"github.com/ihaproject/iha/fence/bmh/bmhtest"
 	"github.com/ihaproject/iha/fence/fencetest"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 func TestBadEntriesAreRefusedAtLoadTimeNamingTheKey(t *testing.T) {
@@ -27,13 +28,13 @@ func TestBadEntriesAreRefusedAtLoadTimeNamingTheKey(t *testing.T) {
 	}
 	const token = "config-canary-token-55aa"
 	good := config.FenceHost{Name: "compute-0", Agent: "bmh", Host: "compute-0", Namespace: "metal3",
-		Token: config.NewSecret(token), APIURL: "https://127.0.0.1:6443", CAFile: ca}
+		Token: secret.New(token), APIURL: "https://127.0.0.1:6443", CAFile: ca}
 	for _, tt := range []struct {
 		name string
 		edit func(*config.FenceHost)
 		want string
 	}{
-		{"missing token", func(h *config.FenceHost) { h.Token = config.Secret{} }, "token is required"},
+		{"missing token", func(h *config.FenceHost) { h.Token = secret.Secret{} }, "token is required"},
 		{"missing host", func(h *config.FenceHost) { h.Host = "" }, "host (the BareMetalHost name) is required"},
 		{"host not a DNS subdomain", func(h *config.FenceHost) { h.Host = "Compute_0" }, "host \"Compute_0\" is not a BareMetalHost name"},
 		{"host too long", func(h *config.FenceHost) { h.Host = strings.Repeat("a", 254) }, "is not a BareMetalHost name"},

@@ -15,6 +15,7 @@ import (
 	"github.com/ihaproject/iha/fence/fencetest"
 	"github.com/ihaproject/iha/fence/redfish/redfishsim"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 func TestEveryAgentOfThisBuild(t *testing.T) {
@@ -29,14 +30,14 @@ func TestEveryAgentOfThisBuild(t *testing.T) {
 	t.Cleanup(sim.Close)
 	f := config.Fencing{Hosts: []config.FenceHost{
 		{Name: "rf-0", Agent: "redfish", IPAddr: sim.Host(), IPPort: sim.Port(), Login: "root",
-			Passwd: config.NewSecret("calvin-canary"), UUID: config.DefaultRedfishUUID},
-		{Name: "ipmi-0", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: 6230, Login: "admin", Passwd: config.NewSecret("x")},
+			Passwd: secret.New("calvin-canary"), UUID: config.DefaultRedfishUUID},
+		{Name: "ipmi-0", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: 6230, Login: "admin", Passwd: secret.New("x")},
 		{Name: "noop-0", Agent: "noop"},
-		{Name: "bmh-0", Agent: "bmh", Host: "bmh-0", Namespace: "openstack", Token: config.NewSecret("bmh-token-canary"),
+		{Name: "bmh-0", Agent: "bmh", Host: "bmh-0", Namespace: "openstack", Token: secret.New("bmh-token-canary"),
 			APIURL: "https://127.0.0.1:6443", CAFile: ca},
 		// bmh without ca_file outside a pod: the service-account CA is
 		// missing, a configuration error at load time.
-		{Name: "bmh-1", Agent: "bmh", Host: "bmh-1", Namespace: "openstack", Token: config.NewSecret("bmh-token-canary")},
+		{Name: "bmh-1", Agent: "bmh", Host: "bmh-1", Namespace: "openstack", Token: secret.New("bmh-token-canary")},
 	}}
 	logger, logs := fencetest.Logger(t)
 	r, err := drivers.Registry(f, config.Defaults(), logger)
@@ -83,8 +84,8 @@ func TestSettingsCarryTheDriverKeys(t *testing.T) {
 	// Through the registry: FENCING_TIMEOUT reaches an ipmi entry without
 	// a timeout, SSL_VERIFY false reaches redfish (which warns at build).
 	f := config.Fencing{Hosts: []config.FenceHost{
-		{Name: "ipmi-0", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: 6230, Login: "admin", Passwd: config.NewSecret("x")},
-		{Name: "rf-0", Agent: "redfish", IPAddr: "127.0.0.1", IPPort: 8443, TLS: true, Login: "root", Passwd: config.NewSecret("x")},
+		{Name: "ipmi-0", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: 6230, Login: "admin", Passwd: secret.New("x")},
+		{Name: "rf-0", Agent: "redfish", IPAddr: "127.0.0.1", IPPort: 8443, TLS: true, Login: "root", Passwd: secret.New("x")},
 	}}
 	for _, verify := range []bool{true, false} {
 		s.SSLVerify = verify

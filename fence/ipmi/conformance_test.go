@@ -7,7 +7,7 @@ import (
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/fencetest"
 	"github.com/ihaproject/iha/fence/ipmi/internal/simbmc"
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // simBackend lets the conformance suite drive an ipmi_sim's host directly.
@@ -46,7 +46,7 @@ func TestConformanceAgainstIPMISim(t *testing.T) {
 			t.Fatal(err)
 		}
 		bad := h
-		bad.Passwd = config.NewSecret(badCanary)
+		bad.Passwd = secret.New(badCanary)
 		fb, err := NewWithOptions(bad, fence.Settings{}, logger)
 		if err != nil {
 			t.Fatal(err)

@@ -28,6 +28,6 @@
 //
 // It must never shell out to ipmitool, never decide whether a host should be
 // fenced (the leader does), and never put the BMC password in an error, a
-// log record or a panic: the password lives in a config.Secret and is
+// log record or a panic: the password lives in a secret.Secret and is
 // revealed only to go-ipmi, and go-ipmi's error texts are scrubbed of it.
 package ipmi

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // FuzzNew feeds arbitrary fencing.yaml values to the validator: it must
@@ -25,7 +26,7 @@ func FuzzNew(f *testing.F) {
 		// password found in there is not the password leaking.
 		others := name + ip + login + strconv.Quote(name) + strconv.Quote(ip) + strconv.Quote(login)
 		h := config.FenceHost{Name: name, Agent: "ipmi", IPAddr: ip, IPPort: port, Login: login,
-			Passwd: config.NewSecret(pass), Timeout: time.Second}
+			Passwd: secret.New(pass), Timeout: time.Second}
 		fn, err := NewWithOptions(h, fence.Settings{}, nil)
 		if err != nil {
 			if len(pass) >= 4 && strings.Contains(err.Error(), pass) && !strings.Contains(others, pass) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Driver is the name of this agent in fencing.yaml and in errors.
@@ -78,7 +79,7 @@ type Fencer struct {
 	ip      netip.Addr
 	port    int
 	user    string
-	pass    config.Secret
+	pass    secret.Secret
 	timeout time.Duration
 	poll    time.Duration
 	backoff []time.Duration
@@ -178,7 +179,7 @@ func NewWithOptions(host config.FenceHost, s fence.Settings, logger *slog.Logger
 //
 // Fencer formats and logs itself (String, Format, LogValue, all on the
 // value so that a copy is covered too) because fmt prints unexported fields
-// raw: the redaction of the password's config.Secret would not apply
+// raw: the redaction of the password's secret.Secret would not apply
 // inside this struct.
 func (f Fencer) String() string {
 	return "ipmi fencer of " + f.name + " at " + f.Address() + " as " + f.user

@@ -14,11 +14,12 @@ import (
 
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 func validHost() config.FenceHost {
 	return config.FenceHost{Name: "compute-0.example.com", Agent: "ipmi", IPAddr: "192.0.2.10", IPPort: 623,
-		Login: "admin", Passwd: config.NewSecret("secret-pw")}
+		Login: "admin", Passwd: secret.New("secret-pw")}
 }
 
 func TestNewValidatesTheEntry(t *testing.T) {
@@ -42,8 +43,8 @@ func TestNewValidatesTheEntry(t *testing.T) {
 		{"login empty", func(h *config.FenceHost) { h.Login = "" }, "login"},
 		{"login with a space", func(h *config.FenceHost) { h.Login = "ad min" }, "login"},
 		{"login longer than IPMI allows", func(h *config.FenceHost) { h.Login = strings.Repeat("a", 17) }, "login"},
-		{"password missing", func(h *config.FenceHost) { h.Passwd = config.Secret{} }, "passwd"},
-		{"password longer than IPMI allows", func(h *config.FenceHost) { h.Passwd = config.NewSecret(strings.Repeat("p", 21)) }, "passwd"},
+		{"password missing", func(h *config.FenceHost) { h.Passwd = secret.Secret{} }, "passwd"},
+		{"password longer than IPMI allows", func(h *config.FenceHost) { h.Passwd = secret.New(strings.Repeat("p", 21)) }, "passwd"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,7 +151,7 @@ func TestIsAuthSeparatesRefusalFromNetworkTrouble(t *testing.T) {
 }
 
 func TestScrubRemovesThePasswordAndFlattens(t *testing.T) {
-	pw := config.NewSecret("hunter2")
+	pw := secret.New("hunter2")
 	got := scrub(errors.New("bad\n  hunter2 here"), pw)
 	if got != "bad [redacted] here" {
 		t.Errorf("scrub = %q", got)

@@ -19,6 +19,7 @@ import (
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/fence/ipmi/internal/simbmc"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // syncBuffer collects log output from concurrent goroutines.
@@ -207,7 +208,7 @@ func TestWrongCredentialsFailFastWithErrAuthAndOneAttempt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			logger, _ := testLogger(t)
 			h := b.FenceHost("compute-auth")
-			h.Login, h.Passwd = tc.login, config.NewSecret(tc.pass)
+			h.Login, h.Passwd = tc.login, secret.New(tc.pass)
 			f, dials := newSimFencer(t, b, h, simbmc.Scale(20*time.Second), logger)
 			before := len(b.Calls())
 			for _, op := range []struct {
@@ -252,7 +253,7 @@ func closedPort(t *testing.T) int {
 func TestUnreachableBMCFailsWithErrUnreachableAfterThreeAttempts(t *testing.T) {
 	logger, _ := testLogger(t)
 	h := config.FenceHost{Name: "compute-gone", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: closedPort(t),
-		Login: "admin", Passwd: config.NewSecret("pw")}
+		Login: "admin", Passwd: secret.New("pw")}
 	f, dials := newSimFencer(t, nil, h, simbmc.Scale(20*time.Second), logger)
 	for _, op := range []struct {
 		name string
@@ -289,7 +290,7 @@ func TestSilentBMCIsBoundedByTheTimeout(t *testing.T) {
 	}()
 	logger, _ := testLogger(t)
 	h := config.FenceHost{Name: "compute-silent", Agent: "ipmi", IPAddr: "127.0.0.1",
-		IPPort: c.LocalAddr().(*net.UDPAddr).Port, Login: "admin", Passwd: config.NewSecret("pw")}
+		IPPort: c.LocalAddr().(*net.UDPAddr).Port, Login: "admin", Passwd: secret.New("pw")}
 	timeout := 2500 * time.Millisecond
 	f, _ := newSimFencer(t, nil, h, timeout, logger)
 	start := time.Now()
@@ -326,7 +327,7 @@ func TestCancelAbortsPromptly(t *testing.T) {
 	t.Run("during back-off", func(t *testing.T) {
 		logger, logs := testLogger(t)
 		h := config.FenceHost{Name: "compute-c2", Agent: "ipmi", IPAddr: "127.0.0.1", IPPort: closedPort(t),
-			Login: "admin", Passwd: config.NewSecret("pw"), Timeout: 60 * time.Second}
+			Login: "admin", Passwd: secret.New("pw"), Timeout: 60 * time.Second}
 		f, err := NewWithOptions(h, fence.Settings{}, logger, WithBackoff(30*time.Second))
 		if err != nil {
 			t.Fatal(err)
@@ -429,7 +430,7 @@ func TestCanaryPasswordNeverInErrorsOrLogs(t *testing.T) {
 	// A BMC whose password is the canary followed by more: the sent
 	// password is a prefix of the right one.
 	wrong := good
-	wrong.Passwd = config.NewSecret(canary[:10])
+	wrong.Passwd = secret.New(canary[:10])
 	fw, _ := newSimFencer(t, b, wrong, simbmc.Scale(20*time.Second), logger)
 	record(fw.PowerOff(context.Background()))
 

@@ -10,7 +10,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/command/chassis"
 	"github.com/bougou/go-ipmi/pkg/types"
 
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // closeTimeout bounds the Close Session exchange at the end of a call. The
@@ -116,7 +116,7 @@ func isAuth(err error) bool {
 // scrub returns err's text on one line, with the password replaced should
 // a library ever echo it. The result is a plain string: wrapping err itself
 // would let errors.Unwrap reach the unscrubbed text.
-func scrub(err error, pass config.Secret) string {
+func scrub(err error, pass secret.Secret) string {
 	if err == nil {
 		return ""
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/ihaproject/iha/fence/fencetest"
 	"github.com/ihaproject/iha/fence/noop"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 const canary = "Noop-Canary-9d1c"
@@ -16,7 +17,7 @@ const canary = "Noop-Canary-9d1c"
 func TestConformance(t *testing.T) {
 	fencetest.Conformance(t, func(t *testing.T) fencetest.Target {
 		logger, logs := fencetest.Logger(t)
-		f, err := noop.New(config.FenceHost{Name: "compute-7", Agent: "noop", Passwd: config.NewSecret(canary)},
+		f, err := noop.New(config.FenceHost{Name: "compute-7", Agent: "noop", Passwd: secret.New(canary)},
 			fence.Settings{}, logger)
 		if err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/ihaproject/iha/fence/redfish"
 	"github.com/ihaproject/iha/fence/redfish/redfishsim"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // benchFleet starts n simulated BMCs with a 1 s power transition (the
@@ -27,7 +28,7 @@ func benchFleet(b *testing.B, n int, poll time.Duration) ([]*redfishsim.Server, 
 		}
 		b.Cleanup(s.Close)
 		h := config.FenceHost{Name: fmt.Sprintf("compute-%d", i), Agent: "redfish", IPAddr: s.Host(), IPPort: s.Port(),
-			Login: "root", Passwd: config.NewSecret(canary), UUID: config.DefaultRedfishUUID}
+			Login: "root", Passwd: secret.New(canary), UUID: config.DefaultRedfishUUID}
 		f, err := redfish.NewWithOptions(h, fence.Settings{}, nil, redfish.Options{PollInterval: poll})
 		if err != nil {
 			b.Fatal(err)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ihaproject/iha/fence"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Authentication modes (Options.Auth).
@@ -62,7 +63,7 @@ type Fencer struct {
 	endpoint string // scheme://host:port
 	systemID string // configured id; "" or the default means discover
 	login    string
-	passwd   config.Secret
+	passwd   secret.Secret
 	timeout  time.Duration
 	hc       *http.Client
 	opts     Options
@@ -243,7 +244,7 @@ func (f *Fencer) discovers() bool {
 func (f *Fencer) String() string { return "redfish fencer for " + f.name + " at " + f.endpoint }
 
 // GoString is what %#v prints: the same, so that no field (the password is
-// a config.Secret anyway) is dumped by a stray %#v or a panic.
+// a secret.Secret anyway) is dumped by a stray %#v or a panic.
 func (f *Fencer) GoString() string { return f.String() }
 
 // PowerOff sends ForceOff and polls PowerState until Off, for at most the

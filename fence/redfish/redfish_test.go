@@ -19,6 +19,7 @@ import (
 	"github.com/ihaproject/iha/fence/redfish"
 	"github.com/ihaproject/iha/fence/redfish/redfishsim"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 const (
@@ -46,7 +47,7 @@ func startSim(t *testing.T, o redfishsim.Options) *redfishsim.Server {
 
 func entry(s *redfishsim.Server, pass string) config.FenceHost {
 	return config.FenceHost{Name: hostName, Agent: "redfish", IPAddr: s.Host(), IPPort: s.Port(),
-		Login: "root", Passwd: config.NewSecret(pass), UUID: config.DefaultRedfishUUID}
+		Login: "root", Passwd: secret.New(pass), UUID: config.DefaultRedfishUUID}
 }
 
 // sleeps records the back-off waits instead of sleeping through them.
@@ -508,7 +509,7 @@ func TestPasswordNeverLeaks(t *testing.T) {
 	addr := srv.Listener.Addr().String()
 	host, port, _ := strings.Cut(addr, ":")
 	p, _ := strconv.Atoi(port)
-	h := config.FenceHost{Name: hostName, Agent: "redfish", IPAddr: host, IPPort: p, Login: "root", Passwd: config.NewSecret(canary)}
+	h := config.FenceHost{Name: hostName, Agent: "redfish", IPAddr: host, IPPort: p, Login: "root", Passwd: secret.New(canary)}
 	f, logs := newFencer(t, h, fence.Settings{}, fastOpts(&sleeps{}))
 	var texts []string
 	func() {
@@ -536,7 +537,7 @@ func TestPasswordNeverLeaks(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := writeFile(t, dir, "bad.pem", []byte("not a certificate"))
-	good := config.FenceHost{Name: "c1", Agent: "redfish", IPAddr: "10.0.0.5", Login: "root", Passwd: config.NewSecret(canary)}
+	good := config.FenceHost{Name: "c1", Agent: "redfish", IPAddr: "10.0.0.5", Login: "root", Passwd: secret.New(canary)}
 	tests := []struct {
 		name    string
 		mod     func(*config.FenceHost, *fence.Settings, *redfish.Options)
@@ -548,7 +549,7 @@ func TestBadInput(t *testing.T) {
 		{"link-local ipaddr", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.IPAddr = "169.254.0.9" }, "link-local"},
 		{"garbage ipaddr", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.IPAddr = "10.0.0.5/24" }, "neither"},
 		{"no login", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.Login = "" }, "login is required"},
-		{"no passwd", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.Passwd = config.Secret{} }, "passwd is required"},
+		{"no passwd", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.Passwd = secret.Secret{} }, "passwd is required"},
 		{"port out of range", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.IPPort = 70000 }, "out of range"},
 		{"uuid with a slash", func(h *config.FenceHost, _ *fence.Settings, _ *redfish.Options) { h.UUID = "a/../b" }, "uuid"},
 		{"unknown auth mode", func(_ *config.FenceHost, _ *fence.Settings, o *redfish.Options) { o.Auth = "kerberos" }, "auth"},
@@ -600,7 +601,7 @@ func TestPlainHTTPWarns(t *testing.T) {
 
 func TestAddressFromMetal3URL(t *testing.T) {
 	s := startSim(t, redfishsim.Options{Systems: []redfishsim.System{{UUID: "abc"}, {UUID: "def"}}})
-	h := config.FenceHost{Name: hostName, Login: "root", Passwd: config.NewSecret(canary),
+	h := config.FenceHost{Name: hostName, Login: "root", Passwd: secret.New(canary),
 		Address: fmt.Sprintf("redfish+http://%s:%d/redfish/v1/Systems/def", s.Host(), s.Port())}
 	f, _ := newFencer(t, h, fence.Settings{}, fastOpts(&sleeps{}))
 	if err := f.PowerOff(ctxT(t)); err != nil {

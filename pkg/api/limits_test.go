@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/identity"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // logBuf collects a server's log for assertions.
@@ -157,7 +157,7 @@ func scaledLimit(d time.Duration) time.Duration { return 3 * d }
 // client with the write token cannot name someone else by sending the
 // headers itself (logged), nor with a proof of another key.
 func TestForwardedAuditIdentityOnlyFromAController(t *testing.T) {
-	tok := config.NewSecret(canaryRW)
+	tok := secret.New(canaryRW)
 	key := []byte("forward-key-of-these-controllers")
 	var log logBuf
 	lead := newFake("leader", true)

@@ -24,8 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/identity"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Backend is what the server needs of the cluster. The leader package
@@ -67,7 +67,7 @@ type Backend interface {
 type Config struct {
 	Backend Backend
 	// Token is API_TOKEN (read-write), ReadToken API_READ_TOKEN (read-only).
-	Token, ReadToken config.Secret
+	Token, ReadToken secret.Secret
 	// Metrics is served at /metrics when set.
 	Metrics http.Handler
 	// Build is this node's build, served at /v1/version (Node and API are

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/identity"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // fakeBackend is a hand-written Backend whose behaviour tests set.
@@ -146,7 +146,7 @@ func call(t *testing.T, method, url, token, body string) (int, string) {
 }
 
 func TestTokensDecideWhoMayReadAndWhoMayChange(t *testing.T) {
-	rw, ro := config.NewSecret(canaryRW), config.NewSecret(canaryRO)
+	rw, ro := secret.New(canaryRW), secret.New(canaryRO)
 	cases := []struct {
 		name           string
 		cfg            Config
@@ -189,7 +189,7 @@ func TestTokensDecideWhoMayReadAndWhoMayChange(t *testing.T) {
 }
 
 func TestBadInputIsAnswered400NamingTheParameter(t *testing.T) {
-	url := serve(t, newFake("n1", true), Config{Token: config.NewSecret(canaryRW)})
+	url := serve(t, newFake("n1", true), Config{Token: secret.New(canaryRW)})
 	cases := []struct {
 		name, method, path, body, param string
 	}{
@@ -246,14 +246,14 @@ func TestUnknownHostIs404WithAMessage(t *testing.T) {
 }
 
 func TestRetryOfAHostThatHasNotFailedIs409(t *testing.T) {
-	url := serve(t, newFake("n1", true), Config{Token: config.NewSecret(canaryRW)})
+	url := serve(t, newFake("n1", true), Config{Token: secret.New(canaryRW)})
 	if code, body := call(t, "POST", url+"/v1/hosts/compute-ok/retry", canaryRW, ""); code != 409 || !strings.Contains(body, "not failed") {
 		t.Fatalf("%d %s", code, body)
 	}
 }
 
 func TestFollowersForwardMutationsAndConsistentReadsToTheLeader(t *testing.T) {
-	tok := config.NewSecret(canaryRW)
+	tok := secret.New(canaryRW)
 	lead := newFake("leader", true)
 	leadURL := serve(t, lead, Config{Token: tok})
 	fol := newFake("follower", false)
@@ -317,7 +317,7 @@ func TestConsistentReadOfALeaderDeposedMidAnswerIs503(t *testing.T) {
 
 func TestNoLeaderIs503AndTheClientSaysSo(t *testing.T) {
 	fol := newFake("follower", false) // knows no leader
-	url := serve(t, fol, Config{Token: config.NewSecret(canaryRW)})
+	url := serve(t, fol, Config{Token: secret.New(canaryRW)})
 	code, body := call(t, "POST", url+"/v1/pause", canaryRW, "")
 	if code != 503 || !strings.Contains(body, "no Raft leader") {
 		t.Fatalf("%d %s", code, body)
@@ -460,7 +460,7 @@ func TestEventStreamFilteredByKind(t *testing.T) {
 
 func TestVersionNamesTheAnsweringNodesBuild(t *testing.T) {
 	build := VersionInfo{Version: "v1.2.0", Revision: "0123456789abcdef", GoVersion: "go1.26.0", Platform: "linux/amd64"}
-	url := serve(t, newFake("ctl-2", false), Config{Build: build, ReadToken: config.NewSecret(canaryRO)})
+	url := serve(t, newFake("ctl-2", false), Config{Build: build, ReadToken: secret.New(canaryRO)})
 	if code, _ := call(t, "GET", url+"/v1/version", "", ""); code != 401 {
 		t.Fatalf("version without the read token: %d, want 401 like every read", code)
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // selfSigned is a certificate for 127.0.0.1 and the pool that trusts it.
@@ -58,7 +58,7 @@ func serveTLS(t *testing.T, b Backend, cfg Config) string {
 
 func TestTLSServesAndForwardsOverHTTPS(t *testing.T) {
 	tlsCfg, pool := selfSigned(t)
-	tok := config.NewSecret(canaryRW)
+	tok := secret.New(canaryRW)
 	lead := newFake("leader", true)
 	leadAddr := serveTLS(t, lead, Config{Token: tok, TLS: tlsCfg})
 	fol := newFake("follower", false)
@@ -94,7 +94,7 @@ func FuzzRequests(f *testing.F) {
 	} {
 		f.Add(s.method, s.target, s.body)
 	}
-	h := NewServer(Config{Backend: newFake("n1", true), Token: config.NewSecret(canaryRW)})
+	h := NewServer(Config{Backend: newFake("n1", true), Token: secret.New(canaryRW)})
 	f.Fuzz(func(t *testing.T, method, target, body string) {
 		if method != "GET" && method != "POST" {
 			method = "GET"

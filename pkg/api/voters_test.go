@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 func TestRemoveVoterIsAWriteThatReachesTheBackendOnce(t *testing.T) {
-	rw, ro := config.NewSecret(canaryRW), config.NewSecret(canaryRO)
+	rw, ro := secret.New(canaryRW), secret.New(canaryRO)
 	cases := []struct {
 		name          string
 		path          string
@@ -54,7 +54,7 @@ func TestRemoveVoterIsAWriteThatReachesTheBackendOnce(t *testing.T) {
 }
 
 func TestClientRemovesAVoterThroughAFollower(t *testing.T) {
-	tok := config.NewSecret(canaryRW)
+	tok := secret.New(canaryRW)
 	lead := newFake("leader", true)
 	leadURL := serve(t, lead, Config{Token: tok})
 	fol := newFake("follower", false)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"gopkg.in/yaml.v3"
+
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Auth types accepted in clouds.yaml.
@@ -405,7 +407,7 @@ func checkCloud(cloudsPath, securePath, name string, m map[string]any, c *collec
 		cl.AuthURL = checkURL("auth_url")
 	case AuthTypeNoAuth:
 		need("endpoint", "token")
-		na := &NoAuth{ComputeURL: checkURL("endpoint"), ImageURL: checkURL("image_endpoint"), Token: NewSecret(get("token"))}
+		na := &NoAuth{ComputeURL: checkURL("endpoint"), ImageURL: checkURL("image_endpoint"), Token: secret.New(get("token"))}
 		cl.AuthURL = na.ComputeURL
 		cl.NoAuth = na
 	default:

@@ -11,7 +11,8 @@
 //   - strict validation: unlike InstanceHA, which clamps out-of-range values
 //     and silently falls back to defaults, every wrong value is an error, and
 //     Load reports every problem of every file at once (*Problems);
-//   - Secret, the type that carries passwords and tokens and never prints them.
+//   - where each secret goes (secret.Secret, pkg/secret, is the type that
+//     carries passwords and tokens and never prints them).
 //
 // It must never:
 //   - put a password, token or secret into an error, a warning, a log record

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Fencing keys per agent (docs/rules.md §9, plus IHA's
@@ -191,19 +193,19 @@ func parseFenceHost(file, name string, v *yaml.Node, c *collector) (FenceHost, b
 		}
 		return strings.TrimSpace(s), n
 	}
-	secretField := func(key string) Secret {
+	secretField := func(key string) secret.Secret {
 		n := fields[key]
 		if n == nil || isNull(n) {
-			return Secret{}
+			return secret.Secret{}
 		}
 		if n.Kind != yaml.ScalarNode {
 			add(n.Line, key, "", "must be a single string (value not shown)", "")
-			return Secret{}
+			return secret.Secret{}
 		}
 		if n.Value == "" {
 			add(n.Line, key, "", "is empty", "")
 		}
-		return NewSecret(n.Value)
+		return secret.New(n.Value)
 	}
 	intField := func(key string, lo, hi int, unit string) (int, bool) {
 		n := fields[key]

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // The key table: every key of config.yaml's `config:` map, in the order of
@@ -55,7 +57,7 @@ type keySpec struct {
 	boolp func(*Settings) *bool
 	strp  func(*Settings) *string
 	listp func(*Settings) *[]string
-	secp  func(*Settings) *Secret
+	secp  func(*Settings) *secret.Secret
 }
 
 func intKey(name, origin string, lo, hi int, unit, meaning string, p func(*Settings) *int) keySpec {
@@ -134,8 +136,8 @@ var keyTable = []keySpec{
 	secKey("NOVA_REPORT_INTERVAL", originIHA, 1, 300, "Nova's `report_interval`: how often a live nova-compute heartbeats; `both` mode's missed-report rule and the DELTA warning (below 2 × this + 2 s) use it", func(s *Settings) *time.Duration { return &s.NovaReportInterval }),
 	secKey("NOVA_API_TIMEOUT", originIHA, 1, 300, "timeout of one Nova API request", func(s *Settings) *time.Duration { return &s.NovaAPITimeout }),
 	secKey("EVACUATION_GRACE", originIHA, 0, 3600, "an accepted evacuation with no migration record yet counts as in progress this long", func(s *Settings) *time.Duration { return &s.EvacuationGrace }),
-	{Name: "API_TOKEN", Kind: kindSecret, Origin: originIHA, Meaning: "read-write token of the status API (`Authorization: Bearer`); without it every change (pause, confirm-fenced, …) is refused. Without RAFT_TLS_* it is also the proof a joining controller must present (RAFT_JOIN); with neither, joins are refused", DocDefault: "(none: changes disabled)", secp: func(s *Settings) *Secret { return &s.APIToken }},
-	{Name: "API_READ_TOKEN", Kind: kindSecret, Origin: originIHA, Meaning: "read-only token of the status API; when set, reads need it or API_TOKEN (health, metrics and the agents' gate stay open)", DocDefault: "(none: reads open)", secp: func(s *Settings) *Secret { return &s.APIReadToken }},
+	{Name: "API_TOKEN", Kind: kindSecret, Origin: originIHA, Meaning: "read-write token of the status API (`Authorization: Bearer`); without it every change (pause, confirm-fenced, …) is refused. Without RAFT_TLS_* it is also the proof a joining controller must present (RAFT_JOIN); with neither, joins are refused", DocDefault: "(none: changes disabled)", secp: func(s *Settings) *secret.Secret { return &s.APIToken }},
+	{Name: "API_READ_TOKEN", Kind: kindSecret, Origin: originIHA, Meaning: "read-only token of the status API; when set, reads need it or API_TOKEN (health, metrics and the agents' gate stay open)", DocDefault: "(none: reads open)", secp: func(s *Settings) *secret.Secret { return &s.APIReadToken }},
 	strKey("API_TLS_CERT", kindPath, originIHA, "PEM certificate (chain) of the status API; with API_TLS_KEY the API serves HTTPS", func(s *Settings) *string { return &s.APITLSCert }),
 	strKey("API_TLS_KEY", kindPath, originIHA, "PEM private key of API_TLS_CERT", func(s *Settings) *string { return &s.APITLSKey }),
 	secKey("API_READ_TIMEOUT", originIHA, 1, 300, "a client must send its whole request (headers and body) within this time", func(s *Settings) *time.Duration { return &s.APIReadTimeout }),
@@ -257,7 +259,7 @@ func (k *keySpec) render(s *Settings) string {
 		if k.secp(s).IsZero() {
 			return ""
 		}
-		return redacted
+		return secret.Redacted
 	}
 	return ""
 }

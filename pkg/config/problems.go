@@ -3,6 +3,8 @@ package config
 import (
 	"strconv"
 	"strings"
+
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Problem is one thing wrong with the configuration. It never holds a secret:
@@ -94,7 +96,7 @@ func (c *collector) secret(v string) {
 func (c *collector) scrub(s string) string {
 	for _, v := range c.secrets {
 		if strings.Contains(s, v) {
-			s = strings.ReplaceAll(s, v, redacted)
+			s = strings.ReplaceAll(s, v, secret.Redacted)
 		}
 	}
 	return s

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // parseSettings reads config.yaml's `config:` map over def. Every problem
@@ -38,7 +40,7 @@ func parseSettingsEnv(file string, data []byte, def Settings, env Env, c *collec
 // EnvKeyPrefix prefixes the environment variables that override config.yaml's
 // keys: IHA_RAFT_ADDR overrides RAFT_ADDR. A container sets per-pod values
 // (NODE_NAME, RAFT_ADDR from the pod's identity) and secrets (API_TOKEN from
-// a Secret) this way, over a config.yaml shared by every controller.
+// a secret.Secret) this way, over a config.yaml shared by every controller.
 const EnvKeyPrefix = "IHA_"
 
 // applyEnvKeys applies IHA_<KEY> for every key of the table that env sets
@@ -163,7 +165,7 @@ func (k *keySpec) apply(file string, v *yaml.Node, s *Settings, c *collector) {
 				Allowed: fmt.Sprintf("at least %d characters; make one with `openssl rand -base64 24`", MinTokenLength)})
 			return
 		}
-		*k.secp(s) = NewSecret(str)
+		*k.secp(s) = secret.New(str)
 	case kindInt:
 		n, ok := nodeInt(v)
 		if !ok {
@@ -314,7 +316,7 @@ func (k *keySpec) setZero(s *Settings) {
 	case k.listp != nil:
 		*k.listp(s) = nil
 	case k.secp != nil:
-		*k.secp(s) = Secret{}
+		*k.secp(s) = secret.Secret{}
 	case k.durp != nil:
 		*k.durp(s) = 0
 	}

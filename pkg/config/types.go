@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // Config is the whole validated configuration of iha-leader: InstanceHA's
@@ -102,8 +104,8 @@ type Settings struct {
 	NovaReportInterval time.Duration // NOVA_REPORT_INTERVAL: Nova's report_interval, seconds (default 10)
 	NovaAPITimeout     time.Duration // NOVA_API_TIMEOUT: per Nova request, seconds (default 30)
 	EvacuationGrace    time.Duration // EVACUATION_GRACE: an accepted evacuation with no migration yet counts as in progress this long, seconds (default 60)
-	APIToken           Secret        // API_TOKEN: read-write token of the status API (none: changes refused)
-	APIReadToken       Secret        // API_READ_TOKEN: read-only token (none: reads need no token)
+	APIToken           secret.Secret // API_TOKEN: read-write token of the status API (none: changes refused)
+	APIReadToken       secret.Secret // API_READ_TOKEN: read-only token (none: reads need no token)
 	APITLSCert         string        // API_TLS_CERT: PEM certificate of the status API (with API_TLS_KEY: HTTPS)
 	APITLSKey          string        // API_TLS_KEY: PEM private key of API_TLS_CERT
 	APIReadTimeout     time.Duration // API_READ_TIMEOUT: a whole request must arrive within it, seconds (default 30)
@@ -217,9 +219,9 @@ type Cloud struct {
 
 // NoAuth describes a Nova (and Glance) without Keystone.
 type NoAuth struct {
-	ComputeURL string // e.g. http://127.0.0.1:8774/v2.1
-	ImageURL   string // e.g. http://127.0.0.1:9292
-	Token      Secret // sent as X-Auth-Token, e.g. "admin:admin"
+	ComputeURL string        // e.g. http://127.0.0.1:8774/v2.1
+	ImageURL   string        // e.g. http://127.0.0.1:9292
+	Token      secret.Secret // sent as X-Auth-Token, e.g. "admin:admin"
 }
 
 // AuthOptions returns the Keystone options, password included. Call it
@@ -256,11 +258,11 @@ type FenceHost struct {
 	IPAddr    string        // ipmi, redfish
 	IPPort    int           // ipmi (required), redfish (default 443)
 	Login     string        // ipmi, redfish
-	Passwd    Secret        // ipmi, redfish
+	Passwd    secret.Secret // ipmi, redfish
 	UUID      string        // redfish: system id (default System.Embedded.1)
 	TLS       bool          // redfish: https (default false, as InstanceHA)
 	Timeout   time.Duration // per-host override of FENCING_TIMEOUT (0: use FENCING_TIMEOUT)
-	Token     Secret        // bmh: bearer token
+	Token     secret.Secret // bmh: bearer token
 	Host      string        // bmh: BareMetalHost name
 	Namespace string        // bmh
 	APIURL    string        // bmh: Kubernetes API URL (IHA; default https://kubernetes.default.svc)
@@ -300,9 +302,9 @@ func (c Cloud) GoString() string { return "config.Cloud{" + c.String() + "}" }
 // MarshalJSON describes the cloud without credentials or TLS key material.
 func (c Cloud) MarshalJSON() ([]byte, error) {
 	type noAuth struct {
-		ComputeURL string `json:"compute_url"`
-		ImageURL   string `json:"image_url,omitempty"`
-		Token      Secret `json:"token"`
+		ComputeURL string        `json:"compute_url"`
+		ImageURL   string        `json:"image_url,omitempty"`
+		Token      secret.Secret `json:"token"`
 	}
 	v := struct {
 		Name       string  `json:"name"`

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 func TestNewDoesNoNetworkIO(t *testing.T) {
@@ -37,7 +38,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{"cap below 2.53", f.keystoneCloud(), Options{MaxMicroversion: "2.52"}},
 		{"cap not a version", f.keystoneCloud(), Options{MaxMicroversion: "latest"}},
 		{"no auth URL", config.Cloud{Name: "x"}, Options{}},
-		{"NoAuth without compute URL", config.Cloud{NoAuth: &config.NoAuth{Token: config.NewSecret(canary)}}, Options{}},
+		{"NoAuth without compute URL", config.Cloud{NoAuth: &config.NoAuth{Token: secret.New(canary)}}, Options{}},
 		{"auth URL with credentials and a bad scheme", config.Cloud{AuthURL: "ftp://admin:" + canary + "@keystone"}, Options{}},
 	}
 	for _, tt := range tests {

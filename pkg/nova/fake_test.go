@@ -18,6 +18,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/ihaproject/iha/internal/testlog"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // canary is the password of every test cloud: no error or log line may
@@ -227,7 +228,7 @@ func (f *fakeCloud) noAuthCloud() config.Cloud {
 	f.token = "admin:admin"
 	f.mu.Unlock()
 	return config.Cloud{Name: "lab", NoAuth: &config.NoAuth{
-		ComputeURL: f.computeURL(), ImageURL: f.imageURL(), Token: config.NewSecret("admin:admin"),
+		ComputeURL: f.computeURL(), ImageURL: f.imageURL(), Token: secret.New("admin:admin"),
 	}}
 }
 

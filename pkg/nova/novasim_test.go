@@ -14,6 +14,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/novasim"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 func startSim(t *testing.T, opts novasim.Options) *novasim.Sim {
@@ -395,7 +396,7 @@ func TestSimNoAuthLab(t *testing.T) {
 	}
 	tok := kc.provider.Token()
 	c, _ := newTestClient(t, config.Cloud{Name: "lab", NoAuth: &config.NoAuth{
-		ComputeURL: sim.ComputeURL(), ImageURL: sim.ImageURL(), Token: config.NewSecret(tok)}}, Options{})
+		ComputeURL: sim.ComputeURL(), ImageURL: sim.ImageURL(), Token: secret.New(tok)}}, Options{})
 	if _, err := c.ListServices(ctxT(t), "nova-compute"); err != nil {
 		t.Fatal(err)
 	}

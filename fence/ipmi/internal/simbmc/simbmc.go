@@ -29,6 +29,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // IP is the only address simulated BMCs listen on.
@@ -493,7 +494,7 @@ func (b *BMC) FenceHost(name string) config.FenceHost {
 		IPAddr: IP,
 		IPPort: b.Port,
 		Login:  b.User,
-		Passwd: config.NewSecret(b.Password),
+		Passwd: secret.New(b.Password),
 	}
 }
 
