@@ -167,6 +167,12 @@ var keyTable = []keySpec{
 	secKey("MESH_PARTITION_WINDOW", originIHA, 5, 600, "the window of MESH_PARTITION_PERCENT", func(s *Settings) *time.Duration { return &s.MeshPartitionWindow }),
 	{Name: "HEARTBEAT_LISTEN", Kind: kindListenAddr, Origin: originIHA, Meaning: "with CHECK_HEARTBEAT, where the leader listens for InstanceHA's heartbeats (UDP); each controller forwards what it accepts to the other controllers' port, so the sender may target any of them (or a VIP)", DocDefault: "`:7411` (the port of HEARTBEAT_PORT when set)", strp: func(s *Settings) *string { return &s.HeartbeatListen }},
 	{Name: "KDUMP_LISTEN", Kind: kindListenAddr, Origin: originIHA, Meaning: "with CHECK_KDUMP, where the leader listens for fence_kdump packets (UDP), or `off` (notices then come only through the agents)", DocDefault: "`:7410` (the port of UDP_PORT when set)", strp: func(s *Settings) *string { return &s.KdumpListen }},
+
+	// Shadow mode and the decision log.
+	boolKey("SHADOW", originIHA, "shadow mode: judge, admit and plan every failure as when acting and record each decision as a shadow event, watch what another agent (InstanceHA) does to the same hosts, and never power a host off nor write to Nova; `iha shadow on|off` overrides it at run time, replicated", func(s *Settings) *bool { return &s.Shadow }),
+	{Name: "DECISION_LOG", Kind: kindString, Origin: originIHA, Meaning: "directory where the leader appends what it decided on (Nova's service rows, mesh changes, kdump notices, the answers the rules read, the configuration in force, its decisions), rotated, without secrets, for `iha replay`; `off`: none", DocDefault: "off", strp: func(s *Settings) *string { return &s.DecisionLog }},
+	intKey("DECISION_LOG_MAX_MB", originIHA, 1, 1024, "", "size of one decision log file (MiB) before it is rotated and compressed", func(s *Settings) *int { return &s.DecisionLogMaxMB }),
+	intKey("DECISION_LOG_FILES", originIHA, 2, 1000, "", "decision log files kept (the oldest are removed)", func(s *Settings) *int { return &s.DecisionLogFiles }),
 }
 
 // Gossip profiles (GOSSIP_PROFILE). Their knobs are gossip.FastProfile's

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -422,6 +423,10 @@ func crossCheck(file string, seen map[string]int, s *Settings, c *collector) {
 	}
 	if s.APITLSCert == "" && !loopbackListen(s.APIAddr) {
 		c.warn(file + ": API_ADDR " + s.APIAddr + " serves the status API over plain HTTP beyond this host: tokens, the gate's answers and operators' commands cross the network in clear; set API_TLS_CERT and API_TLS_KEY")
+	}
+	if d := s.DecisionLog; d != Off && !filepath.IsAbs(d) {
+		c.add(Problem{File: file, Line: seen["DECISION_LOG"], Key: "DECISION_LOG", Value: strconv.Quote(d),
+			Reason: "is neither off nor an absolute directory path", Allowed: "off, or an absolute path such as /var/lib/iha/decisions"})
 	}
 	if s.DetectionMode == DetectGossip && !s.MeshEnabled() {
 		c.add(Problem{File: file, Line: seen["DETECTION_MODE"], Key: "DETECTION_MODE", Value: "gossip",

@@ -36,6 +36,7 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"MESH_PARTITION_WINDOW": "60", "KDUMP_LISTEN": ":7410", "HEARTBEAT_LISTEN": ":7411",
 		"HA_ENABLED_INSTANCE_KEY": "HA_Enabled", "EVACUATE_ALL_INSTANCES": "true", "IGNORE_INSTANCES_IN_ERROR_STATE": "false",
 		"ADD_RESERVED_HOST_TO_AGGREGATE": "false", "RECOVERED_HOST_MAINTENANCE": "false",
+		"SHADOW": "false", "DECISION_LOG": "off", "DECISION_LOG_MAX_MB": "16", "DECISION_LOG_FILES": "8",
 	}
 	for _, content := range []string{"config: {}\n", "-", "", "config:\n"} {
 		name := content

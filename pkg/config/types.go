@@ -145,6 +145,11 @@ type Settings struct {
 	// configDir is the directory of the config.yaml these settings came
 	// from: key files default to names beside it (keyfiles.go).
 	configDir string
+
+	Shadow           bool   // SHADOW: decide and record, never act (default false)
+	DecisionLog      string // DECISION_LOG: directory of the decision log, or "off" (default off)
+	DecisionLogMaxMB int    // DECISION_LOG_MAX_MB: size of one file before rotation (default 16)
+	DecisionLogFiles int    // DECISION_LOG_FILES: files kept (default 8)
 }
 
 // Defaults returns InstanceHA's defaults plus IHA's.
@@ -196,6 +201,10 @@ func Defaults() Settings {
 
 		HAEnabledInstanceKey: "HA_Enabled",
 		EvacuateAllInstances: true,
+
+		DecisionLog:      Off,
+		DecisionLogMaxMB: 16,
+		DecisionLogFiles: 8,
 	}
 }
 
