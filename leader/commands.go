@@ -30,9 +30,11 @@ const (
 	CmdTakeover     CommandType = "cluster.takeover" // TakeoverCmd
 )
 
-// ignorable are the commands an older FSM may skip during a rolling
-// upgrade: they only record what a newer leader needs to remember.
-var ignorable = map[CommandType]bool{CmdTakeover: true}
+// ignorable are the commands an older replica may skip during a rolling
+// upgrade (see Command.Ignorable): they only record what a newer leader
+// needs to remember (the takeover), or shadow mode's records, which steer
+// no recovery.
+var ignorable = map[CommandType]bool{CmdTakeover: true, CmdShadowDecide: true, CmdShadowObserve: true, CmdShadowClose: true}
 
 // commandVersion is the envelope version this build writes. Apply accepts
 // versions up to it.

@@ -46,6 +46,9 @@ type fsmState struct {
 	Settings Settings               `json:"settings"`
 	// Leader is the node that leads the current term and its API address.
 	Leader LeaderAPICmd `json:"leader"`
+	// Incidents are shadow mode's (shadow_fsm.go), oldest first.
+	Incidents   []*Incident `json:"incidents,omitempty"`
+	IncidentSeq uint64      `json:"incident_seq,omitempty"`
 }
 
 // NewFSM returns an empty FSM.
@@ -256,6 +259,31 @@ func (s *fsmState) apply(c Command, op OpID) (any, error) {
 		}
 		s.event(c, "", "StartupReconciled", msg, false)
 		return nil, nil
+	case CmdShadow:
+		b, err := decodeBody[ShadowCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		s.shadowSwitch(c, b)
+		return nil, nil
+	case CmdShadowDecide:
+		b, err := decodeBody[ShadowDecideCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return s.shadowDecide(c, b)
+	case CmdShadowObserve:
+		b, err := decodeBody[ShadowObserveCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return s.shadowObserve(c, b)
+	case CmdShadowClose:
+		b, err := decodeBody[ShadowCloseCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return s.shadowClose(c, b)
 	}
 	return nil, &unknownCommandError{c.Type, c.Version}
 }
@@ -636,9 +664,12 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	cp := fsmState{Hosts: make(map[string]*HostRecord, len(f.st.Hosts)), Events: append([]Event(nil), f.st.Events...),
-		EventSeq: f.st.EventSeq, Settings: f.st.Settings.clone(), Leader: f.st.Leader}
+		EventSeq: f.st.EventSeq, Settings: f.st.Settings.clone(), Leader: f.st.Leader, IncidentSeq: f.st.IncidentSeq}
 	for k, h := range f.st.Hosts {
 		cp.Hosts[k] = h.clone()
+	}
+	for _, i := range f.st.Incidents {
+		cp.Incidents = append(cp.Incidents, i.clone())
 	}
 	return &snapshot{st: cp}, nil
 }
@@ -689,7 +720,15 @@ func decodeSnapshot(r io.Reader) (fsmState, error) {
 		st.Settings.Confirmed = wire.State.Settings.Confirmed
 	}
 	st.Settings.Paused, st.Settings.PausedBy, st.Settings.PauseReason = wire.State.Settings.Paused, wire.State.Settings.PausedBy, wire.State.Settings.PauseReason
+	ws := wire.State.Settings
+	st.Settings.ShadowSet, st.Settings.Shadow, st.Settings.ShadowBy, st.Settings.ShadowReason = ws.ShadowSet, ws.Shadow, ws.ShadowBy, ws.ShadowReason
 	st.Leader = wire.State.Leader
+	for _, i := range wire.State.Incidents {
+		if i == nil || i.Host == "" {
+			return emptyState(), fmt.Errorf("restore snapshot: an incident without a host")
+		}
+	}
+	st.Incidents, st.IncidentSeq = wire.State.Incidents, wire.State.IncidentSeq
 	return st, nil
 }
 

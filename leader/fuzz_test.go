@@ -63,6 +63,10 @@ func commandSeeds(t testing.TB) [][]byte {
 		{CmdSegment, SegmentCmd{Host: "c2", Segment: "s", RecoveryMethod: "rh_priority", Method: "auto", Targets: []string{"c3"}, FellBack: true, ResetFailed: true}},
 		{CmdPark, ParkCmd{Host: "c2", Reason: "parked"}},
 		{CmdTakeover, TakeoverCmd{Adopted: []string{"c1"}}},
+		{CmdShadow, ShadowCmd{On: true, By: "op", Reason: "trying IHA"}},
+		{CmdShadowDecide, ShadowDecideCmd{Host: "c5", Decision: ShadowDecision{Kind: ShadowFence, Servers: []ShadowServer{{ID: "v9", Evacuate: true, Target: "c6"}}}}},
+		{CmdShadowObserve, ShadowObserveCmd{Host: "c5", Observed: Observed{Kind: ObservedEvacuation, ServerID: "v9", To: "c6", MigrationID: 3, Status: "done"}}},
+		{CmdShadowClose, ShadowCloseCmd{Host: "c5", Reason: "back"}},
 	} {
 		data, err := EncodeCommand(c.t, at, c.b)
 		if err != nil {

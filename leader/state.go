@@ -248,6 +248,12 @@ type Settings struct {
 	// TakenOver is when the startup reconciliation adopted InstanceHA's
 	// orphans (once per cluster; TakeoverCmd).
 	TakenOver time.Time `json:"taken_over,omitzero"`
+	// ShadowSet: an operator switched shadow mode at run time (`iha shadow
+	// on|off`); Shadow then wins over SHADOW in config.yaml (ShadowMode).
+	ShadowSet    bool   `json:"shadow_set,omitempty"`
+	Shadow       bool   `json:"shadow,omitempty"`
+	ShadowBy     string `json:"shadow_by,omitempty"`
+	ShadowReason string `json:"shadow_reason,omitempty"`
 }
 
 // Confirmed is an operator's statement that a host is powered off.
