@@ -33,14 +33,14 @@ const (
 
 // Kinds of what the other agent was seen doing, in Nova.
 const (
-	ObservedForceDown  = "force-down"   // forced_down set
-	ObservedMarker     = "marker"       // InstanceHA's in-progress marker written
-	ObservedEvacuation = "evacuation"   // an evacuation migration of a server from the host
-	ObservedComplete   = "complete"     // the complete marker written
-	ObservedFailed     = "failed"       // the FAILED marker written
-	ObservedDisable    = "disable"      // disabled with a reason that is not InstanceHA's
-	ObservedUnforce    = "unforce"      // forced_down unset
-	ObservedEnable     = "enable"       // the service enabled again
+	ObservedForceDown  = "force-down"    // forced_down set
+	ObservedMarker     = "marker"        // InstanceHA's in-progress marker written
+	ObservedEvacuation = "evacuation"    // an evacuation migration of a server from the host
+	ObservedComplete   = "complete"      // the complete marker written
+	ObservedFailed     = "failed"        // the FAILED marker written
+	ObservedDisable    = "disable"       // disabled with a reason that is not InstanceHA's
+	ObservedUnforce    = "unforce"       // forced_down unset
+	ObservedEnable     = "enable"        // the service enabled again
 	ObservedReserved   = "reserved-host" // a reserved host enabled while the host was recovered
 )
 
