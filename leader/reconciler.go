@@ -183,6 +183,8 @@ type Reconciler struct {
 	// unforceRefused follows hosts whose forced_down=false Nova refuses
 	// (see noteUnforceRefused); touched only by the cycle's goroutine.
 	unforceRefused map[string]*unforceRefusal
+	// sh is shadow mode's memory (shadow.go).
+	sh shadowState
 }
 
 // NewReconciler builds a reconciler for one leadership term.
@@ -517,6 +519,9 @@ func (r *Reconciler) detect(ctx context.Context, s nova.Service, ev Evidence, ad
 	// earlier leader) started because the host was dumping: it is not
 	// powered off now, possibly mid-dump, nor powered on at the end (R11.1).
 	kd := ev.Verdict == string(VerdictKdump) || adopted && strings.Contains(ev.DisabledReason, MarkerKdumpSuffix)
+	if r.shadowing() {
+		return r.shadowDetect(ctx, s, ev, adopted, phase) // a decision instead of a recovery (shadow.go)
+	}
 	_, err := r.apply(ctx, CmdDetect, DetectCmd{Host: s.Host, ServiceID: s.ID, Zone: s.Zone, Evidence: ev,
 		Level: r.cfg.QuickEvacuateLevel, Adopted: adopted, Phase: phase, Kdump: kd})
 	return err
@@ -524,6 +529,10 @@ func (r *Reconciler) detect(ctx context.Context, s nova.Service, ev Evidence, ad
 
 // skip records that a failed host is not recovered, once per reason.
 func (r *Reconciler) skip(ctx context.Context, s nova.Service, reason string, now time.Time) {
+	if r.shadowing() {
+		r.shadowSkip(ctx, s, reason)
+		return
+	}
 	if rec := r.store.FSM().Host(s.Host); rec != nil && rec.Phase == PhaseSkipped && rec.Reason == reason {
 		return
 	}
@@ -548,11 +557,15 @@ func (r *Reconciler) event(ctx context.Context, host, kind, msg string, warn boo
 // that came back. It makes one Nova call when nothing has failed.
 func (r *Reconciler) Cycle(ctx context.Context) error {
 	now := r.now()
+	r.nextLook = time.Time{}
 	svcs, err := r.nova.ListServices(ctx, "nova-compute")
 	if err != nil {
 		return fmt.Errorf("list compute services: %w", err)
 	}
 	r.obs.ComputeServices(svcs, now)
+	if r.shadowing() {
+		svcs = r.shadowCycle(ctx, svcs, now) // watch the other agent (shadow.go)
+	}
 	fsm := r.store.FSM()
 	settings := fsm.Settings()
 	records := map[string]*HostRecord{}
@@ -574,7 +587,6 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 			inflight = append(inflight, h)
 		}
 	}
-	r.nextLook = time.Time{}
 	r.observeHeartbeats(ctx, svcs, now)
 	why := map[string]string{}
 	verdicts := map[string]Verdict{}

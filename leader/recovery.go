@@ -301,35 +301,12 @@ func stepTried(rec *HostRecord, step string) bool {
 // reserveHost is §7: claim the first matching reserved host (the claim is
 // a Raft command, so two recoveries never take the same one) and enable it.
 func (r *Reconciler) reserveHost(ctx context.Context, rec *HostRecord) {
-	svcs, err := r.nova.ListServices(ctx, "nova-compute")
+	cands, pool, err := r.reservedCandidates(ctx, rec.Host)
 	if err != nil {
-		r.log.Warn("cannot list services for reserved hosts", "host", rec.Host, "err", err)
+		r.log.Warn("cannot list services or aggregates for reserved hosts", "host", rec.Host, "err", err)
 		return
 	}
-	var failed nova.Service
-	var pool []nova.Service
-	for _, s := range svcs {
-		if s.Host == rec.Host {
-			failed = s
-		}
-		if disabled(s) && strings.Contains(s.DisabledReason, ReservedMarker) {
-			pool = append(pool, s)
-		}
-	}
-	var aggs []nova.Aggregate
-	if r.cfg.TaggedAggregates {
-		if aggs, err = r.nova.ListAggregates(ctx); err != nil {
-			r.log.Warn("cannot list aggregates for reserved hosts", "host", rec.Host, "err", err)
-			return
-		}
-	}
-	for _, cand := range pool {
-		if r.inSegment(ctx, cand.Host) {
-			continue // a failover segment's spare serves its own segment only
-		}
-		if !reservedMatches(r.cfg.TaggedAggregates, r.cfg.EvacuableTag, aggs, failed, cand) {
-			continue
-		}
+	for _, cand := range cands {
 		op, err := r.begin(ctx, rec.Host, StepReserve, "", cand.Host)
 		if err != nil {
 			continue // held by another recovery
@@ -350,7 +327,43 @@ func (r *Reconciler) reserveHost(ctx context.Context, rec *HostRecord) {
 		_ = r.end(ctx, StepEndCmd{Host: rec.Host, Step: StepReserve, OpID: op, OK: true, Reserved: cand.Host, Detail: "enabled " + cand.Host})
 		return
 	}
-	r.log.Info("no reserved host matches", "host", rec.Host, "pool", len(pool))
+	r.log.Info("no reserved host matches", "host", rec.Host, "pool", pool)
+}
+
+// reservedCandidates are the reserved hosts of InstanceHA's pool (R7.1)
+// that match failed host (R7.2), in pool order, and the size of the pool.
+// A failover segment's spare serves its own segment only.
+func (r *Reconciler) reservedCandidates(ctx context.Context, host string) ([]nova.Service, int, error) {
+	svcs, err := r.nova.ListServices(ctx, "nova-compute")
+	if err != nil {
+		return nil, 0, err
+	}
+	var failed nova.Service
+	var pool []nova.Service
+	for _, s := range svcs {
+		if s.Host == host {
+			failed = s
+		}
+		if disabled(s) && strings.Contains(s.DisabledReason, ReservedMarker) {
+			pool = append(pool, s)
+		}
+	}
+	var aggs []nova.Aggregate
+	if r.cfg.TaggedAggregates {
+		if aggs, err = r.nova.ListAggregates(ctx); err != nil {
+			return nil, len(pool), err
+		}
+	}
+	var out []nova.Service
+	for _, cand := range pool {
+		if r.inSegment(ctx, cand.Host) {
+			continue
+		}
+		if reservedMatches(r.cfg.TaggedAggregates, r.cfg.EvacuableTag, aggs, failed, cand) {
+			out = append(out, cand)
+		}
+	}
+	return out, len(pool), nil
 }
 
 // reservedMatches is R7.2.

@@ -263,31 +263,9 @@ func (r *Reconciler) claimReserved(ctx context.Context, rec *HostRecord, seg *co
 	if len(seg.ReservedHosts) == 0 {
 		return "", "the segment has no reserved host"
 	}
-	by := map[string]nova.Service{}
-	for _, s := range svcs {
-		by[config.ShortName(s.Host)] = s
-	}
-	maint := r.store.FSM().Settings().Maintenance
-	var why []string
-	for _, name := range seg.ReservedHosts {
-		s, ok := by[config.ShortName(name)]
-		switch {
-		case !ok:
-			why = append(why, name+" is not in Nova")
-			continue
-		case config.ShortName(name) == config.ShortName(rec.Host), s.Host == rec.ReservedHost:
-			continue
-		case !disabled(s):
-			why = append(why, name+" is enabled already (in use)")
-			continue
-		case s.State != "up" || s.ForcedDown:
-			why = append(why, name+" is down")
-			continue
-		}
-		if _, m := maint[s.Host]; m {
-			why = append(why, name+" is in maintenance")
-			continue
-		}
+	eligible, why := reservedEligible(seg, rec.Host, rec.ReservedHost, svcs, r.store.FSM().Settings().Maintenance)
+	for _, s := range eligible {
+		name := s.Host
 		op, err := r.begin(ctx, rec.Host, StepReserve, "", s.Host)
 		if err != nil {
 			why = append(why, name+": "+err.Error())
@@ -320,6 +298,41 @@ func (r *Reconciler) claimReserved(ctx context.Context, rec *HostRecord, seg *co
 		return "", "no reserved host is free"
 	}
 	return "", strings.Join(why, ", ")
+}
+
+// reservedEligible are the reserved hosts of seg that could take failed's
+// servers now, in the segment's order: in Nova, not failed itself nor the
+// one it holds already, idle (disabled), up and not forced down, not in
+// maintenance. why says what ruled out each of the others.
+func reservedEligible(seg *config.Segment, failed, holding string, svcs []nova.Service, maint map[string]string) ([]nova.Service, []string) {
+	by := map[string]nova.Service{}
+	for _, s := range svcs {
+		by[config.ShortName(s.Host)] = s
+	}
+	var out []nova.Service
+	var why []string
+	for _, name := range seg.ReservedHosts {
+		s, ok := by[config.ShortName(name)]
+		switch {
+		case !ok:
+			why = append(why, name+" is not in Nova")
+			continue
+		case config.ShortName(name) == config.ShortName(failed), s.Host == holding:
+			continue
+		case !disabled(s):
+			why = append(why, name+" is enabled already (in use)")
+			continue
+		case s.State != "up" || s.ForcedDown:
+			why = append(why, name+" is down")
+			continue
+		}
+		if _, m := maint[s.Host]; m {
+			why = append(why, name+" is in maintenance")
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, why
 }
 
 // aggregateAdder is the part of Nova that ADD_RESERVED_HOST_TO_AGGREGATE

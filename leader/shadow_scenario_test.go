@@ -1,0 +1,181 @@
+package leader_test
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/internal/sandbox"
+	"github.com/ihaproject/iha/leader"
+	"github.com/ihaproject/iha/pkg/novasim"
+)
+
+// writeRoutes are novasim's routes that change the cloud.
+var writeRoutes = []string{novasim.RouteServiceUpdate, novasim.RouteEvacuate, novasim.RouteLock, novasim.RouteUnlock,
+	novasim.RouteResetState, novasim.RouteStop, novasim.RouteStart, novasim.RouteServerCreate, novasim.RouteServerDelete,
+	novasim.RouteAggregateAction}
+
+func (w *world) novaWrites() map[string]int {
+	out := map[string]int{}
+	for _, r := range writeRoutes {
+		if n := w.Sim.Calls(r); n > 0 {
+			out[r] = n
+		}
+	}
+	return out
+}
+
+func (w *world) powerChanges() int {
+	n := 0
+	for _, h := range w.Hosts() {
+		_, off, on := w.BMC(h).Counts()
+		n += off + on
+	}
+	return n
+}
+
+func fenceDecision(f *leader.FSM, host string) *leader.ShadowDecision {
+	for _, i := range f.Incidents(host, 0) {
+		if d := i.Decision(leader.ShadowFence); d != nil {
+			return d
+		}
+	}
+	return nil
+}
+
+func evacuated(d *leader.ShadowDecision) []string {
+	var out []string
+	for _, s := range d.Servers {
+		if s.Evacuate {
+			out = append(out, s.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestShadowModeDecidesButNeverFencesNorWritesToNova: with SHADOW on, a
+// hung compute is judged, admitted and planned as when acting (the same
+// servers, tagged ones only), each decision is an event, and neither the
+// simulated Nova nor any BMC sees a single change.
+func TestShadowModeDecidesButNeverFencesNorWritesToNova(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Shadow = true
+	w := newWorld(t, s)
+	w.start()
+	hungAt := time.Now()
+	w.Hang("c1")
+	waitFor(t, 20*time.Second, "the shadow decision on c1", func() bool { return fenceDecision(w.FSM(), "c1") != nil })
+	d := fenceDecision(w.FSM(), "c1")
+	t.Logf("shadow decision %s after the hang: %s", d.At.Sub(hungAt).Round(time.Millisecond), d.Detail)
+	if got := strings.Join(evacuated(d), ","); got != "off,vm1,vm2,vm3" {
+		t.Errorf("would evacuate %s, want off,vm1,vm2,vm3 (the untagged server stays)", got)
+	}
+	if d.Verdict != string(leader.VerdictInstanceHA) || d.Level != 2 {
+		t.Errorf("decision %+v", d)
+	}
+	settle()
+	if n := w.powerChanges(); n != 0 {
+		t.Errorf("%d power changes in shadow mode", n)
+	}
+	if wr := w.novaWrites(); len(wr) != 0 {
+		t.Errorf("Nova writes in shadow mode: %v", wr)
+	}
+	if svc, _ := w.Sim.Service("c1"); svc.ForcedDown || svc.Status != "enabled" {
+		t.Errorf("c1's service changed: %+v", svc)
+	}
+	if rec := w.FSM().Host("c1"); rec != nil {
+		t.Errorf("a recovery record in shadow mode: %+v", rec)
+	}
+	if ok, why := leader.GateAllows(w.FSM().Host("c1")); !ok {
+		t.Errorf("the gate holds c1's nova-compute in shadow mode: %s", why)
+	}
+	var kinds []string
+	for _, e := range w.FSM().Events(0, "c1", 0) {
+		kinds = append(kinds, e.Kind)
+	}
+	if n := strings.Count(strings.Join(kinds, " "), "ShadowWouldFence"); n != 1 {
+		t.Errorf("%d ShadowWouldFence events over several cycles, want 1: %v", n, kinds)
+	}
+	if !slices.Contains(kinds, "ShadowWouldEvacuate") || !slices.Contains(kinds, "ShadowWouldLeave") {
+		t.Errorf("events %v", kinds)
+	}
+	f := w.FSM().OpenIncident("c1").Findings()
+	if len(f.Disagreements) != 1 || f.Disagreements[0].Kind != leader.DisagreeOnlyIHA || !strings.Contains(f.Disagreements[0].Message, "so far") {
+		t.Errorf("findings with nobody acting: %+v", f)
+	}
+}
+
+// TestShadowBesideAnActingLeader is the in-process version of the lab's
+// shadow scenario: one IHA leader acts, a second one shadows the same
+// cloud. The shadow decides the same host, servers and (within a poll)
+// time as the acting one, sees each of its actions in Nova, closes the
+// incident when the host is back, finds no disagreement, and neither
+// writes to Nova nor changes any power state.
+func TestShadowBesideAnActingLeader(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	w.start()
+	ss := fastSettings()
+	ss.Shadow, ss.NodeName = true, "shadow"
+	sec, err := w.StartSecond(context.Background(), sandbox.SecondOptions{Settings: ss, DataDir: t.TempDir(), Logger: testLogger(t).With("leader", "shadow")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sec.Stop)
+	w.Hang("c1")
+	waitFor(t, 40*time.Second, "c1 recovered by the acting leader and the shadow's incident closed", func() bool {
+		incs := sec.Node.FSM().Incidents("c1", 0)
+		return w.phase("c1") == leader.PhaseDone && len(incs) == 1 && !incs[0].Open()
+	})
+	acting := w.FSM().Host("c1")
+	inc := sec.Node.FSM().Incidents("c1", 0)[0]
+	d := inc.Decision(leader.ShadowFence)
+	if d == nil {
+		t.Fatalf("the shadow never decided on c1: %+v", inc)
+	}
+	lag := d.At.Sub(acting.DetectedAt)
+	t.Logf("acting verdict %s, shadow decision %s (%+v)", acting.DetectedAt.Format("15:04:05.000"), d.At.Format("15:04:05.000"), lag)
+	if lag < -scale(time.Second) || lag > scale(time.Second) {
+		t.Errorf("the shadow decided %s from the acting leader (POLL %s)", lag, fastSettings().Poll)
+	}
+	var actingServers []string
+	for _, s := range acting.Servers {
+		if s.State != leader.ServerSkipped {
+			actingServers = append(actingServers, s.Name)
+		}
+	}
+	sort.Strings(actingServers)
+	if got, want := strings.Join(evacuated(d), ","), strings.Join(actingServers, ","); got != want {
+		t.Errorf("shadow would evacuate %s, the acting leader evacuated %s", got, want)
+	}
+	var kinds []string
+	for _, o := range inc.Actor {
+		kinds = append(kinds, o.Kind)
+	}
+	for _, k := range []string{leader.ObservedForceDown, leader.ObservedMarker, leader.ObservedEvacuation, leader.ObservedComplete} {
+		if !slices.Contains(kinds, k) {
+			t.Errorf("the shadow did not observe %s: %v", k, kinds)
+		}
+	}
+	f := inc.Findings()
+	if !f.Agree() {
+		t.Errorf("the two sides disagree: %+v", f.Disagreements)
+	}
+	if f.Lead == nil || *f.Lead < -scale(time.Second) || *f.Lead > scale(2*time.Second) {
+		t.Errorf("lead %v: the acting leader's first action in Nova should follow its verdict (= the shadow's) by its fence", f.Lead)
+	}
+	if wr := sec.Nova.Writes(); len(wr) != 0 {
+		t.Errorf("the shadow wrote to Nova: %v", wr)
+	}
+	if pc := sec.Fence.PowerChanges(); len(pc) != 0 {
+		t.Errorf("the shadow changed power states: %v", pc)
+	}
+	if off, _, _ := w.BMC("c1").Counts(); off != 1 {
+		t.Errorf("c1 powered off %d times, want 1 (by the acting leader)", off)
+	}
+}
