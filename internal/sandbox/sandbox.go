@@ -64,6 +64,8 @@ type Options struct {
 	// Heartbeats are InstanceHA's compute heartbeats the leader received
 	// (CHECK_HEARTBEAT).
 	Heartbeats *leader.HeartbeatLog
+	// Recorder, when set, writes the leader's decision log.
+	Recorder *leader.Recorder
 }
 
 // Sandbox is novasim, one simulated BMC per compute, and a single-voter
@@ -204,10 +206,18 @@ func (s *Sandbox) StartLeader(ctx context.Context) error {
 	if s.opts.Mesh == nil {
 		kd, wake = s.opts.Kdump, s.opts.Wake
 	}
+	var obs leader.Observer = &s.obs
+	mesh := meshView(s.opts.Mesh)
+	if rec := s.opts.Recorder; rec != nil {
+		store, nv, obs, mesh = rec.Store(store), rec.Nova(nv), leader.Observers(obs, rec.Observer()), rec.Mesh(mesh)
+	}
 	mk := func() *leader.Reconciler {
+		if s.opts.Recorder != nil {
+			s.opts.Recorder.Term(s.opts.Settings, time.Now())
+		}
 		return leader.NewReconciler(leader.ReconcilerConfig{Settings: s.opts.Settings, Nova: nv, Fencers: fl, Store: store,
 			Logger: s.opts.Logger, TrackInterval: s.opts.TrackInterval, InitialTrackDelay: s.opts.TrackInterval,
-			RetryBackoff: 50 * time.Millisecond, Observer: &s.obs, Mesh: meshView(s.opts.Mesh), Wake: wake,
+			RetryBackoff: 50 * time.Millisecond, Observer: obs, Mesh: mesh, Wake: wake,
 			Kdump: kd, KdumpQuiet: s.opts.KdumpQuiet, Resolver: s.opts.Resolver,
 			Heartbeats: s.opts.Heartbeats})
 	}

@@ -1,0 +1,164 @@
+package leader_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/internal/sandbox"
+	"github.com/ihaproject/iha/leader"
+	"github.com/ihaproject/iha/pkg/config"
+)
+
+// recordIncident runs the 4-compute world with a decision log, hangs c1,
+// waits until the leader decided on it (and a few cycles more), stops the
+// leader and returns the log's files.
+func recordIncident(t *testing.T, s config.Settings) []string {
+	t.Helper()
+	dir := t.TempDir()
+	rec, err := leader.OpenRecorder(leader.DecisionLogOptions{Dir: dir, Node: "sandbox", Build: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, s, func(o *sandbox.Options) { o.Recorder = rec })
+	w.start()
+	w.Hang("c1")
+	waitFor(t, 30*time.Second, "the leader's decision on c1", func() bool {
+		if s.Shadow {
+			return fenceDecision(w.FSM(), "c1") != nil
+		}
+		return w.phase("c1") == leader.PhaseDone
+	})
+	settle()
+	w.StopLeader()
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, err := leader.LogFiles(dir)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("log files %v: %v", files, err)
+	}
+	return files
+}
+
+func rowsOf(res *leader.ReplayResult, host, kind string) []leader.ReplayRow {
+	var out []leader.ReplayRow
+	for _, r := range res.Rows {
+		if r.Host == host && r.Kind == kind {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestReplayOfARecordedIncident records a failure in shadow mode, then
+// replays the log offline: with the recording's configuration the replay
+// takes the same decisions at the same times; with THRESHOLD lowered below
+// the failure's share the fence becomes a skip, and the replay says why.
+func TestReplayOfARecordedIncident(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Shadow = true
+	files := recordIncident(t, s)
+
+	res, err := leader.Replay(context.Background(), files, leader.ReplayOptions{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("replayed %d cycles from %s to %s, %d decisions recorded", res.Cycles, res.From.Format("15:04:05.000"), res.To.Format("15:04:05.000"), len(res.Recorded))
+	if res.Differences != 0 || len(res.Config) != 0 || len(res.Missing) != 0 {
+		for _, r := range res.Rows {
+			if r.Differs != "" {
+				t.Logf("%s %s %s: %s (%s)", r.At.Format("15:04:05.000"), r.Host, r.Kind, r.Differs, r.Why)
+			}
+		}
+		t.Fatalf("replay with the recording's configuration: %d differences, config %v, missing %v, notes %v", res.Differences, res.Config, res.Missing, res.Notes)
+	}
+	fence := rowsOf(res, "c1", leader.ShadowFence)
+	plan := rowsOf(res, "c1", "plan")
+	if len(fence) != 1 || fence[0].Recorded == nil || fence[0].Replayed == nil || !fence[0].Replayed.Cycle.Equal(fence[0].Recorded.Cycle) {
+		t.Fatalf("fence rows %+v", fence)
+	}
+	if len(plan) != 1 || len(plan[0].Replayed.Servers) != 4 {
+		t.Fatalf("plan rows %+v", plan)
+	}
+
+	lower := s
+	lower.Threshold = 20 // 1 of 4 computes is 25 %
+	res, err = leader.Replay(context.Background(), files, leader.ReplayOptions{Settings: &lower})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Config) != 1 || res.Config[0].Key != "THRESHOLD" || res.Config[0].Recorded != "50" || res.Config[0].Replayed != "20" {
+		t.Fatalf("config changes %+v", res.Config)
+	}
+	fence = rowsOf(res, "c1", leader.ShadowFence)
+	skip := rowsOf(res, "c1", leader.ShadowSkip)
+	if res.Differences == 0 || len(fence) != 1 || fence[0].Replayed != nil || fence[0].Differs != "only in the recording" {
+		t.Fatalf("with THRESHOLD 20 the fence must be gone: %d differences, fence rows %+v", res.Differences, fence)
+	}
+	if len(skip) != 1 || skip[0].Recorded != nil || !strings.Contains(skip[0].Why, "THRESHOLD exceeded: 25.0% of computes") || !strings.Contains(skip[0].Why, "> 20%") ||
+		!skip[0].Replayed.Cycle.Equal(fence[0].Recorded.Cycle) {
+		t.Fatalf("with THRESHOLD 20 the replay must skip c1 at the recorded time and say why: %+v", skip)
+	}
+}
+
+// TestReplayOfAnActingRecording: a log recorded while acting replays (in
+// shadow mode) to the same verdicts and recovery decisions.
+func TestReplayOfAnActingRecording(t *testing.T) {
+	t.Parallel()
+	files := recordIncident(t, fastSettings())
+	res, err := leader.Replay(context.Background(), files, leader.ReplayOptions{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Rows {
+		t.Logf("%s %s %-8s differs=%q %s", r.At.Format("15:04:05.000"), r.Host, r.Kind, r.Differs, r.Why)
+	}
+	if res.Differences != 0 {
+		t.Fatalf("%d differences replaying an acting recording (notes %v, missing %v)", res.Differences, res.Notes, res.Missing)
+	}
+	if f := rowsOf(res, "c1", leader.ShadowFence); len(f) != 1 || f[0].Replayed == nil || !f[0].Replayed.Shadow || f[0].Recorded.Shadow {
+		t.Fatalf("fence rows %+v", f)
+	}
+}
+
+// TestDecisionLogHoldsNoSecret plants canaries where secrets live (the
+// API tokens, the cloud's password) and greps every file of a recording.
+func TestDecisionLogHoldsNoSecret(t *testing.T) {
+	t.Parallel()
+	const canary = "CanaryDecisionLog-7f3c"
+	s := fastSettings()
+	s.Shadow = true
+	s.APIToken, s.APIReadToken = config.NewSecret(canary+"-rw"), config.NewSecret(canary+"-ro")
+	dir := t.TempDir()
+	rec, err := leader.OpenRecorder(leader.DecisionLogOptions{Dir: dir, Node: "sandbox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, s, func(o *sandbox.Options) {
+		o.Recorder = rec
+		o.Sim.Password = canary
+	})
+	w.start()
+	w.Hang("c1")
+	waitFor(t, 30*time.Second, "the shadow decision", func() bool { return fenceDecision(w.FSM(), "c1") != nil })
+	w.StopLeader()
+	_ = rec.Close()
+	files, _ := leader.LogFiles(dir)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), canary) {
+			t.Fatalf("%s holds a secret", filepath.Base(f))
+		}
+		if !strings.Contains(string(b), `"THRESHOLD"`) {
+			t.Fatalf("%s lacks the configuration in force", filepath.Base(f))
+		}
+	}
+}
