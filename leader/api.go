@@ -292,6 +292,13 @@ func (a *API) Cluster(_ context.Context) (api.Cluster, error) {
 	if s.Disabled && !st.Paused {
 		c.PausedBy, c.PauseReason = "configuration", "DISABLED is set in config.yaml or INSTANCEHA_DISABLED"
 	}
+	c.Config.ShadowInConfig, c.Shadow = s.Shadow, st.ShadowMode(s.Shadow)
+	if c.Shadow {
+		c.ShadowBy, c.ShadowReason = st.ShadowBy, st.ShadowReason
+		if !st.ShadowSet {
+			c.ShadowBy, c.ShadowReason = "configuration", "SHADOW is set in config.yaml"
+		}
+	}
 	if len(c.Maintenance) == 0 {
 		c.Maintenance = nil
 	}
@@ -451,6 +458,11 @@ func (a *API) summaries(v hostView, only string) map[string]*api.HostSummary {
 		}
 		s.Verdict = verdictMaintenance
 	}
+	for _, i := range a.node.fsm.Incidents(only, 0) {
+		if i.Open() {
+			get(i.Host).Shadow = shadowSummary(i)
+		}
+	}
 	var recs []*HostRecord
 	if only == "" {
 		recs = a.node.fsm.Hosts()
@@ -524,6 +536,7 @@ func (a *API) Host(_ context.Context, host string) (api.Host, error) {
 		e := toAPIEvidence(ev, false, false)
 		h.Judged, h.JudgedAt = &e, v.judgedAt.UTC()
 	}
+	h.Incident = a.latestIncident(host)
 	rec := a.node.fsm.Host(host)
 	if rec == nil {
 		h.Maintenance = v.settings.Maintenance[host]
@@ -616,6 +629,7 @@ func (a *API) Gate(host string) api.Gate {
 var auditKinds = map[api.MutationKind]string{
 	api.MutPause: "Paused", api.MutResume: "Resumed", api.MutConfirmFenced: "FencingConfirmedByOperator",
 	api.MutMaintenanceOn: "MaintenanceOn", api.MutMaintenanceOff: "MaintenanceOff", api.MutRetry: "RecoveryRetried",
+	api.MutShadowOn: "ShadowOn", api.MutShadowOff: "ShadowOff",
 }
 
 // Mutate implements api.Backend.
@@ -640,6 +654,8 @@ func (a *API) Mutate(ctx context.Context, m api.Mutation) (uint64, error) {
 		t, body = CmdMaintenance, MaintenanceCmd{Host: m.Host, On: m.Kind == api.MutMaintenanceOn, By: m.By, Reason: m.Reason}
 	case api.MutRemoveVoter:
 		return a.removeVoter(ctx, m)
+	case api.MutShadowOn, api.MutShadowOff:
+		t, body = CmdShadow, ShadowCmd{On: m.Kind == api.MutShadowOn, By: m.By, Reason: m.Reason}
 	case api.MutRetry:
 		rec := a.node.fsm.Host(m.Host)
 		if rec == nil {

@@ -2,6 +2,9 @@ package leader_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sort"
 	"strings"
@@ -10,6 +13,9 @@ import (
 
 	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
+	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/metrics"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
@@ -178,4 +184,83 @@ func TestShadowBesideAnActingLeader(t *testing.T) {
 	if off, _, _ := w.BMC("c1").Counts(); off != 1 {
 		t.Errorf("c1 powered off %d times, want 1 (by the acting leader)", off)
 	}
+}
+
+// TestShadowSwitchedThroughTheAPI: `iha shadow on` is a replicated,
+// audited command; while it holds, a failure is decided and shown in
+// /v1/incidents, /v1/hosts/H and /metrics, and nothing is touched; `iha
+// shadow off` hands the host to the acting workflow at once.
+func TestShadowSwitchedThroughTheAPI(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, fastSettings())
+	w.start()
+	backend := leader.NewAPI(leader.APIConfig{Node: w.Node(), Monitor: w.Monitor(), Settings: fastSettings(), Version: "test"})
+	t.Cleanup(backend.Close)
+	w.SetObserver(backend)
+	met := metrics.New(backend.MetricsSource(), "test")
+	srv := httptest.NewServer(api.NewServer(api.Config{Backend: backend, Token: config.NewSecret("rw-token"), Metrics: met.Handler()}))
+	t.Cleanup(srv.Close)
+	cl := &api.Client{Addrs: []string{srv.URL}, Token: "rw-token", Actor: "alice@test"}
+	ctx := context.Background()
+
+	res, err := cl.Mutate(ctx, api.MutShadowOn, "", "trying IHA beside InstanceHA")
+	if err != nil || res.EventSeq == 0 {
+		t.Fatalf("shadow on: %+v %v", res, err)
+	}
+	c, err := cl.Cluster(ctx, false)
+	if err != nil || !c.Shadow || !strings.HasPrefix(c.ShadowBy, "alice@test from ") || c.ShadowReason != "trying IHA beside InstanceHA" || c.Config.ShadowInConfig {
+		t.Fatalf("cluster after shadow on: shadow %v by %q reason %q (%v)", c.Shadow, c.ShadowBy, c.ShadowReason, err)
+	}
+	w.Hang("c1")
+	waitFor(t, 20*time.Second, "the shadow decision", func() bool { return fenceDecision(w.FSM(), "c1") != nil })
+	incs, err := cl.Incidents(ctx, api.IncidentQuery{Host: "c1"}, false)
+	if err != nil || !incs.Shadow || len(incs.Incidents) != 1 || incs.Incidents[0].IHAWhat != "would fence and evacuate" ||
+		len(incs.Incidents[0].IHAServers) != 4 || incs.Incidents[0].Agree {
+		t.Fatalf("incidents %+v %v", incs, err)
+	}
+	if _, err := cl.Incidents(ctx, api.IncidentQuery{ID: 99}, false); err == nil || !strings.Contains(err.Error(), "no incident 99") {
+		t.Fatalf("an unknown incident: %v", err)
+	}
+	h, err := cl.Host(ctx, "c1", false)
+	if err != nil || h.Incident == nil || h.Incident.ID != incs.Incidents[0].ID || h.Phase != "" {
+		t.Fatalf("host c1: incident %+v phase %q %v", h.Incident, h.Phase, err)
+	}
+	body := scrape(t, srv.URL+"/metrics")
+	for _, want := range []string{"iha_shadow_mode 1", "iha_shadow_incidents_open 1", `iha_shadow_decisions_total{kind="ShadowWouldFence"} 1`,
+		`iha_shadow_decisions_total{kind="ShadowWouldEvacuate"} 4`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if n := w.powerChanges(); n != 0 {
+		t.Fatalf("%d power changes while shadowing", n)
+	}
+
+	if _, err := cl.Mutate(ctx, api.MutShadowOff, "", "InstanceHA stopped"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "c1 recovered once shadow mode is off", func() bool { return w.phase("c1") == leader.PhaseDone })
+	if off, _, _ := w.BMC("c1").Counts(); off != 1 {
+		t.Errorf("c1 powered off %d times, want 1", off)
+	}
+	var audit []string
+	for _, e := range w.FSM().Events(0, "", 0) {
+		if e.Kind == "ShadowOn" || e.Kind == "ShadowOff" {
+			audit = append(audit, e.Kind+": "+e.Message)
+		}
+	}
+	if len(audit) != 2 || !strings.Contains(audit[0], "alice@test") || !strings.Contains(audit[1], "InstanceHA stopped") {
+		t.Errorf("audit %v", audit)
+	}
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -220,6 +220,28 @@ func (c *Client) Events(ctx context.Context, q EventQuery, consistent bool) (Eve
 }
 
 // Version is GET /v1/version: the answering node's build.
+// Incidents is GET /v1/incidents.
+func (c *Client) Incidents(ctx context.Context, q IncidentQuery, consistent bool) (Incidents, error) {
+	v := url.Values{}
+	if q.Host != "" {
+		v.Set("host", q.Host)
+	}
+	if q.ID != 0 {
+		v.Set("id", strconv.FormatUint(q.ID, 10))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.OpenOnly {
+		v.Set("open", "true")
+	}
+	if consistent {
+		v.Set("consistent", "true")
+	}
+	var out Incidents
+	return out, c.do(ctx, http.MethodGet, "/v1/incidents", v, nil, &out)
+}
+
 func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
 	var v VersionInfo
 	return v, c.do(ctx, http.MethodGet, "/v1/version", nil, nil, &v)
@@ -245,6 +267,10 @@ func (c *Client) Mutate(ctx context.Context, kind MutationKind, host, reason str
 		path = "/v1/hosts/" + esc + "/retry"
 	case MutRemoveVoter:
 		return c.RemoveVoter(ctx, host, reason)
+	case MutShadowOn, MutShadowOff:
+		on := kind == MutShadowOn
+		req.On = &on
+		path = "/v1/shadow"
 	default:
 		return MutationResult{}, fmt.Errorf("unknown command %q", kind)
 	}

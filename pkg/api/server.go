@@ -209,6 +209,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/hosts/{host}/maintenance", s.mutation(MutMaintenanceOn))
 	m.HandleFunc("POST /v1/hosts/{host}/retry", s.mutation(MutRetry))
 	m.HandleFunc("DELETE /v1/cluster/voters/{id}", s.mutation(MutRemoveVoter))
+	m.HandleFunc("POST /v1/shadow", s.mutation(MutShadowOn))
+	m.HandleFunc("GET /v1/incidents", s.read(s.incidents, "consistent", "host", "limit", "id", "open"))
 	m.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, ErrorBody{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -323,6 +325,8 @@ type queryArgs struct {
 	host       string
 	kinds      []string
 	after      time.Time
+	id         uint64
+	open       bool
 }
 
 // hostRE is what a compute host name may look like (Nova's host names,
@@ -389,6 +393,18 @@ func parseQuery(r *http.Request, allowed ...string) (queryArgs, *ErrorBody) {
 			if len(q.kinds) > maxKinds {
 				return q, &ErrorBody{Error: fmt.Sprintf("kind names %d kinds, at most %d are allowed", len(q.kinds), maxKinds), Parameter: name}
 			}
+		case "id":
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || n == 0 {
+				return q, &ErrorBody{Error: fmt.Sprintf("id=%q is not an incident number (a positive integer)", v), Parameter: name}
+			}
+			q.id = n
+		case "open":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return q, &ErrorBody{Error: fmt.Sprintf("open=%q is not true or false", v), Parameter: name}
+			}
+			q.open = b
 		case "after":
 			t, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
@@ -522,6 +538,24 @@ func (s *Server) eventsOf(q EventQuery) []Event {
 		out = out[len(out)-q.Limit:]
 	}
 	return out
+}
+
+func (s *Server) incidents(ctx context.Context, _ *http.Request, q queryArgs) (any, error) {
+	ib, ok := s.cfg.Backend.(IncidentBackend)
+	if !ok {
+		return nil, fmt.Errorf("%w: this node keeps no incidents (an iha-leader older than shadow mode)", ErrNotFound)
+	}
+	incs, shadow, err := ib.Incidents(ctx, IncidentQuery{Host: q.host, ID: q.id, Limit: q.limit, OpenOnly: q.open})
+	if err != nil {
+		return nil, err
+	}
+	if incs == nil {
+		incs = []Incident{}
+	}
+	if q.id != 0 && len(incs) == 0 {
+		return nil, fmt.Errorf("%w: no incident %d (`iha incidents` lists them)", ErrNotFound, q.id)
+	}
+	return Incidents{Freshness: s.fresh(q), Shadow: shadow, Incidents: incs}, nil
 }
 
 func (s *Server) version(_ context.Context, _ *http.Request, _ queryArgs) (any, error) {
@@ -717,6 +751,14 @@ func (s *Server) mutation(kind MutationKind) http.HandlerFunc {
 			}
 			if !*req.On {
 				m.Kind = MutMaintenanceOff
+			}
+		case MutShadowOn:
+			if req.On == nil {
+				writeError(w, http.StatusBadRequest, ErrorBody{Error: `shadow needs "on": true or false`, Parameter: "on"})
+				return
+			}
+			if !*req.On {
+				m.Kind = MutShadowOff
 			}
 		}
 		if s.forwardIfFollower(w, r, body) {

@@ -70,6 +70,7 @@ type ConfigSummary struct {
 	ReservedHosts      bool   `json:"reserved_hosts"`
 	LeaveDisabled      bool   `json:"leave_disabled"`
 	DisabledInConfig   bool   `json:"disabled_in_config"`
+	ShadowInConfig     bool   `json:"shadow_in_config,omitempty"`
 }
 
 // Cluster is GET /v1/cluster.
@@ -92,6 +93,13 @@ type Cluster struct {
 	NovaReady   *bool             `json:"nova_ready,omitempty"` // leader only: the last polls reached Nova
 	LastPoll    time.Time         `json:"last_poll,omitzero"`   // leader only
 	Hosts       PhaseCounts       `json:"hosts"`
+
+	// Shadow: the leader decides and records but never acts (SHADOW, or
+	// `iha shadow on`); ShadowBy and ShadowReason say who set it at run
+	// time ("configuration" when config.yaml did).
+	Shadow       bool   `json:"shadow,omitempty"`
+	ShadowBy     string `json:"shadow_by,omitempty"`
+	ShadowReason string `json:"shadow_reason,omitempty"`
 }
 
 // PhaseCounts counts recovery records: active ones and those by phase.
@@ -120,6 +128,11 @@ type HostSummary struct {
 	ServersDone int       `json:"servers_done,omitempty"`
 	Maintenance string    `json:"maintenance,omitempty"` // reason, when in maintenance
 	Reason      string    `json:"reason,omitempty"`
+
+	// Shadow summarises the host's open shadow-mode incident: what IHA
+	// would have done, and what the other agent did ("would fence; other
+	// agent: forced its service down").
+	Shadow string `json:"shadow,omitempty"`
 }
 
 // Hosts is GET /v1/hosts.
@@ -280,6 +293,8 @@ type Host struct {
 	Targets        []string `json:"targets,omitempty"`
 	FellBack       bool     `json:"fell_back,omitempty"`
 	Parked         bool     `json:"parked,omitempty"`
+	// Incident is the host's latest shadow-mode incident (absent: none).
+	Incident *Incident `json:"incident,omitempty"`
 }
 
 // Event is one line of the replicated event log.

@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,6 +115,9 @@ type Metrics struct {
 	allStale     prometheus.Counter
 	rateLimited  prometheus.Counter
 	events       *prometheus.CounterVec
+	// Shadow mode (counted from the event log too).
+	shadowDecisions *prometheus.CounterVec
+	observed        *prometheus.CounterVec
 
 	// Pushed by the leader's reconciler.
 	pollCycles   *prometheus.CounterVec
@@ -148,6 +152,8 @@ func New(src Source, version string) *Metrics {
 	m.allStale = c("instanceha_all_services_stale_total", "Poll cycles in which every compute looked stale (breaker).")
 	m.rateLimited = c("instanceha_fencing_rate_limited_total", "Hosts held back by MAX_HOSTS_PER_CYCLE.")
 	m.events = cv("iha_events_total", "Replicated events by kind, counted on every controller.", "kind")
+	m.shadowDecisions = cv("iha_shadow_decisions_total", "Shadow mode's would-be decisions by kind (ShadowWouldFence, ShadowWouldEvacuate, ShadowWouldSkip, …).", "kind")
+	m.observed = cv("iha_observed_actions_total", "Actions of another agent seen in Nova while shadowing, by kind (ObservedForceDown, ObservedEvacuation, …).", "kind")
 
 	m.pollCycles = cv("instanceha_poll_cycles_total", "Poll cycles of Nova by result (success, error); leader only.", "result")
 	m.pollDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "instanceha_poll_duration_seconds",
@@ -209,6 +215,12 @@ func (m *Metrics) Sync() {
 
 func (m *Metrics) count(e Event) {
 	m.events.WithLabelValues(e.Kind).Inc()
+	switch {
+	case strings.HasPrefix(e.Kind, "ShadowWould"):
+		m.shadowDecisions.WithLabelValues(e.Kind).Inc()
+	case strings.HasPrefix(e.Kind, "Observed"):
+		m.observed.WithLabelValues(e.Kind).Inc()
+	}
 	h := e.Host
 	switch e.Kind {
 	case "HostDown":
@@ -288,12 +300,20 @@ var (
 	descContested  = prometheus.NewDesc("iha_mesh_contested_hosts", "Hosts more than one mesh member speaks for (an alarm: each is judged by Nova's rule alone).", nil, nil)
 	descUnverified = prometheus.NewDesc("iha_mesh_unverified_members", "Compute members whose claim to a host is not believed (no current proof of identity).", nil, nil)
 	descRejected   = prometheus.NewDesc("iha_mesh_messages_rejected_total", "Mesh messages dropped because they did not verify or spoke for another member.", nil, nil)
+	descShadow     = prometheus.NewDesc("iha_shadow_mode", "1 when the leader shadows: it decides and records, and never fences nor writes to Nova.", nil, nil)
+	descIncidents  = prometheus.NewDesc("iha_shadow_incidents_open", "Shadow mode's open incidents (hosts failing now, by either side's account).", nil, nil)
 )
+
+// ShadowSource is a Source that knows shadow mode.
+type ShadowSource interface {
+	Shadow() bool
+	OpenIncidents() int
+}
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descProcessing, descRecords, descPhaseSince, descStep, descDetect, descEvacDur, descPaused,
 		descRaftState, descRaftLeader, descRaftKnown, descTerm, descCommit, descApplied, descContact, descVoters,
-		descMeshWired, descMesh, descHealth, descContested, descUnverified, descRejected} {
+		descMeshWired, descMesh, descHealth, descContested, descUnverified, descRejected, descShadow, descIncidents} {
 		ch <- d
 	}
 }
@@ -340,6 +360,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descUnverified, float64(ms.Unverified))
 	counter(descRejected, float64(ms.Rejected))
 	gauge(descPaused, b2f(src.Paused()))
+	if ss, ok := src.(ShadowSource); ok {
+		gauge(descShadow, b2f(ss.Shadow()))
+		gauge(descIncidents, float64(ss.OpenIncidents()))
+	}
 
 	recs := src.Records()
 	active := 0
