@@ -28,7 +28,10 @@ type ReplayOptions struct {
 	// Settings, when set, replace the configuration the log recorded (iha
 	// replay --config); nil replays with the recording's.
 	Settings *config.Settings
-	Logger   *slog.Logger
+	// Set overrides keys over the recording's configuration (or Settings):
+	// KEY → value as config.yaml writes it (iha replay --set THRESHOLD=20).
+	Set    map[string]string
+	Logger *slog.Logger
 }
 
 // ReplayResult is what a replay found.
@@ -80,6 +83,17 @@ type ReplayRow struct {
 func Replay(ctx context.Context, files []string, o ReplayOptions) (*ReplayResult, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(o.Set) > 0 {
+		// Checked once before reading anything: a bad key is a usage error,
+		// not a note at each term.
+		base := config.Defaults()
+		if o.Settings != nil {
+			base = *o.Settings
+		}
+		if _, err := base.Override(o.Set); err != nil {
+			return nil, err
+		}
 	}
 	e := &replayer{ctx: ctx, opts: o, res: &ReplayResult{Files: files, Config: []ConfigChange{}}, world: newReplayWorld()}
 	notes, err := readLog(files, e.record)
@@ -179,10 +193,17 @@ func (e *replayer) newTerm(at time.Time) {
 		s = *e.recorded
 	}
 	if e.opts.Settings != nil {
-		if e.recorded != nil && len(e.res.Config) == 0 {
-			e.res.Config = settingsDiff(*e.recorded, *e.opts.Settings)
-		}
 		s = *e.opts.Settings
+	}
+	if len(e.opts.Set) > 0 {
+		if o, err := s.Override(e.opts.Set); err == nil {
+			s = o
+		} else {
+			e.res.Notes = append(e.res.Notes, "--set over the configuration of the term at "+at.UTC().Format(time.RFC3339)+": "+err.Error())
+		}
+	}
+	if e.recorded != nil && len(e.res.Config) == 0 && (e.opts.Settings != nil || len(e.opts.Set) > 0) {
+		e.res.Config = settingsDiff(*e.recorded, s)
 	}
 	s.Shadow = true // whatever the recording did: the replay never acts
 	if e.mem == nil {
@@ -221,11 +242,18 @@ func (e *replayer) flush() error {
 	return nil
 }
 
+// notARule are keys no decision depends on in a replay (it always
+// shadows, and writes no log).
+var notARule = map[string]bool{"SHADOW": true, "NODE_NAME": true, "DECISION_LOG": true, "DECISION_LOG_MAX_MB": true, "DECISION_LOG_FILES": true}
+
 // settingsDiff lists the keys whose values differ.
 func settingsDiff(a, b config.Settings) []ConfigChange {
 	ra, rb := a.Record(), b.Record()
 	var out []ConfigChange
 	for _, k := range config.KeyNames() {
+		if notARule[k] {
+			continue
+		}
 		va, oka := ra.Keys[k]
 		vb, okb := rb.Keys[k]
 		if oka && okb && string(va) != string(vb) {

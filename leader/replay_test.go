@@ -2,6 +2,7 @@ package leader_test
 
 import (
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,11 @@ import (
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
 )
+
+// replayFixture, when set, is where TestReplayOfARecordedIncident copies
+// its recording: cmd/iha's replay tests replay it (go test ./leader -run
+// TestReplayOfARecordedIncident -replay-fixture ../cmd/iha/testdata/replay).
+var replayFixture = flag.String("replay-fixture", "", "copy the shadow recording of TestReplayOfARecordedIncident into this directory")
 
 // recordIncident runs the 4-compute world with a decision log, hangs c1,
 // waits until the leader decided on it (and a few cycles more), stops the
@@ -63,6 +69,17 @@ func TestReplayOfARecordedIncident(t *testing.T) {
 	s := fastSettings()
 	s.Shadow = true
 	files := recordIncident(t, s)
+	if *replayFixture != "" {
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(*replayFixture, filepath.Base(f)), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 
 	res, err := leader.Replay(context.Background(), files, leader.ReplayOptions{Logger: testLogger(t)})
 	if err != nil {

@@ -219,7 +219,6 @@ func (c *Client) Events(ctx context.Context, q EventQuery, consistent bool) (Eve
 	return out, c.do(ctx, http.MethodGet, "/v1/events", v, nil, &out)
 }
 
-// Version is GET /v1/version: the answering node's build.
 // Incidents is GET /v1/incidents.
 func (c *Client) Incidents(ctx context.Context, q IncidentQuery, consistent bool) (Incidents, error) {
 	v := url.Values{}
@@ -242,6 +241,7 @@ func (c *Client) Incidents(ctx context.Context, q IncidentQuery, consistent bool
 	return out, c.do(ctx, http.MethodGet, "/v1/incidents", v, nil, &out)
 }
 
+// Version is GET /v1/version: the answering node's build.
 func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
 	var v VersionInfo
 	return v, c.do(ctx, http.MethodGet, "/v1/version", nil, nil, &v)

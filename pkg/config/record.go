@@ -8,7 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // SettingsRecord is the configuration in force as the decision log keeps
@@ -138,4 +141,38 @@ func LoadSettingsDir(dir string, env Env, logger *slog.Logger) (Settings, []stri
 		return Settings{}, warnings, &Problems{Items: problems, Warnings: warnings}
 	}
 	return settings, warnings, nil
+}
+
+// Override returns s with the keys of kv (KEY → value as config.yaml
+// writes it) set, each parsed and range-checked exactly as in config.yaml,
+// then the keys checked against each other (`iha replay --set`). An
+// unknown key, a secret, or a bad value is an error naming the key and
+// what is allowed; nothing is half-applied.
+func (s Settings) Override(kv map[string]string) (Settings, error) {
+	const from = "--set"
+	c := &collector{}
+	seen := map[string]int{}
+	names := make([]string, 0, len(kv))
+	for n := range kv {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		k := keyIndex[strings.ToUpper(name)]
+		switch {
+		case k == nil:
+			c.add(Problem{File: from, Key: name, Reason: "is not a configuration key (docs/config-reference.md lists them)"})
+			continue
+		case k.secp != nil, k.Kind == kindIgnored:
+			c.add(Problem{File: from, Key: k.Name, Reason: "is not a decision rule's key (secrets and ignored keys are never recorded nor replayed)"})
+			continue
+		}
+		k.apply(from, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: kv[name]}, &s, c)
+		seen[k.Name] = 0
+	}
+	crossCheck(from, seen, &s, c)
+	if problems, warnings := c.finish(); len(problems) > 0 {
+		return Settings{}, &Problems{Items: problems, Warnings: warnings}
+	}
+	return s, nil
 }
