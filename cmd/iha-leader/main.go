@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ihaproject/iha/fence/drivers"
 	"github.com/ihaproject/iha/leader"
@@ -233,6 +234,29 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 		rcfg.Heartbeats = beats
 	}
 
+	// 4c. The decision log (DECISION_LOG): what each term decided on and
+	// decided, for `iha replay`. It wraps the reconciler's four seams.
+	var rec *leader.Recorder
+	if s.DecisionLog != config.Off {
+		rec, err = leader.OpenRecorder(leader.DecisionLogOptions{Dir: s.DecisionLog, MaxBytes: int64(s.DecisionLogMaxMB) << 20,
+			Files: s.DecisionLogFiles, Node: s.NodeName, Build: version.String(), Logger: log.With("component", "decision-log")})
+		if err != nil {
+			fmt.Fprintf(stderr, "iha-leader: DECISION_LOG: %v\n", err)
+			_ = node.Close()
+			return 1
+		}
+		defer func() {
+			if err := rec.Close(); err != nil {
+				log.Error("decision log close", "err", err)
+			}
+		}()
+		rcfg.Nova, rcfg.Store, rcfg.Mesh = rec.Nova(rcfg.Nova), rec.Store(rcfg.Store), rec.Mesh(rcfg.Mesh)
+		log.Info("decision log on", "dir", s.DecisionLog, "max_mb", s.DecisionLogMaxMB, "files", s.DecisionLogFiles)
+	}
+	if s.Shadow {
+		log.Warn("SHADOW: this leader decides and records but never powers a host off nor writes to Nova; `iha shadow off` (or SHADOW false) to act")
+	}
+
 	// 5. The leader loop: one reconciler per term, after a Barrier. The
 	// status API observes its poll cycles (metrics, /v1/hosts), so the API
 	// is built before the loop starts.
@@ -240,6 +264,14 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 	mon := leader.NewMonitor(node, func() *leader.Reconciler {
 		c := rcfg
 		c.Observer = observer
+		if rec != nil {
+			rec.Term(s, time.Now())
+			if observer != nil {
+				c.Observer = leader.Observers(observer, rec.Observer())
+			} else {
+				c.Observer = rec.Observer()
+			}
+		}
 		return leader.NewReconciler(c)
 	}, log)
 	// Followers forward to the address the leader records at each term.

@@ -10,7 +10,14 @@ import (
 type tokenInfo struct {
 	expires time.Time
 	scoped  bool
+	who     string // the identity that authenticated (CallsBy)
 }
+
+// UserIdentity and AppCredIdentity name who authenticated, for CallsBy: a
+// user by password (or a token of theirs), an application credential by
+// its id.
+func UserIdentity(name string) string  { return "user:" + name }
+func AppCredIdentity(id string) string { return "appcred:" + id }
 
 // checkToken reports whether tok is a live token.
 func (s *Sim) checkToken(tok string) (tokenInfo, bool) {
@@ -70,13 +77,14 @@ func (s *Sim) handleTokens(c *call) {
 		return
 	}
 	method := id.Methods[0]
-	ok, scoped := false, false
+	ok, scoped, who := false, false, ""
 	switch method {
 	case "password":
 		if p := id.Password; p != nil {
 			u := p.User
 			ok = (u.Name == s.opts.Username || (u.ID != "" && u.ID == s.userID)) && p.User.Password == s.opts.Password
 		}
+		who = UserIdentity(s.opts.Username)
 		scoped = s.projectScope(req.Auth.Scope)
 		if len(req.Auth.Scope) > 0 && string(req.Auth.Scope) != "null" && !scoped {
 			ok = false
@@ -88,10 +96,13 @@ func (s *Sim) handleTokens(c *call) {
 				(a.User.Name == s.opts.Username || a.User.ID == s.userID)
 			ok = (byID || byName) && a.Secret == s.opts.AppCredentialSecret
 		}
+		who = AppCredIdentity(s.opts.AppCredentialID)
 		scoped = true // an application credential is bound to its project
 	case "token":
 		if t := id.Token; t != nil {
-			_, ok = s.checkToken(t.ID)
+			var ti tokenInfo
+			ti, ok = s.checkToken(t.ID)
+			who = ti.who
 		}
 		scoped = s.projectScope(req.Auth.Scope)
 	}
@@ -101,7 +112,7 @@ func (s *Sim) handleTokens(c *call) {
 	}
 	now := s.now().UTC()
 	tok := "gAAAAA" + newHex(32)
-	ti := tokenInfo{expires: now.Add(s.opts.TokenTTL), scoped: scoped}
+	ti := tokenInfo{expires: now.Add(s.opts.TokenTTL), scoped: scoped, who: who}
 	s.mu.Lock()
 	s.tokens[tok] = ti
 	s.mu.Unlock()

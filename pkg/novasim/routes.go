@@ -153,6 +153,9 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.token = tok
+		s.mu.Lock()
+		s.callsBy[[2]string{tok.who, c.route}]++
+		s.mu.Unlock()
 	}
 	m.handler(s, c)
 }

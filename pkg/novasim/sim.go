@@ -226,7 +226,8 @@ type Sim struct {
 	mu          sync.Mutex
 	rng         *rand.Rand
 	tokens      map[string]tokenInfo
-	services    []*service // by intID order
+	callsBy     map[[2]string]int // (identity, route) → authenticated requests
+	services    []*service        // by intID order
 	computes    map[string]*service
 	schedulers  map[string]*service
 	nextSvcID   int
@@ -268,6 +269,7 @@ func New(opts Options) (*Sim, error) {
 		projectID:   newHex(16),
 		rng:         rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		tokens:      map[string]tokenInfo{},
+		callsBy:     map[[2]string]int{},
 		computes:    map[string]*service{},
 		schedulers:  map[string]*service{},
 		servers:     map[string]*server{},
@@ -619,6 +621,15 @@ func (s *Sim) Calls(route string) int {
 	return s.calls[route]
 }
 
+// CallsBy is how many authenticated requests of identity (UserIdentity,
+// AppCredIdentity) reached route since the last ResetCounters: the request
+// log of one client among several on the same cloud.
+func (s *Sim) CallsBy(identity, route string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.callsBy[[2]string{identity, route}]
+}
+
 // ServerCalls is how many requests for one server reached route.
 func (s *Sim) ServerCalls(serverID, route string) int {
 	s.mu.Lock()
@@ -632,6 +643,7 @@ func (s *Sim) ResetCounters() {
 	defer s.mu.Unlock()
 	s.calls = map[string]int{}
 	s.serverCalls = map[[2]string]int{}
+	s.callsBy = map[[2]string]int{}
 }
 
 // Server returns a snapshot of one server.
