@@ -228,6 +228,13 @@ func (r *Reconciler) shadowCycle(ctx context.Context, svcs []nova.Service, now t
 				r.lookAt(now.Add(r.track))
 			}
 			if backInService(s, inc) {
+				// A whole recovery by the other agent can fit between two
+				// listings (InstanceHA is quick, POLL is not), or before a
+				// new term's first one: its evacuations stay in Nova's
+				// migrations, read once more before the incident closes.
+				if !working(s) {
+					r.observeMigrations(ctx, inc, s.Host)
+				}
 				why := "host back in service: enabled, up and heartbeating since " + fmtTime(s.UpdatedAt)
 				if disabled(s) {
 					why = "host recovered and heartbeating again, left disabled with the complete marker"

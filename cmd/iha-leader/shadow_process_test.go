@@ -175,9 +175,11 @@ func TestShadowQuorumBesideAnActingAgentNeverActs(t *testing.T) {
 		shadow[i] = &controller{name: fmt.Sprintf("shadow-%d", i+1), raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
 		peers = append(peers, shadow[i].name+"="+shadow[i].raftAddr)
 	}
+	decisionLogs := map[*controller]string{}
 	for _, c := range shadow {
+		decisionLogs[c] = filepath.Join(t.TempDir(), "decisions")
 		c.writeConfig(t, sim, with(map[string]string{"RAFT_PEERS": strings.Join(peers, ","), "SHADOW": "true", "TAGGED_IMAGES": "false",
-			"DECISION_LOG": filepath.Join(t.TempDir(), "decisions")}))
+			"DECISION_LOG": decisionLogs[c]}))
 		writeFile(t, filepath.Join(c.confDir, "clouds.yaml"), []byte(fmt.Sprintf(`clouds:
   overcloud:
     auth_type: v3applicationcredential
@@ -343,6 +345,37 @@ func TestShadowQuorumBesideAnActingAgentNeverActs(t *testing.T) {
 			i.ActorWhat, i.ActorAt.Format("15:04:05.000"), *i.LeadSeconds, seen)
 	}
 
+	// The first shadow leader's decision log, replayed offline by this
+	// build (the real CLI): the same decisions. With THRESHOLD 30 (2 of 5
+	// computes is 40 %) both fences become skips. With the actor's tag rule
+	// (TAGGED_IMAGES true) the replay needs the images, which a log
+	// recorded without that rule does not hold: it says so.
+	if code, res := replayed(t, cliBin, decisionLogs[first]); code != 0 || res["differences"].(float64) != 0 || len(res["recorded"].([]any)) < 4 {
+		t.Errorf("iha replay of %s's log: exit %d, %v differences, %d decisions recorded, notes %v", first.name, code, res["differences"], len(res["recorded"].([]any)), res["notes"])
+	}
+	diffs := func(res map[string]any) []string {
+		var out []string
+		for _, r := range res["rows"].([]any) {
+			row := r.(map[string]any)
+			if d, _ := row["differs"].(string); d != "" {
+				out = append(out, fmt.Sprintf("%s %s: %s", row["host"], row["kind"], d))
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	code, res := replayed(t, cliBin, decisionLogs[first], "--set", "THRESHOLD=30")
+	got := strings.Join(diffs(res), "; ")
+	if code != 1 || !strings.Contains(got, "c1 fence: only in the recording") || !strings.Contains(got, "c2 fence: only in the recording") ||
+		!strings.Contains(got, "c1 skip: only in the replay") || !strings.Contains(got, "c2 skip: only in the replay") {
+		t.Errorf("iha replay --set THRESHOLD=30: exit %d, differences %s", code, got)
+	}
+	t.Logf("replayed with THRESHOLD 30: %s", got)
+	_, res = replayed(t, cliBin, decisionLogs[first], "--set", "TAGGED_IMAGES=true")
+	if m := fmt.Sprint(res["missing"]); !strings.Contains(m, "images") {
+		t.Errorf("iha replay --set TAGGED_IMAGES=true over a log without the images: missing %s, differences %v", m, diffs(res))
+	}
+
 	// Nothing changed by the shadow: novasim's request log by identity, the
 	// BMC proxies, and each BMC's own history.
 	shadowID, actorID := novasim.AppCredIdentity("iha-appcred-id"), novasim.UserIdentity("admin")
@@ -375,6 +408,17 @@ func TestShadowQuorumBesideAnActingAgentNeverActs(t *testing.T) {
 		}
 		t.Logf("%s: shadow BMC reads %d, changes %d; BMC resets %v", h, reads, len(changes), resets)
 	}
+}
+
+// replayed runs `iha replay` over a decision log directory.
+func replayed(t *testing.T, cliBin, dir string, args ...string) (int, map[string]any) {
+	t.Helper()
+	out, err := exec.Command(cliBin, append([]string{"replay", dir, "-o", "json"}, args...)...).Output()
+	var res map[string]any
+	if jerr := json.Unmarshal(out, &res); jerr != nil {
+		t.Fatalf("iha replay %s %v: %v (%v)\n%s", dir, args, jerr, err, out)
+	}
+	return exitOf(err), res
 }
 
 // exitOf is a command's exit status (0 when err is nil).
