@@ -717,7 +717,7 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 			r.skip(ctx, s, "host is not in an aggregate tagged "+r.cfg.EvacuableTag+" (TAGGED_AGGREGATES)", now)
 			continue
 		}
-		servers, err := r.nova.ListServers(ctx, s.Host)
+		servers, err := r.serversOf(ctx, s.Host)
 		if err != nil {
 			r.log.Warn("cannot list servers of failed host; keeping it", "host", s.Host, "err", err)
 			admitted = append(admitted, s)

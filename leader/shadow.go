@@ -158,7 +158,7 @@ func (r *Reconciler) shadowPlan(ctx context.Context, host string) ShadowDecision
 			d.Reserved = cands[0].Host
 		}
 	}
-	servers, err := r.nova.ListServers(ctx, host)
+	servers, err := r.serversOf(ctx, host)
 	if err != nil {
 		notes = append(notes, "its servers could not be listed: "+err.Error())
 	}
@@ -182,6 +182,70 @@ func (r *Reconciler) shadowPlan(ctx context.Context, host string) ShadowDecision
 		d.Detail = strings.Join(notes, "; ")
 	}
 	return d
+}
+
+// serversOf lists the servers of a failed host. In shadow mode the other
+// agent may have evacuated some of them already (it acted first, between
+// two of IHA's polls): those count as still on the host, as they were when
+// it failed, so that IHA's admission and plan are judged on the host as it
+// failed and not on what the other agent left of it. They are found from
+// the evacuation migrations out of the host since its incident opened, on
+// their destination's listing (reads only, both recorded for a replay).
+func (r *Reconciler) serversOf(ctx context.Context, host string) ([]nova.Server, error) {
+	servers, err := r.nova.ListServers(ctx, host)
+	if err != nil || !r.shadowing() {
+		return servers, err
+	}
+	inc := r.store.FSM().OpenIncident(host)
+	if inc == nil || len(inc.Actor) == 0 {
+		return servers, nil
+	}
+	since := inc.Opened.Add(-migrationSkew)
+	migs, merr := r.nova.ListMigrations(ctx, nova.MigrationQuery{SourceCompute: host, MigrationType: "evacuation", ChangesSince: since, Limit: 1000})
+	if merr != nil {
+		r.log.Debug("cannot list the other agent's evacuations", "host", host, "err", merr)
+		return servers, nil
+	}
+	// A server the other agent is rebuilding elsewhere shows REBUILD: it
+	// was evacuable by its status when the host failed (the other agent
+	// evacuated it), so it is judged as ACTIVE, its tags as they are.
+	asFailed := func(sv nova.Server) nova.Server {
+		if strings.EqualFold(sv.Status, "REBUILD") {
+			sv.Status = "ACTIVE"
+		}
+		return sv
+	}
+	migrated := map[string]bool{}
+	for _, m := range migs {
+		if !m.CreatedAt.Before(since) {
+			migrated[m.InstanceUUID] = true
+		}
+	}
+	have := map[string]bool{}
+	for i, sv := range servers {
+		have[sv.ID] = true
+		if migrated[sv.ID] {
+			servers[i] = asFailed(sv)
+		}
+	}
+	dest := map[string][]nova.Server{}
+	for _, m := range migs {
+		if have[m.InstanceUUID] || m.DestCompute == "" || !migrated[m.InstanceUUID] {
+			continue
+		}
+		list, ok := dest[m.DestCompute]
+		if !ok {
+			list, _ = r.nova.ListServers(ctx, m.DestCompute)
+			dest[m.DestCompute] = list
+		}
+		for _, sv := range list {
+			if sv.ID == m.InstanceUUID {
+				sv.Host = host
+				servers, have[sv.ID] = append(servers, asFailed(sv)), true
+			}
+		}
+	}
+	return servers, nil
 }
 
 // shadowCycle watches, on each listing of the compute services, what

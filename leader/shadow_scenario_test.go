@@ -264,3 +264,60 @@ func scrape(t *testing.T, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// TestShadowLaterThanTheActorJudgesTheHostAsItFailed: the other agent
+// acts first and has moved the servers off the host before the shadow
+// decides (here the shadow's DELTA is longer; on a site, its poll came
+// later). The shadow still plans the servers the host carried when it
+// failed (found through the other agent's evacuation migrations, a server
+// being rebuilt judged by its tags), instead of "no evacuable server".
+func TestShadowLaterThanTheActorJudgesTheHostAsItFailed(t *testing.T) {
+	t.Parallel()
+	// The host stays down a while after the actor powers it on (a real
+	// boot takes minutes): long enough for the shadow's DELTA.
+	w := newWorld(t, fastSettings(), func(o *sandbox.Options) { o.BootDelay = scale(8 * time.Second) })
+	w.start()
+	ss := fastSettings()
+	ss.Shadow, ss.NodeName, ss.Delta = true, "shadow", 4*time.Second
+	sec, err := w.StartSecond(context.Background(), sandbox.SecondOptions{Settings: ss, DataDir: t.TempDir(), Logger: testLogger(t).With("leader", "shadow")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sec.Stop)
+	w.Hang("c1")
+	waitFor(t, 40*time.Second, "the shadow's decision on c1", func() bool {
+		for _, i := range sec.Node.FSM().Incidents("c1", 0) {
+			if len(i.IHA) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	inc := sec.Node.FSM().Incidents("c1", 0)[0]
+	d := inc.Decision(leader.ShadowFence)
+	if d == nil {
+		t.Fatalf("the shadow did not decide to fence c1: %+v", inc.IHA)
+	}
+	moved := 0
+	for _, o := range inc.Actor {
+		if o.Kind == leader.ObservedEvacuation && o.Seen.Before(d.At) {
+			moved++
+		}
+	}
+	t.Logf("the shadow decided %s after the actor's first action; %d evacuations seen before", d.At.Sub(inc.Actor[0].At).Round(time.Millisecond), moved)
+	if moved == 0 {
+		t.Fatalf("the actor had moved nothing when the shadow decided: the scenario did not happen (%+v)", inc.Actor)
+	}
+	if got := strings.Join(evacuated(d), ","); got != "off,vm1,vm2,vm3" {
+		t.Errorf("the shadow would evacuate %q, want off,vm1,vm2,vm3 (the servers c1 carried when it failed)", got)
+	}
+	if f := inc.Findings(); !f.Agree() {
+		t.Errorf("the two sides disagree: %+v", f.Disagreements)
+	}
+	if wr := sec.Nova.Writes(); len(wr) != 0 {
+		t.Errorf("the shadow wrote to Nova: %v", wr)
+	}
+	if pc := sec.Fence.PowerChanges(); len(pc) != 0 {
+		t.Errorf("the shadow changed power states: %v", pc)
+	}
+}
