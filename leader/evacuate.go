@@ -472,7 +472,13 @@ func (r *Reconciler) unlockLeftovers(ctx context.Context, rec *HostRecord) {
 // (IHA's or InstanceHA's: the reason is the same) are unlocked, unless a
 // recovery of ours is under way on that host (it unlocks when it ends), and
 // so are those of recoveries that failed.
+//
+// A shadow releases nothing: the locks it would find are the acting
+// agent's, on servers it is evacuating now, and unlocking is a write.
 func (r *Reconciler) releaseLeftoverLocks(ctx context.Context, svcs []nova.Service) {
+	if r.shadowing() {
+		return
+	}
 	fsm := r.store.FSM()
 	for _, s := range svcs {
 		if !s.ForcedDown || s.State != "down" {

@@ -495,7 +495,9 @@ func (r *Reconciler) startupReconcile(ctx context.Context) error {
 		adopted = append(adopted, s.Host)
 		_, _ = r.apply(ctx, CmdEvent, EventCmd{Host: s.Host, Kind: "OrphanedHostRecovered", Message: "forced down but not disabled: recovery adopted"})
 	}
-	if r.recordTakeover {
+	// A shadow takes nothing over: the takeover is recorded by the first
+	// acting term (the orphans above are shadow decisions).
+	if r.recordTakeover && !r.shadowing() {
 		if _, err := r.apply(ctx, CmdTakeover, TakeoverCmd{Adopted: adopted, Skipped: !*r.adoptOrphans}); err != nil {
 			return err
 		}

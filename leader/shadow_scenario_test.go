@@ -16,6 +16,7 @@ import (
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/metrics"
+	"github.com/ihaproject/iha/pkg/nova"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
@@ -319,5 +320,56 @@ func TestShadowLaterThanTheActorJudgesTheHostAsItFailed(t *testing.T) {
 	}
 	if pc := sec.Fence.PowerChanges(); len(pc) != 0 {
 		t.Errorf("the shadow changed power states: %v", pc)
+	}
+}
+
+// TestShadowLeaderStartReleasesNoLockAndTakesNothingOver: a shadow leader
+// that starts while the other agent is mid-recovery (c1 forced down and
+// down, a server under InstanceHA's evacuation lock) unlocks nothing (the
+// start of an acting term releases leftover locks: here they are the other
+// agent's, in use) and records no takeover (that is the first acting
+// term's), yet decides on the orphan as a shadow.
+func TestShadowLeaderStartReleasesNoLockAndTakesNothingOver(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Shadow = true
+	w := newWorld(t, s)
+	ctx := context.Background()
+	w.Hang("c1")
+	var c1 nova.Service
+	waitFor(t, 20*time.Second, "c1 down in Nova", func() bool {
+		svcs, err := w.Nova.ListServices(ctx, "nova-compute")
+		for _, x := range svcs {
+			if x.Host == "c1" {
+				c1 = x
+			}
+		}
+		return err == nil && c1.State == "down"
+	})
+	yes := true
+	if _, err := w.Nova.UpdateService(ctx, c1.ID, nova.ServiceUpdate{ForcedDown: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Nova.Lock(ctx, w.servers["vm1"], leader.LockReason); err != nil {
+		t.Fatal(err)
+	}
+	w.Sim.ResetCounters()
+	w.start()
+	waitFor(t, 20*time.Second, "the shadow's decision on the orphan c1", func() bool {
+		incs := w.FSM().Incidents("c1", 0)
+		return len(incs) == 1 && len(incs[0].IHA) > 0
+	})
+	settle()
+	if wr := w.novaWrites(); len(wr) != 0 {
+		t.Errorf("Nova writes by a shadow leader's start: %v", wr)
+	}
+	if srv, _ := w.Sim.Server(w.servers["vm1"]); !srv.Locked {
+		t.Errorf("vm1's evacuation lock was released by the shadow")
+	}
+	if at := w.FSM().Settings().TakenOver; !at.IsZero() {
+		t.Errorf("a shadow recorded the takeover at %s", at)
+	}
+	if n := w.powerChanges(); n != 0 {
+		t.Errorf("%d power changes", n)
 	}
 }
