@@ -125,30 +125,29 @@ func TestDecisionLogTornLineAndForeignFiles(t *testing.T) {
 	}
 }
 
-// BenchmarkDecisionLogCycle measures what one poll cycle of 1,000 computes
-// costs the leader and its disk.
-func BenchmarkDecisionLogCycle(b *testing.B) {
-	dir := b.TempDir()
+// writeBenchLog writes cycles poll cycles of n computes (each reporting
+// every 10 s at a phase of its own, the leader polling every 45 s) into a
+// decision log in dir, and returns the file's size.
+func writeBenchLog(tb testing.TB, dir string, n, cycles int) int64 {
 	rec, err := OpenRecorder(DecisionLogOptions{Dir: dir, MaxBytes: 1 << 30, Node: "ctl-1"})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	rec.Term(config.Defaults(), t0)
+	s := config.Defaults()
+	s.TaggedAggregates = false
+	rec.Term(s, t0)
 	obs := rec.Observer()
-	svcs := make([]nova.Service, 1000)
+	svcs := make([]nova.Service, n)
 	for h := range svcs {
 		svcs[h] = nova.Service{ID: fmt.Sprintf("id-%d", h), Host: fmt.Sprintf("compute-%04d", h), Binary: "nova-compute", Zone: "nova", Status: "enabled", State: "up"}
 	}
-	// Each compute reports every 10 s at a phase of its own (a few ms of
-	// jitter); the leader polls every 45 s, plus a few ms.
 	rng := rand.New(rand.NewPCG(1, 2))
 	phase := make([]time.Duration, len(svcs))
 	for h := range phase {
 		phase[h] = time.Duration(rng.Int64N(int64(10 * time.Second)))
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		at := t0.Add(time.Duration(i)*45*time.Second + time.Duration(rng.Int64N(int64(50*time.Millisecond))))
+	for i := 0; i < cycles; i++ {
+		at := t0.Add(time.Duration(i+1)*45*time.Second + time.Duration(rng.Int64N(int64(50*time.Millisecond))))
 		for h := range svcs {
 			since := at.Sub(t0) - phase[h] - time.Duration(rng.Int64N(int64(20*time.Millisecond)))
 			last := since - since%(10*time.Second)
@@ -156,14 +155,61 @@ func BenchmarkDecisionLogCycle(b *testing.B) {
 		}
 		obs.ComputeServices(svcs, at)
 	}
-	b.StopTimer()
-	_ = rec.Close()
-	path := filepath.Join(dir, logFile)
-	st, _ := os.Stat(path)
-	b.ReportMetric(float64(st.Size())/float64(b.N), "bytes/cycle")
-	if err := gzipFile(path); err == nil {
-		if gz, err := os.Stat(path + ".gz"); err == nil {
-			b.ReportMetric(float64(gz.Size())/float64(b.N), "gz-bytes/cycle")
+	if err := rec.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, logFile))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st.Size()
+}
+
+// BenchmarkDecisionLogCycle measures what one poll cycle costs the leader
+// and its disk, and the log's size per day at POLL 45 (1,920 cycles).
+func BenchmarkDecisionLogCycle(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("computes=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			size := writeBenchLog(b, dir, n, b.N)
+			b.ReportMetric(float64(size)/float64(b.N), "bytes/cycle")
+			b.ReportMetric(float64(size)/float64(b.N)*86400/45/1e6, "MB/day")
+			path := filepath.Join(dir, logFile)
+			if err := gzipFile(path); err == nil {
+				if gz, err := os.Stat(path + ".gz"); err == nil {
+					b.ReportMetric(float64(gz.Size())/float64(b.N)*86400/45/1e6, "gz-MB/day")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkReplay measures iha replay's speed over a day of a 100-compute
+// cloud at POLL 45 (1,920 cycles): records (log lines) and cycles per
+// second of this build's reconciler replaying them.
+func BenchmarkReplay(b *testing.B) {
+	dir := b.TempDir()
+	writeBenchLog(b, dir, 100, 1920)
+	files, err := LogFiles(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lines := 0
+	if _, err := readLog(files, func(string, int, logRecord) error { lines++; return nil }); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	var res *ReplayResult
+	for i := 0; i < b.N; i++ {
+		if res, err = Replay(context.Background(), files, ReplayOptions{}); err != nil {
+			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
+	if res.Cycles != 1920 || res.Differences != 0 {
+		b.Fatalf("replayed %d cycles, %d differences", res.Cycles, res.Differences)
+	}
+	secs := b.Elapsed().Seconds() / float64(b.N)
+	b.ReportMetric(float64(lines)/secs, "records/s")
+	b.ReportMetric(float64(res.Cycles)/secs, "cycles/s")
 }
