@@ -128,7 +128,6 @@ type controller struct {
 	extraEnv                                  []string // environment besides env()
 	cmd                                       *exec.Cmd
 	log                                       *lockedBuf
-	env                                       []string // more environment, after the defaults (wins)
 	exited                                    chan struct{}
 }
 
