@@ -12,6 +12,7 @@ import (
 	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // replayFixture, when set, is where TestReplayOfARecordedIncident copies
@@ -150,7 +151,7 @@ func TestDecisionLogHoldsNoSecret(t *testing.T) {
 	const canary = "CanaryDecisionLog-7f3c"
 	s := fastSettings()
 	s.Shadow = true
-	s.APIToken, s.APIReadToken = config.NewSecret(canary+"-rw"), config.NewSecret(canary+"-ro")
+	s.APIToken, s.APIReadToken = secret.New(canary+"-rw"), secret.New(canary+"-ro")
 	dir := t.TempDir()
 	rec, err := leader.OpenRecorder(leader.DecisionLogOptions{Dir: dir, Node: "sandbox"})
 	if err != nil {

@@ -14,10 +14,10 @@ import (
 	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/api"
-	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/metrics"
 	"github.com/ihaproject/iha/pkg/nova"
 	"github.com/ihaproject/iha/pkg/novasim"
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // writeRoutes are novasim's routes that change the cloud.
@@ -199,7 +199,7 @@ func TestShadowSwitchedThroughTheAPI(t *testing.T) {
 	t.Cleanup(backend.Close)
 	w.SetObserver(backend)
 	met := metrics.New(backend.MetricsSource(), "test")
-	srv := httptest.NewServer(api.NewServer(api.Config{Backend: backend, Token: config.NewSecret("rw-token"), Metrics: met.Handler()}))
+	srv := httptest.NewServer(api.NewServer(api.Config{Backend: backend, Token: secret.New("rw-token"), Metrics: met.Handler()}))
 	t.Cleanup(srv.Close)
 	cl := &api.Client{Addrs: []string{srv.URL}, Token: "rw-token", Actor: "alice@test"}
 	ctx := context.Background()

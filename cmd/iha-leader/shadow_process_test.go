@@ -165,7 +165,7 @@ func TestShadowQuorumBesideAnActingAgentNeverActs(t *testing.T) {
 	actor := &controller{name: "actor-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
 	actor.writeConfig(t, sim, with(map[string]string{"RAFT_PEERS": "actor-1=" + actor.raftAddr}))
 	writeFile(t, filepath.Join(actor.confDir, "fencing.yaml"), []byte(actorFencing.String()))
-	actor.env = []string{"INSTANCEHA_DISABLED=False"}
+	actor.extraEnv = []string{"INSTANCEHA_DISABLED=False"}
 
 	// The shadow quorum: SHADOW on, TAGGED_IMAGES off, an application
 	// credential, the BMCs through the counting proxies.
@@ -192,7 +192,7 @@ func TestShadowQuorumBesideAnActingAgentNeverActs(t *testing.T) {
 `, sim.AuthURL())))
 		writeFile(t, filepath.Join(c.confDir, "secure.yaml"), []byte("clouds:\n  overcloud:\n    auth:\n      application_credential_secret: appcred-secret\n"))
 		writeFile(t, filepath.Join(c.confDir, "fencing.yaml"), []byte(shadowFencing.String()))
-		c.env = []string{"INSTANCEHA_DISABLED=False"} // SHADOW alone must keep it from acting
+		c.extraEnv = []string{"INSTANCEHA_DISABLED=False"} // SHADOW alone must keep it from acting
 	}
 
 	client := func(c *controller) *api.Client {

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"github.com/ihaproject/iha/pkg/secret"
-
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/pkg/secret"
 )
 
 // TestSettingsRecordRoundTripsWithoutSecrets: the decision log's record of
