@@ -49,6 +49,8 @@ type fsmState struct {
 	// Incidents are shadow mode's (shadow_fsm.go), oldest first.
 	Incidents   []*Incident `json:"incidents,omitempty"`
 	IncidentSeq uint64      `json:"incident_seq,omitempty"`
+	// Leases are the watchdog leases, by host (lease_fsm.go).
+	Leases map[string]*LeaseRecord `json:"leases,omitempty"`
 }
 
 // NewFSM returns an empty FSM.
@@ -57,7 +59,8 @@ func NewFSM() *FSM {
 }
 
 func emptyState() fsmState {
-	return fsmState{Hosts: map[string]*HostRecord{}, Settings: Settings{Maintenance: map[string]string{}, Confirmed: map[string]Confirmed{}}}
+	return fsmState{Hosts: map[string]*HostRecord{}, Settings: Settings{Maintenance: map[string]string{}, Confirmed: map[string]Confirmed{}},
+		Leases: map[string]*LeaseRecord{}}
 }
 
 // Apply implements raft.FSM. It panics on a command it cannot understand
@@ -284,6 +287,24 @@ func (s *fsmState) apply(c Command, op OpID) (any, error) {
 			return nil, err
 		}
 		return s.shadowClose(c, b)
+	case CmdLeaseGrant:
+		b, err := decodeBody[LeaseGrantCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return s.leaseGrant(c, b)
+	case CmdWatchdogFence:
+		b, err := decodeBody[WatchdogWaitCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return nil, s.watchdogWait(c, b)
+	case CmdLeaseForget:
+		b, err := decodeBody[LeaseForgetCmd](c)
+		if err != nil {
+			return nil, err
+		}
+		return nil, s.leaseForget(c, b)
 	}
 	return nil, &unknownCommandError{c.Type, c.Version}
 }
@@ -664,12 +685,16 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	cp := fsmState{Hosts: make(map[string]*HostRecord, len(f.st.Hosts)), Events: append([]Event(nil), f.st.Events...),
-		EventSeq: f.st.EventSeq, Settings: f.st.Settings.clone(), Leader: f.st.Leader, IncidentSeq: f.st.IncidentSeq}
+		EventSeq: f.st.EventSeq, Settings: f.st.Settings.clone(), Leader: f.st.Leader, IncidentSeq: f.st.IncidentSeq,
+		Leases: make(map[string]*LeaseRecord, len(f.st.Leases))}
 	for k, h := range f.st.Hosts {
 		cp.Hosts[k] = h.clone()
 	}
 	for _, i := range f.st.Incidents {
 		cp.Incidents = append(cp.Incidents, i.clone())
+	}
+	for k, l := range f.st.Leases {
+		cp.Leases[k] = l.clone()
 	}
 	return &snapshot{st: cp}, nil
 }
@@ -729,6 +754,12 @@ func decodeSnapshot(r io.Reader) (fsmState, error) {
 		}
 	}
 	st.Incidents, st.IncidentSeq = wire.State.Incidents, wire.State.IncidentSeq
+	for k, l := range wire.State.Leases {
+		if l == nil || l.Host != k {
+			return emptyState(), fmt.Errorf("restore snapshot: lease %q is inconsistent", k)
+		}
+		st.Leases[k] = l
+	}
 	return st, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ihaproject/iha/pkg/lease"
 )
 
 // fuzzIndex is the log index the fuzzed entries are applied at; the FSM's
@@ -67,6 +69,10 @@ func commandSeeds(t testing.TB) [][]byte {
 		{CmdShadowDecide, ShadowDecideCmd{Host: "c5", Decision: ShadowDecision{Kind: ShadowFence, Servers: []ShadowServer{{ID: "v9", Evacuate: true, Target: "c6"}}}}},
 		{CmdShadowObserve, ShadowObserveCmd{Host: "c5", Observed: Observed{Kind: ObservedEvacuation, ServerID: "v9", To: "c6", MigrationID: 3, Status: "done"}}},
 		{CmdShadowClose, ShadowCloseCmd{Host: "c5", Reason: "back"}},
+		{CmdLeaseGrant, LeaseGrantCmd{Params: lease.DefaultParams(15 * time.Second), Asks: []LeaseAsk{
+			{Host: "c3", Boot: "b", Seq: 1}, {Host: "c1", Boot: "b", Seq: 2, Armed: true, W: time.Second}, {Host: "c4", Boot: "b", Seq: 3, Release: true}}}},
+		{CmdWatchdogFence, WatchdogWaitCmd{Host: "c1", Grant: at, W: time.Second, L: 15 * time.Second, Margin: time.Second, Deadline: at.Add(time.Minute), BMCError: "e"}},
+		{CmdLeaseForget, LeaseForgetCmd{Host: "c3", By: "op"}},
 	} {
 		data, err := EncodeCommand(c.t, at, c.b)
 		if err != nil {
@@ -82,6 +88,8 @@ func commandSeeds(t testing.TB) [][]byte {
 		[]byte(`{"t":"step.begin","v":1,"at":"2023-11-14T22:13:20Z","b":{"host":"c2","step":"evacuate","server_id":"nope"}}`),
 		[]byte(`{"t":"host.detect","v":1,"at":"2023-11-14T22:13:20Z","b":[1,2]}`),
 		[]byte(`not json`),
+		[]byte(`{"t":"lease.grant","v":1,"at":"2023-11-14T22:13:20Z","b":{"params":{},"asks":[{"host":"c1","boot":"b","seq":1}]}}`),
+		[]byte(`{"t":"lease.grant","v":1,"at":"2023-11-14T22:13:20Z","b":{"params":{"l":15000000000,"renew":3750000000,"max_rtt":1500000000,"reach":6750000000,"round":1500000000,"peer_timeout":1500000000},"asks":[{"host":""}]}}`),
 	)
 	return out
 }
@@ -149,6 +157,9 @@ func FuzzRestoreSnapshot(f *testing.F) {
 	f.Add([]byte(`{"version":1,"state":{"hosts":{"c1":{"host":"c1","servers":[null]}}}}`))
 	f.Add([]byte(`{"version":2,"state":{}}`))
 	f.Add([]byte(`{"version":1,"state":{"settings":{"maintenance":null,"confirmed_fenced":{"c1":{}}}}}`))
+	f.Add([]byte(`{"version":1,"state":{"leases":{"c1":null}}}`))
+	f.Add([]byte(`{"version":1,"state":{"leases":{"c1":{"host":"c2"}}}}`))
+	f.Add([]byte(`{"version":1,"state":{"leases":{"c1":{"host":"c1","armed":true}}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		st, err := decodeSnapshot(bytes.NewReader(data))
 		if err != nil {
@@ -158,6 +169,7 @@ func FuzzRestoreSnapshot(f *testing.F) {
 		_ = f.Hosts()
 		_ = f.Settings()
 		_ = f.Events(0, "", 10)
+		_ = f.Leases()
 		for _, h := range f.Hosts() {
 			_, _ = GateAllows(h)
 			_ = f.Host(h.Host)
@@ -188,8 +200,13 @@ func FuzzRestoreSnapshot(f *testing.F) {
 				t.Fatalf("restore → snapshot → restore changed %s:\n%s\n%s", h.Host, x, y)
 			}
 		}
-		x, _ := json.Marshal(f.Settings())
-		y, _ := json.Marshal(g.Settings())
+		x, _ := json.Marshal(f.Leases())
+		y, _ := json.Marshal(g.Leases())
+		if !bytes.Equal(x, y) {
+			t.Fatalf("restore → snapshot → restore changed the leases:\n%s\n%s", x, y)
+		}
+		x, _ = json.Marshal(f.Settings())
+		y, _ = json.Marshal(g.Settings())
 		if !bytes.Equal(x, y) {
 			t.Fatalf("restore → snapshot → restore changed the settings:\n%s\n%s", x, y)
 		}

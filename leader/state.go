@@ -107,8 +107,8 @@ type Evidence struct {
 
 // FenceResult records how the host was fenced.
 type FenceResult struct {
-	Method string    `json:"method"` // ipmi, redfish, bmh, noop, kdump, operator, none (level 1)
-	State  string    `json:"state"`  // power state confirmed: off, unknown
+	Method string    `json:"method"` // ipmi, redfish, bmh, noop, kdump, operator, watchdog, none (level 1)
+	State  string    `json:"state"`  // power state confirmed: off, unknown, reset (watchdog)
 	At     time.Time `json:"at"`
 	Detail string    `json:"detail,omitempty"`
 }
@@ -191,6 +191,9 @@ type HostRecord struct {
 	Targets        []string `json:"targets,omitempty"`
 	FellBack       bool     `json:"fell_back,omitempty"`
 	Parked         bool     `json:"parked,omitempty"`
+	// Watchdog is set when the BMC fence failed while the host's agent was
+	// armed: the leader waits for the host's watchdog (lease_fsm.go).
+	Watchdog *WatchdogWait `json:"watchdog,omitempty"`
 }
 
 // Server returns the record of server id, or nil.
@@ -213,6 +216,10 @@ func (h *HostRecord) clone() *HostRecord {
 	if h.Pending != nil {
 		p := *h.Pending
 		c.Pending = &p
+	}
+	if h.Watchdog != nil {
+		w := *h.Watchdog
+		c.Watchdog = &w
 	}
 	c.Servers = make([]*ServerRecord, len(h.Servers))
 	for i, s := range h.Servers {
