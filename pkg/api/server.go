@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/pkg/identity"
+	"github.com/ihaproject/iha/pkg/lease"
 	"github.com/ihaproject/iha/pkg/secret"
 )
 
@@ -76,6 +77,10 @@ type Config struct {
 	// Mount adds handlers that other packages own (e.g. Raft join) to the
 	// mux before the server starts.
 	Mount func(mux *http.ServeMux)
+	// Lease grants an armed compute's watchdog lease (POST /v1/lease/{host},
+	// forwarded to the leader by a follower). The request is authenticated
+	// by its signature, not by a token. nil: the endpoint answers 503.
+	Lease func(ctx context.Context, req lease.Request) (lease.Grant, error)
 	// TLS is the server's TLS configuration; nil serves plain HTTP. When set,
 	// forwarding to the leader uses https.
 	TLS *tls.Config
@@ -211,6 +216,7 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /v1/cluster/voters/{id}", s.mutation(MutRemoveVoter))
 	m.HandleFunc("POST /v1/shadow", s.mutation(MutShadowOn))
 	m.HandleFunc("GET /v1/incidents", s.read(s.incidents, "consistent", "host", "limit", "id", "open"))
+	m.HandleFunc("POST "+lease.Path+"{host}", s.lease)
 	m.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, ErrorBody{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -685,6 +691,59 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 }
 
 // ---- mutations ----
+
+// maxLeaseBody bounds a lease request.
+const maxLeaseBody = 4 << 10
+
+// lease serves an agent's lease request: no token (agents hold none), the
+// host key's signature instead, checked by cfg.Lease. Followers forward to
+// the leader, which alone commits grants.
+func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	if !hostRE.MatchString(host) {
+		writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("%q is not a host name", host), Parameter: "host"})
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxLeaseBody+1))
+	if err != nil || len(body) > maxLeaseBody {
+		writeError(w, http.StatusBadRequest, ErrorBody{Error: "a lease request is one JSON object of at most 4 KiB", Parameter: "body"})
+		return
+	}
+	var req lease.Request
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || dec.More() {
+		writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("body is not a lease request: %v", err), Parameter: "body"})
+		return
+	}
+	if req.Host != host {
+		writeError(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("the request is for host %q, the path names %q", req.Host, host), Parameter: "host"})
+		return
+	}
+	if s.cfg.Lease == nil {
+		writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: "this controller serves no watchdog leases"})
+		return
+	}
+	if s.forwardIfFollower(w, r, body) {
+		return
+	}
+	g, err := s.cfg.Lease(r.Context(), req)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, g)
+	case errors.Is(err, lease.ErrBadRequest):
+		writeError(w, http.StatusBadRequest, ErrorBody{Error: err.Error(), Parameter: "body"})
+	case errors.Is(err, lease.ErrSignature):
+		s.log.Warn("lease request refused: its signature does not verify", "host", host, "from", r.RemoteAddr)
+		writeError(w, http.StatusForbidden, ErrorBody{Error: err.Error()})
+	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader):
+		s.writeNoLeader(w, err.Error())
+	case errors.Is(err, lease.ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: err.Error()})
+	default:
+		s.writeErr(w, err)
+	}
+}
 
 // maxBody bounds a mutation's body.
 const maxBody = 64 << 10

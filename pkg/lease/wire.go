@@ -77,6 +77,9 @@ type Ticket struct {
 var (
 	ErrBadRequest = errors.New("lease: bad request")
 	ErrSignature  = errors.New("lease: signature does not verify")
+	// ErrUnavailable: this controller cannot grant leases now (no cluster
+	// key, or no leader).
+	ErrUnavailable = errors.New("lease: not available")
 )
 
 var hostRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
