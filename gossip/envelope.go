@@ -28,6 +28,10 @@ const (
 	// msgClaim: an agent's proof, sent to the controllers every
 	// ClaimInterval, that node From at Addr speaks for Nova host Host.
 	msgClaim msgType = "claim"
+	// msgPeerAsk: From asks the members it sends it to a question (peers.go);
+	// msgPeerAnswer: the answer, Ref naming the question's ID.
+	msgPeerAsk    msgType = "ask"
+	msgPeerAnswer msgType = "answer"
 )
 
 // envelopePrefix marks our messages; anything else is dropped.
@@ -56,6 +60,8 @@ type envelope struct {
 	Seq     uint64        `json:"seq,omitempty"`
 	Addr    string        `json:"addr,omitempty"` // msgClaim: the claimant's gossip address
 	MAC     []byte        `json:"mac,omitempty"`
+	Ref     string        `json:"ref,omitempty"`
+	Data    []byte        `json:"data,omitempty"`
 }
 
 // macParts are the fields a MAC covers, in order.
@@ -103,6 +109,14 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	case msgClaim:
 		if e.Host == "" || e.Addr == "" || e.From != e.Node || len(e.MAC) == 0 {
 			return envelope{}, fmt.Errorf("%w: a claim needs host, addr, a MAC, and node equal to from", errEnvelope)
+		}
+	case msgPeerAsk:
+		if e.Node != e.From {
+			return envelope{}, fmt.Errorf("%w: a question is asked by its sender", errEnvelope)
+		}
+	case msgPeerAnswer:
+		if e.Ref == "" || len(e.Data) == 0 {
+			return envelope{}, fmt.Errorf("%w: an answer needs ref and data", errEnvelope)
 		}
 	case msgKdump:
 		if e.Notice == nil {

@@ -102,6 +102,12 @@ type Mesh struct {
 	keyMu     sync.Mutex    // serialises keyring changes (memberlist's Keyring reads unlocked in AddKey)
 	claimKick chan struct{} // an agent sends its claim now (a controller appeared)
 
+	// answerer answers peers' questions (SetAnswerer); asks are the
+	// questions of ours awaiting answers, by ID.
+	answerer atomic.Pointer[func() []byte]
+	askMu    sync.Mutex
+	asks     map[string]chan PeerAnswer
+
 	mu            sync.Mutex
 	members       map[string]*Member
 	seen          map[string]time.Time // message ids already handled
@@ -173,6 +179,7 @@ func New(cfg Config) (*Mesh, error) {
 		pinging:       map[string]bool{},
 		rejectLogged:  map[string]time.Time{},
 		claimKick:     make(chan struct{}, 1),
+		asks:          map[string]chan PeerAnswer{},
 	}
 
 	mc := memberlist.DefaultLANConfig()
@@ -732,6 +739,10 @@ func (m *Mesh) handleMessage(b []byte) {
 		}
 	case msgKdump:
 		m.deliverKdump(*env.Notice)
+	case msgPeerAsk:
+		m.answerPeer(env)
+	case msgPeerAnswer:
+		m.deliverAnswer(env)
 	}
 }
 

@@ -77,6 +77,8 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	for _, e := range []envelope{
 		{V: 1, Type: msgAccuse, ID: "a/1/1", From: "a", Node: "b"},
 		{V: 1, Type: msgLeave, ID: "a/1/2", From: "a", Node: "a"},
+		{V: 1, Type: msgPeerAsk, ID: "a/1/3", From: "a", Node: "a"},
+		{V: 1, Type: msgPeerAnswer, ID: "b/1/1", From: "b", Node: "a", Ref: "a/1/3", Data: []byte(`{"holder":true}`)},
 	} {
 		b, _ := e.encode()
 		f.Add(b)
@@ -88,7 +90,8 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if e.From == "" || e.Node == "" || e.ID == "" || (e.Type == msgKdump && e.Notice == nil) {
+		if e.From == "" || e.Node == "" || e.ID == "" || (e.Type == msgKdump && e.Notice == nil) ||
+			(e.Type == msgPeerAnswer && (e.Ref == "" || len(e.Data) == 0)) || (e.Type == msgPeerAsk && e.Node != e.From) {
 			t.Fatalf("accepted an incomplete message %+v", e)
 		}
 		if e.Type == msgKdump && e.Notice.Relayer != e.From {
