@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"github.com/ihaproject/iha/gossip"
 	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/sdnotify"
+	"github.com/ihaproject/iha/pkg/watchdog"
 )
 
 // Agent is the running compute agent.
@@ -25,6 +28,8 @@ type Agent struct {
 	version string
 	// metricsLn serves /metrics (nil when metrics_listen is off).
 	metricsLn net.Listener
+	// keeper holds the watchdog lease (nil when the watchdog is off).
+	keeper *Keeper
 }
 
 // Options are what main passes besides the configuration.
@@ -33,6 +38,11 @@ type Options struct {
 	Logger  *slog.Logger
 	// Transport replaces gossip sockets (tests only).
 	Transport gossip.Transport
+	// WatchdogOpen replaces opening the watchdog device, BootID the boot
+	// id, LeaseClient the lease's HTTP client (tests only).
+	WatchdogOpen func(disarmOnError bool) (watchdog.Device, error)
+	BootID       string
+	LeaseClient  *http.Client
 }
 
 // New binds the gossip and kdump sockets and returns the agent; Run starts it.
@@ -92,6 +102,15 @@ func New(cfg Config, opt Options) (*Agent, error) {
 			return nil, err
 		}
 	}
+	if cfg.Watchdog.Enabled() {
+		if a.keeper, err = newKeeper(cfg, opt, mesh, log); err != nil {
+			if a.recv != nil {
+				_ = a.recv.cfg.Conn.Close()
+			}
+			mesh.Shutdown()
+			return nil, err
+		}
+	}
 	// A metrics port that is taken costs the metrics, never the agent: a
 	// compute must stay in the mesh.
 	if a.metricsLn, err = listenMetrics(cfg); err != nil {
@@ -126,6 +145,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err := a.recv.Run(rctx); err != nil {
 				a.log.Error("kdump receiver stopped", "err", err)
 			}
+		}()
+	}
+	// 1a. The watchdog lease: asked of the controllers over HTTP, it needs
+	// no mesh (only its peer rounds do). It stops on ctx, releasing the
+	// lease before it disarms, alongside the mesh's graceful leave.
+	if a.keeper != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = a.keeper.Run(ctx)
 		}()
 	}
 	// 1b. /metrics, loopback by default; it stops with the receiver.
@@ -197,3 +226,27 @@ func (a *Agent) followEvents() {
 
 // ReloadKeyring re-reads the gossip keyring file (SIGHUP).
 func (a *Agent) ReloadKeyring() error { return a.mesh.ReloadKeyring() }
+
+// Keeper is the watchdog keeper (nil when the watchdog is off).
+func (a *Agent) Keeper() *Keeper { return a.keeper }
+
+// newKeeper builds the watchdog keeper from agent.yaml.
+func newKeeper(cfg Config, opt Options, mesh *gossip.Mesh, log *slog.Logger) (*Keeper, error) {
+	key, err := LoadHostKey(cfg.HostKey)
+	if err != nil {
+		return nil, err
+	}
+	open := opt.WatchdogOpen
+	if open == nil {
+		w := cfg.Watchdog
+		open = func(disarmOnError bool) (watchdog.Device, error) {
+			return watchdog.Open(w.Device, w.Timeout, watchdog.Options{AllowFIFO: w.AllowFIFO, DisarmOnError: disarmOnError})
+		}
+	}
+	if cfg.Watchdog.AllowFIFO {
+		log.Warn("watchdog.allow_fifo is set: a FIFO may stand for the watchdog (the tests' and the lab's device double); "+
+			"in production nothing would reset this host", "device", cfg.Watchdog.Device)
+	}
+	return NewKeeper(KeeperConfig{Host: cfg.NovaHost, Controllers: cfg.Controllers, Client: opt.LeaseClient, HostKey: key,
+		Open: open, Peers: mesh, StateFile: filepath.Join(cfg.StateDir, "watchdog.json"), BootID: opt.BootID, Logger: log})
+}

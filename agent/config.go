@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/ihaproject/iha/gossip"
 	"github.com/ihaproject/iha/pkg/kdump"
+	"github.com/ihaproject/iha/pkg/lease"
 )
 
 // DefaultConfigFile is where iha-agent reads its configuration.
@@ -34,7 +36,7 @@ const DefaultConfigFile = "/etc/iha/agent.yaml"
 //	bind: 192.0.2.12:7946
 //	join: [192.0.2.1:7946, 192.0.2.2:7946, 192.0.2.3:7946]
 //	keyring: /etc/iha/gossip.keyring # JSON array of base64 keys, primary first; SIGHUP reloads
-//	host_key: /etc/iha/host.key      # iha-leader keygen host compute-12
+//	host_key: /etc/iha/host.key      # iha-leader keygen host compute-12 (identity, gate answers, watchdog leases)
 //	label: region-one                # default iha
 //	kdump_listen: ":7410"            # env UDP_PORT sets the port
 //	kdump_hosts: {192.0.2.40: compute-40}
@@ -45,6 +47,7 @@ const DefaultConfigFile = "/etc/iha/agent.yaml"
 //	gate_on_no_answer: start
 //	metrics_listen: 127.0.0.1:7422  # /metrics; "off" serves nothing
 //	gate_stats_file: /run/iha-gate/answers.json
+//	watchdog: {device: /dev/watchdog, timeout: 10s}  # self-fencing; off unless a device is set
 type Config struct {
 	// NodeName is the mesh node name (default: NovaHost).
 	NodeName string `yaml:"node_name"`
@@ -114,6 +117,9 @@ type Config struct {
 	// for /metrics (default /run/iha-gate/answers.json, the directory the
 	// gate's drop-in creates for nova-compute's user); "off" keeps none.
 	GateStatsFile string `yaml:"gate_stats_file"`
+	// Watchdog is self-fencing with a lease (docs/operations.md, "Watchdog
+	// self-fencing"); off unless a device is set.
+	Watchdog WatchdogConfig `yaml:"watchdog"`
 }
 
 // Defaults of the metrics keys.
@@ -279,6 +285,27 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Profile(); err != nil {
 		errs = append(errs, err)
+	}
+	if w := c.Watchdog; w.Enabled() {
+		if !filepath.IsAbs(w.Device) {
+			errs = append(errs, fmt.Errorf("watchdog.device %q: want an absolute path such as /dev/watchdog", w.Device))
+		}
+		if w.Timeout < 0 || w.Timeout > lease.MaxW || w.Timeout%time.Second != 0 {
+			errs = append(errs, fmt.Errorf("watchdog.timeout %v: want whole seconds from 0 (the driver's own) to %v", w.Timeout, lease.MaxW))
+		}
+		if c.HostKey == "" {
+			errs = append(errs, errors.New("watchdog: needs host_key (the leader grants leases only to an agent that proves its host)"))
+		}
+		if len(c.Controllers) == 0 {
+			errs = append(errs, errors.New("watchdog: needs controllers (the lease is asked of the controllers listed in agent.yaml, never of the mesh's)"))
+		}
+	} else if w.Timeout != 0 || w.AllowFIFO {
+		errs = append(errs, errors.New("watchdog: timeout or allow_fifo without a device"))
+	}
+	if c.HostKey != "" {
+		if _, err := LoadHostKey(c.HostKey); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

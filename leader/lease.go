@@ -123,7 +123,7 @@ func (s *Leases) Grant(ctx context.Context, req lease.Request) (lease.Grant, err
 		g.Sign(key)
 		return g, nil
 	}
-	call := &leaseCall{ask: LeaseAsk{Host: req.Host, Boot: req.Boot, Seq: req.Seq, Armed: req.Armed, W: req.W, Release: req.Release},
+	call := &leaseCall{ask: LeaseAsk{Host: req.Host, Boot: req.Boot, Seq: req.Seq, Armed: req.Armed, W: req.W, Release: req.Release, Ack: req.Ack},
 		done: make(chan leaseResult, 1)}
 	select {
 	case s.reqs <- call:

@@ -30,6 +30,7 @@ type LeaseAsk struct {
 	Armed   bool          `json:"armed,omitempty"`
 	W       time.Duration `json:"w,omitempty"`
 	Release bool          `json:"release,omitempty"`
+	Ack     time.Time     `json:"ack,omitzero"`
 }
 
 // LeaseGrantCmd grants (or refuses) a batch of requests at the command's
@@ -59,10 +60,14 @@ type LeaseRecord struct {
 	ArmedSince time.Time     `json:"armed_since,omitzero"`
 	W          time.Duration `json:"w,omitempty"`
 	Params     lease.Params  `json:"params"`
-	// Granted is the last grant (leader clock); ReachSince the start of
-	// the host's unbroken reach of a controller (lease.Params.Continues).
-	Granted    time.Time `json:"granted"`
-	ReachSince time.Time `json:"reach_since,omitzero"`
+	// Granted is the last grant (leader clock) and PrevGranted the one
+	// before; Acked the last grant the agent acknowledged having accepted
+	// in time, and ReachSince the start of its unbroken reach of a
+	// controller over acknowledged grants (lease.Params.Continues).
+	Granted     time.Time `json:"granted"`
+	PrevGranted time.Time `json:"prev_granted,omitzero"`
+	Acked       time.Time `json:"acked,omitzero"`
+	ReachSince  time.Time `json:"reach_since,omitzero"`
 	// Holders is N as told with the last grant.
 	Holders int `json:"holders"`
 	// Released is when a clean stop disarmed the host (zero: a holder).
@@ -152,6 +157,7 @@ func (s *fsmState) leaseGrant(c Command, b LeaseGrantCmd) (any, error) {
 			}
 			wasArmed := l.Armed
 			l.Boot, l.Seq, l.Armed, l.ArmedSince, l.W, l.Released = a.Boot, a.Seq, false, time.Time{}, 0, c.At
+			l.ReachSince, l.Acked = time.Time{}, time.Time{}
 			o.Released = true
 			if wasArmed {
 				s.event(c, a.Host, "WatchdogDisarmed", "the agent stopped cleanly and disarmed its watchdog", false)
@@ -162,9 +168,7 @@ func (s *fsmState) leaseGrant(c Command, b LeaseGrantCmd) (any, error) {
 			l = &LeaseRecord{Host: a.Host}
 			s.Leases[a.Host] = l
 		}
-		if !b.Params.Continues(l.Granted, c.At) || !l.Holder() {
-			l.ReachSince = c.At.Add(b.Params.MaxRTT)
-		}
+		s.ack(l, a.Ack)
 		if a.Armed && !l.Armed {
 			l.ArmedSince = c.At
 			s.event(c, a.Host, "WatchdogArmed", fmt.Sprintf("the agent armed its watchdog (W %v) under a lease of %v", a.W, b.Params.L), false)
@@ -172,6 +176,7 @@ func (s *fsmState) leaseGrant(c Command, b LeaseGrantCmd) (any, error) {
 		if !a.Armed {
 			l.ArmedSince = time.Time{}
 		}
+		l.PrevGranted = l.Granted
 		l.Boot, l.Seq, l.Armed, l.W, l.Params, l.Granted, l.Released = a.Boot, a.Seq, a.Armed, a.W, b.Params, c.At, time.Time{}
 		o.Granted = true
 		granted = append(granted, l)
@@ -186,6 +191,19 @@ func (s *fsmState) leaseGrant(c Command, b LeaseGrantCmd) (any, error) {
 		}
 	}
 	return out, nil
+}
+
+// ack records that the agent accepted the grant of time at in time: one of
+// the last two grants (a lost answer makes the agent ack the older one),
+// never going back. The unbroken reach runs over acknowledged grants only.
+func (s *fsmState) ack(l *LeaseRecord, at time.Time) {
+	if at.IsZero() || !(at.Equal(l.Granted) || at.Equal(l.PrevGranted)) || !at.After(l.Acked) {
+		return
+	}
+	if !l.Params.Continues(l.Acked, at) || l.ReachSince.IsZero() {
+		l.ReachSince = at.Add(l.Params.MaxRTT)
+	}
+	l.Acked = at
 }
 
 // watchdogWait applies a WatchdogWaitCmd.

@@ -71,31 +71,44 @@ func TestLeaseGrantsAreOrderedAndFrozenByARecovery(t *testing.T) {
 	}
 }
 
-func TestLeaseReachChainAndHolders(t *testing.T) {
+func TestLeaseReachChainRunsOverAcknowledgedGrants(t *testing.T) {
 	a := newApplier(t)
 	p := lease.DefaultParams(15 * time.Second) // max rtt 1.5 s, reach 6.75 s
-	grant(a, t0, LeaseAsk{Host: "c1", Boot: "b", Seq: 1}, LeaseAsk{Host: "c2", Boot: "b", Seq: 1})
-	if l := a.f.Lease("c1"); !l.ReachSince.Equal(t0.Add(p.MaxRTT)) || l.Holders != 2 {
-		t.Fatalf("first grant: %+v", l)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	grant(a, at(0), LeaseAsk{Host: "c1", Boot: "b", Seq: 1}, LeaseAsk{Host: "c2", Boot: "b", Seq: 1})
+	if l := a.f.Lease("c1"); !l.ReachSince.IsZero() || l.Holders != 2 {
+		t.Fatalf("a grant nobody acknowledged yet: %+v", l)
 	}
-	grant(a, t0.Add(5*time.Second), LeaseAsk{Host: "c1", Boot: "b", Seq: 2}) // continues (5 + 1.5 ≤ 6.75)
-	if l := a.f.Lease("c1"); !l.ReachSince.Equal(t0.Add(p.MaxRTT)) {
-		t.Fatalf("an on-time renewal broke the chain: %+v", l)
+	grant(a, at(4), LeaseAsk{Host: "c1", Boot: "b", Seq: 2, Ack: at(0)})
+	if l := a.f.Lease("c1"); !l.ReachSince.Equal(at(0).Add(p.MaxRTT)) || !l.Acked.Equal(at(0)) {
+		t.Fatalf("first ack: %+v", l)
 	}
-	grant(a, t0.Add(20*time.Second), LeaseAsk{Host: "c1", Boot: "b", Seq: 3}) // late
-	if l := a.f.Lease("c1"); !l.ReachSince.Equal(t0.Add(20*time.Second + p.MaxRTT)) {
-		t.Fatalf("a late renewal kept the chain: %+v", l)
+	grant(a, at(8), LeaseAsk{Host: "c1", Boot: "b", Seq: 3, Ack: at(4)}) // 4 + 1.5 ≤ 0 + 6.75: continues
+	if l := a.f.Lease("c1"); !l.ReachSince.Equal(at(0).Add(p.MaxRTT)) || !l.Acked.Equal(at(4)) {
+		t.Fatalf("an on-time ack broke the chain: %+v", l)
+	}
+	// The agent dropped the grant of 8 s as too slow: it acks 4 s again, which
+	// changes nothing; then it accepts 12 s, 8 s after the last ack: a gap.
+	grant(a, at(12), LeaseAsk{Host: "c1", Boot: "b", Seq: 4, Ack: at(4)})
+	grant(a, at(16), LeaseAsk{Host: "c1", Boot: "b", Seq: 5, Ack: at(12)})
+	if l := a.f.Lease("c1"); !l.ReachSince.Equal(at(12).Add(p.MaxRTT)) || !l.Acked.Equal(at(12)) {
+		t.Fatalf("a dropped grant kept the chain: %+v", l)
+	}
+	// An ack of a grant never made is ignored.
+	grant(a, at(20), LeaseAsk{Host: "c1", Boot: "b", Seq: 6, Ack: at(13)})
+	if l := a.f.Lease("c1"); !l.Acked.Equal(at(12)) {
+		t.Fatalf("a forged ack counted: %+v", l)
 	}
 	// A release leaves the holders; re-arming rejoins them.
-	out := grant(a, t0.Add(21*time.Second), LeaseAsk{Host: "c2", Boot: "b", Seq: 2, Release: true})
+	out := grant(a, at(21), LeaseAsk{Host: "c2", Boot: "b", Seq: 2, Release: true})
 	if !out[0].Released || a.f.Lease("c2").Holder() {
 		t.Fatalf("release: %+v %+v", out[0], a.f.Lease("c2"))
 	}
-	if out := grant(a, t0.Add(22*time.Second), LeaseAsk{Host: "c1", Boot: "b", Seq: 4}); out[0].Holders != 1 {
+	if out := grant(a, at(22), LeaseAsk{Host: "c1", Boot: "b", Seq: 7}); out[0].Holders != 1 {
 		t.Fatalf("holders after a release: %+v", out[0])
 	}
-	out = grant(a, t0.Add(23*time.Second), LeaseAsk{Host: "c2", Boot: "b", Seq: 3})
-	if !out[0].Granted || out[0].Holders != 2 || !a.f.Lease("c2").ReachSince.Equal(t0.Add(23*time.Second+p.MaxRTT)) {
+	out = grant(a, at(23), LeaseAsk{Host: "c2", Boot: "b", Seq: 3})
+	if !out[0].Granted || out[0].Holders != 2 || !a.f.Lease("c2").ReachSince.IsZero() {
 		t.Fatalf("back after a release: %+v %+v", out[0], a.f.Lease("c2"))
 	}
 }

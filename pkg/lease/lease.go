@@ -74,8 +74,9 @@ func (p Params) Continues(prev, next time.Time) bool {
 
 // Holder is what the leader knows of one other lease holder: since when it
 // has reached a controller without a break (the first grant of the
-// unbroken chain + MaxRTT; zero: it does not reach one now) and its last
-// grant. Both are leader clock readings committed to Raft.
+// unbroken chain + MaxRTT; zero: it does not reach one now) and the last
+// grant it acknowledged (Request.Ack). Both are leader clock readings
+// committed to Raft.
 type Holder struct {
 	Host       string
 	ReachSince time.Time

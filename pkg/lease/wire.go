@@ -38,9 +38,15 @@ type Request struct {
 	W time.Duration `json:"w,omitempty"`
 	// Release asks to be disarmed (a clean stop): once it is granted, the
 	// agent may close its watchdog with the magic character.
-	Release bool   `json:"release,omitempty"`
-	Nonce   string `json:"nonce"`
-	MAC     string `json:"mac"`
+	Release bool `json:"release,omitempty"`
+	// Ack is the grant time of the last ticket the agent accepted (one
+	// that arrived within MaxRTT). The leader counts a holder as reaching
+	// it only through acknowledged grants: a grant the agent dropped as
+	// too slow must not make the leader believe the agent vouches "I
+	// reach a controller" when it does not.
+	Ack   time.Time `json:"ack,omitzero"`
+	Nonce string    `json:"nonce"`
+	MAC   string    `json:"mac"`
 }
 
 // Grant is the leader's answer. Granted: the lease (Params.L) runs from the
@@ -125,7 +131,7 @@ func check(key []byte, mac string, parts ...string) bool {
 
 func (r Request) parts() []string {
 	return []string{"iha lease request v1", r.Host, r.Boot, strconv.FormatInt(r.Seq, 10), r.Sent.UTC().Format(time.RFC3339Nano),
-		strconv.FormatBool(r.Armed), r.W.String(), strconv.FormatBool(r.Release), r.Nonce}
+		strconv.FormatBool(r.Armed), r.W.String(), strconv.FormatBool(r.Release), r.Ack.UTC().Format(time.RFC3339Nano), r.Nonce}
 }
 
 // Sign sets r.MAC with the host key.

@@ -26,6 +26,7 @@ func TestRequestSignatureCoversEveryField(t *testing.T) {
 		"w":       func(r *Request) { r.W++ },
 		"release": func(r *Request) { r.Release = true },
 		"nonce":   func(r *Request) { r.Nonce = "n2" },
+		"ack":     func(r *Request) { r.Ack = at(1) },
 	} {
 		c := r
 		mod(&c)
