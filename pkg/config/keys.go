@@ -150,6 +150,10 @@ var keyTable = []keySpec{
 	boolKey("ADD_RESERVED_HOST_TO_AGGREGATE", originIHA, "add a segment's reserved host to every aggregate of the failed host before evacuating to it (Masakari's `add_reserved_host_to_aggregate`)", func(s *Settings) *bool { return &s.AddReservedHostToAggregate }),
 	boolKey("RECOVERED_HOST_MAINTENANCE", originIHA, "park a recovered host in maintenance, disabled, instead of re-enabling it; `iha maintenance HOST off` returns it (a segment's `recovered_host_maintenance` overrides this)", func(s *Settings) *bool { return &s.RecoveredHostMaintenance }),
 
+	// Watchdog self-fencing (the agents' `watchdog:`; docs/operations.md).
+	durKey("WATCHDOG_LEASE", originIHA, time.Second, 10*time.Minute, "L: the lease the leader grants an armed agent, which feeds its watchdog only while it holds one (renewed every L/4); a host whose BMC fence fails is fenced by its watchdog L + W + WATCHDOG_MARGIN after its last grant", "15s", func(s *Settings) *time.Duration { return &s.WatchdogLease }),
+	durKey("WATCHDOG_MARGIN", originIHA, 0, 5*time.Minute, "added to L + W before a host whose BMC fence failed is taken as reset by its watchdog: the controllers' clock skew, the watchdog's own inaccuracy and the agent's scheduling delay", "5s", func(s *Settings) *time.Duration { return &s.WatchdogMargin }),
+
 	// The gossip mesh (the leader joins it as a controller).
 	strKey("GOSSIP_BIND", kindListenAddr, originIHA, "host:port the leader's gossip listens on (UDP and TCP), or `off`: no mesh, every host is judged by InstanceHA's rule", func(s *Settings) *string { return &s.GossipBind }),
 	{Name: "GOSSIP_ADVERTISE", Kind: kindAddr, Origin: originIHA, Meaning: "host:port the agents and other controllers reach this leader's gossip at, when it differs from GOSSIP_BIND (0.0.0.0, NAT)", DocDefault: "(the bound address)", strp: func(s *Settings) *string { return &s.GossipAdvertise }},

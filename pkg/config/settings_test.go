@@ -37,6 +37,7 @@ func TestEveryKeyHasItsDocumentedDefault(t *testing.T) {
 		"HA_ENABLED_INSTANCE_KEY": "HA_Enabled", "EVACUATE_ALL_INSTANCES": "true", "IGNORE_INSTANCES_IN_ERROR_STATE": "false",
 		"ADD_RESERVED_HOST_TO_AGGREGATE": "false", "RECOVERED_HOST_MAINTENANCE": "false",
 		"SHADOW": "false", "DECISION_LOG": "off", "DECISION_LOG_MAX_MB": "16", "DECISION_LOG_FILES": "8",
+		"WATCHDOG_LEASE": "15s", "WATCHDOG_MARGIN": "5s",
 	}
 	for _, content := range []string{"config: {}\n", "-", "", "config:\n"} {
 		name := content

@@ -113,6 +113,9 @@ type Settings struct {
 	APIMaxConnections  int           // API_MAX_CONNECTIONS: connections served at once (default 1024)
 	APIMaxStreams      int           // API_MAX_STREAMS: event streams served at once (default 64)
 
+	WatchdogLease  time.Duration // WATCHDOG_LEASE: L of an armed agent's lease (default 15 s)
+	WatchdogMargin time.Duration // WATCHDOG_MARGIN: added to L + W before a watchdog fence counts (default 5 s)
+
 	// Masakari parity (IHA keys).
 	HAEnabledInstanceKey        string // HA_ENABLED_INSTANCE_KEY: server metadata key of the per-server opt-in (default HA_Enabled)
 	EvacuateAllInstances        bool   // EVACUATE_ALL_INSTANCES: segment hosts also evacuate servers not opted in (default true)
@@ -190,6 +193,8 @@ func Defaults() Settings {
 		APIIdleTimeout:     120 * time.Second,
 		APIMaxConnections:  1024,
 		APIMaxStreams:      64,
+		WatchdogLease:      15 * time.Second,
+		WatchdogMargin:     5 * time.Second,
 
 		GossipBind:           "0.0.0.0:7946",
 		GossipLabel:          DefaultGossipLabel,
