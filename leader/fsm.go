@@ -478,6 +478,9 @@ func (s *fsmState) stepEnd(c Command, b StepEndCmd) error {
 			h.Fence = b.Fence
 			s.setPhase(c, h, PhaseFenced)
 			s.event(c, h.Host, "FencingSucceeded", "fenced: "+b.Detail, false)
+			if b.Fence != nil && b.Fence.Method == "watchdog" {
+				s.event(c, h.Host, "WatchdogSelfFenceAssumed", "the host's watchdog reset it: "+b.Fence.Detail, true)
+			}
 		} else {
 			s.setPhase(c, h, PhaseDetected)
 			s.event(c, h.Host, "FencingFailed", "fencing failed: "+b.Detail, true)

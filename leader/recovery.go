@@ -85,6 +85,11 @@ func (r *Reconciler) end(ctx context.Context, e StepEndCmd) error {
 // first: a host already off is fenced without a second power-off.
 func (r *Reconciler) fenceStep(ctx context.Context, rec *HostRecord) error {
 	host := rec.Host
+	// The BMC failed and the agent was armed: its watchdog fences it
+	// (watchdog_fence.go), unless an operator confirmed the host off.
+	if _, confirmed := r.store.FSM().Settings().Confirmed[host]; rec.Watchdog != nil && !confirmed {
+		return r.watchdogStep(ctx, rec)
+	}
 	var op OpID
 	if rec.Pending != nil && rec.Pending.Step == StepFence {
 		op = rec.Pending.OpID
@@ -111,6 +116,9 @@ func (r *Reconciler) fenceStep(ctx context.Context, rec *HostRecord) error {
 		r.log.Error("fencing failed", "host", host, "op", op, "err", ferr)
 		if err := r.end(ctx, StepEndCmd{Host: host, Step: StepFence, OpID: op, OK: false, Detail: ferr.Error()}); err != nil {
 			return err
+		}
+		if r.watchdogAfterBMC(ctx, rec, ferr) {
+			return nil // the next pass waits for the watchdog
 		}
 		return errWait
 	}
@@ -411,16 +419,19 @@ func (r *Reconciler) sleep(ctx context.Context, d time.Duration) {
 func (r *Reconciler) finishStep(ctx context.Context, rec *HostRecord) error {
 	host := rec.Host
 	powerOn := !rec.PoweredOn && !rec.Kdump && rec.Fence != nil && rec.Fence.State == "off" && rec.Fence.Method != "operator"
-	if powerOn {
-		// A host that boots while its evacuations are still running would
-		// clean them up half done; wait until Nova has finished them
-		// (FORCE_ENABLE, the operator's "migrations are stuck, go on",
-		// skips this as it skips the same check at re-enable).
-		if !r.cfg.ForceEnable {
-			if err := r.awaitEvacuations(ctx, rec); err != nil {
-				return err
-			}
+	// A host its watchdog reset boots by itself, and its agent's gate
+	// opens once this step is done: it too waits for the evacuations.
+	selfBoot := rec.Fence != nil && rec.Fence.Method == "watchdog"
+	// A host that boots while its evacuations are still running would
+	// clean them up half done; wait until Nova has finished them
+	// (FORCE_ENABLE, the operator's "migrations are stuck, go on", skips
+	// this as it skips the same check at re-enable).
+	if (powerOn || selfBoot) && !r.cfg.ForceEnable {
+		if err := r.awaitEvacuations(ctx, rec); err != nil {
+			return err
 		}
+	}
+	if powerOn {
 		op, err := r.begin(ctx, host, StepPowerOn, "", "")
 		if err != nil {
 			return err
