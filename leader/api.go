@@ -537,6 +537,7 @@ func (a *API) Host(_ context.Context, host string) (api.Host, error) {
 		h.Judged, h.JudgedAt = &e, v.judgedAt.UTC()
 	}
 	h.Incident = a.latestIncident(host)
+	h.Watchdog = watchdogView(a.node.fsm.Lease(host), a.node.fsm.Host(host))
 	rec := a.node.fsm.Host(host)
 	if rec == nil {
 		h.Maintenance = v.settings.Maintenance[host]
@@ -587,6 +588,22 @@ func (a *API) Host(_ context.Context, host string) (api.Host, error) {
 	allow, why := GateAllows(rec)
 	h.Gate = api.Gate{Host: rec.Host, Allow: allow, Reason: why}
 	return h, nil
+}
+
+// watchdogView is a host's lease for the API (nil: none).
+func watchdogView(l *LeaseRecord, rec *HostRecord) *api.Watchdog {
+	if l == nil {
+		return nil
+	}
+	w := &api.Watchdog{Armed: l.Armed, WSeconds: l.W.Seconds(), LeaseSeconds: l.Params.L.Seconds(), LastGrant: l.Granted.UTC(),
+		Holders: l.Holders, Released: l.Released.UTC()}
+	if !l.Granted.IsZero() {
+		w.LeaseExpires = l.Granted.Add(l.Params.L).UTC()
+	}
+	if rec != nil && rec.Watchdog != nil && rec.Phase.Active() {
+		w.WaitSince, w.FenceDeadline, w.BMCError = rec.Watchdog.Since.UTC(), rec.Watchdog.Deadline.UTC(), rec.Watchdog.BMCError
+	}
+	return w
 }
 
 func toAPIEvidence(e Evidence, kdump, adopted bool) api.Evidence {
@@ -852,6 +869,21 @@ func (m metricsSource) Records() []metrics.Record {
 			}
 		}
 		out = append(out, r)
+	}
+	return out
+}
+
+// Leases implements metrics.LeaseSource.
+func (m metricsSource) Leases() []metrics.Lease {
+	now := time.Now()
+	fsm := m.a.node.fsm
+	var out []metrics.Lease
+	for _, l := range fsm.Leases() {
+		x := metrics.Lease{Host: l.Host, Holder: l.Holder(), Armed: l.Armed, Expired: !now.Before(l.Granted.Add(l.Params.L))}
+		if h := fsm.Host(l.Host); h != nil && h.Watchdog != nil && h.Phase == PhaseDetected {
+			x.Waiting = true
+		}
+		out = append(out, x)
 	}
 	return out
 }

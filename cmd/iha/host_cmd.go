@@ -87,6 +87,21 @@ var hostFields = []field[api.Host]{
 		}
 		return "hold"
 	}},
+	{"watchdog", func(h api.Host) string {
+		switch {
+		case h.Watchdog == nil:
+			return ""
+		case h.Watchdog.Armed:
+			return "armed"
+		}
+		return "unarmed"
+	}},
+	{"lease-expires", func(h api.Host) string {
+		if h.Watchdog == nil {
+			return ""
+		}
+		return whenOrEmpty(h.Watchdog.LeaseExpires)
+	}},
 }
 
 func newHostCmd(e *env) *cobra.Command {
@@ -243,6 +258,20 @@ func printHost(w io.Writer, o *output, h api.Host, st style) {
 	}
 	if h.Maintenance != "" {
 		wrap(w, "maintenance", h.Maintenance)
+	}
+	if wd := h.Watchdog; wd != nil {
+		s := "unarmed"
+		if wd.Armed {
+			s = fmt.Sprintf("armed, W %gs", wd.WSeconds)
+		}
+		s += fmt.Sprintf(", lease %gs, last grant %s, expires %s", wd.LeaseSeconds, when(wd.LastGrant), when(wd.LeaseExpires))
+		if !wd.Released.IsZero() {
+			s += ", released " + when(wd.Released)
+		}
+		if !wd.FenceDeadline.IsZero() {
+			s += "; " + st.warn(fmt.Sprintf("BMC failed (%s): fenced by the watchdog at %s", wd.BMCError, when(wd.FenceDeadline)))
+		}
+		wrap(w, "watchdog", s)
 	}
 	if h.Phase == "" {
 		wrap(w, "recovery", "no record: this host has not failed (or its record was forgotten)")

@@ -116,6 +116,15 @@ func (f *fixture) Host(_ context.Context, h string) (api.Host, error) {
 				MeshState: "alive", MeshSince: fat(-3600), Note: "agent alive, nova up"},
 			JudgedAt: fat(29), Steps: []api.Step{}, Servers: []api.Instance{},
 			Gate: api.Gate{Host: "compute-1", Allow: true, Reason: "no recovery recorded for this host"}}, nil
+	case "compute-7": // its BMC is dead; its agent was armed: the leader waits for the watchdog
+		return api.Host{Host: "compute-7", Verdict: "recovering", Phase: "detected", PhaseSince: fat(2), DetectedAt: fat(0), Zone: "nova",
+			ServiceID: "svc-7", Level: 2, LastError: "sim: power-off compute-7: BMC unreachable",
+			Evidence: api.Evidence{Mode: "both", Source: "gossip+nova", NovaState: "up", NovaUpdatedAt: fat(-9), Note: "mesh: dead since 02:59:59"},
+			Steps:    []api.Step{{Step: "fence", Op: "t2.i20", Started: fat(0.1), Finished: fat(2), Seconds: 1.9, Outcome: "failed", Detail: "sim: power-off compute-7: BMC unreachable"}},
+			Servers:  []api.Instance{},
+			Watchdog: &api.Watchdog{Armed: true, WSeconds: 10, LeaseSeconds: 15, LastGrant: fat(-2), LeaseExpires: fat(13), Holders: 9,
+				WaitSince: fat(2), FenceDeadline: fat(28), BMCError: "sim: power-off compute-7: BMC unreachable"},
+			Gate: api.Gate{Host: "compute-7", Allow: false, Reason: "recovery in phase detected since 2026-03-01T03:00:02Z"}}, nil
 	case "compute-9":
 	default:
 		return api.Host{}, api.ErrNotFound
@@ -268,6 +277,7 @@ func TestCLIGoldenOutputOfEveryCommand(t *testing.T) {
 		{"hosts", cliCanaryRO, []string{"hosts"}, exitUnhealthy, allFormats},
 		{"host", cliCanaryRO, []string{"host", "compute-9"}, exitUnhealthy, allFormats},
 		{"host-healthy", cliCanaryRO, []string{"host", "compute-1"}, exitOK, allFormats},
+		{"host-watchdog", cliCanaryRO, []string{"host", "compute-7"}, exitOK, []string{outTable, outJSON, outValue}},
 		{"events", cliCanaryRO, []string{"events"}, exitOK, allFormats},
 		{"events-host", cliCanaryRO, []string{"events", "--host", "compute-9", "--limit", "2"}, exitOK, allFormats},
 		{"events-kind-since", cliCanaryRO, []string{"events", "--kind", "HostDown,HostSkipped", "--since", "2026-03-01T03:00:00.050Z"}, exitOK, allFormats},

@@ -295,6 +295,33 @@ type Host struct {
 	Parked         bool     `json:"parked,omitempty"`
 	// Incident is the host's latest shadow-mode incident (absent: none).
 	Incident *Incident `json:"incident,omitempty"`
+	// Watchdog is the host's watchdog lease (absent: its agent never asked
+	// for one).
+	Watchdog *Watchdog `json:"watchdog,omitempty"`
+}
+
+// Watchdog is a host's watchdog lease as the replicated state holds it
+// (docs/operations.md, "Watchdog self-fencing").
+type Watchdog struct {
+	// Armed: the agent's watchdog is open and fed only under the lease;
+	// WSeconds is its timeout W.
+	Armed    bool    `json:"armed"`
+	WSeconds float64 `json:"w_seconds,omitempty"`
+	// LeaseSeconds is L; LastGrant the last grant committed and
+	// LeaseExpires LastGrant + L (the agent stops feeding by then unless
+	// its peers find the control plane down).
+	LeaseSeconds float64   `json:"lease_seconds"`
+	LastGrant    time.Time `json:"last_grant,omitzero"`
+	LeaseExpires time.Time `json:"lease_expires,omitzero"`
+	// Holders is the count of lease holders told with the last grant.
+	Holders int `json:"holders,omitempty"`
+	// Released is when a clean stop of the agent disarmed it.
+	Released time.Time `json:"released,omitzero"`
+	// FenceDeadline is set once the BMC fence failed and the leader waits
+	// for the watchdog (G + L + W + margin), with the BMC's error.
+	WaitSince     time.Time `json:"wait_since,omitzero"`
+	FenceDeadline time.Time `json:"fence_deadline,omitzero"`
+	BMCError      string    `json:"bmc_error,omitempty"`
 }
 
 // Event is one line of the replicated event log.

@@ -118,6 +118,8 @@ type Metrics struct {
 	// Shadow mode (counted from the event log too).
 	shadowDecisions *prometheus.CounterVec
 	observed        *prometheus.CounterVec
+	wdFences        *prometheus.CounterVec
+	leaseLost       *prometheus.CounterVec
 
 	// Pushed by the leader's reconciler.
 	pollCycles   *prometheus.CounterVec
@@ -154,6 +156,8 @@ func New(src Source, version string) *Metrics {
 	m.events = cv("iha_events_total", "Replicated events by kind, counted on every controller.", "kind")
 	m.shadowDecisions = cv("iha_shadow_decisions_total", "Shadow mode's would-be decisions by kind (ShadowWouldFence, ShadowWouldEvacuate, ShadowWouldSkip, …).", "kind")
 	m.observed = cv("iha_observed_actions_total", "Actions of another agent seen in Nova while shadowing, by kind (ObservedForceDown, ObservedEvacuation, …).", "kind")
+	m.wdFences = cv("iha_watchdog_fences_total", "Hosts recorded as fenced by their watchdog (the BMC failed, the agent was armed).", "host")
+	m.leaseLost = cv("iha_watchdog_leases_lost_total", "Watchdog leases that ran out while the leader would have granted them.", "host")
 
 	m.pollCycles = cv("instanceha_poll_cycles_total", "Poll cycles of Nova by result (success, error); leader only.", "result")
 	m.pollDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "instanceha_poll_duration_seconds",
@@ -259,6 +263,10 @@ func (m *Metrics) count(e Event) {
 		m.allStale.Inc()
 	case "FencingRateLimited":
 		m.rateLimited.Inc()
+	case "WatchdogSelfFenceAssumed":
+		m.wdFences.WithLabelValues(h).Inc()
+	case "LeaseLost":
+		m.leaseLost.WithLabelValues(h).Inc()
 	}
 }
 
@@ -313,7 +321,8 @@ type ShadowSource interface {
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descProcessing, descRecords, descPhaseSince, descStep, descDetect, descEvacDur, descPaused,
 		descRaftState, descRaftLeader, descRaftKnown, descTerm, descCommit, descApplied, descContact, descVoters,
-		descMeshWired, descMesh, descHealth, descContested, descUnverified, descRejected, descShadow, descIncidents} {
+		descMeshWired, descMesh, descHealth, descContested, descUnverified, descRejected, descShadow, descIncidents,
+		descLeaseHolders, descLeaseArmed, descLeaseExpired, descLeaseWaiting} {
 		ch <- d
 	}
 }
@@ -364,6 +373,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descShadow, b2f(ss.Shadow()))
 		gauge(descIncidents, float64(ss.OpenIncidents()))
 	}
+	collectLeases(src, ch)
 
 	recs := src.Records()
 	active := 0
