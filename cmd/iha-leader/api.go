@@ -18,6 +18,7 @@ import (
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/identity"
+	"github.com/ihaproject/iha/pkg/lease"
 	"github.com/ihaproject/iha/pkg/metrics"
 	"github.com/ihaproject/iha/pkg/secret"
 	"github.com/ihaproject/iha/pkg/version"
@@ -52,7 +53,7 @@ type controllerKeys struct {
 
 // startAPI serves the status API of node on addr (API_ADDR) with the
 // tokens, TLS and limits of s.
-func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, mesh leader.MeshReporter, keys controllerKeys, log *slog.Logger) (*statusAPI, error) {
+func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr string, mesh leader.MeshReporter, keys controllerKeys, leases *leader.Leases, log *slog.Logger) (*statusAPI, error) {
 	tlsCfg, err := apiTLS(s)
 	if err != nil {
 		return nil, err
@@ -65,7 +66,11 @@ func startAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, addr st
 	if err := metrics.ExportHashicorp(met.Registry()); err != nil {
 		log.Warn("raft and memberlist metrics not exported", "err", err)
 	}
-	cfg := api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken,
+	var grant func(context.Context, lease.Request) (lease.Grant, error)
+	if leases != nil {
+		grant = leases.Grant
+	}
+	cfg := api.Config{Backend: backend, Token: s.APIToken, ReadToken: s.APIReadToken, Lease: grant,
 		Metrics: met.Handler(), TLS: tlsCfg, Logger: log.With("component", "api"),
 		Build:       api.VersionInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, Platform: bi.Platform},
 		ReadTimeout: s.APIReadTimeout, IdleTimeout: s.APIIdleTimeout, MaxConns: s.APIMaxConnections, MaxStreams: s.APIMaxStreams}
@@ -164,9 +169,9 @@ func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
 	s.APIToken = secret.New(tok)
-	a, err := startAPI(node, mon, s, devAPIAddr, nil, controllerKeys{}, log)
+	a, err := startAPI(node, mon, s, devAPIAddr, nil, controllerKeys{}, nil, log)
 	if err != nil {
-		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, controllerKeys{}, log)
+		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, controllerKeys{}, nil, log)
 	}
 	if err != nil {
 		log.Warn("dev mode: status API not served", "err", err)
@@ -174,4 +179,32 @@ func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io
 	}
 	fmt.Fprintf(w, "status API: %s   in another terminal: export IHA_ADDR=%s IHA_TOKEN=%s; iha status; iha events -f\n\n", a.URL, a.URL, tok)
 	return a
+}
+
+// startLeases serves the watchdog leases when CLUSTER_KEY is set (nil
+// otherwise: the endpoint answers 503); done closes when ctx ends and the
+// service has answered every request it took.
+func startLeases(ctx context.Context, done chan struct{}, node *leader.Node, s config.Settings, log *slog.Logger) (*leader.Leases, error) {
+	if s.ClusterKey == "" {
+		close(done)
+		log.Info("no CLUSTER_KEY: this controller grants no watchdog leases (agents with watchdog: stay unarmed)")
+		return nil, nil
+	}
+	key, err := lease.LoadKey(s.ClusterKey)
+	if err != nil {
+		close(done)
+		return nil, fmt.Errorf("CLUSTER_KEY: %w", err)
+	}
+	p := lease.DefaultParams(s.WatchdogLease)
+	svc, err := leader.NewLeases(leader.LeasesConfig{Store: node, Params: p, Keys: lease.NewClusterKeys(key), Logger: log})
+	if err != nil {
+		close(done)
+		return nil, fmt.Errorf("WATCHDOG_LEASE: %w", err)
+	}
+	go func() {
+		defer close(done)
+		svc.Run(ctx)
+	}()
+	log.Info("watchdog leases served", "lease", p.L, "renew", p.Renew, "margin", s.WatchdogMargin)
+	return svc, nil
 }

@@ -277,10 +277,27 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 	// Followers forward to the address the leader records at each term.
 	mon.APIAddr = s.APIAddr
 
+	// 5b. Watchdog leases (CLUSTER_KEY): armed computes renew them at
+	// POST /v1/lease/{host}; followers forward to the leader, which alone
+	// commits grants. Without the key the endpoint answers 503 and an
+	// armed agent never feeds its watchdog (it asks unarmed first).
+	leaseCtx, stopLeases := context.WithCancel(context.Background())
+	leasesDone := make(chan struct{})
+	leases, err := startLeases(leaseCtx, leasesDone, node, s, log.With("component", "lease"))
+	if err != nil {
+		stopLeases()
+		fmt.Fprintf(stderr, "iha-leader: %v\n", err)
+		if mesh != nil {
+			mesh.Close()
+		}
+		_ = node.Close()
+		return 1
+	}
+
 	// 6. The status API: /v1 (reads, operator commands, events), /metrics,
 	// /healthz, /readyz, the agents' gate and the Raft join. A node that
 	// cannot serve it still votes and, when leader, recovers hosts.
-	apiSrv, err := startAPI(node, mon, s, s.APIAddr, meshRep, controllerKeys{cluster: clusterKey, raftTLS: raftTLS}, log)
+	apiSrv, err := startAPI(node, mon, s, s.APIAddr, meshRep, controllerKeys{cluster: clusterKey, raftTLS: raftTLS}, leases, log)
 	if err != nil {
 		log.Error("status API not served", "addr", s.APIAddr, "err", err)
 	} else {
@@ -328,6 +345,8 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 	}
 	stopMon()
 	<-monDone
+	stopLeases()
+	<-leasesDone
 	if mesh != nil {
 		mesh.Close() // a graceful leave: the agents see "left", not "dead"
 	}
