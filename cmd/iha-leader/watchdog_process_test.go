@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ihaproject/iha/internal/testaddr"
+	"github.com/ihaproject/iha/internal/wddouble"
+	"github.com/ihaproject/iha/pkg/api"
+	"github.com/ihaproject/iha/pkg/lease"
+	"github.com/ihaproject/iha/pkg/novasim"
+)
+
+// The watchdog path with real processes: an iha-leader, three computes
+// (each an iha-agent and a stand-in for its guests in one process group,
+// the agent's watchdog a FIFO served by iha-wddouble, which SIGKILLs the
+// group when it goes unfed for W), novasim for Nova, and a BMC for
+// compute c1 that nothing answers. c1 hangs (its whole process group is
+// SIGSTOPped, its nova-compute stops): the BMC fence fails, the watchdog
+// resets c1, and the leader evacuates it without `iha confirm-fenced`,
+// exactly once, no earlier than the last grant + L + W + margin and only
+// after c1's processes are dead.
+
+const (
+	e2eLease  = 3 * time.Second // WATCHDOG_LEASE
+	e2eW      = 2 * time.Second // the agents' watchdog.timeout
+	e2eMargin = time.Second     // WATCHDOG_MARGIN
+)
+
+func buildWatchdogBinaries(t *testing.T) (leaderBin, agentBin, wdBin string) {
+	t.Helper()
+	dir := t.TempDir()
+	leaderBin, agentBin, wdBin = filepath.Join(dir, "iha-leader"), filepath.Join(dir, "iha-agent"), filepath.Join(dir, "iha-wddouble")
+	for bin, pkg := range map[string]string{leaderBin: ".", agentBin: "../iha-agent", wdBin: "../../internal/wddouble/iha-wddouble"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute*slowFactor())
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	return leaderBin, agentBin, wdBin
+}
+
+// compute is one simulated compute: its process group (iha-agent and a
+// guest stand-in) and the watchdog double that guards it.
+type compute struct {
+	host      string
+	agent     *exec.Cmd
+	guest     *exec.Cmd
+	wd        *exec.Cmd
+	agentLog  *lockedBuf
+	record    string
+	agentDone chan struct{}
+	guestDone chan struct{}
+	wdDone    chan struct{}
+	pgid      int
+}
+
+func startProc(t *testing.T, cmd *exec.Cmd) chan struct{} {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			_ = cmd.Process.Signal(syscall.SIGCONT)
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return done
+}
+
+func startCompute(t *testing.T, agentBin, wdBin, host, gossipJoin, apiAddr string, cluster []byte) *compute {
+	t.Helper()
+	dir := t.TempDir()
+	c := &compute{host: host, agentLog: &lockedBuf{}, record: filepath.Join(dir, "wd.jsonl")}
+	keyFile := filepath.Join(dir, "host.key")
+	writeFile(t, keyFile, []byte(lease.EncodeKey(lease.HostKey(cluster, host))))
+	fifo := filepath.Join(dir, "watchdog")
+	cfg := fmt.Sprintf("nova_host: %s\nbind: %s\njoin: [%s]\nkdump_listen: \"off\"\nmetrics_listen: \"off\"\ngate_stats_file: \"off\"\n"+
+		"state_dir: %s\ncontrollers: [\"http://%s\"]\nhost_key: %s\ngossip: {GOSSIP_PROFILE: fast}\n"+
+		"watchdog: {device: %s, timeout: %s, allow_fifo: true}\n",
+		host, testaddr.Loopback(t), gossipJoin, filepath.Join(dir, "state"), apiAddr, keyFile, fifo, e2eW)
+	cfgFile := filepath.Join(dir, "agent.yaml")
+	writeFile(t, cfgFile, []byte(cfg))
+
+	// The agent leads the compute's process group; the guest joins it.
+	c.agent = exec.Command(agentBin, "-config", cfgFile)
+	c.agent.Env = append(os.Environ(), "NOTIFY_SOCKET=")
+	c.agent.Stdout, c.agent.Stderr = c.agentLog, c.agentLog
+	c.agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The double must serve the FIFO before the agent opens it; it is
+	// told the group once the agent runs, so it starts second, with the
+	// agent's pid (the group's id), and the agent arms only after its
+	// first grant, seconds later.
+	c.agentDone = startProc(t, c.agent)
+	c.pgid = c.agent.Process.Pid
+	c.guest = exec.Command("sleep", "600")
+	c.guest.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: c.pgid}
+	c.guestDone = startProc(t, c.guest)
+	c.wd = exec.Command(wdBin, "-fifo", fifo, "-timeout", e2eW.String(), "-pgid", fmt.Sprint(c.pgid), "-record", c.record)
+	c.wdDone = startProc(t, c.wd)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s agent log:\n%s", host, lastLines(c.agentLog.String(), 60))
+		}
+	})
+	return c
+}
+
+func (c *compute) events(t *testing.T) []wddouble.Event {
+	t.Helper()
+	f, err := os.Open(c.record)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []wddouble.Event
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var e wddouble.Event
+		if json.Unmarshal(sc.Bytes(), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (c *compute) event(t *testing.T, kind string) (wddouble.Event, bool) {
+	for _, e := range c.events(t) {
+		if e.Event == kind {
+			return e, true
+		}
+	}
+	return wddouble.Event{}, false
+}
+
+func exited(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestWatchdogRecoversADeadBMCHostWithRealProcesses(t *testing.T) {
+	leaderBin, agentBin, wdBin := buildWatchdogBinaries(t)
+	sim, err := novasim.New(novasim.Options{Password: "change-me", NoStartupDelay: true, ReportInterval: time.Second,
+		ServiceDownTime: 3 * time.Second, EvacuationDelay: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	hosts := []string{"c1", "c2", "c3"}
+	for _, h := range hosts {
+		sim.AddCompute(h, "nova")
+	}
+	sim.AddScheduler("ctl")
+	img := sim.AddImage(novasim.Image{Name: "tagged", Tags: []string{"evacuable"}})
+	servers := map[string]string{}
+	for i := 1; i <= 3; i++ {
+		servers[fmt.Sprintf("vm%d", i)] = sim.AddServer(novasim.ServerSpec{Name: fmt.Sprintf("vm%d", i), Host: "c1", ImageID: img})
+	}
+
+	cluster := make([]byte, lease.KeySize)
+	_, _ = rand.Read(cluster)
+	ctl := &controller{name: "ctl-1", raftAddr: testaddr.Loopback(t), apiAddr: testaddr.Loopback(t)}
+	gossipAddr := testaddr.Loopback(t)
+	deadBMC := testaddr.Loopback(t) // nothing listens there
+	keyFile := filepath.Join(t.TempDir(), "cluster.key")
+	writeFile(t, keyFile, []byte(lease.EncodeKey(cluster)))
+	ctl.writeConfig(t, sim, map[string]string{"RAFT_PEERS": ctl.name + "=" + ctl.raftAddr, "GOSSIP_BIND": gossipAddr,
+		"GOSSIP_PROFILE": "fast", "DETECTION_MODE": "gossip", "TAGGED_AGGREGATES": "false", "FENCING_TIMEOUT": "5",
+		"NOVA_REPORT_INTERVAL": "1", "CLUSTER_KEY": keyFile,
+		"WATCHDOG_LEASE": e2eLease.String(), "WATCHDOG_MARGIN": e2eMargin.String()})
+	// fencing.yaml: every BMC is dead (nothing listens at its address).
+	host, port, _ := strings.Cut(deadBMC, ":")
+	var fencing strings.Builder
+	fencing.WriteString("FencingConfig:\n")
+	for _, h := range hosts {
+		fmt.Fprintf(&fencing, "  %s:\n    agent: redfish\n    ipaddr: %s\n    ipport: %q\n    login: root\n    passwd: bmc-secret-e2e\n", h, host, port)
+	}
+	writeFile(t, filepath.Join(ctl.confDir, "fencing.yaml"), []byte(fencing.String()))
+	ctl.env = []string{"INSTANCEHA_DISABLED=False"} // this one acts
+	ctl.start(t, leaderBin)
+
+	computes := map[string]*compute{}
+	for _, h := range hosts {
+		computes[h] = startCompute(t, agentBin, wdBin, h, gossipAddr, ctl.apiAddr, cluster)
+	}
+	cl := &api.Client{Addrs: []string{"http://" + ctl.apiAddr}, Token: processToken, Actor: "watchdog-e2e", HTTP: &http.Client{Timeout: 10 * time.Second}}
+	hostView := func(h string) (api.Host, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return cl.Host(ctx, h, false)
+	}
+	waitFor(t, 60*time.Second, "every compute armed under a lease", func() (bool, string) {
+		for _, h := range hosts {
+			v, err := hostView(h)
+			if err != nil {
+				return false, err.Error()
+			}
+			if v.Watchdog == nil || !v.Watchdog.Armed {
+				return false, h + " not armed"
+			}
+			if _, ok := computes[h].event(t, "armed"); !ok {
+				return false, h + "'s double not armed"
+			}
+		}
+		return true, ""
+	}, ctl)
+
+	// c1 hangs: every process of it stops, its nova-compute too.
+	c1 := computes["c1"]
+	if err := syscall.Kill(-c1.pgid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	hangAt := time.Now()
+	sim.StopCompute("c1")
+
+	var fired wddouble.Event
+	waitFor(t, 90*time.Second, "every server of c1 ACTIVE elsewhere", func() (bool, string) {
+		if e, ok := c1.event(t, "fired"); ok && fired.At.IsZero() {
+			fired = e
+		}
+		for name, id := range servers {
+			s, _ := sim.Server(id)
+			if s.Host == "c1" || s.Status != "ACTIVE" {
+				return false, fmt.Sprintf("%s on %s, %s", name, s.Host, s.Status)
+			}
+		}
+		return true, ""
+	}, ctl)
+	allActive := time.Now()
+
+	if fired.At.IsZero() {
+		e, ok := c1.event(t, "fired")
+		if !ok {
+			t.Fatalf("c1's watchdog never fired: %+v", c1.events(t))
+		}
+		fired = e
+	}
+	if !exited(c1.agentDone) || !exited(c1.guestDone) {
+		t.Fatalf("c1's processes still run after its watchdog fired (agent exited %v, guest exited %v)", exited(c1.agentDone), exited(c1.guestDone))
+	}
+	v, err := hostView("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Fence == nil || v.Fence.Method != "watchdog" {
+		t.Fatalf("c1's fence: %+v", v.Fence)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	evs, err := cl.Events(ctx, api.EventQuery{Host: "c1", Limit: 1000}, false)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := map[string][]time.Time{}
+	for _, e := range evs.Events {
+		at[e.Kind] = append(at[e.Kind], e.At)
+	}
+	for _, k := range []string{"FencingFailed", "WatchdogFencePending", "FencingSucceeded", "WatchdogSelfFenceAssumed", "EvacuationStarted"} {
+		if len(at[k]) == 0 {
+			t.Fatalf("no %s event for c1: %v", k, at)
+		}
+	}
+	if n := len(at["FencingSucceeded"]); n != 1 {
+		t.Errorf("c1 fenced %d times", n)
+	}
+	for _, k := range []string{"FencingConfirmedByOperator"} {
+		if len(at[k]) != 0 {
+			t.Errorf("%s: an operator was needed", k)
+		}
+	}
+	grant := v.Watchdog.LastGrant
+	fencedAt, evacAt := at["FencingSucceeded"][0], at["EvacuationStarted"][0]
+	if floor := grant.Add(e2eLease + e2eW + e2eMargin); fencedAt.Before(floor) {
+		t.Errorf("fenced at %s, before the last grant %s + L + W + margin = %s", fencedAt, grant, floor)
+	}
+	if !fired.At.Before(evacAt) {
+		t.Errorf("c1's watchdog fired at %s, after the first evacuation began at %s", fired.At, evacAt)
+	}
+	for name, id := range servers {
+		if n := sim.ServerCalls(id, novasim.RouteEvacuate); n != 1 {
+			t.Errorf("%s evacuated %d times, want 1", name, n)
+		}
+	}
+	// The others are untouched and still armed.
+	for _, h := range []string{"c2", "c3"} {
+		if _, ok := computes[h].event(t, "fired"); ok || exited(computes[h].agentDone) {
+			t.Errorf("healthy compute %s was reset", h)
+		}
+	}
+	judged := at["HostDown"]
+	t.Logf("L %v, W %v, margin %v; hang → judged %v, → BMC failed %v, → watchdog fired %v (last feed %v), → fenced %v (last grant → fenced %v), → first evacuate %v, → all ACTIVE %v",
+		e2eLease, e2eW, e2eMargin, since(hangAt, judged), since(hangAt, at["FencingFailed"]), fired.At.Sub(hangAt).Round(time.Millisecond),
+		fired.LastFeed.Sub(hangAt).Round(time.Millisecond), fencedAt.Sub(hangAt).Round(time.Millisecond), fencedAt.Sub(grant).Round(time.Millisecond),
+		evacAt.Sub(hangAt).Round(time.Millisecond), allActive.Sub(hangAt).Round(time.Millisecond))
+}
+
+func since(t0 time.Time, ts []time.Time) string {
+	if len(ts) == 0 {
+		return "-"
+	}
+	return ts[0].Sub(t0).Round(time.Millisecond).String()
+}
