@@ -161,7 +161,25 @@ func exited(ch chan struct{}) bool {
 	}
 }
 
-func TestWatchdogRecoversADeadBMCHostWithRealProcesses(t *testing.T) {
+// e2eRig is the leader, the computes and their servers.
+type e2eRig struct {
+	agentBin, wdBin, gossipAddr string
+	cluster                     []byte
+	sim                         *novasim.Sim
+	ctl                         *controller
+	computes                    map[string]*compute
+	servers                     map[string]string
+	cl                          *api.Client
+}
+
+func (r *e2eRig) host(h string) (api.Host, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return r.cl.Host(ctx, h, false)
+}
+
+func newE2ERig(t *testing.T) *e2eRig {
+	t.Helper()
 	leaderBin, agentBin, wdBin := buildWatchdogBinaries(t)
 	sim, err := novasim.New(novasim.Options{Password: "change-me", NoStartupDelay: true, ReportInterval: time.Second,
 		ServiceDownTime: 3 * time.Second, EvacuationDelay: 300 * time.Millisecond})
@@ -207,14 +225,10 @@ func TestWatchdogRecoversADeadBMCHostWithRealProcesses(t *testing.T) {
 		computes[h] = startCompute(t, agentBin, wdBin, h, gossipAddr, ctl.apiAddr, cluster)
 	}
 	cl := &api.Client{Addrs: []string{"http://" + ctl.apiAddr}, Token: processToken, Actor: "watchdog-e2e", HTTP: &http.Client{Timeout: 10 * time.Second}}
-	hostView := func(h string) (api.Host, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return cl.Host(ctx, h, false)
-	}
+	r := &e2eRig{sim: sim, ctl: ctl, computes: computes, servers: servers, cl: cl, agentBin: agentBin, wdBin: wdBin, gossipAddr: gossipAddr, cluster: cluster}
 	waitFor(t, 60*time.Second, "every compute armed under a lease", func() (bool, string) {
 		for _, h := range hosts {
-			v, err := hostView(h)
+			v, err := r.host(h)
 			if err != nil {
 				return false, err.Error()
 			}
@@ -227,6 +241,13 @@ func TestWatchdogRecoversADeadBMCHostWithRealProcesses(t *testing.T) {
 		}
 		return true, ""
 	}, ctl)
+	return r
+}
+
+func TestWatchdogRecoversADeadBMCHostWithRealProcesses(t *testing.T) {
+	r := newE2ERig(t)
+	sim, ctl, computes, servers, cl := r.sim, r.ctl, r.computes, r.servers, r.cl
+	hostView := r.host
 
 	// c1 hangs: every process of it stops, its nova-compute too.
 	c1 := computes["c1"]
@@ -322,4 +343,84 @@ func since(t0 time.Time, ts []time.Time) string {
 		return "-"
 	}
 	return ts[0].Sub(t0).Round(time.Millisecond).String()
+}
+
+// A control-plane outage never resets a compute: the only controller is
+// killed for 3 × L, and every armed agent feeds on (its peers cannot reach
+// a controller either). Before it, a clean stop disarms (the lease is
+// released first) and a crash does not: the crashed agent's watchdog
+// resets its compute within W.
+func TestWatchdogSurvivesAControlPlaneOutageAndTellsAStopFromACrash(t *testing.T) {
+	r := newE2ERig(t)
+	c2, c3 := r.computes["c2"], r.computes["c3"]
+
+	// c3's agent stops cleanly: released, then disarmed with the magic close.
+	if err := c3.agent.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "c3 disarmed and released", func() (bool, string) {
+		v, err := r.host("c3")
+		if err != nil {
+			return false, err.Error()
+		}
+		_, disarmed := c3.event(t, "disarmed")
+		return disarmed && v.Watchdog != nil && !v.Watchdog.Released.IsZero() && !v.Watchdog.Armed, fmt.Sprintf("%+v", v.Watchdog)
+	}, r.ctl)
+	// c2's agent crashes: the watchdog keeps counting and resets c2.
+	crashAt := time.Now()
+	if err := c2.agent.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "c2's watchdog fired after the crash", func() (bool, string) {
+		_, ok := c2.event(t, "fired")
+		return ok && exited(c2.guestDone), fmt.Sprintf("%+v", c2.events(t))
+	}, r.ctl)
+	if e, _ := c2.event(t, "unexpected-close"); e.At.IsZero() {
+		t.Error("the crash closed the device without the double noticing")
+	}
+	f, _ := c2.event(t, "fired")
+	t.Logf("c2: agent SIGKILLed → compute reset by its watchdog in %v (W %v)", f.At.Sub(crashAt).Round(time.Millisecond), e2eW)
+	if _, ok := c3.event(t, "fired"); ok || exited(c3.guestDone) {
+		t.Fatal("c3 was reset after a clean stop")
+	}
+
+	// Restart c2 and c3 as new computes would not fit this rig: the outage
+	// is judged by c1, whose peers are c2 (dead, silent) and c3 (released:
+	// not a holder). So start two more armed computes first.
+	for _, h := range []string{"c4", "c5"} {
+		r.sim.AddCompute(h, "nova")
+		r.computes[h] = startCompute(t, r.agentBin, r.wdBin, h, r.gossipAddr, r.ctl.apiAddr, r.cluster)
+	}
+	waitFor(t, 60*time.Second, "c4 and c5 armed", func() (bool, string) {
+		for _, h := range []string{"c4", "c5"} {
+			v, err := r.host(h)
+			if err != nil || v.Watchdog == nil || !v.Watchdog.Armed {
+				return false, h
+			}
+		}
+		return true, ""
+	}, r.ctl)
+
+	// The outage: the controller is killed and stays away for 3 × L.
+	outageAt := time.Now()
+	_ = r.ctl.cmd.Process.Signal(syscall.SIGKILL)
+	<-r.ctl.exited
+	deadline := outageAt.Add(3 * e2eLease)
+	for time.Now().Before(deadline) {
+		for _, h := range []string{"c1", "c4", "c5"} {
+			if e, ok := r.computes[h].event(t, "fired"); ok {
+				t.Fatalf("%s was reset %v into a control-plane outage", h, e.At.Sub(outageAt))
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, h := range []string{"c1", "c4", "c5"} {
+		c := r.computes[h]
+		if exited(c.agentDone) || exited(c.guestDone) {
+			t.Fatalf("%s's processes died during the outage", h)
+		}
+		if !strings.Contains(c.agentLog.String(), "the control plane is down: feeding on") {
+			t.Errorf("%s's agent never said it fed on through the outage:\n%s", h, lastLines(c.agentLog.String(), 20))
+		}
+	}
 }
