@@ -403,6 +403,12 @@ func (k *Keeper) feedLoop(ctx context.Context) {
 		}
 		if k.dev != nil {
 			if k.feeding(bootClock()) {
+				if k.stopped {
+					// A peer round found the control plane down after
+					// the lease ran out: feeding again.
+					k.stopped = false
+					k.log.Warn("feeding the watchdog again: the peers find the control plane down", "host", k.cfg.Host, "why", k.verdict)
+				}
 				if err := k.dev.Feed(); err != nil {
 					k.stats.FeedErrors++
 					k.warnOnce("feed", "cannot feed the watchdog", err.Error())
@@ -454,7 +460,12 @@ func (k *Keeper) answer() []byte {
 func (k *Keeper) roundLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		k.mu.Lock()
-		p, armed, expired, held := k.params, k.dev != nil, bootClock() >= k.leaseEnd, k.ticket != nil
+		// The first round starts one round before the lease's end, so that
+		// its verdict is in when the lease runs out: no gap in the feeding
+		// through a control-plane outage. A verdict only extends feeding
+		// to its own start + Round + PeerTimeout, wherever the lease is.
+		p, armed, held := k.params, k.dev != nil, k.ticket != nil
+		expired := bootClock() >= k.leaseEnd-p.Round-p.PeerTimeout
 		k.mu.Unlock()
 		every := p.Round
 		if every <= 0 {
