@@ -151,3 +151,14 @@ func (s agentSource) Gate() map[string]uint64 {
 	}
 	return g
 }
+
+// Watchdog implements metrics.WatchdogSource (nil: the watchdog is off).
+func (s agentSource) Watchdog() *metrics.WatchdogStats {
+	if s.a.keeper == nil {
+		return nil
+	}
+	st := s.a.keeper.Status()
+	return &metrics.WatchdogStats{Armed: st.Armed, Feeding: st.Feeding, W: st.W, Remaining: st.Remaining,
+		Grants: st.Stats.Grants, Refusals: st.Stats.Refusals, Failures: st.Stats.Failures, FeedErrors: st.Stats.FeedErrors,
+		RoundsFeed: st.Stats.RoundsFeed, RoundsStop: st.Stats.RoundsStop}
+}

@@ -114,7 +114,7 @@ func (p *pki) issue(t *testing.T, name string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
-func writeFile(t *testing.T, path string, b []byte) {
+func writeFile(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ const processToken = "ProcTestWriteToken-5521"
 
 // writeConfig writes the controller's four InstanceHA files; extra are
 // more config: keys.
-func (c *controller) writeConfig(t *testing.T, sim *novasim.Sim, extra map[string]string) {
+func (c *controller) writeConfig(t testing.TB, sim *novasim.Sim, extra map[string]string) {
 	t.Helper()
 	c.confDir, c.dataDir = t.TempDir(), filepath.Join(t.TempDir(), "raft")
 	var cfg strings.Builder
@@ -183,7 +183,7 @@ func (c *controller) writeConfig(t *testing.T, sim *novasim.Sim, extra map[strin
 }
 
 // start runs the binary; Cleanup stops it by PID (SIGTERM, then SIGKILL).
-func (c *controller) start(t *testing.T, bin string) {
+func (c *controller) start(t testing.TB, bin string) {
 	t.Helper()
 	c.log = &lockedBuf{}
 	c.cmd = exec.Command(bin, c.args...)
@@ -212,7 +212,7 @@ func (c *controller) env() []string {
 		"OS_CLOUD=overcloud", "INSTANCEHA_DISABLED=True", "NOTIFY_SOCKET="}
 }
 
-func (c *controller) stop(t *testing.T) {
+func (c *controller) stop(t testing.TB) {
 	t.Helper()
 	select {
 	case <-c.exited:
@@ -231,7 +231,7 @@ func (c *controller) stop(t *testing.T) {
 
 // waitFor polls cond until it holds, the deadline passes, or a process
 // that must keep running exits.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string), running ...*controller) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string), running ...*controller) {
 	t.Helper()
 	deadline := time.Now().Add(d * slowFactor())
 	last := ""

@@ -32,15 +32,17 @@ import (
 // exactly once, no earlier than the last grant + L + W + margin and only
 // after c1's processes are dead.
 
-const (
-	e2eLease  = 3 * time.Second // WATCHDOG_LEASE
-	e2eW      = 2 * time.Second // the agents' watchdog.timeout
-	e2eMargin = time.Second     // WATCHDOG_MARGIN
-)
+// e2eParams are the timings of a rig: WATCHDOG_LEASE, the agents'
+// watchdog.timeout and WATCHDOG_MARGIN.
+type e2eParams struct{ L, W, Margin time.Duration }
 
-func buildWatchdogBinaries(t *testing.T) (leaderBin, agentBin, wdBin string) {
+// e2eFast keeps the tests short.
+var e2eFast = e2eParams{L: 3 * time.Second, W: 2 * time.Second, Margin: time.Second}
+
+func buildWatchdogBinaries(t testing.TB) [3]string {
 	t.Helper()
 	dir := t.TempDir()
+	var leaderBin, agentBin, wdBin string
 	leaderBin, agentBin, wdBin = filepath.Join(dir, "iha-leader"), filepath.Join(dir, "iha-agent"), filepath.Join(dir, "iha-wddouble")
 	for bin, pkg := range map[string]string{leaderBin: ".", agentBin: "../iha-agent", wdBin: "../../internal/wddouble/iha-wddouble"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute*slowFactor())
@@ -50,13 +52,14 @@ func buildWatchdogBinaries(t *testing.T) (leaderBin, agentBin, wdBin string) {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
-	return leaderBin, agentBin, wdBin
+	return [3]string{leaderBin, agentBin, wdBin}
 }
 
 // compute is one simulated compute: its process group (iha-agent and a
 // guest stand-in) and the watchdog double that guards it.
 type compute struct {
 	host      string
+	metrics   string // the agent's /metrics URL
 	agent     *exec.Cmd
 	guest     *exec.Cmd
 	wd        *exec.Cmd
@@ -68,7 +71,7 @@ type compute struct {
 	pgid      int
 }
 
-func startProc(t *testing.T, cmd *exec.Cmd) chan struct{} {
+func startProc(t testing.TB, cmd *exec.Cmd) chan struct{} {
 	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -87,17 +90,18 @@ func startProc(t *testing.T, cmd *exec.Cmd) chan struct{} {
 	return done
 }
 
-func startCompute(t *testing.T, agentBin, wdBin, host, gossipJoin, apiAddr string, cluster []byte) *compute {
+func startCompute(t testing.TB, agentBin, wdBin, host, gossipJoin, apiAddr string, cluster []byte, w time.Duration) *compute {
 	t.Helper()
 	dir := t.TempDir()
-	c := &compute{host: host, agentLog: &lockedBuf{}, record: filepath.Join(dir, "wd.jsonl")}
+	metricsAddr := testaddr.Loopback(t)
+	c := &compute{host: host, agentLog: &lockedBuf{}, record: filepath.Join(dir, "wd.jsonl"), metrics: "http://" + metricsAddr + "/metrics"}
 	keyFile := filepath.Join(dir, "host.key")
 	writeFile(t, keyFile, []byte(lease.EncodeKey(lease.HostKey(cluster, host))))
 	fifo := filepath.Join(dir, "watchdog")
-	cfg := fmt.Sprintf("nova_host: %s\nbind: %s\njoin: [%s]\nkdump_listen: \"off\"\nmetrics_listen: \"off\"\ngate_stats_file: \"off\"\n"+
+	cfg := fmt.Sprintf("nova_host: %s\nbind: %s\njoin: [%s]\nkdump_listen: \"off\"\nmetrics_listen: %s\ngate_stats_file: \"off\"\n"+
 		"state_dir: %s\ncontrollers: [\"http://%s\"]\nhost_key: %s\ngossip: {GOSSIP_PROFILE: fast}\n"+
 		"watchdog: {device: %s, timeout: %s, allow_fifo: true}\n",
-		host, testaddr.Loopback(t), gossipJoin, filepath.Join(dir, "state"), apiAddr, keyFile, fifo, e2eW)
+		host, testaddr.Loopback(t), gossipJoin, metricsAddr, filepath.Join(dir, "state"), apiAddr, keyFile, fifo, w)
 	cfgFile := filepath.Join(dir, "agent.yaml")
 	writeFile(t, cfgFile, []byte(cfg))
 
@@ -115,7 +119,7 @@ func startCompute(t *testing.T, agentBin, wdBin, host, gossipJoin, apiAddr strin
 	c.guest = exec.Command("sleep", "600")
 	c.guest.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: c.pgid}
 	c.guestDone = startProc(t, c.guest)
-	c.wd = exec.Command(wdBin, "-fifo", fifo, "-timeout", e2eW.String(), "-pgid", fmt.Sprint(c.pgid), "-record", c.record)
+	c.wd = exec.Command(wdBin, "-fifo", fifo, "-timeout", w.String(), "-pgid", fmt.Sprint(c.pgid), "-record", c.record)
 	c.wdDone = startProc(t, c.wd)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -125,7 +129,7 @@ func startCompute(t *testing.T, agentBin, wdBin, host, gossipJoin, apiAddr strin
 	return c
 }
 
-func (c *compute) events(t *testing.T) []wddouble.Event {
+func (c *compute) events(t testing.TB) []wddouble.Event {
 	t.Helper()
 	f, err := os.Open(c.record)
 	if err != nil {
@@ -143,13 +147,35 @@ func (c *compute) events(t *testing.T) []wddouble.Event {
 	return out
 }
 
-func (c *compute) event(t *testing.T, kind string) (wddouble.Event, bool) {
+func (c *compute) event(t testing.TB, kind string) (wddouble.Event, bool) {
 	for _, e := range c.events(t) {
 		if e.Event == kind {
 			return e, true
 		}
 	}
 	return wddouble.Event{}, false
+}
+
+// metric reads one sample of the agent's /metrics ("name" or
+// "name{label=\"value\"}" as exposed), false when absent.
+func (c *compute) metric(name string) (float64, bool) {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(c.metrics)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f, true
+			}
+		}
+	}
+	return 0, false
 }
 
 func exited(ch chan struct{}) bool {
@@ -163,6 +189,7 @@ func exited(ch chan struct{}) bool {
 
 // e2eRig is the leader, the computes and their servers.
 type e2eRig struct {
+	p                           e2eParams
 	agentBin, wdBin, gossipAddr string
 	cluster                     []byte
 	sim                         *novasim.Sim
@@ -178,9 +205,9 @@ func (r *e2eRig) host(h string) (api.Host, error) {
 	return r.cl.Host(ctx, h, false)
 }
 
-func newE2ERig(t *testing.T) *e2eRig {
+func newE2ERig(t testing.TB, p e2eParams, bins [3]string) *e2eRig {
 	t.Helper()
-	leaderBin, agentBin, wdBin := buildWatchdogBinaries(t)
+	leaderBin, agentBin, wdBin := bins[0], bins[1], bins[2]
 	sim, err := novasim.New(novasim.Options{Password: "change-me", NoStartupDelay: true, ReportInterval: time.Second,
 		ServiceDownTime: 3 * time.Second, EvacuationDelay: 300 * time.Millisecond})
 	if err != nil {
@@ -208,7 +235,7 @@ func newE2ERig(t *testing.T) *e2eRig {
 	ctl.writeConfig(t, sim, map[string]string{"RAFT_PEERS": ctl.name + "=" + ctl.raftAddr, "GOSSIP_BIND": gossipAddr,
 		"GOSSIP_PROFILE": "fast", "DETECTION_MODE": "gossip", "TAGGED_AGGREGATES": "false", "FENCING_TIMEOUT": "5",
 		"NOVA_REPORT_INTERVAL": "1", "CLUSTER_KEY": keyFile,
-		"WATCHDOG_LEASE": e2eLease.String(), "WATCHDOG_MARGIN": e2eMargin.String()})
+		"WATCHDOG_LEASE": p.L.String(), "WATCHDOG_MARGIN": p.Margin.String()})
 	// fencing.yaml: every BMC is dead (nothing listens at its address).
 	host, port, _ := strings.Cut(deadBMC, ":")
 	var fencing strings.Builder
@@ -217,15 +244,15 @@ func newE2ERig(t *testing.T) *e2eRig {
 		fmt.Fprintf(&fencing, "  %s:\n    agent: redfish\n    ipaddr: %s\n    ipport: %q\n    login: root\n    passwd: bmc-secret-e2e\n", h, host, port)
 	}
 	writeFile(t, filepath.Join(ctl.confDir, "fencing.yaml"), []byte(fencing.String()))
-	ctl.env = []string{"INSTANCEHA_DISABLED=False"} // this one acts
+	ctl.extraEnv = []string{"INSTANCEHA_DISABLED=False"} // this one acts
 	ctl.start(t, leaderBin)
 
 	computes := map[string]*compute{}
 	for _, h := range hosts {
-		computes[h] = startCompute(t, agentBin, wdBin, h, gossipAddr, ctl.apiAddr, cluster)
+		computes[h] = startCompute(t, agentBin, wdBin, h, gossipAddr, ctl.apiAddr, cluster, p.W)
 	}
 	cl := &api.Client{Addrs: []string{"http://" + ctl.apiAddr}, Token: processToken, Actor: "watchdog-e2e", HTTP: &http.Client{Timeout: 10 * time.Second}}
-	r := &e2eRig{sim: sim, ctl: ctl, computes: computes, servers: servers, cl: cl, agentBin: agentBin, wdBin: wdBin, gossipAddr: gossipAddr, cluster: cluster}
+	r := &e2eRig{p: p, sim: sim, ctl: ctl, computes: computes, servers: servers, cl: cl, agentBin: agentBin, wdBin: wdBin, gossipAddr: gossipAddr, cluster: cluster}
 	waitFor(t, 60*time.Second, "every compute armed under a lease", func() (bool, string) {
 		for _, h := range hosts {
 			v, err := r.host(h)
@@ -244,10 +271,19 @@ func newE2ERig(t *testing.T) *e2eRig {
 	return r
 }
 
-func TestWatchdogRecoversADeadBMCHostWithRealProcesses(t *testing.T) {
-	r := newE2ERig(t)
+// deadBMCTimeline is the dead-BMC scenario's timeline, from the hang.
+type deadBMCTimeline struct {
+	Judged, BMCFailed, WatchdogFired, Fenced, FirstEvacuate, AllActive time.Duration
+	GrantToFenced                                                      time.Duration
+}
+
+// hangC1 runs the dead-BMC scenario on a fresh rig: c1 hangs, its BMC is
+// dead; it asserts the recovery and returns the timeline.
+func (r *e2eRig) hangC1(t testing.TB) deadBMCTimeline {
+	t.Helper()
 	sim, ctl, computes, servers, cl := r.sim, r.ctl, r.computes, r.servers, r.cl
 	hostView := r.host
+	e2eLease, e2eW, e2eMargin := r.p.L, r.p.W, r.p.Margin
 
 	// c1 hangs: every process of it stops, its nova-compute too.
 	c1 := computes["c1"]
@@ -331,18 +367,62 @@ func TestWatchdogRecoversADeadBMCHostWithRealProcesses(t *testing.T) {
 			t.Errorf("healthy compute %s was reset", h)
 		}
 	}
-	judged := at["HostDown"]
-	t.Logf("L %v, W %v, margin %v; hang → judged %v, → BMC failed %v, → watchdog fired %v (last feed %v), → fenced %v (last grant → fenced %v), → first evacuate %v, → all ACTIVE %v",
-		e2eLease, e2eW, e2eMargin, since(hangAt, judged), since(hangAt, at["FencingFailed"]), fired.At.Sub(hangAt).Round(time.Millisecond),
-		fired.LastFeed.Sub(hangAt).Round(time.Millisecond), fencedAt.Sub(hangAt).Round(time.Millisecond), fencedAt.Sub(grant).Round(time.Millisecond),
-		evacAt.Sub(hangAt).Round(time.Millisecond), allActive.Sub(hangAt).Round(time.Millisecond))
+	d := func(ts []time.Time) time.Duration {
+		if len(ts) == 0 {
+			return -1
+		}
+		return ts[0].Sub(hangAt)
+	}
+	return deadBMCTimeline{Judged: d(at["HostDown"]), BMCFailed: d(at["FencingFailed"]), WatchdogFired: fired.At.Sub(hangAt),
+		Fenced: fencedAt.Sub(hangAt), FirstEvacuate: evacAt.Sub(hangAt), AllActive: allActive.Sub(hangAt), GrantToFenced: fencedAt.Sub(grant)}
 }
 
-func since(t0 time.Time, ts []time.Time) string {
-	if len(ts) == 0 {
-		return "-"
+func TestWatchdogRecoversADeadBMCHostWithRealProcesses(t *testing.T) {
+	r := newE2ERig(t, e2eFast, buildWatchdogBinaries(t))
+	tl := r.hangC1(t)
+	t.Logf("L %v, W %v, margin %v; from the hang: judged %v, BMC failed %v, watchdog fired %v, fenced %v (%v after the last grant), first evacuate %v, all ACTIVE %v",
+		r.p.L, r.p.W, r.p.Margin, tl.Judged, tl.BMCFailed, tl.WatchdogFired, tl.Fenced, tl.GrantToFenced, tl.FirstEvacuate, tl.AllActive)
+}
+
+// BenchmarkWatchdogDeadBMCToAllActive measures failure → every server
+// ACTIVE elsewhere for a compute whose BMC is dead, with real processes on
+// loopback. Timings from the environment (defaults: the shipped L 15s,
+// W 10s, margin 5s):
+//
+//	IHA_WD_L=15s IHA_WD_W=10s IHA_WD_MARGIN=5s go test -run '^$' \
+//	    -bench BenchmarkWatchdogDeadBMCToAllActive -benchtime 1x ./cmd/iha-leader/
+func BenchmarkWatchdogDeadBMCToAllActive(b *testing.B) {
+	p := e2eParams{L: 15 * time.Second, W: 10 * time.Second, Margin: 5 * time.Second}
+	for env, dst := range map[string]*time.Duration{"IHA_WD_L": &p.L, "IHA_WD_W": &p.W, "IHA_WD_MARGIN": &p.Margin} {
+		if v := os.Getenv(env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				b.Fatalf("%s: %v", env, err)
+			}
+			*dst = d
+		}
 	}
-	return ts[0].Sub(t0).Round(time.Millisecond).String()
+	bins := buildWatchdogBinaries(b)
+	var sum deadBMCTimeline
+	for range b.N {
+		b.StopTimer()
+		r := newE2ERig(b, p, bins)
+		b.StartTimer()
+		tl := r.hangC1(b)
+		sum.Judged += tl.Judged
+		sum.BMCFailed += tl.BMCFailed
+		sum.Fenced += tl.Fenced
+		sum.GrantToFenced += tl.GrantToFenced
+		sum.AllActive += tl.AllActive
+		b.Logf("L %v, W %v, margin %v; from the hang: judged %v, BMC failed %v, watchdog fired %v, fenced %v (%v after the last grant), first evacuate %v, all ACTIVE %v",
+			p.L, p.W, p.Margin, tl.Judged, tl.BMCFailed, tl.WatchdogFired, tl.Fenced, tl.GrantToFenced, tl.FirstEvacuate, tl.AllActive)
+	}
+	n := float64(b.N)
+	b.ReportMetric(sum.Judged.Seconds()/n, "s-judged")
+	b.ReportMetric(sum.BMCFailed.Seconds()/n, "s-bmc-failed")
+	b.ReportMetric(sum.Fenced.Seconds()/n, "s-fenced")
+	b.ReportMetric(sum.GrantToFenced.Seconds()/n, "s-grant-to-fenced")
+	b.ReportMetric(sum.AllActive.Seconds()/n, "s-all-active")
 }
 
 // A control-plane outage never resets a compute: the only controller is
@@ -351,7 +431,7 @@ func since(t0 time.Time, ts []time.Time) string {
 // released first) and a crash does not: the crashed agent's watchdog
 // resets its compute within W.
 func TestWatchdogSurvivesAControlPlaneOutageAndTellsAStopFromACrash(t *testing.T) {
-	r := newE2ERig(t)
+	r := newE2ERig(t, e2eFast, buildWatchdogBinaries(t))
 	c2, c3 := r.computes["c2"], r.computes["c3"]
 
 	// c3's agent stops cleanly: released, then disarmed with the magic close.
@@ -379,7 +459,7 @@ func TestWatchdogSurvivesAControlPlaneOutageAndTellsAStopFromACrash(t *testing.T
 		t.Error("the crash closed the device without the double noticing")
 	}
 	f, _ := c2.event(t, "fired")
-	t.Logf("c2: agent SIGKILLed → compute reset by its watchdog in %v (W %v)", f.At.Sub(crashAt).Round(time.Millisecond), e2eW)
+	t.Logf("c2: agent SIGKILLed → compute reset by its watchdog in %v (W %v)", f.At.Sub(crashAt).Round(time.Millisecond), r.p.W)
 	if _, ok := c3.event(t, "fired"); ok || exited(c3.guestDone) {
 		t.Fatal("c3 was reset after a clean stop")
 	}
@@ -389,7 +469,7 @@ func TestWatchdogSurvivesAControlPlaneOutageAndTellsAStopFromACrash(t *testing.T
 	// not a holder). So start two more armed computes first.
 	for _, h := range []string{"c4", "c5"} {
 		r.sim.AddCompute(h, "nova")
-		r.computes[h] = startCompute(t, r.agentBin, r.wdBin, h, r.gossipAddr, r.ctl.apiAddr, r.cluster)
+		r.computes[h] = startCompute(t, r.agentBin, r.wdBin, h, r.gossipAddr, r.ctl.apiAddr, r.cluster, r.p.W)
 	}
 	waitFor(t, 60*time.Second, "c4 and c5 armed", func() (bool, string) {
 		for _, h := range []string{"c4", "c5"} {
@@ -405,7 +485,7 @@ func TestWatchdogSurvivesAControlPlaneOutageAndTellsAStopFromACrash(t *testing.T
 	outageAt := time.Now()
 	_ = r.ctl.cmd.Process.Signal(syscall.SIGKILL)
 	<-r.ctl.exited
-	deadline := outageAt.Add(3 * e2eLease)
+	deadline := outageAt.Add(3 * r.p.L)
 	for time.Now().Before(deadline) {
 		for _, h := range []string{"c1", "c4", "c5"} {
 			if e, ok := r.computes[h].event(t, "fired"); ok {
@@ -421,6 +501,15 @@ func TestWatchdogSurvivesAControlPlaneOutageAndTellsAStopFromACrash(t *testing.T
 		}
 		if !strings.Contains(c.agentLog.String(), "the control plane is down: feeding on") {
 			t.Errorf("%s's agent never said it fed on through the outage:\n%s", h, lastLines(c.agentLog.String(), 20))
+		}
+		// What an on-call sees on the compute: armed, feeding, the lease
+		// run out, and the peer rounds that kept it feeding.
+		armed, _ := c.metric("iha_agent_watchdog_armed")
+		feeding, _ := c.metric("iha_agent_watchdog_feeding")
+		left, _ := c.metric("iha_agent_watchdog_lease_remaining_seconds")
+		rounds, _ := c.metric(`iha_agent_watchdog_peer_rounds_total{verdict="feed"}`)
+		if armed != 1 || feeding != 1 || left >= 0 || rounds == 0 {
+			t.Errorf("%s's /metrics: armed %v, feeding %v, lease remaining %v s, feed rounds %v", h, armed, feeding, left, rounds)
 		}
 	}
 }

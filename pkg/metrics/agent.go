@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -72,13 +73,34 @@ var (
 	descKdumpRecv    = prometheus.NewDesc("iha_agent_kdump_packets_received_total", "fence_kdump packets read by this agent.", nil, nil)
 	descKdumpOut     = prometheus.NewDesc("iha_agent_kdump_packets_total", "fence_kdump packets by outcome: relayed, repeated, or dropped (short, bad_magic, flood, unresolved, relay_error).", []string{"outcome"}, nil)
 	descKdumpOn      = prometheus.NewDesc("iha_agent_kdump_listening", "1 when this agent listens for fence_kdump packets.", nil, nil)
+	descWdArmed      = prometheus.NewDesc("iha_agent_watchdog_armed", "1 while this agent holds its watchdog open (armed under a lease); absent when watchdog: is off.", nil, nil)
+	descWdFeeding    = prometheus.NewDesc("iha_agent_watchdog_feeding", "1 while this agent feeds its watchdog (0 when armed: it is self-fencing).", nil, nil)
+	descWdRemaining  = prometheus.NewDesc("iha_agent_watchdog_lease_remaining_seconds", "What is left of this agent's watchdog lease (negative: it ran out).", nil, nil)
+	descWdTimeout    = prometheus.NewDesc("iha_agent_watchdog_timeout_seconds", "W, the watchdog's timeout as the device reports it.", nil, nil)
+	descWdRequests   = prometheus.NewDesc("iha_agent_watchdog_lease_requests_total", "Lease requests by result: granted, refused (by the leader), failed (no verified answer).", []string{"result"}, nil)
+	descWdRounds     = prometheus.NewDesc("iha_agent_watchdog_peer_rounds_total", "Peer rounds after the lease ran out, by verdict: feed (the control plane is down) or stop (this host is cut off).", []string{"verdict"}, nil)
+	descWdFeedErrors = prometheus.NewDesc("iha_agent_watchdog_feed_errors_total", "Writes to the watchdog device that failed.", nil, nil)
 	descGate         = prometheus.NewDesc("iha_agent_gate_answers_total", "Answers the nova-compute gate (iha-agent gate) got from controllers, by result (allow, refuse, unverified, unreachable).", []string{"result"}, nil)
 )
+
+// WatchdogStats are the watchdog keeper's state and counters.
+type WatchdogStats struct {
+	Armed, Feeding                                                 bool
+	W, Remaining                                                   time.Duration
+	Grants, Refusals, Failures, FeedErrors, RoundsFeed, RoundsStop uint64
+}
+
+// WatchdogSource is an AgentSource whose agent may keep a watchdog;
+// Watchdog returns nil when it is off.
+type WatchdogSource interface {
+	Watchdog() *WatchdogStats
+}
 
 type agentCollector struct{ src AgentSource }
 
 func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAgentJoined, descAgentMembers, descAgentHealth, descAgentCtl, descKdumpRecv, descKdumpOut, descKdumpOn, descGate} {
+	for _, d := range []*prometheus.Desc{descAgentJoined, descAgentMembers, descAgentHealth, descAgentCtl, descKdumpRecv, descKdumpOut, descKdumpOn, descGate,
+		descWdArmed, descWdFeeding, descWdRemaining, descWdTimeout, descWdRequests, descWdRounds, descWdFeedErrors} {
 		ch <- d
 	}
 }
@@ -109,5 +131,19 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	g := c.src.Gate()
 	for _, r := range GateResults {
 		counter(descGate, g[r], r)
+	}
+	if ws, ok := c.src.(WatchdogSource); ok {
+		if w := ws.Watchdog(); w != nil {
+			gauge(descWdArmed, b2f(w.Armed))
+			gauge(descWdFeeding, b2f(w.Feeding))
+			gauge(descWdRemaining, w.Remaining.Seconds())
+			gauge(descWdTimeout, w.W.Seconds())
+			counter(descWdRequests, w.Grants, "granted")
+			counter(descWdRequests, w.Refusals, "refused")
+			counter(descWdRequests, w.Failures, "failed")
+			counter(descWdRounds, w.RoundsFeed, "feed")
+			counter(descWdRounds, w.RoundsStop, "stop")
+			counter(descWdFeedErrors, w.FeedErrors)
+		}
 	}
 }
