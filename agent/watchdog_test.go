@@ -431,7 +431,7 @@ func TestWatchdogConfigIsCheckedAsAWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := func() Config {
-		c := Config{Controllers: []string{"192.0.2.1:7421"}, HostKey: keyFile, Watchdog: WatchdogConfig{Device: "/dev/watchdog", Timeout: 10 * time.Second}}
+		c := Config{Controllers: []string{"http://192.0.2.1:7421"}, HostKey: keyFile, Watchdog: WatchdogConfig{Device: "/dev/watchdog", Timeout: 10 * time.Second}}
 		c.Defaults("compute-1")
 		return c
 	}
