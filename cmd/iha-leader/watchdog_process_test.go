@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/gossip"
 	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/internal/wddouble"
 	"github.com/ihaproject/iha/pkg/api"
@@ -90,7 +91,7 @@ func startProc(t testing.TB, cmd *exec.Cmd) chan struct{} {
 	return done
 }
 
-func startCompute(t testing.TB, agentBin, wdBin, host, gossipJoin, apiAddr string, cluster []byte, w time.Duration) *compute {
+func startCompute(t testing.TB, agentBin, wdBin, host, gossipJoin, apiAddr string, cluster []byte, keyring string, w time.Duration) *compute {
 	t.Helper()
 	dir := t.TempDir()
 	metricsAddr := testaddr.Loopback(t)
@@ -99,9 +100,9 @@ func startCompute(t testing.TB, agentBin, wdBin, host, gossipJoin, apiAddr strin
 	writeFile(t, keyFile, []byte(lease.EncodeKey(lease.HostKey(cluster, host))))
 	fifo := filepath.Join(dir, "watchdog")
 	cfg := fmt.Sprintf("nova_host: %s\nbind: %s\njoin: [%s]\nkdump_listen: \"off\"\nmetrics_listen: %s\ngate_stats_file: \"off\"\n"+
-		"state_dir: %s\ncontrollers: [\"http://%s\"]\nhost_key: %s\ngossip: {GOSSIP_PROFILE: fast}\n"+
+		"state_dir: %s\ncontrollers: [\"http://%s\"]\nhost_key: %s\nkeyring: %s\ngossip: {GOSSIP_PROFILE: fast}\n"+
 		"watchdog: {device: %s, timeout: %s, allow_fifo: true}\n",
-		host, testaddr.Loopback(t), gossipJoin, metricsAddr, filepath.Join(dir, "state"), apiAddr, keyFile, fifo, w)
+		host, testaddr.Loopback(t), gossipJoin, metricsAddr, filepath.Join(dir, "state"), apiAddr, keyFile, keyring, fifo, w)
 	cfgFile := filepath.Join(dir, "agent.yaml")
 	writeFile(t, cfgFile, []byte(cfg))
 
@@ -192,6 +193,7 @@ type e2eRig struct {
 	p                           e2eParams
 	agentBin, wdBin, gossipAddr string
 	cluster                     []byte
+	keyring                     string // the mesh's keyring file
 	sim                         *novasim.Sim
 	ctl                         *controller
 	computes                    map[string]*compute
@@ -232,9 +234,17 @@ func newE2ERig(t testing.TB, p e2eParams, bins [3]string) *e2eRig {
 	deadBMC := testaddr.Loopback(t) // nothing listens there
 	keyFile := filepath.Join(t.TempDir(), "cluster.key")
 	writeFile(t, keyFile, []byte(lease.EncodeKey(cluster)))
+	// The mesh is encrypted by default: one keyring for the controller and
+	// the agents.
+	keyring := filepath.Join(t.TempDir(), "gossip.keyring")
+	gk := make([]byte, 32)
+	_, _ = rand.Read(gk)
+	if err := gossip.WriteKeyring(keyring, [][]byte{gk}); err != nil {
+		t.Fatal(err)
+	}
 	ctl.writeConfig(t, sim, map[string]string{"RAFT_PEERS": ctl.name + "=" + ctl.raftAddr, "GOSSIP_BIND": gossipAddr,
 		"GOSSIP_PROFILE": "fast", "DETECTION_MODE": "gossip", "TAGGED_AGGREGATES": "false", "FENCING_TIMEOUT": "5",
-		"NOVA_REPORT_INTERVAL": "1", "CLUSTER_KEY": keyFile,
+		"NOVA_REPORT_INTERVAL": "1", "CLUSTER_KEY": keyFile, "GOSSIP_KEYRING": keyring,
 		"WATCHDOG_LEASE": p.L.String(), "WATCHDOG_MARGIN": p.Margin.String()})
 	// fencing.yaml: every BMC is dead (nothing listens at its address).
 	host, port, _ := strings.Cut(deadBMC, ":")
@@ -249,10 +259,10 @@ func newE2ERig(t testing.TB, p e2eParams, bins [3]string) *e2eRig {
 
 	computes := map[string]*compute{}
 	for _, h := range hosts {
-		computes[h] = startCompute(t, agentBin, wdBin, h, gossipAddr, ctl.apiAddr, cluster, p.W)
+		computes[h] = startCompute(t, agentBin, wdBin, h, gossipAddr, ctl.apiAddr, cluster, keyring, p.W)
 	}
 	cl := &api.Client{Addrs: []string{"http://" + ctl.apiAddr}, Token: processToken, Actor: "watchdog-e2e", HTTP: &http.Client{Timeout: 10 * time.Second}}
-	r := &e2eRig{p: p, sim: sim, ctl: ctl, computes: computes, servers: servers, cl: cl, agentBin: agentBin, wdBin: wdBin, gossipAddr: gossipAddr, cluster: cluster}
+	r := &e2eRig{p: p, sim: sim, ctl: ctl, computes: computes, servers: servers, cl: cl, agentBin: agentBin, wdBin: wdBin, gossipAddr: gossipAddr, cluster: cluster, keyring: keyring}
 	waitFor(t, 60*time.Second, "every compute armed under a lease", func() (bool, string) {
 		for _, h := range hosts {
 			v, err := r.host(h)
@@ -469,7 +479,7 @@ func TestWatchdogSurvivesAControlPlaneOutageAndTellsAStopFromACrash(t *testing.T
 	// not a holder). So start two more armed computes first.
 	for _, h := range []string{"c4", "c5"} {
 		r.sim.AddCompute(h, "nova")
-		r.computes[h] = startCompute(t, r.agentBin, r.wdBin, h, r.gossipAddr, r.ctl.apiAddr, r.cluster, r.p.W)
+		r.computes[h] = startCompute(t, r.agentBin, r.wdBin, h, r.gossipAddr, r.ctl.apiAddr, r.cluster, r.keyring, r.p.W)
 	}
 	waitFor(t, 60*time.Second, "c4 and c5 armed", func() (bool, string) {
 		for _, h := range []string{"c4", "c5"} {
