@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# ctl.sh stop|kill|start|restart|freeze|thaw|power HOST
+# ctl.sh stop|kill|start|restart|freeze|thaw|power HOST [PROC]
 #   stop, kill  SIGKILL every process of HOST (power loss); idempotent
 #   start       start HOST's processes again (new PIDs recorded): its iha-agent
 #               and its gated nova-compute when the lab runs IHA; idempotent
 #   restart     graceful: TERM (KILL after 30 s), then start
 #   freeze/thaw SIGSTOP/SIGCONT HOST's processes (a hung host)
+#   restart, freeze and thaw with PROC (nova-compute or iha-agent) act on
+#   that one process of the host only: a service restart, a hung daemon
 #   power       prints power:1 or power:0
 #   cut/mend    (LAB_NETNS=1 labs) stop/resume the only link of HOST's network
 #               namespace: its traffic goes nowhere, like a pulled cable
@@ -14,15 +16,32 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-usage() { echo "usage: ctl.sh stop|kill|start|restart|freeze|thaw|power|cut|mend HOST" >&2; exit 2; }
+usage() { echo "usage: ctl.sh stop|kill|start|restart|freeze|thaw|power|cut|mend HOST [nova-compute|iha-agent]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
-op=$1 host=$2
+op=$1 host=$2 proc=""
 [[ $host =~ ^[A-Za-z0-9._-]+$ ]] || usage
 [ -f "$ETC/nova/$host.conf" ] || { echo "ctl.sh: unknown host $host" >&2; exit 1; }
+case "$op" in
+  restart | freeze | thaw)
+    if [ $# -ge 3 ]; then
+      proc=$3
+      [[ $proc == nova-compute || $proc == iha-agent ]] || usage
+    fi
+    ;;
+esac
+
+# proc_pidfiles: the pid files acted on: HOST's PROC, or all of HOST's.
+proc_pidfiles() {
+  if [ -n "$proc" ]; then
+    [ -f "$PIDS/$host.$proc.pid" ] && echo "$PIDS/$host.$proc.pid"
+    return 0
+  fi
+  host_pidfiles "$host"
+}
 
 signal_host() {
   local f
-  for f in $(host_pidfiles "$host"); do
+  for f in $(proc_pidfiles); do
     kill "-$1" -- "-$(cat "$f")" 2>/dev/null || kill "-$1" "$(cat "$f")" 2>/dev/null || true
   done
 }
@@ -31,8 +50,12 @@ case "$op" in
   stop | kill) power_off "$host" ;;
   start) power_on "$host" ;;
   restart)
-    for f in $(host_pidfiles "$host"); do stop_group "$f" 30; done
-    power_on "$host"
+    for f in $(proc_pidfiles); do stop_group "$f" 30; done
+    case "$proc" in
+      nova-compute) start_compute "$host" ;;
+      iha-agent) start_agent "$host" ;;
+      *) power_on "$host" ;;
+    esac
     ;;
   freeze) signal_host STOP ;;
   thaw) signal_host CONT ;;

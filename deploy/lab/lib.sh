@@ -200,7 +200,8 @@ iha_addrs() {
 # agent.yaml: its Nova host name, a gossip and a fence_kdump port of its
 # own, the lab's gossip keyring (up.sh made it), its host key, the leaders' gossip
 # addresses to join and their status APIs for the gate. No Nova or BMC
-# credential: the agent holds none.
+# credential: the agent holds none. LAB_AGENT_GOSSIP_PROFILE (default fast) is
+# its failure-detector profile.
 agent_config() {
   local host=$1 i dir
   i=${host#lab-compute-}
@@ -220,7 +221,7 @@ host_key: $dir/host.key
 kdump_listen: 127.0.0.1:$(iha_port agent-kdump "$i")
 controllers: [$(iha_addrs api | sed 's#^#http://#; s#,#,http://#g')]
 state_dir: $dir/state
-gossip: {GOSSIP_PROFILE: fast}
+gossip: {GOSSIP_PROFILE: ${LAB_AGENT_GOSSIP_PROFILE:-fast}}
 gate_timeout: ${LAB_GATE_TIMEOUT}s
 gate_interval: 1s
 gate_on_no_answer: start
