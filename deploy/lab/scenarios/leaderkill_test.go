@@ -45,7 +45,7 @@ var stageNames = []string{"", "after the fence intent is committed", "after the 
 // next kill still leaves a quorum). Every server is evacuated exactly
 // once, the BMC powers the host off once, the recovery finishes and every
 // node's replica catches up.
-func (l *lab) leaderKillRun(t *testing.T) {
+func (l *lab) leaderKillRun(t testing.TB) {
 	c := l.writeConfig(t, l.bin, map[string]string{"EVACUATION_STAGGER": "2"})
 	c.start(t)
 	defer c.stop(t)
@@ -179,6 +179,7 @@ func (l *lab) leaderKillRun(t *testing.T) {
 		}
 		return ok, strings.Join(seen, " ")
 	})
+	l.untouched(t, []string{victim}, t0)
 	t.Logf("leaders' recovery steps:\n%s", grepLines(c.logText(), "component=reconciler"))
 }
 
