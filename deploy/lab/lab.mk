@@ -3,7 +3,7 @@
 LAB_COMPUTES ?= 3
 LAB_SH := deploy/lab
 
-.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-scenarios lab-test
+.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-scenarios lab-test lab-bench lab-soak
 
 lab-install: ## install the lab's Debian packages (real Nova, MariaDB, RabbitMQ, ipmi_sim), idempotent
 	$(LAB_SH)/install.sh
@@ -27,7 +27,7 @@ lab-contract: ## run the novasim contract suite against the running lab (make la
 	. "$${LAB_DIR:-$(LAB_SH)/.state}/env" && go test -race -count=1 -run Contract ./pkg/novasim/ -v
 
 lab-scenarios: ## IHA's end-to-end scenarios (3 real iha-leaders, the lab's iha-agents) against the running lab (make lab-up first)
-	LAB_SCENARIO_DETECTION=$(LAB_SCENARIO_DETECTION) LAB_SCENARIO_REUSE=1 LAB_DIR="$${LAB_DIR:-$(CURDIR)/$(LAB_SH)/.state}" go test -tags lab -count=1 -timeout 60m -v ./deploy/lab/scenarios/
+	LAB_SCENARIO_DETECTION=$(LAB_SCENARIO_DETECTION) LAB_SCENARIO_REUSE=1 LAB_DIR="$${LAB_DIR:-$(CURDIR)/$(LAB_SH)/.state}" go test -tags lab -count=1 -timeout 60m -v -run '^TestIHAOnRealNova$$' ./deploy/lab/scenarios/
 
 # lab-test brings up labs of its own (ports 18800 and 18900, state in temp
 # dirs) and stops them: the lab's own checks, then the contract suite and
@@ -38,4 +38,23 @@ LAB_SCENARIO_DETECTION ?=
 
 lab-test: lab-install ## labtest (up, checks, down), then contract + IHA scenarios on a fresh lab; no recorded process survives
 	scripts/go-test.sh -tags lab -count=1 -timeout 30m -v ./deploy/lab/labtest/
-	LAB_SCENARIO_DETECTION=$(LAB_SCENARIO_DETECTION) scripts/go-test.sh -tags lab -count=1 -timeout 60m -v ./deploy/lab/scenarios/
+	LAB_SCENARIO_DETECTION=$(LAB_SCENARIO_DETECTION) scripts/go-test.sh -tags lab -count=1 -timeout 60m -v -run '^TestIHAOnRealNova$$' ./deploy/lab/scenarios/
+
+# lab-bench: issue 14's stopwatch, on a lab of its own (4 computes, Nova's
+# defaults, 3 leaders): LAB_BENCH_TRIALS failures per mode (LAB_BENCH_MODES,
+# LAB_BENCH_FAILURES), a BENCH JSON line per trial and a table at the end.
+LAB_BENCH_TRIALS ?= 8
+LAB_BENCH_MODES ?= both,both-fast,gossip,nova
+LAB_BENCH_FAILURES ?= bmc,kill,stop
+
+lab-bench: lab-install ## time IHA's recoveries on the real-Nova lab: LAB_BENCH_TRIALS (8) failures per detection mode, a table of medians
+	LAB_BENCH_TRIALS=$(LAB_BENCH_TRIALS) LAB_BENCH_MODES=$(LAB_BENCH_MODES) LAB_BENCH_FAILURES=$(LAB_BENCH_FAILURES) \
+	  scripts/go-test.sh -tags lab -count=1 -timeout 4h -run '^$$' -bench '^BenchmarkLabRecovery$$' -benchtime 1x ./deploy/lab/scenarios/
+
+# lab-soak: no real failure for ~5 min per mode (LAB_SOAK_MODES, default
+# both,nova): restarts, pauses and CPU hogs on healthy computes; fails if
+# one is fenced, forced down or evacuated.
+LAB_SOAK_MODES ?= both,nova
+
+lab-soak: lab-install ## false-fence soak on the real-Nova lab (~5 min per mode in LAB_SOAK_MODES): fails if a healthy host is fenced, forced down or evacuated
+	LAB_SOAK_MODES=$(LAB_SOAK_MODES) scripts/go-test.sh -tags 'lab labsoak' -count=1 -timeout 60m -v -run '^TestLabSoak$$' ./deploy/lab/scenarios/
