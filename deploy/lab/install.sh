@@ -10,6 +10,7 @@ PKGS=(
   python3-nova python3-placement python3-glance
   rabbitmq-server mariadb-server python3-pymysql
   openipmi ipmitool
+  libfaketime # LD_PRELOAD clock offset for Nova's services (make lab-chaos: clock skew)
 )
 
 missing=()

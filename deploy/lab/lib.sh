@@ -46,6 +46,9 @@ PIDS="$LAB_DIR/pids"
 LOGS="$LAB_DIR/log"
 ETC="$LAB_DIR/etc"
 
+# Fault-injection networks (LAB_CHAOS=1): leader_host, agent_host, cuts.
+. "$LAB_HOME/net.sh"
+
 export PYTHONPATH="$LAB_HOME/shims${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -192,7 +195,7 @@ iha_port() {
 # iha_addrs KIND: the leaders' KIND addresses, comma-separated.
 iha_addrs() {
   local j out=()
-  for ((j = 1; j <= LAB_IHA_LEADERS; j++)); do out+=("127.0.0.1:$(iha_port "$1" "$j")"); done
+  for ((j = 1; j <= LAB_IHA_LEADERS; j++)); do out+=("$(leader_host "$j"):$(iha_port "$1" "$j")"); done
   (IFS=,; echo "${out[*]}")
 }
 
@@ -214,11 +217,11 @@ agent_config() {
     cat >"$dir/agent.yaml" <<AGENT
 # iha-agent of $host (written by deploy/lab/lib.sh)
 nova_host: $host
-bind: 127.0.0.1:$(iha_port agent-gossip "$i")
+bind: $(agent_host "$i"):$(iha_port agent-gossip "$i")
 join: [$(iha_addrs gossip)]
 keyring: $LAB_DIR/iha/gossip.keyring
 host_key: $dir/host.key
-kdump_listen: 127.0.0.1:$(iha_port agent-kdump "$i")
+kdump_listen: $(agent_host "$i"):$(iha_port agent-kdump "$i")
 controllers: [$(iha_addrs api | sed 's#^#http://#; s#,#,http://#g')]
 state_dir: $dir/state
 gossip: {GOSSIP_PROFILE: ${LAB_AGENT_GOSSIP_PROFILE:-fast}}
@@ -231,13 +234,15 @@ AGENT
   echo "$dir/agent.yaml"
 }
 
-# start_agent HOST: HOST's iha-agent, one of its host processes. It runs in
-# the root network namespace even with LAB_NETNS=1 (the namespace proxy
-# carries TCP only, not gossip's UDP): a cut link is not seen by the mesh.
+# start_agent HOST: HOST's iha-agent, one of its host processes. With
+# LAB_NETNS=1 alone it runs in the root network namespace (the namespace
+# proxy carries TCP only, not gossip's UDP): a cut link is not seen by the
+# mesh. With LAB_CHAOS=1 it runs in HOST's namespace, on the mesh network.
 start_agent() {
-  local host=$1 conf
+  local host=$1 conf pre=()
   conf=$(agent_config "$host")
-  start_daemon "$host.iha-agent" "$LAB_IHA_BIN/iha-agent" --config "$conf"
+  if chaos_on; then pre=(ip netns exec "$(netns_of "$host")"); fi
+  start_daemon "$host.iha-agent" "${pre[@]}" "$LAB_IHA_BIN/iha-agent" --config "$conf"
 }
 
 # netns_name HOST: the network namespace of HOST, unique per port block.

@@ -139,12 +139,23 @@ mark "rabbitmq ready"
 #    first resource report fails and waits a minute for the next.
 PY=("$PY3" "$LAB_HOME/shims/pymain.py")
 start_daemon glance-api "${PY[@]}" glance.cmd.api:main glance-api --config-file "$ETC/glance/glance-api.conf"
-start_daemon nova-api "${PY[@]}" nova.cmd.api:main nova-api --config-file "$ETC/nova/nova.conf"
-start_daemon nova-conductor "${PY[@]}" nova.cmd.conductor:main nova-conductor --config-file "$ETC/nova/nova.conf"
-start_daemon nova-scheduler "${PY[@]}" nova.cmd.scheduler:main nova-scheduler --config-file "$ETC/nova/nova.conf"
+for svc in nova-api nova-conductor nova-scheduler; do start_nova_control "$svc"; done
 wait_for "placement" 60 curl -fsS -H 'X-Auth-Token: admin:admin' "http://127.0.0.1:$LAB_PLACEMENT_PORT/"
+if [ "${LAB_CHAOS:-0}" = 1 ]; then
+  # The mesh network (net.sh): the computes' agents and the leaders in
+  # namespaces of their own, so that each link can be cut alone.
+  LAB_NETNS=1
+  setup_switch
+  setup_ops
+fi
 if [ "${LAB_NETNS:-0}" = 1 ]; then
-  for ((i = 1; i <= N; i++)); do setup_netns "lab-compute-$i"; done
+  for ((i = 1; i <= N; i++)); do
+    setup_netns "lab-compute-$i"
+    if chaos_on; then attach_mesh "lab-compute-$i" "$(netns_name "lab-compute-$i")" "$(agent_host "$i")"; fi
+  done
+fi
+if chaos_on; then
+  for ((j = 1; j <= LAB_IHA_LEADERS; j++)); do setup_controller "$j" "$N"; done
 fi
 for ((i = 1; i <= N; i++)); do power_on "lab-compute-$i"; done
 
@@ -229,6 +240,17 @@ export LAB_IHA_KDUMP_ADDRS=$(iha_addrs kdump)
 export LAB_IHA_GATE_FILE=$LAB_DIR/iha/gate-on
 export LAB_IHA_KEYRING=$LAB_DIR/iha/gossip.keyring
 export LAB_IHA_CLUSTER_KEY=$LAB_DIR/iha/cluster.key
+ENV
+fi
+if chaos_on; then
+  # The leaders run in these namespaces; tests read them from the ops one.
+  ns=()
+  for ((j = 1; j <= LAB_IHA_LEADERS; j++)); do ns+=("$(controller_ns "$j")"); done
+  cat >>"$LAB_DIR/env" <<ENV
+export LAB_CHAOS=1
+export LAB_IHA_NETNS=$(IFS=,; echo "${ns[*]}")
+export LAB_OPS_NETNS=$(ops_ns)
+export LAB_MESH_NET=$LAB_MESH_NET
 ENV
 fi
 mark "lab up: $N computes, env in $LAB_DIR/env"

@@ -6,6 +6,10 @@ forwards every connection to 127.0.0.1:PORT in the lab's own namespace
 (RabbitMQ, placement, glance, the neutron stub). The link is cut with
 SIGSTOP: connections stay open and bytes go nowhere, as with a pulled
 cable (no reset, no refusal); SIGCONT mends it.
+
+A PORT written udp:PORT forwards UDP datagrams the same way (a
+controller's IPMI requests to the BMCs): one upstream socket per client
+address, answers sent back to that client.
 """
 import ctypes
 import os
@@ -57,24 +61,59 @@ def _serve(listener, port):
             threading.Thread(target=_pump, args=(a, b), daemon=True).start()
 
 
+def _serve_udp(sock, port):
+    """Relays datagrams from clients inside the namespace to 127.0.0.1:port
+    outside, and the answers back. Upstream sockets are made here, in a
+    thread of the lab's own namespace."""
+    ups = {}
+
+    def back(up, client):
+        try:
+            while True:
+                data = up.recv(65536)
+                sock.sendto(data, client)
+        except OSError:
+            pass
+
+    while True:
+        data, client = sock.recvfrom(65536)
+        up = ups.get(client)
+        if up is None:
+            up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            up.connect(("127.0.0.1", port))
+            ups[client] = up
+            threading.Thread(target=back, args=(up, client), daemon=True).start()
+        try:
+            up.send(data)
+        except OSError:
+            pass
+
+
 def main():
-    ns, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+    ns, specs = sys.argv[1], sys.argv[2:]
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open("/run/netns/" + ns, os.O_RDONLY)
     # setns moves only the calling thread: do it before any thread starts.
     _setns(target)
     listeners = []
-    for port in ports:
+    for spec in specs:
+        if spec.startswith("udp:"):
+            port = int(spec[4:])
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", port))
+            listeners.append((_serve_udp, s, port))
+            continue
+        port = int(spec)
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen(128)
-        listeners.append((s, port))
+        listeners.append((_serve, s, port))
     _setns(home)
     os.close(home)
     os.close(target)
-    print("forwarding %s from netns %s" % (",".join(map(str, ports)), ns), flush=True)
-    threads = [threading.Thread(target=_serve, args=lp, daemon=True) for lp in listeners]
+    print("forwarding %s from netns %s" % (",".join(specs), ns), flush=True)
+    threads = [threading.Thread(target=fn, args=(s, port), daemon=True) for fn, s, port in listeners]
     for t in threads:
         t.start()
     for t in threads:
