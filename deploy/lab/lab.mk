@@ -3,7 +3,7 @@
 LAB_COMPUTES ?= 3
 LAB_SH := deploy/lab
 
-.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-scenarios lab-test lab-bench lab-soak
+.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-scenarios lab-test lab-bench lab-soak lab-chaos
 
 lab-install: ## install the lab's Debian packages (real Nova, MariaDB, RabbitMQ, ipmi_sim), idempotent
 	$(LAB_SH)/install.sh
@@ -58,3 +58,13 @@ LAB_SOAK_MODES ?= both,nova
 
 lab-soak: lab-install ## false-fence soak on the real-Nova lab (~5 min per mode in LAB_SOAK_MODES): fails if a healthy host is fenced, forced down or evacuated
 	LAB_SOAK_MODES=$(LAB_SOAK_MODES) scripts/go-test.sh -tags 'lab labsoak' -count=1 -timeout 60m -v -run '^TestLabSoak$$' ./deploy/lab/scenarios/
+
+# lab-chaos: issue 22's faults on a LAB_CHAOS=1 lab (5 computes, agents and
+# leaders in namespaces on a mesh network of their own, net.sh):
+# LAB_CHAOS_SCENARIOS (default all: 1,2,3,4,5,6,7,8), LAB_CHAOS_KILL_RUNS.
+LAB_CHAOS_SCENARIOS ?= 1,2,3,4,5,6,7,8
+LAB_CHAOS_KILL_RUNS ?= 3
+
+lab-chaos: lab-install ## faults on the real-Nova lab: mesh/Nova/controller partitions, Nova API and RabbitMQ outages, a hung BMC, leader kills, clock skew
+	LAB_CHAOS_SCENARIOS=$(LAB_CHAOS_SCENARIOS) LAB_CHAOS_KILL_RUNS=$(LAB_CHAOS_KILL_RUNS) \
+	  scripts/go-test.sh -tags 'lab labchaos' -count=1 -timeout 90m -v -run '^TestLabChaos$$' ./deploy/lab/scenarios/

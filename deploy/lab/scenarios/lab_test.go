@@ -51,7 +51,11 @@ type lab struct {
 	agentProfile string
 }
 
-func newLab(t testing.TB, computes int) *lab {
+func newLab(t testing.TB, computes int) *lab { return newLabEnv(t, computes, nil) }
+
+// newLabEnv is newLab with extra environment for up.sh (LAB_CHAOS=1: the
+// mesh network, net.sh).
+func newLabEnv(t testing.TB, computes int, extra []string) *lab {
 	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +81,7 @@ func newLab(t testing.TB, computes int) *lab {
 		l.env = append(os.Environ(), "LAB_DIR="+l.dir, "LAB_PORT_BASE="+base,
 			fmt.Sprintf("LAB_TIMEOUT_SCALE=%d", int(scale())), "LAB_REPORT_INTERVAL=10", "LAB_SERVICE_DOWN_TIME=60",
 			"LAB_IHA_BIN="+l.bin) // every host runs an iha-agent
+		l.env = append(l.env, extra...)
 		if out, err := l.sh(15*time.Minute, "install.sh"); err != nil {
 			t.Fatalf("install.sh: %v\n%s", err, out)
 		}
@@ -432,6 +437,12 @@ type ihaConfig struct {
 	gate  string   // while it exists, the lab's hosts run `iha-agent gate` before nova-compute
 	hc    *http.Client
 	last  int // index of the last acting leader seen
+	// On a LAB_CHAOS=1 lab each leader runs in its own network namespace
+	// (ns[j]); the test reads them from the operator's namespace (ops) and,
+	// to read a cut-off leader, from inside its own (local[j]).
+	ns    []string
+	ops   string
+	local []*http.Client
 }
 
 // build compiles iha-leader, iha and iha-agent once per test binary
@@ -509,6 +520,13 @@ func (l *lab) writeConfigAs(t testing.TB, name, bin string, extra map[string]str
 	raft, api, gossip, kdump := l.addrs(t, "LAB_IHA_RAFT_ADDRS"), l.addrs(t, "LAB_IHA_API_ADDRS"),
 		l.addrs(t, "LAB_IHA_GOSSIP_ADDRS"), l.addrs(t, "LAB_IHA_KDUMP_ADDRS")
 	c := &ihaConfig{dir: dir, bin: bin, gate: l.vars["LAB_IHA_GATE_FILE"], hc: &http.Client{Timeout: 3 * time.Second * scale()}}
+	if v := l.vars["LAB_IHA_NETNS"]; v != "" {
+		c.ns, c.ops = strings.Split(v, ","), l.vars["LAB_OPS_NETNS"]
+		c.hc = netnsClient(c.ops)
+		for _, ns := range c.ns {
+			c.local = append(c.local, netnsClient(ns))
+		}
+	}
 	var peers []string
 	for j := range raft {
 		peers = append(peers, fmt.Sprintf("lab-leader-%d=%s", j+1, raft[j]))
@@ -611,6 +629,10 @@ func (c *ihaConfig) startNode(t testing.TB, j int) *leaderProc {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(c.bin, "iha-leader"))
+	if c.ns != nil {
+		// ip netns exec execs iha-leader in place: the PID is the leader's.
+		cmd = exec.Command("ip", "netns", "exec", c.ns[j], filepath.Join(c.bin, "iha-leader"))
+	}
 	cmd.Env = n.env
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -702,8 +724,19 @@ func (h hostView) requested() int {
 }
 
 // get decodes GET path on node j's status API.
-func (c *ihaConfig) get(j int, path string, v any) error {
-	resp, err := c.hc.Get("http://" + c.nodes[j].api + path)
+func (c *ihaConfig) get(j int, path string, v any) error { return c.getWith(c.hc, j, path, v) }
+
+// getLocal is get from inside node j's own network namespace (reaches a
+// leader that is cut off from the mesh network); get elsewhere.
+func (c *ihaConfig) getLocal(j int, path string, v any) error {
+	if c.local == nil {
+		return c.get(j, path, v)
+	}
+	return c.getWith(c.local[j], j, path, v)
+}
+
+func (c *ihaConfig) getWith(hc *http.Client, j int, path string, v any) error {
+	resp, err := hc.Get("http://" + c.nodes[j].api + path)
 	if err != nil {
 		return err
 	}
@@ -817,6 +850,9 @@ func (c *ihaConfig) iha(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second*scale())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "iha"), args...)
+	if c.ops != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", c.ops, filepath.Join(c.bin, "iha")}, args...)...)
+	}
 	cmd.Env = c.env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
