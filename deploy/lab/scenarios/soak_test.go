@@ -126,7 +126,7 @@ func TestLabSoak(t *testing.T) {
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			var mu sync.Mutex
-			forcedSeen := map[string]bool{}
+			forcedNow := map[string]bool{} // each false → true is one force-down
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -135,10 +135,11 @@ func TestLabSoak(t *testing.T) {
 				for {
 					for h, s := range l.servicesErr() {
 						mu.Lock()
-						if s.ForcedDown && !forcedSeen[h] {
-							forcedSeen[h] = true
-							res.details = append(res.details, fmt.Sprintf("+%v %s forced down (%s)", time.Since(t0).Round(time.Second), h, s.DisabledReason))
+						if s.ForcedDown && !forcedNow[h] {
+							res.forced++
+							res.details = append(res.details, fmt.Sprintf("+%4.0fs %s forced down (%s)", time.Since(t0).Seconds(), h, s.DisabledReason))
 						}
+						forcedNow[h] = s.ForcedDown
 						if s.State != "up" {
 							res.downs[h]++
 						}
@@ -161,7 +162,7 @@ func TestLabSoak(t *testing.T) {
 					err := s.do(l)
 					mu.Lock()
 					defer mu.Unlock()
-					line := fmt.Sprintf("+%v %s", s.at.Round(time.Second), s.what)
+					line := fmt.Sprintf("+%4.0fs %s", s.at.Seconds(), s.what)
 					if err != nil {
 						line += ": " + err.Error()
 						t.Errorf("soak step %q: %v", s.what, err)
@@ -178,14 +179,13 @@ func TestLabSoak(t *testing.T) {
 			for _, h := range hosts {
 				for _, e := range l.bmcHistory(h, t0) {
 					res.fences++
-					res.details = append(res.details, fmt.Sprintf("+%v BMC of %s: %s (%s)", e.at.Sub(t0).Round(time.Second), h, e.op, e.was))
+					res.details = append(res.details, fmt.Sprintf("+%4.0fs BMC of %s: %s (%s)", e.at.Sub(t0).Seconds(), h, e.op, e.was))
 				}
 				for _, mg := range l.evacuations(h, t0) {
 					res.evacuations++
 					res.details = append(res.details, fmt.Sprintf("evacuation of %s from %s to %s (%s)", mg.Instance, h, mg.Dest, mg.Status))
 				}
 			}
-			res.forced = len(forcedSeen)
 			hostsOut, _ := c.iha("hosts")
 			events, _ := c.iha("events", "--limit", "200")
 			res.verdicts = hostsOut + "\n" + events
