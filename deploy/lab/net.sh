@@ -27,7 +27,11 @@ LAB_MESH_NET="${LAB_MESH_NET:-198.18.0}"
 # chaos_on: true when this lab was brought up with the mesh network.
 chaos_on() { [ -s "$LAB_DIR/netns/switch" ]; }
 
-switch_ns() { echo "iha-lab-$LAB_PORT_BASE-sw"; }
+# switch_ns: the recorded switch namespace (ctl.sh may run without the
+# lab's LAB_PORT_BASE), or the one setup_switch creates.
+switch_ns() {
+  if [ -s "$LAB_DIR/netns/switch" ]; then cat "$LAB_DIR/netns/switch"; else echo "iha-lab-$LAB_PORT_BASE-sw"; fi
+}
 controller_ns() { echo "iha-lab-$LAB_PORT_BASE-l$1"; }
 ops_ns() { echo "iha-lab-$LAB_PORT_BASE-ops"; }
 

@@ -366,7 +366,7 @@ func TestLabChaos(t *testing.T) {
 		l.waitMesh(t, c, "both")
 		w.end()
 		l.noAction(t, hosts, t0, w)
-		ev, _ := c.iha("events", "--limit", "50")
+		ev, _ := c.iha("events", "--limit", "50", "-o", "wide")
 		t.Logf("timeline:\n%s\ncounts: %v\nevents:\n%s", tl, l.counts(t0), lastLines(ev, 15))
 	})
 
@@ -648,7 +648,7 @@ func TestLabChaos(t *testing.T) {
 		l.ctl("mend", h, "mesh")
 		tl.add("%s mended; its verdicts: %v", h, v[h])
 		w.end()
-		ev, _ := c.iha("events", "--limit", "50")
+		ev, _ := c.iha("events", "--limit", "50", "-o", "wide")
 		t.Logf("timeline:\n%s\ncounts: %v\nevents:\n%s", tl, l.counts(t0), lastLines(ev, 20))
 		l.noAction(t, hosts, t0, w)
 	})

@@ -173,13 +173,13 @@ func TestIHAOnRealNova(t *testing.T) {
 		}()
 		var events string
 		waitFor(t, "a ThresholdExceeded event", 4*time.Minute, func() (bool, string) {
-			out, err := c.iha("events", "--limit", "100")
+			out, err := c.iha("events", "--limit", "100", "-o", "wide")
 			events = out
 			return err == nil && strings.Contains(out, "ThresholdExceeded"), lastLines(out, 3)
 		})
 		// One more poll (POLL, IHA's default 45 s): still nothing done.
 		time.Sleep(defaultPoll + time.Second)
-		hosts, _ := c.iha("hosts")
+		hosts, _ := c.iha("hosts", "-o", "wide")
 		t.Logf("iha hosts:\n%s\niha events:\n%s", hosts, grepLines(events, "Threshold"))
 		for _, v := range victims {
 			if line := grepLines(hosts, v); !strings.Contains(line, "THRESHOLD exceeded") {

@@ -186,8 +186,8 @@ func TestLabSoak(t *testing.T) {
 					res.details = append(res.details, fmt.Sprintf("evacuation of %s from %s to %s (%s)", mg.Instance, h, mg.Dest, mg.Status))
 				}
 			}
-			hostsOut, _ := c.iha("hosts")
-			events, _ := c.iha("events", "--limit", "200")
+			hostsOut, _ := c.iha("hosts", "-o", "wide")
+			events, _ := c.iha("events", "--limit", "200", "-o", "wide")
 			res.verdicts = hostsOut + "\n" + events
 			results = append(results, res)
 			sort.Strings(res.details)
