@@ -461,7 +461,7 @@ func TestLabChaos(t *testing.T) {
 		t.Logf("timeline:\n%s\ncounts: %v", tl, l.counts(t0))
 	})
 
-	run("4", "Nova's API down for 60 s mid-recovery: no leader exits, readiness drops and returns, the recovery finishes once", func(t *testing.T) {
+	run("4", "Nova's API down for 60 s mid-recovery: no leader exits, every one ready after, the recovery finishes once", func(t *testing.T) {
 		c := cluster(t, nil)
 		h := hosts[3]
 		ids := l.evacServers(t, "c4-"+h, h, 2)
@@ -481,26 +481,46 @@ func TestLabChaos(t *testing.T) {
 				_, _ = l.sh(time.Minute, "ctl.sh", "resume", "nova-api")
 			}
 		}()
+		// /readyz of every leader, every second, until the recovery ends.
+		var rmu sync.Mutex
 		notReady := map[string]int{}
-		end := time.Now().Add(60 * time.Second)
-		for time.Now().Before(end) {
-			for j, n := range c.nodes {
-				if code, _ := c.readyz(j); code == 503 {
-					notReady[n.name]++
+		stopReady := make(chan struct{})
+		readyDone := make(chan struct{})
+		go func() {
+			defer close(readyDone)
+			for {
+				for j, n := range c.nodes {
+					if code, body := c.readyz(j); code == 503 {
+						rmu.Lock()
+						if notReady[n.name] == 0 {
+							tl.add("%s not ready: %s", n.name, body)
+						}
+						notReady[n.name]++
+						rmu.Unlock()
+					}
+				}
+				select {
+				case <-stopReady:
+					return
+				case <-time.After(time.Second):
 				}
 			}
-			time.Sleep(time.Second)
-		}
+		}()
+		time.Sleep(60 * time.Second)
 		l.ctl("resume", "nova-api")
 		resumed = true
-		tl.add("nova-api resumed; not-ready answers during the outage: %v", notReady)
-		if len(notReady) == 0 {
-			t.Errorf("no leader reported not ready while Nova's API hung for 60 s")
-		}
+		tl.add("nova-api resumed")
 		last := l.waitEvacuated(t, h, ids, nil, 5*time.Minute)
 		tl.add("last server ACTIVE elsewhere (%v after the failure)", last.Sub(t0).Round(100*time.Millisecond))
 		l.waitReenabled(t, h, 6*time.Minute)
 		tl.add("%s re-enabled", h)
+		close(stopReady)
+		<-readyDone
+		// Readiness is not a safety property: the leader turns not ready
+		// after 3 failed polls in a row, which at POLL 45 s and a hung API
+		// (NOVA_API_TIMEOUT 30 s) takes longer than this outage
+		// (FINDINGS 9). Logged, not asserted.
+		tl.add("not-ready answers (seconds) per leader: %v", notReady)
 		for j, n := range c.nodes {
 			select {
 			case <-n.proc().done:
