@@ -123,7 +123,7 @@ start_nova_control() {
   esac
   [ -s "$LAB_DIR/nova-clock" ] && offset=$(cat "$LAB_DIR/nova-clock")
   if [ -n "$offset" ]; then
-    pre=(env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 "FAKETIME=$offset" FAKETIME_DONT_FAKE_MONOTONIC=1)
+    pre=(env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 "FAKETIME=$offset")
   fi
   start_daemon "$svc" "${pre[@]}" "$PY3" "$LAB_HOME/shims/pymain.py" "$mod" "$svc" --config-file "$ETC/nova/nova.conf"
 }

@@ -31,6 +31,7 @@ fi
 rm -rf "$LAB_DIR"
 mkdir -p "$LAB_DIR" "$PIDS" "$LOGS"
 echo "$N" >"$LAB_DIR/computes"
+echo "$LAB_PORT_BASE" >"$LAB_DIR/port-base"
 # IHA's binaries (LAB_IHA_BIN): each host also runs an iha-agent (lib.sh).
 if [ -n "$LAB_IHA_BIN" ]; then
   [ -x "$LAB_IHA_BIN/iha-agent" ] || die "LAB_IHA_BIN=$LAB_IHA_BIN holds no iha-agent"
