@@ -8,7 +8,9 @@ LAB_DIR="$(realpath -m "${LAB_DIR:-$LAB_HOME/.state}")"  # absolute: configs and
 LAB_CACHE="${LAB_CACHE:-/var/tmp/iha-lab-cache}"
 # A running lab's port block, for scripts run without it (ctl.sh from a
 # test or from a BMC): up.sh records it.
-if [ -z "${LAB_PORT_BASE:-}" ] && [ -s "$LAB_DIR/port-base" ]; then LAB_PORT_BASE=$(cat "$LAB_DIR/port-base"); fi
+if [ -z "${LAB_PORT_BASE:-}" ] && [ -z "${LAB_UP:-}" ] && [ -s "$LAB_DIR/port-base" ]; then
+  LAB_PORT_BASE=$(cat "$LAB_DIR/port-base")
+fi
 LAB_PORT_BASE="${LAB_PORT_BASE:-18700}"
 LAB_MYSQL_PORT="${LAB_MYSQL_PORT:-$((LAB_PORT_BASE + 6))}"
 LAB_EPMD_PORT="${LAB_EPMD_PORT:-$((LAB_PORT_BASE + 69))}"

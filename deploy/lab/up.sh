@@ -7,6 +7,7 @@
 # up.sh --dump-path prints where the schema dump of this setup is cached.
 set -Eeuo pipefail
 iha_bin_arg=${LAB_IHA_BIN:-} # only the caller's: not a wiped lab's record
+LAB_UP=1                      # nor a wiped lab's port block
 . "$(dirname "$0")/lib.sh"
 LAB_IHA_BIN=$iha_bin_arg
 . "$LAB_HOME/configs.sh"
