@@ -662,6 +662,8 @@ func TestLabChaos(t *testing.T) {
 		v := window(c, 60*time.Second)
 		tl.add("60 s with every host healthy: verdicts seen %v", v)
 		h := hosts[4]
+		ids := l.evacServers(t, "c8-"+h, h, 1) // something to lose if it were judged failed
+		defer l.deleteServers(ids)
 		l.ctl("cut", h, "mesh")
 		tl.add("%s cut from the mesh only (Nova still hears it)", h)
 		defer func() { _, _ = l.sh(time.Minute, "ctl.sh", "mend", h, "mesh") }()
@@ -672,6 +674,13 @@ func TestLabChaos(t *testing.T) {
 		ev, _ := c.iha("events", "--limit", "50", "-o", "wide")
 		t.Logf("timeline:\n%s\ncounts: %v\nevents:\n%s", tl, l.counts(t0), lastLines(ev, 20))
 		l.noAction(t, hosts, t0, w)
+		// A verdict of failure is false here even if a gate (the all-stale
+		// breaker, nothing to evacuate) kept it from acting.
+		for _, kind := range []string{"HostDown", "HostSkipped", "FencingStarted", "EvacuationStarted"} {
+			if line := grepLines(ev, " "+kind+" "); line != "" {
+				t.Errorf("a healthy host judged failed under the skew (%s):\n%s", kind, line)
+			}
+		}
 	})
 	if os.Getenv("LAB_CHAOS_SCENARIOS") != "" {
 		t.Logf("ran scenarios %s only (LAB_CHAOS_SCENARIOS)", os.Getenv("LAB_CHAOS_SCENARIOS"))
