@@ -662,6 +662,27 @@ func (c *ihaConfig) stop(t testing.TB) {
 		}
 	}
 	c.nodes[lead].proc().stop(t)
+	c.keepLogs(t)
+}
+
+// keepLogs copies the three leaders' logs to $LAB_KEEP_LOGS/<config>.log
+// when that is set (the lab's own directory is a temporary one: the
+// figures' analysis reads the leaders' logs after the run).
+func (c *ihaConfig) keepLogs(t testing.TB) {
+	dir := os.Getenv("LAB_KEEP_LOGS")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("LAB_KEEP_LOGS: %v", err)
+		return
+	}
+	path := filepath.Join(dir, filepath.Base(c.dir)+".log")
+	if err := os.WriteFile(path, []byte(c.logText()), 0o644); err != nil {
+		t.Logf("LAB_KEEP_LOGS: %v", err)
+		return
+	}
+	t.Logf("leaders' logs kept in %s", path)
 }
 
 // clusterView is the part of GET /v1/cluster the scenarios read.
