@@ -210,6 +210,8 @@ iha_addrs() {
 # addresses to join and their status APIs for the gate. No Nova or BMC
 # credential: the agent holds none. LAB_AGENT_GOSSIP_PROFILE (default fast) is
 # its failure-detector profile.
+# No /metrics: every agent would take the default 127.0.0.1:7422 (the
+# first wins, the others warn), and a test elsewhere may want that port.
 agent_config() {
   local host=$1 i dir
   i=${host#lab-compute-}
@@ -234,6 +236,7 @@ gate_timeout: ${LAB_GATE_TIMEOUT}s
 gate_interval: 1s
 gate_on_no_answer: start
 log_level: info
+metrics_listen: off
 AGENT
   fi
   echo "$dir/agent.yaml"
