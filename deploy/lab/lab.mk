@@ -44,7 +44,7 @@ lab-test: lab-install ## labtest (up, checks, down), then contract + IHA scenari
 # defaults, 3 leaders): LAB_BENCH_TRIALS failures per mode (LAB_BENCH_MODES,
 # LAB_BENCH_FAILURES), a BENCH JSON line per trial and a table at the end.
 LAB_BENCH_TRIALS ?= 8
-LAB_BENCH_MODES ?= both,both-fast,gossip,nova
+LAB_BENCH_MODES ?= both,gossip,nova
 LAB_BENCH_FAILURES ?= bmc,kill,stop
 
 lab-bench: lab-install ## time IHA's recoveries on the real-Nova lab: LAB_BENCH_TRIALS (8) failures per detection mode, a table of medians

@@ -25,7 +25,7 @@ type soakStep struct {
 // soak at Nova's defaults (report_interval 10 s, service_down_time 60 s)
 // with three leaders and an agent per compute, and no real failure. Per
 // mode (LAB_SOAK_MODES, default both,nova: IHA's defaults, and nova at
-// DELTA 10 POLL 15 with the mesh wired; both-fast is also known), for
+// DELTA 10 POLL 15 with the mesh wired; both-lan and gossip are also known), for
 // about five minutes: graceful restarts of nova-compute on healthy
 // computes, an agent SIGSTOPped for 3 s, a nova-compute SIGSTOPped for
 // 30 s while its agent lives, two CPU hogs for 60 s. It counts, from the
@@ -45,7 +45,7 @@ func TestLabSoak(t *testing.T) {
 			}
 		}
 		if !found {
-			t.Fatalf("LAB_SOAK_MODES: unknown mode %q (both, both-fast, gossip, nova)", name)
+			t.Fatalf("LAB_SOAK_MODES: unknown mode %q (both, both-lan, gossip, nova)", name)
 		}
 	}
 	hosts := l.computes()
