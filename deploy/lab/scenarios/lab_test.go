@@ -471,7 +471,7 @@ func build(t testing.TB, root string) string {
 }
 
 // keyFile is one of the key files up.sh made (the env file names it).
-func (l *lab) keyFile(t *testing.T, key string) string {
+func (l *lab) keyFile(t testing.TB, key string) string {
 	v := l.vars[key]
 	if v == "" {
 		t.Fatalf("%s/env lacks %s: the lab was brought up by an older up.sh; run make lab-down lab-up", l.dir, key)
