@@ -66,7 +66,9 @@ func (r *Reconciler) shadowDetect(ctx context.Context, s nova.Service, ev Eviden
 			return nil
 		}
 		if !r.cfg.ForceEnable {
-			if err := r.evacuationsFinished(ctx, s.Host); err != nil {
+			// Not finished yet (its error says which evacuation runs): look
+			// again soon; the shadow has nothing to decide before that.
+			if finished := r.evacuationsFinished(ctx, s.Host) == nil; !finished {
 				r.lookAt(now.Add(r.follow))
 				return nil
 			}

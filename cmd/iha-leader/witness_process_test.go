@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
-
 	"github.com/ihaproject/iha/fence/redfish/redfishsim"
 	"github.com/ihaproject/iha/internal/testaddr"
 	"github.com/ihaproject/iha/leader"
@@ -193,12 +191,13 @@ func rogueKdump(t *testing.T, gossipAddr, host, claimed, addr string, seq int) {
 	}
 	const memberlistUserMsg = 8
 	// The mesh's label is no secret (GOSSIP_LABEL, "iha" by default): a
-	// stranger puts it on its packets.
-	pkt, err := memberlist.AddLabelHeaderToPacket(append([]byte{memberlistUserMsg, 'I'}, b...), config.DefaultGossipLabel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sendUDP(t, "127.0.0.1", gossipAddr, pkt)
+	// stranger puts it on its packets, in memberlist's label header
+	// (hasLabelMsg 244, the label's length, the label).
+	const memberlistHasLabelMsg = 244
+	label := config.DefaultGossipLabel
+	pkt := append([]byte{memberlistHasLabelMsg, byte(len(label))}, label...)
+	pkt = append(pkt, memberlistUserMsg, 'I')
+	sendUDP(t, "127.0.0.1", gossipAddr, append(pkt, b...))
 }
 
 // TestProcessRogueKdumpOverGossipHoldsNoFenceBack is issue 15's attack 4
