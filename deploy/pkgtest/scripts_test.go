@@ -106,9 +106,29 @@ func TestInstalledAgentTellsSystemdItIsReady(t *testing.T) {
 	}
 	kdumpAddr := udp.LocalAddr().String()
 	udp.Close()
+	// The keys an operator makes with the installed iha-leader (the packages
+	// generate nothing secret, and the mesh is encrypted by default).
+	keys := t.TempDir()
+	for _, k := range []struct {
+		file string
+		args []string
+	}{
+		{"gossip.keyring", []string{"keygen", "gossip"}},
+		{"cluster.key", []string{"keygen", "cluster"}},
+		{"host.key", []string{"keygen", "host", "-cluster-key", filepath.Join(keys, "cluster.key"), "compute-pkgtest"}},
+	} {
+		key, err := exec.Command(filepath.Join(sys, "usr/bin/iha-leader"), k.args...).Output()
+		if err != nil {
+			t.Fatalf("iha-leader %s: %v", strings.Join(k.args, " "), err)
+		}
+		if err := os.WriteFile(filepath.Join(keys, k.file), key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var out bytes.Buffer
 	cmd := exec.Command(filepath.Join(sys, "usr/bin/iha-agent"),
 		"-config", filepath.Join(sys, "etc/iha/agent.yaml"),
+		"-keyring", filepath.Join(keys, "gossip.keyring"), "-host-key", filepath.Join(keys, "host.key"),
 		"-bind", freeAddr(t), "-kdump-listen", kdumpAddr,
 		"-state-dir", t.TempDir(), "-nova-host", "compute-pkgtest")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
