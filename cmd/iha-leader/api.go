@@ -181,19 +181,15 @@ func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io
 	return a
 }
 
-// startLeases serves the watchdog leases when CLUSTER_KEY is set (nil
-// otherwise: the endpoint answers 503); done closes when ctx ends and the
-// service has answered every request it took.
-func startLeases(ctx context.Context, done chan struct{}, node *leader.Node, s config.Settings, log *slog.Logger) (*leader.Leases, error) {
-	if s.ClusterKey == "" {
+// startLeases serves the watchdog leases when the cluster key (CLUSTER_KEY,
+// loaded at step 1b) is set (nil otherwise: the endpoint answers 503);
+// done closes when ctx ends and the service has answered every request it
+// took.
+func startLeases(ctx context.Context, done chan struct{}, node *leader.Node, s config.Settings, key []byte, log *slog.Logger) (*leader.Leases, error) {
+	if len(key) == 0 {
 		close(done)
 		log.Info("no CLUSTER_KEY: this controller grants no watchdog leases (agents with watchdog: stay unarmed)")
 		return nil, nil
-	}
-	key, err := lease.LoadKey(s.ClusterKey)
-	if err != nil {
-		close(done)
-		return nil, fmt.Errorf("CLUSTER_KEY: %w", err)
 	}
 	p := lease.DefaultParams(s.WatchdogLease)
 	svc, err := leader.NewLeases(leader.LeasesConfig{Store: node, Params: p, Keys: lease.NewClusterKeys(key), Logger: log})

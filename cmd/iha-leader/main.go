@@ -283,7 +283,7 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 	// armed agent never feeds its watchdog (it asks unarmed first).
 	leaseCtx, stopLeases := context.WithCancel(context.Background())
 	leasesDone := make(chan struct{})
-	leases, err := startLeases(leaseCtx, leasesDone, node, s, log.With("component", "lease"))
+	leases, err := startLeases(leaseCtx, leasesDone, node, s, clusterKey, log.With("component", "lease"))
 	if err != nil {
 		stopLeases()
 		fmt.Fprintf(stderr, "iha-leader: %v\n", err)

@@ -82,35 +82,13 @@ func load(files Files, env Env, logger *slog.Logger) (*Config, error) {
 	if v, _ := env(EnvDisabled); v == "True" {
 		settings.Disabled = true
 	}
-	udpPort := DefaultUDPPort
-	if v, ok := env(EnvUDPPort); ok {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		switch {
-		case err != nil:
-			c.add(Problem{File: "environment", Key: EnvUDPPort, Value: strconv.Quote(v), Reason: "is not an integer", Allowed: "1–65535"})
-		case n < 1 || n > 65535:
-			c.add(Problem{File: "environment", Key: EnvUDPPort, Value: strconv.Quote(v), Reason: "is out of range", Allowed: "1–65535"})
-		default:
-			udpPort = n
-		}
-	}
+	udpPort := envPort(env, EnvUDPPort, DefaultUDPPort, c)
 	// UDP_PORT (InstanceHA's way to move the kdump port) applies unless
 	// KDUMP_LISTEN names another address.
 	if settings.KdumpListen == Defaults().KdumpListen {
 		settings.KdumpListen = ":" + strconv.Itoa(udpPort)
 	}
-	hbPort := DefaultHeartbeatPort
-	if v, ok := env(EnvHeartbeatPort); ok {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		switch {
-		case err != nil:
-			c.add(Problem{File: "environment", Key: EnvHeartbeatPort, Value: strconv.Quote(v), Reason: "is not an integer", Allowed: "1–65535"})
-		case n < 1 || n > 65535:
-			c.add(Problem{File: "environment", Key: EnvHeartbeatPort, Value: strconv.Quote(v), Reason: "is out of range", Allowed: "1–65535"})
-		default:
-			hbPort = n
-		}
-	}
+	hbPort := envPort(env, EnvHeartbeatPort, DefaultHeartbeatPort, c)
 	if settings.HeartbeatListen == Defaults().HeartbeatListen {
 		settings.HeartbeatListen = ":" + strconv.Itoa(hbPort)
 	}
@@ -171,4 +149,24 @@ func checkHeartbeatKeys(files []string, listen, configFile string, c *collector)
 			Reason:  "names no file holding a key, and CHECK_HEARTBEAT is true: every heartbeat would be rejected",
 			Allowed: "the path of the heartbeat HMAC key (hex), as InstanceHA's operator mounts it, or CHECK_HEARTBEAT false"})
 	}
+}
+
+// envPort is the UDP port an environment variable sets (InstanceHA's
+// UDP_PORT, HEARTBEAT_PORT), def when it is unset; a bad value is a
+// problem naming the variable, and def is returned.
+func envPort(env Env, key string, def int, c *collector) int {
+	v, ok := env(key)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	switch {
+	case err != nil:
+		c.add(Problem{File: "environment", Key: key, Value: strconv.Quote(v), Reason: "is not an integer", Allowed: "1–65535"})
+	case n < 1 || n > 65535:
+		c.add(Problem{File: "environment", Key: key, Value: strconv.Quote(v), Reason: "is out of range", Allowed: "1–65535"})
+	default:
+		return n
+	}
+	return def
 }

@@ -3,14 +3,14 @@ package lease
 import (
 	"crypto/ed25519"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/ihaproject/iha/pkg/identity"
 )
 
 // Path is the status API's lease endpoint: POST Path + host.
@@ -111,18 +111,10 @@ func (r Request) Check() error {
 	return nil
 }
 
-// Sum is HMAC-SHA256 of parts under key, each part prefixed by its length
-// (so that ("ab","c") and ("a","bc") differ): the construction of the
-// mesh's host keys (pkg/identity), with a first part naming what is signed.
-func Sum(key []byte, parts ...string) []byte {
-	h := hmac.New(sha256.New, key)
-	var n [binary.MaxVarintLen64]byte
-	for _, p := range parts {
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
-		h.Write([]byte(p))
-	}
-	return h.Sum(nil)
-}
+// Sum is HMAC-SHA256 of parts under key, each part length-prefixed: the
+// construction of the mesh's host keys (identity.Sum), with a first part
+// naming what is signed.
+func Sum(key []byte, parts ...string) []byte { return identity.Sum(key, parts...) }
 
 func check(key []byte, mac string, parts ...string) bool {
 	b, err := base64.StdEncoding.DecodeString(mac)
