@@ -465,7 +465,8 @@ func (k *Keeper) roundLoop(ctx context.Context) {
 		// through a control-plane outage. A verdict only extends feeding
 		// to its own start + Round + PeerTimeout, wherever the lease is.
 		p, armed, held := k.params, k.dev != nil, k.ticket != nil
-		expired := bootClock() >= k.leaseEnd-p.Round-p.PeerTimeout
+		start := bootClock()
+		expired := start >= k.leaseEnd-p.Round-p.PeerTimeout
 		k.mu.Unlock()
 		every := p.Round
 		if every <= 0 {
@@ -473,6 +474,15 @@ func (k *Keeper) roundLoop(ctx context.Context) {
 		}
 		if armed && expired && held {
 			k.round(ctx, p)
+			// Rounds start every Round/2 from the previous start, not
+			// Round after its end: the next verdict is then in by
+			// start + Round/2 + PeerTimeout (+ the time to count it),
+			// before this one's extension (start + Round + PeerTimeout)
+			// runs out, even when a silent peer makes a round last its
+			// whole PeerTimeout. Each verdict still extends feeding only
+			// to its own start + Round + PeerTimeout (lease.FencedAt's
+			// window), so asking more often changes nothing it proves.
+			every = max(every/2-(bootClock()-start), time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():

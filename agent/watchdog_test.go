@@ -114,19 +114,22 @@ type fakePeers struct {
 	answer func() []gossip.PeerAnswer
 	rounds int
 	mine   func() []byte
+	slow   bool // every round lasts its whole timeout (a silent member)
 }
 
 func (p *fakePeers) AskPeers(ctx context.Context, _ gossip.Role, timeout time.Duration) ([]gossip.PeerAnswer, int) {
 	p.mu.Lock()
 	p.rounds++
-	f := p.answer
+	f, slow := p.answer, p.slow
 	p.mu.Unlock()
-	if f == nil {
+	if f == nil || slow {
 		select {
 		case <-ctx.Done():
 		case <-time.After(timeout):
 		}
-		return nil, 4
+		if f == nil {
+			return nil, 4
+		}
 	}
 	return f(), 4
 }
@@ -156,6 +159,7 @@ type keeperRig struct {
 	hostKey []byte
 
 	mu     sync.Mutex
+	keeper *Keeper // the last one started
 	devs   []*watchdog.Fake
 	opened []bool // disarmOnError of each open
 	w      time.Duration
@@ -193,6 +197,9 @@ func (r *keeperRig) start(url string) (stop func()) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.mu.Lock()
+	r.keeper = k
+	r.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = k.Run(ctx) }()
@@ -321,6 +328,39 @@ func TestKeeperFeedsOnThroughAControlPlaneOutage(t *testing.T) {
 	waitKeeper(t, 10*time.Second, "the watchdog to fire", func() bool { _, f := r.dev().FiredAt(time.Now()); return f })
 	if last := r.dev().LastFeed(); last.After(g.Add(p.L + p.Round + p.PeerTimeout)) {
 		t.Fatalf("fed %v after the lease and a round ended", last.Sub(g.Add(p.L)))
+	}
+}
+
+// A round that lasts its whole PeerTimeout (a member that never answers)
+// must not open a gap in the feeding: the next verdict is in before this
+// one's extension runs out. (Rounds used to start Round after the previous
+// one ended, so with slow rounds the keeper stopped feeding for a moment
+// every round: "self-fencing" logged, iha_agent_watchdog_feeding 0.)
+func TestKeeperFeedsWithoutAGapWhenRoundsLastTheirWholeTimeout(t *testing.T) {
+	t.Parallel()
+	r := newKeeperRig(t)
+	r.peers.set(answersOf(r.leader, 3, false))
+	r.peers.mu.Lock()
+	r.peers.slow = true
+	r.peers.mu.Unlock()
+	r.start(r.url())
+	r.armed()
+	r.leader.set("hang")
+	p := testParams()
+	g := r.leader.lastGrant()
+	r.mu.Lock()
+	k := r.keeper
+	r.mu.Unlock()
+	for end := g.Add(3 * p.L); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if st := k.Status(); !st.Feeding {
+			t.Fatalf("stopped feeding %v after the grant (lease %v): %s", time.Since(g).Round(time.Millisecond), p.L, st.Verdict)
+		}
+	}
+	if st := k.Status(); st.Stats.RoundsFeed < 3 {
+		t.Fatalf("only %d feed verdicts in 2 L past the lease", st.Stats.RoundsFeed)
+	}
+	if at, fired := r.dev().FiredAt(time.Now()); fired {
+		t.Fatalf("reset at %v", at)
 	}
 }
 

@@ -164,10 +164,18 @@ func TestShadowBesideAnActingLeader(t *testing.T) {
 	for _, o := range inc.Actor {
 		kinds = append(kinds, o.Kind)
 	}
-	for _, k := range []string{leader.ObservedForceDown, leader.ObservedMarker, leader.ObservedEvacuation, leader.ObservedComplete} {
+	for _, k := range []string{leader.ObservedForceDown, leader.ObservedMarker, leader.ObservedEvacuation} {
 		if !slices.Contains(kinds, k) {
 			t.Errorf("the shadow did not observe %s: %v", k, kinds)
 		}
+	}
+	// The end of the recovery: the complete marker, or (when the acting
+	// leader wrote it, unforced and re-enabled between two of the
+	// shadow's polls, as it does in about one run in four here) the
+	// re-enable. The shadow reads Nova once a poll; it cannot see a row
+	// that lived shorter than that.
+	if !slices.Contains(kinds, leader.ObservedComplete) && !slices.Contains(kinds, leader.ObservedEnable) {
+		t.Errorf("the shadow observed neither the complete marker nor the re-enable: %v", kinds)
 	}
 	f := inc.Findings()
 	if !f.Agree() {
