@@ -854,8 +854,10 @@ func (m metricsSource) Records() []metrics.Record {
 	out := make([]metrics.Record, 0, len(recs))
 	for _, h := range recs {
 		r := metrics.Record{Host: h.Host, Phase: string(h.Phase), Active: h.Phase.Active(), PhaseSince: h.PhaseSince, DetectionSeconds: -1}
-		if !h.Evidence.NovaUpdatedAt.IsZero() && !h.Adopted && h.DetectedAt.After(h.Evidence.NovaUpdatedAt) {
-			r.DetectionSeconds = h.DetectedAt.Sub(h.Evidence.NovaUpdatedAt).Seconds()
+		// The last heartbeat on this leader's clock (Nova's, read as late
+		// as the verdict read it).
+		if heard := h.Evidence.NovaUpdatedAt.Add(h.Evidence.NovaClockSkew); !h.Evidence.NovaUpdatedAt.IsZero() && !h.Adopted && h.DetectedAt.After(heard) {
+			r.DetectionSeconds = h.DetectedAt.Sub(heard).Seconds()
 		}
 		for _, s := range h.Steps {
 			if s.Finished.IsZero() || s.Started.IsZero() {

@@ -230,3 +230,57 @@ func TestScenarioRestoreFollowsTheHostBack(t *testing.T) {
 		t.Errorf("re-enabled %s after the power-on, want within seconds of the first report", d)
 	}
 }
+
+// TestScenarioNovaClockBehind is lab chaos scenario 8 in process: Nova's
+// clock runs 30 s behind the leaders'. The leader notices (one
+// NovaClockSkew event), judges no healthy host nova-compute-broken, never
+// fails a host that is cut from the mesh only and keeps reporting to Nova,
+// and still recovers a host that really died, by the same rule on its own
+// clock.
+func TestScenarioNovaClockBehind(t *testing.T) {
+	t.Parallel()
+	mesh := sandbox.NewMesh()
+	w := newWorld(t, novaDefaultSettings(), func(o *sandbox.Options) {
+		o.Mesh = mesh
+		o.Sim.ReportInterval, o.Sim.ServiceDownTime = 10*time.Second, 60*time.Second
+		o.Sim.ClockOffset = -30 * time.Second
+	})
+	w.start()
+	waitFor(t, 30*time.Second, "the NovaClockSkew event", func() bool { return len(w.events("", leader.EventNovaClockSkew)) > 0 })
+	t.Logf("event: %s", w.events("", leader.EventNovaClockSkew)[0].Message)
+
+	// c1 is cut from the mesh only: Nova keeps hearing it.
+	mesh.Set("c1", leader.MeshDead, "c2", "c3")
+	for end := time.Now().Add(scale(25 * time.Second)); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if p := w.phase("c1"); p != "" {
+			t.Fatalf("c1, cut from the mesh only, judged failed (phase %s): %s", p, w.FSM().Host("c1").Evidence.Note)
+		}
+	}
+	if off, _, _ := w.BMC("c1").Counts(); off != 0 {
+		t.Fatalf("c1 powered off %d times", off)
+	}
+	if n := len(w.events("", "NovaComputeBroken")); n != 0 {
+		t.Errorf("%d NovaComputeBroken events: healthy hosts judged stale on Nova's clock", n)
+	}
+
+	// c2 really dies: failed once its report is overdue on the leader's clock.
+	updated, seen := w.justReported("c2")
+	w.Hang("c2")
+	time.Sleep(3 * time.Second) // the mesh's detection time (fast profile: 2.6–3.5 s)
+	mesh.Set("c2", leader.MeshDead, "c3", "c4")
+	waitFor(t, 30*time.Second, "c2 judged failed", func() bool { return w.phase("c2") != "" })
+	rec := w.FSM().Host("c2")
+	took := rec.DetectedAt.Sub(seen)
+	t.Logf("c2: verdict %s after its last report was seen (updated_at %s on Nova's clock): %s", took, updated.Format("15:04:05"), rec.Evidence.Note)
+	if took < 10*time.Second || took > scale(10*time.Second+2*time.Second+2*time.Second) || rec.Evidence.Verdict != string(leader.VerdictFailed) {
+		t.Errorf("verdict %s (%s) after c2's last report, want failed after report interval + margin (12 s) and at most the clock estimate's error more",
+			took, rec.Evidence.Verdict)
+	}
+	if rec.Evidence.NovaClockSkew < 30*time.Second {
+		t.Errorf("evidence skew %v", rec.Evidence.NovaClockSkew)
+	}
+	waitFor(t, 30*time.Second, "c2 recovered", func() bool { return w.phase("c2") == leader.PhaseReenabling || w.phase("c2") == leader.PhaseDone })
+	if off, _, _ := w.BMC("c1").Counts(); off != 0 {
+		t.Fatalf("c1 powered off %d times", off)
+	}
+}

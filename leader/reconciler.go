@@ -185,6 +185,10 @@ type Reconciler struct {
 	unforceRefused map[string]*unforceRefusal
 	// sh is shadow mode's memory (shadow.go).
 	sh shadowState
+	// clock estimates Nova's clock against this leader's (novaclock.go);
+	// skewReported says the NovaClockSkew event of this episode was raised.
+	clock        novaClock
+	skewReported bool
 }
 
 // NewReconciler builds a reconciler for one leadership term.
@@ -221,7 +225,49 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff, follow: c.FollowInterval, poke: make(chan struct{}, 1),
 		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}, unforceRefused: map[string]*unforceRefusal{},
 		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}, kdumpDNS: kdumpCheck{resolver: c.Resolver},
-		heartbeats: c.Heartbeats, contested: map[string]string{}}
+		heartbeats: c.Heartbeats, contested: map[string]string{},
+		clock: novaClock{interval: reportInterval(c.Settings.NovaReportInterval), margin: verdictMargin}}
+}
+
+// reportInterval is Nova's report_interval as configured, 10 s (Nova's
+// default) when unset.
+func reportInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 10 * time.Second
+	}
+	return d
+}
+
+// novaNow is now on Nova's clock as far as this leader can tell: the time
+// to compare Nova's updated_at with (DELTA's staleness).
+func (r *Reconciler) novaNow(now time.Time) time.Time { return now.Add(-r.clock.skew()) }
+
+// observeNovaClock feeds a listing of the compute services to the clock
+// estimate, looks again soon while a skew past the margin is unsettled,
+// and tells the operator once per episode when Nova's clock is off by more
+// than the verdict margin.
+func (r *Reconciler) observeNovaClock(ctx context.Context, svcs []nova.Service, readAt time.Time) {
+	if r.clock.observe(svcs, readAt) {
+		r.log.Warn("Nova's heartbeats are suddenly older than its clock allowed: its clock stepped back or it stopped recording heartbeats; the earlier listings are forgotten",
+			"estimate", r.clock.describe())
+	}
+	skew := r.clock.skew()
+	if skew != 0 && !r.clock.settled() {
+		r.lookAt(readAt.Add(r.clock.spacing()))
+		return
+	}
+	switch {
+	case skew != 0 && !r.skewReported:
+		r.skewReported = true
+		msg := r.clock.describe()
+		r.log.Warn("Nova's clock is off from this leader's", "detail", msg, "skew", skew)
+		r.event(ctx, "", EventNovaClockSkew, msg, true)
+	case skew == 0 && r.skewReported:
+		r.skewReported = false
+		msg := "Nova's clock agrees with this leader's again (within the verdict margin " + verdictMargin.String() + ")"
+		r.log.Info(msg)
+		r.event(ctx, "", EventNovaClockSkew, msg, false)
+	}
 }
 
 // Ready reports whether the last poll cycles reached Nova (readiness).
@@ -362,7 +408,7 @@ func (r *Reconciler) maybeLogSummary() {
 // row, this cycle's mesh snapshot and the host's last kdump notice.
 func (r *Reconciler) verdictInput(s nova.Service, now time.Time) VerdictInput {
 	in := VerdictInput{Mode: r.cfg.DetectionMode, Service: s, Now: now, Delta: r.cfg.Delta,
-		ReportInterval: r.cfg.NovaReportInterval, Margin: verdictMargin,
+		ReportInterval: r.cfg.NovaReportInterval, Margin: verdictMargin, NovaSkew: r.clock.skew(),
 		CheckKdump: r.cfg.CheckKdump, KdumpTimeout: r.cfg.KdumpTimeout}
 	if r.mesh != nil {
 		if m, ok := r.snap[s.Host]; ok {
@@ -401,7 +447,7 @@ func (r *Reconciler) judge(s nova.Service, now time.Time) (Verdict, string, time
 func (r *Reconciler) evidence(s nova.Service, now time.Time, v Verdict, why string) Evidence {
 	in := r.verdictInput(s, now)
 	ev := Evidence{Source: "nova", Verdict: string(v), NovaState: s.State, NovaUpdatedAt: s.UpdatedAt,
-		Stale: IsStale(s, now, r.cfg.Delta), Note: why}
+		Stale: IsStale(s, r.novaNow(now), r.cfg.Delta), Note: why, NovaClockSkew: in.NovaSkew}
 	if m, ok := r.snap[s.Host]; ok {
 		ev.MeshState, ev.MeshSince, ev.Accusers, ev.Confirmations = m.State, m.Since, m.Accusers, m.Confirmations
 		if m.State == MeshDead {
@@ -542,7 +588,7 @@ func (r *Reconciler) skip(ctx context.Context, s nova.Service, reason string, no
 	_, err := r.apply(ctx, CmdDetect, DetectCmd{Host: s.Host, ServiceID: s.ID, Zone: s.Zone, Phase: PhaseSkipped, Reason: reason,
 		Level: r.cfg.QuickEvacuateLevel,
 		Evidence: Evidence{Mode: r.cfg.DetectionMode, Source: "nova", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt,
-			Stale: IsStale(s, now, r.cfg.Delta)}})
+			Stale: IsStale(s, r.novaNow(now), r.cfg.Delta), NovaClockSkew: r.clock.skew()}})
 	if err != nil {
 		r.log.Warn("could not record skipped host", "host", s.Host, "err", err)
 	}
@@ -564,6 +610,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list compute services: %w", err)
 	}
+	r.observeNovaClock(ctx, svcs, r.now())
 	r.obs.ComputeServices(svcs, now)
 	if r.shadowing() {
 		svcs = r.shadowCycle(ctx, svcs, now) // watch the other agent (shadow.go)
@@ -578,7 +625,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	for _, s := range svcs {
 		byHost[s.Host] = s
 	}
-	cats := Categorize(svcs, now, r.cfg.Delta)
+	cats := Categorize(svcs, r.novaNow(now), r.cfg.Delta)
 	r.observeMesh(ctx, now)
 	r.vetKdumpNotices(ctx, svcs, now)
 
@@ -668,7 +715,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		if rec.Phase != PhaseDetected || rec.Pending != nil || rec.Adopted {
 			continue
 		}
-		if s, ok := byHost[rec.Host]; ok && s.State == "up" && !IsStale(s, now, r.cfg.Delta) && !s.ForcedDown && !disabled(s) {
+		if s, ok := byHost[rec.Host]; ok && s.State == "up" && !IsStale(s, r.novaNow(now), r.cfg.Delta) && !s.ForcedDown && !disabled(s) {
 			r.log.Info("host is healthy again before it was fenced: recovery dropped", "host", rec.Host)
 			_, _ = r.apply(ctx, CmdPhase, PhaseCmd{Host: rec.Host, Phase: PhaseSkipped, From: PhaseDetected,
 				Reason: "host reported up again before it was fenced"})
@@ -744,7 +791,7 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 		counted := slices.Clone(admitted)
 		var lost []string // hosts only the mesh counts
 		if r.mesh != nil && r.cfg.DetectionMode != "nova" {
-			for _, s := range MeshFailing(r.snap, svcs) {
+			for _, s := range MeshFailing(r.snap, svcs, r.clock.skew()) {
 				if !slices.ContainsFunc(admitted, func(a nova.Service) bool { return a.Host == s.Host }) {
 					counted, lost = append(counted, s), append(lost, s.Host)
 				}

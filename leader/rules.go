@@ -149,12 +149,13 @@ func downInNova(s nova.Service) bool { return s.State == "down" || s.ForcedDown 
 // own), so without them the first of two computes that lose power at once
 // is judged alone, found under the threshold, and fenced before the second
 // is seen (lab FINDINGS 6). A host that left gracefully, or that Nova heard
-// after the mesh lost it (cut off from the mesh, not dead), is not counted.
-func MeshFailing(snap MeshSnapshot, services []nova.Service) []nova.Service {
+// after the mesh lost it (cut off from the mesh, not dead; Nova's times
+// read skew later, see novaClock), is not counted.
+func MeshFailing(snap MeshSnapshot, services []nova.Service, skew time.Duration) []nova.Service {
 	var out []nova.Service
 	for _, s := range services {
 		m, ok := snap[s.Host]
-		if !ok || (m.State != MeshSuspect && m.State != MeshDead) || heardSince(s, m.Since) || downInNova(s) {
+		if !ok || (m.State != MeshSuspect && m.State != MeshDead) || heardSince(s, m.Since, skew) || downInNova(s) {
 			continue
 		}
 		out = append(out, s)

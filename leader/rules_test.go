@@ -134,14 +134,14 @@ func TestMeshFailing(t *testing.T) {
 		"left":   {Host: "left", State: MeshLeft, Since: now.Add(-3 * time.Second)},
 	}
 	var got []string
-	for _, s := range MeshFailing(snap, svcs) {
+	for _, s := range MeshFailing(snap, svcs, 0) {
 		got = append(got, s.Host)
 	}
 	if want := []string{"suspect", "dead"}; !slices.Equal(got, want) {
 		t.Fatalf("MeshFailing = %v, want %v", got, want)
 	}
 	// With them, one candidate of six is 50 %, not 16.7 %.
-	cands := append([]nova.Service{svcs[0]}, MeshFailing(snap, svcs)...)
+	cands := append([]nova.Service{svcs[0]}, MeshFailing(snap, svcs, 0)...)
 	if p := ThresholdPercent(svcs, cands, nil); p != 50 {
 		t.Fatalf("ThresholdPercent with the hosts the mesh is losing = %.1f, want 50", p)
 	}

@@ -103,6 +103,9 @@ type Evidence struct {
 	// which address.
 	KdumpAt   time.Time `json:"kdump_at,omitempty"`
 	KdumpFrom string    `json:"kdump_from,omitempty"`
+	// NovaClockSkew is how much later than its face value the verdict read
+	// Nova's times (novaclock.go; 0 within the margin).
+	NovaClockSkew time.Duration `json:"nova_clock_skew,omitempty"`
 }
 
 // FenceResult records how the host was fenced.

@@ -54,6 +54,11 @@ type VerdictInput struct {
 	MeshSince time.Time
 	Now       time.Time
 	Delta     time.Duration // InstanceHA's DELTA
+	// NovaSkew is how much later than its face value a Nova time is read
+	// (novaClock.skew: Nova's clock runs that far behind this leader's; 0
+	// within the margin). Every comparison of updated_at with this
+	// leader's clock (Now, MeshSince) goes through it.
+	NovaSkew time.Duration
 	// ReportInterval is Nova's report_interval; Margin absorbs updated_at's
 	// truncation to whole seconds and scheduling delays.
 	ReportInterval time.Duration
@@ -90,7 +95,7 @@ func (in VerdictInput) HeartbeatFresh() bool {
 // heard after the mesh lost it (the mesh's word on it is void).
 func (in VerdictInput) noAgentWitness() bool {
 	return in.Mode == "nova" || in.MeshState == MeshLeft || in.MeshState == MeshUnknown ||
-		in.MeshState == MeshDead && (in.Partition || heardSince(in.Service, in.MeshSince))
+		in.MeshState == MeshDead && (in.Partition || heardSince(in.Service, in.MeshSince, in.NovaSkew))
 }
 
 // KdumpRecent reports whether the input carries a kdump notice within
@@ -139,7 +144,7 @@ func (in VerdictInput) KdumpRecent() bool {
 // agree (as InstanceHA); with the agent alive it is ignored.
 func Judge(in VerdictInput) (Verdict, string, time.Time) {
 	s := in.Service
-	novaDown := IsNewFailure(s, in.Now, in.Delta)
+	novaDown := IsNewFailure(s, in.Now.Add(-in.NovaSkew), in.Delta)
 	if disabled(s) || s.ForcedDown {
 		return VerdictHealthy, "disabled or forced down: not a new failure", time.Time{}
 	}
@@ -161,7 +166,7 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 		switch {
 		case in.Mode != "nova" && (in.MeshState == MeshAlive):
 			return VerdictKdumpIgnored, kd + " but its agent answers in the mesh: not acted on while it does (a crash the mesh has not noticed yet, a spoofed packet, or an address mapped to the wrong host)", time.Time{}
-		case in.Mode != "nova" && in.MeshState == MeshDead && !in.Partition && !heardSince(s, in.MeshSince):
+		case in.Mode != "nova" && in.MeshState == MeshDead && !in.Partition && !heardSince(s, in.MeshSince, in.NovaSkew):
 			return VerdictKdump, fmt.Sprintf("%s; mesh: dead since %s; nova heartbeat not heard since (updated_at %s)",
 				kd, fmtTime(in.MeshSince), fmtTime(s.UpdatedAt)), time.Time{}
 		case novaDown:
@@ -175,7 +180,7 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 			return VerdictInstanceHA, fmt.Sprintf("mesh: dead since %s, but the mesh lost many computes at once (partition guard): nova agrees, state %s, updated_at %s (DELTA %s)",
 				fmtTime(in.MeshSince), s.State, fmtTime(s.UpdatedAt), in.Delta), time.Time{}
 		}
-		next := s.UpdatedAt.Add(in.Delta + time.Second)
+		next := s.UpdatedAt.Add(in.NovaSkew + in.Delta + time.Second)
 		if !next.After(in.Now) {
 			next = in.Now.Add(in.ReportInterval)
 		}
@@ -203,27 +208,31 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 		if in.Mode == "gossip" {
 			return VerdictFailed, "mesh: dead since " + fmtTime(in.MeshSince) + " (DETECTION_MODE gossip)", time.Time{}
 		}
-		if heardSince(s, in.MeshSince) {
+		if heardSince(s, in.MeshSince, in.NovaSkew) {
 			// Cut off from the mesh, not from Nova: the mesh's verdict on
 			// this host is void; only Nova's own rule can fail it now.
 			if novaDown {
 				return VerdictInstanceHA, fmt.Sprintf("mesh lost the host at %s but Nova heard it after that (updated_at %s), then not for DELTA: nova state %s (DELTA %s)",
 					fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), s.State, in.Delta), time.Time{}
 			}
-			next := s.UpdatedAt.Add(in.Delta + time.Second)
+			next := s.UpdatedAt.Add(in.NovaSkew + in.Delta + time.Second)
 			if !next.After(in.Now) {
 				next = in.Now.Add(in.ReportInterval)
 			}
 			return VerdictWait, fmt.Sprintf("mesh lost the host at %s but Nova heard it at %s: cut off from the mesh, not dead; Nova's DELTA rule (%s) judges it from now on",
 				fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), in.Delta), next
 		}
-		due := MissedReport(s.UpdatedAt, in.MeshSince, in.ReportInterval, in.Margin)
-		if in.Now.Before(due) {
-			return VerdictWait, fmt.Sprintf("mesh: dead since %s; nova heartbeat at %s, its next report is due by %s (report interval %s + margin %s): waiting until then",
-				fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), fmtTime(due), in.ReportInterval, in.Margin), due
+		heard := s.UpdatedAt
+		if !heard.IsZero() {
+			heard = heard.Add(in.NovaSkew) // on this leader's clock
 		}
-		return VerdictFailed, fmt.Sprintf("mesh: dead since %s; nova heartbeat missed: none since %s, %s ago (report interval %s + margin %s)",
-			fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), in.Now.Sub(s.UpdatedAt).Round(100*time.Millisecond), in.ReportInterval, in.Margin), time.Time{}
+		due := MissedReport(heard, in.MeshSince, in.ReportInterval, in.Margin)
+		if in.Now.Before(due) {
+			return VerdictWait, fmt.Sprintf("mesh: dead since %s; nova heartbeat at %s%s, its next report is due by %s (report interval %s + margin %s): waiting until then",
+				fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), skewNote(in.NovaSkew), fmtTime(due), in.ReportInterval, in.Margin), due
+		}
+		return VerdictFailed, fmt.Sprintf("mesh: dead since %s; nova heartbeat missed: none since %s%s, %s ago (report interval %s + margin %s)",
+			fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), skewNote(in.NovaSkew), in.Now.Sub(heard).Round(100*time.Millisecond), in.ReportInterval, in.Margin), time.Time{}
 	default: // left, never seen
 		if novaDown {
 			return VerdictInstanceHA, fmt.Sprintf("no agent (mesh %q): nova state %s, updated_at %s (DELTA %s)",
@@ -246,10 +255,19 @@ func MissedReport(updated, meshSince time.Time, interval, margin time.Duration) 
 	return updated.Add(interval + margin)
 }
 
-// heardSince reports whether Nova's updated_at (whole seconds) is later
-// than t: the host heartbeated after t.
-func heardSince(s nova.Service, t time.Time) bool {
-	return !s.UpdatedAt.IsZero() && s.UpdatedAt.After(t.Truncate(time.Second))
+// heardSince reports whether Nova's updated_at (whole seconds), read skew
+// later, is later than t (this leader's clock): the host heartbeated
+// after t.
+func heardSince(s nova.Service, t time.Time, skew time.Duration) bool {
+	return !s.UpdatedAt.IsZero() && s.UpdatedAt.After(t.Add(-skew).Truncate(time.Second))
+}
+
+// skewNote says, in evidence, that Nova's times were read later.
+func skewNote(skew time.Duration) string {
+	if skew == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" on Nova's clock (read %s later: Nova's clock is off from this leader's)", skew.Round(100*time.Millisecond))
 }
 
 func fmtTime(t time.Time) string {

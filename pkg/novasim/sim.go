@@ -42,6 +42,12 @@ type Options struct {
 	// Seed makes the scheduler's tie-breaking reproducible; 0 picks a random seed.
 	Seed uint64
 
+	// ClockOffset runs the simulated Nova's clock this far from the
+	// machine's (negative: behind), as a controller without NTP would:
+	// every time Nova stamps (updated_at, created_at, markers it reads)
+	// and its own up/down rule use it; durations are unaffected.
+	ClockOffset time.Duration
+
 	clock func() time.Time // tests of this package inject a fake clock
 }
 
@@ -98,6 +104,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.clock == nil {
 		o.clock = time.Now
+	}
+	if off, c := o.ClockOffset, o.clock; off != 0 {
+		o.clock = func() time.Time { return c().Add(off) }
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
