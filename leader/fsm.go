@@ -662,6 +662,32 @@ func (f *FSM) Events(since uint64, host string, limit int) []Event {
 	return out
 }
 
+// actingKinds are the events only an acting recovery writes (a shadow
+// writes its Shadow* and Observed* events instead; events such as
+// NovaComputeBroken are written in either mode).
+var actingKinds = map[string]bool{"HostDown": true, "FencingStarted": true, "FencingSucceeded": true, "FencingFailed": true,
+	"FencingConfirmedByOperator": true, "ServiceDisabled": true, "EvacuationStarted": true, "InstanceEvacuationSucceeded": true,
+	"InstanceEvacuationFailed": true, "HostReenabled": true, "RecoveryCompleted": true, "HostSkipped": true,
+	"ProcessingFailed": true, "OrphanedHostRecovered": true}
+
+// ActedBefore reports whether this cluster has recovered (or begun to
+// recover) a host: a record, or an event only an acting recovery writes.
+// A cluster that only shadowed has not: its first acting term takes over
+// the orphans the other agent left (R17.1).
+func (f *FSM) ActedBefore() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if len(f.st.Hosts) > 0 {
+		return true
+	}
+	for _, e := range f.st.Events {
+		if actingKinds[e.Kind] {
+			return true
+		}
+	}
+	return false
+}
+
 // LeaderInfo is the node that leads the current term and its API address
 // (as it recorded itself after its Barrier).
 func (f *FSM) LeaderInfo() LeaderAPICmd {

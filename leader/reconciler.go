@@ -296,6 +296,12 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	reconciled := false
 	for {
 		wait := r.cfg.Poll
+		if reconciled && r.recordTakeover && !r.shadowing() {
+			// Shadow mode ended during this term (`iha shadow off`): the
+			// takeover runs now, adopting the orphans the other agent left.
+			r.log.Info("shadow mode ended: taking over from the other agent (startup reconciliation)")
+			reconciled = false
+		}
 		if !reconciled {
 			err := r.startupReconcile(ctx)
 			switch {
@@ -517,10 +523,12 @@ func (r *Reconciler) startupReconcile(ctx context.Context) error {
 	fsm := r.store.FSM()
 	if r.adoptOrphans == nil {
 		// Decided once per term, before this term writes anything: a cluster
-		// with history and no takeover recorded was upgraded from a version
-		// that re-ran the reconciliation at every term.
+		// that acted and has no takeover recorded was upgraded from a
+		// version that re-ran the reconciliation at every term. A history
+		// of shadowing only is not acting: the other agent was, and the
+		// first acting term takes over what it left.
 		first := fsm.Settings().TakenOver.IsZero()
-		fresh := first && len(fsm.Hosts()) == 0 && len(fsm.Events(0, "", 1)) == 0
+		fresh := first && !fsm.ActedBefore()
 		r.adoptOrphans = &fresh
 		r.recordTakeover = first
 	}

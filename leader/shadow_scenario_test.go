@@ -381,3 +381,70 @@ func TestShadowLeaderStartReleasesNoLockAndTakesNothingOver(t *testing.T) {
 		t.Errorf("%d power changes", n)
 	}
 }
+
+// TestShadowOffTakesOverTheOrphansTheOtherAgentLeft is the migration path:
+// IHA shadows InstanceHA (SHADOW in its config), InstanceHA crashes
+// between its force-down and its disable of c1 and is retired, and the
+// operator runs `iha shadow off`. The first acting moment is IHA's
+// takeover: the orphan is adopted and recovered, once, and its leftover
+// lock released. (The shadow's events used to count as the cluster's
+// history, so the takeover recorded "nothing adopted" and c1 stayed
+// forced down.)
+func TestShadowOffTakesOverTheOrphansTheOtherAgentLeft(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Shadow = true
+	w := newWorld(t, s)
+	ctx := context.Background()
+	w.Hang("c1")
+	var c1 nova.Service
+	waitFor(t, 20*time.Second, "c1 down in Nova", func() bool {
+		svcs, err := w.Nova.ListServices(ctx, "nova-compute")
+		for _, x := range svcs {
+			if x.Host == "c1" {
+				c1 = x
+			}
+		}
+		return err == nil && c1.State == "down"
+	})
+	yes := true
+	if _, err := w.Nova.UpdateService(ctx, c1.ID, nova.ServiceUpdate{ForcedDown: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Nova.Lock(ctx, w.servers["vm1"], leader.LockReason); err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	backend := leader.NewAPI(leader.APIConfig{Node: w.Node(), Monitor: w.Monitor(), Settings: s, Version: "test"})
+	t.Cleanup(backend.Close)
+	srv := httptest.NewServer(api.NewServer(api.Config{Backend: backend, Token: secret.New("rw-token")}))
+	t.Cleanup(srv.Close)
+	cl := &api.Client{Addrs: []string{srv.URL}, Token: "rw-token", Actor: "alice@test"}
+	waitFor(t, 20*time.Second, "the shadow's decision on the orphan c1", func() bool {
+		incs := w.FSM().Incidents("c1", 0)
+		return len(incs) == 1 && len(incs[0].IHA) > 0
+	})
+	if len(w.FSM().Events(0, "", 0)) == 0 {
+		t.Fatal("the shadow wrote no event: the test would not show that a shadow's history is not acting")
+	}
+	if _, err := cl.Mutate(ctx, api.MutShadowOff, "", "InstanceHA retired"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 40*time.Second, "the orphan c1 adopted and recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
+	rec := w.FSM().Host("c1")
+	if !rec.Adopted || rec.Evidence.Source != "orphan" {
+		t.Errorf("c1's record: adopted %v, source %q", rec.Adopted, rec.Evidence.Source)
+	}
+	took := w.events("", "StartupReconciled")
+	if len(took) != 1 || !strings.Contains(took[0].Message, "adopted c1") {
+		t.Errorf("takeover events %+v", took)
+	}
+	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
+		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
+			t.Errorf("%s evacuated %d times", name, n)
+		}
+	}
+	if srv, _ := w.Sim.Server(w.servers["vm1"]); srv.Locked {
+		t.Error("vm1 still under the other agent's evacuation lock")
+	}
+}
