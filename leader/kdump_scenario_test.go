@@ -362,3 +362,58 @@ func TestScenarioKdumpNoticeMustComeFromTheHostItNames(t *testing.T) {
 		}
 	}
 }
+
+// TestScenarioKdumpHostGateHoldsUntilTheRebuildsFinish: a host fenced by
+// kdump (never powered off) reboots by itself when its dump is written. Its
+// agent's gate must hold nova-compute until every evacuation from it has
+// finished: a source compute that starts mid-rebuild cleans the
+// evacuations up half done. (The wait used to guard only the hosts IHA
+// powers on and those a watchdog reset; in traditional mode a kdump host's
+// gate opened as soon as its evacuations were accepted.)
+func TestScenarioKdumpHostGateHoldsUntilTheRebuildsFinish(t *testing.T) {
+	t.Parallel()
+	s := meshSettings()
+	s.CheckKdump = true
+	s.KdumpTimeout = 30 * time.Second
+	mesh := sandbox.NewMesh()
+	w := newWorld(t, s, func(o *sandbox.Options) {
+		o.Mesh = mesh
+		o.Sim.ServiceDownTime = 30 * time.Second
+		o.Sim.EvacuationDelay = 4 * time.Second // rebuilds that take a while
+		o.KdumpQuiet = 2 * time.Second
+	})
+	w.start()
+	w.Hang("c1")
+	time.Sleep(1100 * time.Millisecond)
+	mesh.Set("c1", leader.MeshDead, "c2", "c3")
+	mesh.Kdump("c1", "127.0.0.11")
+	waitFor(t, 10*time.Second, "c1 judged failed on the kdump notice", func() bool { return w.phase("c1") != "" })
+	rebuilding := func() []string {
+		var out []string
+		for _, name := range []string{"vm1", "vm2", "vm3"} {
+			if srv, _ := w.Sim.Server(w.servers[name]); srv.Host == "c1" || srv.TaskState != "" || srv.Status != "ACTIVE" {
+				out = append(out, fmt.Sprintf("%s %s/%s on %s", name, srv.Status, srv.TaskState, srv.Host))
+			}
+		}
+		return out
+	}
+	var opened time.Time
+	deadline := time.Now().Add(scale(40 * time.Second))
+	for opened.IsZero() {
+		rec := w.FSM().Host("c1")
+		busy := rebuilding()
+		if ok, why := leader.GateAllows(rec); ok {
+			if len(busy) > 0 {
+				t.Fatalf("the gate opened (%s) while evacuations were still running: %v", why, busy)
+			}
+			opened = time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gate never opened; phase %s, servers %v", w.phase("c1"), rebuilding())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if off, reqs, on := w.BMC("c1").Counts(); off != 0 || reqs != 0 || on != 0 {
+		t.Errorf("a dumping host must not be powered off or on: %d off, %d requests, %d on", off, reqs, on)
+	}
+}

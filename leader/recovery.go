@@ -419,14 +419,14 @@ func (r *Reconciler) sleep(ctx context.Context, d time.Duration) {
 func (r *Reconciler) finishStep(ctx context.Context, rec *HostRecord) error {
 	host := rec.Host
 	powerOn := !rec.PoweredOn && !rec.Kdump && rec.Fence != nil && rec.Fence.State == "off" && rec.Fence.Method != "operator"
-	// A host its watchdog reset boots by itself, and its agent's gate
-	// opens once this step is done: it too waits for the evacuations.
-	selfBoot := rec.Fence != nil && rec.Fence.Method == "watchdog"
 	// A host that boots while its evacuations are still running would
-	// clean them up half done; wait until Nova has finished them
-	// (FORCE_ENABLE, the operator's "migrations are stuck, go on", skips
-	// this as it skips the same check at re-enable).
-	if (powerOn || selfBoot) && !r.cfg.ForceEnable {
+	// clean them up half done; wait until Nova has finished them, whatever
+	// brings it back: IHA's power-on, or the host itself once this step is
+	// done and its agent's gate opens (a kdump kernel that wrote its dump,
+	// a watchdog reset, a host an operator confirmed fenced, one level 1
+	// never fenced). FORCE_ENABLE, the operator's "migrations are stuck, go
+	// on", skips this as it skips the same check at re-enable.
+	if !r.cfg.ForceEnable {
 		if err := r.awaitEvacuations(ctx, rec); err != nil {
 			return err
 		}
@@ -598,7 +598,7 @@ func (r *Reconciler) awaitEvacuations(ctx context.Context, rec *HostRecord) erro
 		if r.now().Sub(since) > r.cfg.EvacuationTimeout {
 			if !r.reported(rec.Host, "poweron-wait") {
 				r.event(ctx, rec.Host, "PowerOnWaiting", fmt.Sprintf("an evacuation from this host has run for more than EVACUATION_TIMEOUT %s (is its destination down?); "+
-					"the host stays off until it finishes, or until an operator sets FORCE_ENABLE", r.cfg.EvacuationTimeout), true)
+					"the host stays off (a host that boots by itself: its nova-compute held by the gate) until it finishes, or until an operator sets FORCE_ENABLE", r.cfg.EvacuationTimeout), true)
 			}
 			return errWait
 		}
