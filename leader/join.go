@@ -346,10 +346,16 @@ func JoinCluster(ctx context.Context, opts JoinOptions) error {
 				opts.Logger.Info("joined the Raft group", "node", opts.ID, "via", t)
 				return nil
 			}
-			last = err
 			if ctx.Err() != nil {
+				// The attempt cut short by the end of the wait says
+				// nothing: the error names the last answer a controller
+				// gave (or this attempt's, when there was none).
+				if last == nil {
+					last = err
+				}
 				return fmt.Errorf("join: gave up: %w (last: %v)", ctx.Err(), last)
 			}
+			last = err
 			opts.Logger.Warn("join attempt failed", "via", t, "round", round, "err", err)
 		}
 		opts.Logger.Info("join: retrying", "after", pause, "round", round)
