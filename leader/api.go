@@ -49,6 +49,14 @@ type EvidenceObserver interface {
 	Judgements(ev map[string]Evidence, at time.Time)
 }
 
+// HeartbeatObserver is an Observer that also wants, at each cycle with
+// CHECK_HEARTBEAT, the InstanceHA heartbeats the rules read: when the
+// listener started and when each listed host's last heartbeat came (the
+// decision log keeps them so that a replay judges with them).
+type HeartbeatObserver interface {
+	Heartbeats(started time.Time, last map[string]time.Time, at time.Time)
+}
+
 // APIConfig wires an API adapter.
 type APIConfig struct {
 	Node     *Node

@@ -45,6 +45,7 @@ const (
 	recNova     = "nova"  // the answer of a Nova read
 	recDecision = "dec"   // a decision
 	recVerdicts = "vd"    // verdicts that changed
+	recHB       = "hb"    // InstanceHA heartbeats (CHECK_HEARTBEAT) that changed
 )
 
 // logRecord is one line of the log. Fields are used by kind.
@@ -77,6 +78,11 @@ type logRecord struct {
 	Decision *Decision `json:"d,omitempty"`
 	// vd
 	Verdicts map[string]Verdict `json:"vd,omitempty"`
+	// hb: when the heartbeat listener started (HBStarted, when it changed)
+	// and each host's last heartbeat that changed (this controller's
+	// clock)
+	HBStarted time.Time            `json:"hbs,omitzero"`
+	HB        map[string]time.Time `json:"hb,omitempty"`
 }
 
 // logMember is a mesh member as the log keeps it (no address).

@@ -80,14 +80,27 @@ func (h *HeartbeatLog) Last(host string) (time.Time, bool) {
 	return e.at, ok
 }
 
-// since returns when the listener started (zero: not started).
-func (h *HeartbeatLog) since() time.Time {
-	if h == nil {
-		return time.Time{}
-	}
+// snapshot returns when the listener started and the last heartbeat of
+// each of hosts that has one.
+func (h *HeartbeatLog) snapshot(hosts []string) (time.Time, map[string]time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.started
+	last := make(map[string]time.Time, len(hosts))
+	for _, host := range hosts {
+		if e, ok := h.hosts[config.ShortName(host)]; ok {
+			last[host] = e.at
+		}
+	}
+	return h.started, last
+}
+
+// restore sets host's last heartbeat as a decision log recorded it
+// (replay): the sender's timestamp is not kept, so the check for replayed
+// packets is not what is restored.
+func (h *HeartbeatLog) restore(host string, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hosts[config.ShortName(host)] = heartbeatEntry{at: at, sent: at}
 }
 
 // EventHostReachable is InstanceHA's event for a host Nova reports down
@@ -125,7 +138,7 @@ func (r *Reconciler) observeHeartbeats(ctx context.Context, svcs []nova.Service,
 		active[s.Host] = !disabled(s) && !s.ForcedDown
 	}
 	silent := func(h string) bool {
-		at, ok := r.heartbeats.Last(h)
+		at, ok := r.hbLast[h]
 		return !ok || now.Sub(at) > timeout
 	}
 	c := &r.hbCliff
@@ -149,7 +162,7 @@ func (r *Reconciler) observeHeartbeats(ctx context.Context, svcs []nova.Service,
 			if !active[s.Host] {
 				continue
 			}
-			at, ok := r.heartbeats.Last(s.Host)
+			at, ok := r.hbLast[s.Host]
 			if !ok || now.Sub(at) > 2*timeout {
 				continue
 			}
@@ -188,6 +201,6 @@ func (r *Reconciler) cliffWindow() time.Duration {
 // heartbeatGrace is R13.4: until the listener has run for HEARTBEAT_TIMEOUT
 // every host passes untouched (it may not have heard anyone yet).
 func (r *Reconciler) heartbeatGrace(now time.Time) bool {
-	st := r.heartbeats.since()
+	st := r.hbStarted
 	return st.IsZero() || now.Sub(st) < r.cfg.HeartbeatTimeout
 }

@@ -189,6 +189,11 @@ type Reconciler struct {
 	// skewReported says the NovaClockSkew event of this episode was raised.
 	clock        novaClock
 	skewReported bool
+	// hbStarted and hbLast are this cycle's reading of the InstanceHA
+	// heartbeats (CHECK_HEARTBEAT): the listener's start and each listed
+	// host's last heartbeat.
+	hbStarted time.Time
+	hbLast    map[string]time.Time
 }
 
 // NewReconciler builds a reconciler for one leadership term.
@@ -438,7 +443,7 @@ func (r *Reconciler) verdictInput(s nova.Service, now time.Time) VerdictInput {
 	if r.cfg.CheckHeartbeat {
 		in.CheckHeartbeat, in.HeartbeatTimeout = true, r.cfg.HeartbeatTimeout
 		in.HeartbeatGrace = r.heartbeatGrace(now)
-		in.Heartbeat, _ = r.heartbeats.Last(s.Host)
+		in.Heartbeat = r.hbLast[s.Host]
 		in.HeartbeatCliff = !r.hbCliff.since.IsZero() && !r.hbCliff.expired
 	}
 	return in
@@ -618,7 +623,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list compute services: %w", err)
 	}
-	r.observeNovaClock(ctx, svcs, r.now())
+	r.observeNovaClock(ctx, svcs, now)
 	r.obs.ComputeServices(svcs, now)
 	if r.shadowing() {
 		svcs = r.shadowCycle(ctx, svcs, now) // watch the other agent (shadow.go)
@@ -642,6 +647,18 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 	for h, rec := range records {
 		if rec.Phase.Active() {
 			inflight = append(inflight, h)
+		}
+	}
+	if r.cfg.CheckHeartbeat && r.heartbeats != nil {
+		// One reading of the heartbeats per cycle: the rules judge with
+		// it, and the decision log keeps it.
+		hosts := make([]string, len(svcs))
+		for i, s := range svcs {
+			hosts[i] = s.Host
+		}
+		r.hbStarted, r.hbLast = r.heartbeats.snapshot(hosts)
+		if hbObs, ok := r.obs.(HeartbeatObserver); ok {
+			hbObs.Heartbeats(r.hbStarted, r.hbLast, now)
 		}
 	}
 	r.observeHeartbeats(ctx, svcs, now)

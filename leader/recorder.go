@@ -3,6 +3,7 @@ package leader
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -32,6 +33,8 @@ type Recorder struct {
 	rows     map[string]nova.Service
 	mesh     map[string]logMember
 	kdump    map[string]KdumpNotice
+	hbStart  time.Time
+	hb       map[string]time.Time
 	answers  map[string]logRecord
 	verdicts map[string]Verdict
 }
@@ -55,7 +58,7 @@ func OpenRecorder(o DecisionLogOptions) (*Recorder, error) {
 
 func newRecorder(out recordSink, node string) *Recorder {
 	return &Recorder{out: out, node: node, rows: map[string]nova.Service{}, mesh: map[string]logMember{},
-		kdump: map[string]KdumpNotice{}, answers: map[string]logRecord{}, verdicts: map[string]Verdict{}}
+		kdump: map[string]KdumpNotice{}, hb: map[string]time.Time{}, answers: map[string]logRecord{}, verdicts: map[string]Verdict{}}
 }
 
 // Close flushes and closes the log.
@@ -87,6 +90,9 @@ func (r *Recorder) begin() {
 	for _, h := range sortedKeys(r.kdump) {
 		n := r.kdump[h]
 		r.out.write(logRecord{Kind: recKdump, T: n.At, Kdump: &n})
+	}
+	if !r.hbStart.IsZero() || len(r.hb) > 0 {
+		r.out.write(logRecord{Kind: recHB, T: time.Now().UTC(), HBStarted: r.hbStart, HB: maps.Clone(r.hb)})
 	}
 	for _, k := range sortedKeys(r.answers) {
 		r.out.write(r.answers[k])
@@ -122,7 +128,10 @@ func (r *Recorder) Observer() Observer { return recordingObserver{r} }
 
 type recordingObserver struct{ r *Recorder }
 
-var _ EvidenceObserver = recordingObserver{}
+var (
+	_ EvidenceObserver  = recordingObserver{}
+	_ HeartbeatObserver = recordingObserver{}
+)
 
 func (o recordingObserver) PollCycle(time.Duration, error, int) {}
 
@@ -203,13 +212,39 @@ func (o recordingObserver) Judgements(ev map[string]Evidence, at time.Time) {
 	}
 }
 
+// Heartbeats writes the listener's start and the heartbeats that changed.
+func (o recordingObserver) Heartbeats(started time.Time, last map[string]time.Time, at time.Time) {
+	r := o.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.begin()
+	rec := logRecord{Kind: recHB, T: at.UTC()}
+	if !started.Equal(r.hbStart) {
+		rec.HBStarted, r.hbStart = started.UTC(), started
+	}
+	for h, t := range last {
+		if !r.hb[h].Equal(t) {
+			if rec.HB == nil {
+				rec.HB = map[string]time.Time{}
+			}
+			rec.HB[h], r.hb[h] = t.UTC(), t
+		}
+	}
+	if !rec.HBStarted.IsZero() || len(rec.HB) > 0 {
+		r.out.write(rec)
+	}
+}
+
 // Observers fans every observation out to several observers (the status
 // API and a recorder).
 func Observers(obs ...Observer) Observer { return fanout(obs) }
 
 type fanout []Observer
 
-var _ EvidenceObserver = fanout(nil)
+var (
+	_ EvidenceObserver  = fanout(nil)
+	_ HeartbeatObserver = fanout(nil)
+)
 
 func (f fanout) PollCycle(took time.Duration, err error, n int) {
 	for _, o := range f {
@@ -226,6 +261,14 @@ func (f fanout) ComputeServices(svcs []nova.Service, at time.Time) {
 func (f fanout) Verdicts(v map[string]Verdict, at time.Time) {
 	for _, o := range f {
 		o.Verdicts(v, at)
+	}
+}
+
+func (f fanout) Heartbeats(started time.Time, last map[string]time.Time, at time.Time) {
+	for _, o := range f {
+		if h, ok := o.(HeartbeatObserver); ok {
+			h.Heartbeats(started, last, at)
+		}
 	}
 }
 

@@ -165,6 +165,13 @@ func (e *replayer) record(file string, line int, rec logRecord) error {
 		if rec.Kdump != nil {
 			w.kdump.Record(*rec.Kdump)
 		}
+	case recHB:
+		if !rec.HBStarted.IsZero() {
+			w.heartbeats.Started(rec.HBStarted)
+		}
+		for _, h := range sortedKeys(rec.HB) {
+			w.heartbeats.restore(h, rec.HB[h])
+		}
 	case recNova:
 		w.answers[rec.Call+"\x00"+rec.Key] = rec
 	case recDecision:
@@ -214,7 +221,7 @@ func (e *replayer) newTerm(at time.Time) {
 	rec.Term(s, at)
 	e.clock = at
 	e.rec = NewReconciler(ReconcilerConfig{Settings: s, Nova: rec.Nova(e.world), Store: rec.Store(e.store), Logger: e.opts.Logger,
-		Now: func() time.Time { return e.clock }, Observer: rec.Observer(), Mesh: e.world, Kdump: e.world.kdump,
+		Now: func() time.Time { return e.clock }, Observer: rec.Observer(), Mesh: e.world, Kdump: e.world.kdump, Heartbeats: e.world.heartbeats,
 		TrackInterval: time.Second, InitialTrackDelay: time.Second, FollowInterval: time.Second})
 	e.rec.termStart = at
 	e.started = false
@@ -274,19 +281,22 @@ func settingsDiff(a, b config.Settings) []ConfigChange {
 // replayWorld answers the reconciler from the log: Nova (reads only), the
 // mesh and the kdump notices.
 type replayWorld struct {
-	mu      sync.Mutex
-	hosts   []string
-	rows    map[string]nova.Service
-	svcs    []nova.Service
-	mesh    MeshSnapshot
-	kdump   *KdumpLog
-	answers map[string]logRecord
-	missing map[string]bool
-	nwrites int
+	mu    sync.Mutex
+	hosts []string
+	rows  map[string]nova.Service
+	svcs  []nova.Service
+	mesh  MeshSnapshot
+	kdump *KdumpLog
+	// heartbeats are the InstanceHA heartbeats the recording's rules read
+	// (CHECK_HEARTBEAT).
+	heartbeats *HeartbeatLog
+	answers    map[string]logRecord
+	missing    map[string]bool
+	nwrites    int
 }
 
 func newReplayWorld() *replayWorld {
-	return &replayWorld{rows: map[string]nova.Service{}, mesh: MeshSnapshot{}, kdump: NewKdumpLog(),
+	return &replayWorld{rows: map[string]nova.Service{}, mesh: MeshSnapshot{}, kdump: NewKdumpLog(), heartbeats: NewHeartbeatLog(),
 		answers: map[string]logRecord{}, missing: map[string]bool{}}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/ihaproject/iha/internal/sandbox"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
+	"github.com/ihaproject/iha/pkg/novasim"
 	"github.com/ihaproject/iha/pkg/secret"
 )
 
@@ -178,5 +179,106 @@ func TestDecisionLogHoldsNoSecret(t *testing.T) {
 		if !strings.Contains(string(b), `"THRESHOLD"`) {
 			t.Fatalf("%s lacks the configuration in force", filepath.Base(f))
 		}
+	}
+}
+
+// TestReplayWithInstanceHAHeartbeats: with CHECK_HEARTBEAT the verdicts
+// read InstanceHA's heartbeats, so the decision log keeps them (the
+// listener's start and each host's last heartbeat). A recording where c3
+// (no agent, nova-compute stopped, heartbeat going on) is reachable and
+// c4 (no heartbeat) is failed replays to the same decisions; the same
+// log without its heartbeat records does not (the replay would fence
+// c3), which is what the records are for.
+func TestReplayWithInstanceHAHeartbeats(t *testing.T) {
+	t.Parallel()
+	s := heartbeatSettings().Settings
+	s.Shadow = true
+	dir := t.TempDir()
+	rec, err := leader.OpenRecorder(leader.DecisionLogOptions{Dir: dir, Node: "sandbox", Build: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh := sandbox.NewMesh()
+	beats := leader.NewHeartbeatLog()
+	beats.Started(time.Now().Add(-time.Hour))
+	w := newWorld(t, s, func(o *sandbox.Options) {
+		o.Mesh, o.Heartbeats, o.Recorder = mesh, beats, rec
+		o.Sim.ServiceDownTime = 30 * time.Second
+	})
+	w.Sim.AddServer(novasim.ServerSpec{Name: "vm-c3", Host: "c3", ImageID: w.image})
+	w.Sim.AddServer(novasim.ServerSpec{Name: "vm-c4", Host: "c4", ImageID: w.image})
+	startSenders(t, beats, 500*time.Millisecond, "c1", "c2", "c3")
+	w.start()
+	mesh.Forget("c3")
+	mesh.Forget("c4")
+	time.Sleep(500 * time.Millisecond)
+	w.Hang("c3")
+	w.Hang("c4")
+	waitFor(t, 20*time.Second, "the shadow's decision on c4 and c3 reachable", func() bool {
+		return fenceDecision(w.FSM(), "c4") != nil && len(w.events("c3", leader.EventHostReachable)) > 0
+	})
+	settle()
+	w.StopLeader()
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, err := leader.LogFiles(dir)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("log files %v: %v", files, err)
+	}
+	res, err := leader.Replay(context.Background(), files, leader.ReplayOptions{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Differences != 0 || len(res.Missing) != 0 {
+		for _, r := range res.Rows {
+			if r.Differs != "" {
+				t.Logf("%s %s %s: %s (%s)", r.At.Format("15:04:05.000"), r.Host, r.Kind, r.Differs, r.Why)
+			}
+		}
+		t.Fatalf("replay: %d differences, missing %v, notes %v", res.Differences, res.Missing, res.Notes)
+	}
+	if len(rowsOf(res, "c4", leader.ShadowFence)) != 1 || len(rowsOf(res, "c3", leader.ShadowFence)) != 0 {
+		t.Fatalf("fence rows: c4 %+v, c3 %+v", rowsOf(res, "c4", leader.ShadowFence), rowsOf(res, "c3", leader.ShadowFence))
+	}
+
+	// The same log without its heartbeat records.
+	stripped := filepath.Join(t.TempDir(), "stripped")
+	if err := os.MkdirAll(stripped, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(f, ".gz") {
+			t.Fatalf("rotated (gzipped) file %s: not expected for this short recording", f)
+		}
+		var keep []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.HasPrefix(line, `{"k":"hb"`) {
+				keep = append(keep, line)
+			}
+		}
+		if len(keep) == len(strings.Split(string(b), "\n")) {
+			continue
+		}
+		p := filepath.Join(stripped, filepath.Base(f))
+		if err := os.WriteFile(p, []byte(strings.Join(keep, "\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		t.Fatal("the recording has no heartbeat record")
+	}
+	res, err = leader.Replay(context.Background(), out, leader.ReplayOptions{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Differences == 0 {
+		t.Fatal("without its heartbeat records the replay took the same decisions: the test shows nothing")
 	}
 }
