@@ -287,8 +287,16 @@ func (r *Reconciler) LastPoll() time.Time {
 	return time.Unix(0, n)
 }
 
-// maxBackoff caps the poll back-off after Nova failures (R3.4).
-const maxBackoff = 300 * time.Second
+// retryAfter is how long the poll loop waits after its n-th failed cycle
+// in a row: 2 s (or POLL when shorter), doubling, never more than POLL.
+// InstanceHA (R3.4) waits POLL × 2^n up to 300 s: 90 s after one failed
+// poll at POLL 45, and up to 5 minutes after Nova is back; a monitor's
+// retry must not be slower than its normal cadence. Readiness still drops
+// at the third failure in a row (about 6 s into an outage at POLL 45).
+func retryAfter(poll time.Duration, n int) time.Duration {
+	base := min(poll, 2*time.Second)
+	return min(base*time.Duration(1<<min(max(n-1, 0), 16)), poll)
+}
 
 // Run polls Nova every POLL and drives recoveries until ctx ends. The
 // caller has already made the FSM current with a Barrier for this term.
@@ -338,7 +346,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			if n >= 3 {
 				r.ready.Store(false)
 			}
-			wait = min(r.cfg.Poll*time.Duration(1<<min(n, 16)), maxBackoff)
+			wait = retryAfter(r.cfg.Poll, int(n))
 			r.log.Error("poll cycle failed", "err", err, "consecutive_failures", n, "retry_in", wait)
 		} else {
 			r.failures.Store(0)

@@ -374,3 +374,21 @@ func TestFnmatch(t *testing.T) {
 		}
 	}
 }
+
+// The poll loop retries a failed cycle after 2 s, doubling, never later
+// than POLL (InstanceHA's R3.4 would wait 90 s, 180 s, 300 s at POLL 45).
+func TestRetryAfterAFailedPoll(t *testing.T) {
+	for _, c := range []struct {
+		poll time.Duration
+		n    int
+		want time.Duration
+	}{
+		{45 * time.Second, 1, 2 * time.Second}, {45 * time.Second, 2, 4 * time.Second}, {45 * time.Second, 3, 8 * time.Second},
+		{45 * time.Second, 5, 32 * time.Second}, {45 * time.Second, 6, 45 * time.Second}, {45 * time.Second, 1000, 45 * time.Second},
+		{time.Second, 1, time.Second}, {time.Second, 4, time.Second}, {200 * time.Millisecond, 2, 200 * time.Millisecond},
+	} {
+		if got := retryAfter(c.poll, c.n); got != c.want {
+			t.Errorf("POLL %v, failure %d: retry after %v, want %v", c.poll, c.n, got, c.want)
+		}
+	}
+}

@@ -634,3 +634,36 @@ func TestScenarioStartupAdoptsOrphans(t *testing.T) {
 		}
 	}
 }
+
+// TestNovaOutageAtPOLL45: at IHA's default POLL (45 s), a Nova API outage
+// makes the leader not ready within seconds of its first failed poll
+// (three failures in a row, retried after 2 s and 4 s), and ready again
+// within one retry once Nova answers, not the minutes of InstanceHA's
+// back-off (POLL × 2^n up to 300 s).
+func TestNovaOutageAtPOLL45(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Poll = 45 * time.Second
+	w := newWorld(t, s)
+	w.start()
+	var rec *leader.Reconciler
+	waitFor(t, 20*time.Second, "the leader ready", func() bool {
+		rec = w.Monitor().Current()
+		return rec != nil && rec.Ready()
+	})
+	w.Sim.SetFault(novasim.RouteServicesList, novasim.Fault{Status: 503})
+	down := time.Now()
+	rec.Poke() // the next poll (an agent's gate call does this too)
+	waitFor(t, 20*time.Second, "not ready during the outage", func() bool { return !rec.Ready() })
+	t.Logf("not ready %s after the first failed poll", time.Since(down).Round(100*time.Millisecond))
+	if d := time.Since(down); d > scale(10*time.Second) {
+		t.Errorf("readiness dropped %s into the outage", d)
+	}
+	w.Sim.ClearFaults()
+	back := time.Now()
+	waitFor(t, 30*time.Second, "ready once Nova answers", func() bool { return rec.Ready() })
+	t.Logf("ready %s after Nova answered again", time.Since(back).Round(100*time.Millisecond))
+	if d := time.Since(back); d > scale(17*time.Second) {
+		t.Errorf("ready again %s after Nova answered: retries must not wait longer than POLL (they waited %s at most here)", d, 16*time.Second)
+	}
+}
