@@ -667,3 +667,32 @@ func TestNovaOutageAtPOLL45(t *testing.T) {
 		t.Errorf("ready again %s after Nova answered: retries must not wait longer than POLL (they waited %s at most here)", d, 16*time.Second)
 	}
 }
+
+// TestNovaHungAtPOLL45: a hung Nova API (requests accepted, never
+// answered: chaos scenario 4's paused nova-api) fails each poll only after
+// NOVA_API_TIMEOUT; the leader is not ready once Nova has not answered for
+// a whole timeout, not after three of them.
+func TestNovaHungAtPOLL45(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Poll = 45 * time.Second
+	s.NovaAPITimeout = 3 * time.Second
+	w := newWorld(t, s)
+	w.start()
+	var rec *leader.Reconciler
+	waitFor(t, 20*time.Second, "the leader ready", func() bool {
+		rec = w.Monitor().Current()
+		return rec != nil && rec.Ready()
+	})
+	w.Sim.SetFault(novasim.RouteServicesList, novasim.Fault{Latency: time.Hour})
+	hung := time.Now()
+	rec.Poke()
+	waitFor(t, 30*time.Second, "not ready while Nova hangs", func() bool { return !rec.Ready() })
+	took := time.Since(hung)
+	t.Logf("not ready %s into the hang (NOVA_API_TIMEOUT %s)", took.Round(100*time.Millisecond), s.NovaAPITimeout)
+	if took > scale(2*s.NovaAPITimeout) {
+		t.Errorf("readiness dropped %s into the hang, want about one NOVA_API_TIMEOUT (%s)", took, s.NovaAPITimeout)
+	}
+	w.Sim.ClearFaults()
+	waitFor(t, 30*time.Second, "ready once Nova answers", func() bool { return rec.Ready() })
+}
