@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/lease"
 	"github.com/ihaproject/iha/pkg/watchdog"
 )
@@ -48,22 +48,9 @@ func (w WatchdogConfig) Enabled() bool { return w.Device != "" }
 // LoadHostKey reads a host key file: one line of base64, 32 bytes (blank
 // lines and # comments ignored). Errors name the file, never the key.
 func LoadHostKey(path string) ([]byte, error) {
-	raw, err := os.ReadFile(path)
+	k, err := identity.LoadKey(path)
 	if err != nil {
-		return nil, fmt.Errorf("host_key: %w", err)
-	}
-	var lines []string
-	for _, l := range strings.Split(string(raw), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) != 1 {
-		return nil, fmt.Errorf("host_key %s: want one line of base64 (%d found)", path, len(lines))
-	}
-	k, err := base64.StdEncoding.DecodeString(lines[0])
-	if err != nil || len(k) != 32 {
-		return nil, fmt.Errorf("host_key %s: want 32 bytes in base64", path)
+		return nil, fmt.Errorf("host_key %s: want %d bytes in base64 on one line: %w", path, identity.KeySize, err)
 	}
 	return k, nil
 }
