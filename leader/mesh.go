@@ -34,8 +34,8 @@ const MeshContested = "contested"
 type MeshSnapshot map[string]MeshMember
 
 // MeshView is what the leader needs from the gossip mesh; gossip.Mesh is
-// adapted to it where the binary is wired (cmd/iha-leader) and scripted
-// in tests (internal/sandbox.Mesh).
+// adapted to it by meshview.Adapter (leader/meshview) and scripted in tests
+// (internal/sandbox.Mesh).
 type MeshView interface {
 	Snapshot() MeshSnapshot
 }

@@ -162,16 +162,17 @@ func apiTLS(s config.Settings) (*tls.Config, error) {
 // when it is taken, dev mode takes any free port.
 var devAPIAddr = "127.0.0.1:7421"
 
-// startDevAPI serves dev mode's status API with a fresh write token, and
-// prints its URL and a one-line hint. Dev mode works without it (nil).
-func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, w io.Writer, log *slog.Logger) *statusAPI {
+// startDevAPI serves dev mode's status API with a fresh write token and
+// the mesh the leader judges by, and prints its URL and a one-line hint.
+// Dev mode works without it (nil).
+func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, mesh leader.MeshReporter, w io.Writer, log *slog.Logger) *statusAPI {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
 	s.APIToken = secret.New(tok)
-	a, err := startAPI(node, mon, s, devAPIAddr, nil, controllerKeys{}, nil, log)
+	a, err := startAPI(node, mon, s, devAPIAddr, mesh, controllerKeys{}, nil, log)
 	if err != nil {
-		a, err = startAPI(node, mon, s, "127.0.0.1:0", nil, controllerKeys{}, nil, log)
+		a, err = startAPI(node, mon, s, "127.0.0.1:0", mesh, controllerKeys{}, nil, log)
 	}
 	if err != nil {
 		log.Warn("dev mode: status API not served", "err", err)

@@ -17,6 +17,9 @@ import (
 // `iha-leader -dev -dev-keep` does, finds the API URL in the hint it
 // prints, and follows the live recovery of compute-1 through the event
 // stream (what `iha events -f` reads), from HostDown to HostReenabled.
+// The API shows the mesh dev mode's leader judges by: compute-1 dead in
+// the mesh when it is declared down, the other computes alive, the mesh
+// wired in /v1/cluster.
 func TestDevModeServesTheAPIAndEventsFollowTheRecovery(t *testing.T) {
 	const canary = "CanaryDevApiPassw0rd-1187"
 	orig := devAPIAddr
@@ -45,9 +48,19 @@ func TestDevModeServesTheAPIAndEventsFollowTheRecovery(t *testing.T) {
 	}
 	cl := &api.Client{Addrs: []string{url}, Token: token, Actor: "dev-test"}
 	var kinds []string
+	var meshAtDown *api.MeshMember
 	errDone := errors.New("reenabled")
 	err := cl.Stream(ctx, 0, "compute-1", func(e api.Event) error {
 		kinds = append(kinds, e.Kind)
+		if e.Kind == "HostDown" {
+			// Fenced next, then powered off: its agent does not come
+			// back before the power-on.
+			h, err := cl.Host(ctx, "compute-1", false)
+			if err != nil {
+				return err
+			}
+			meshAtDown = h.Mesh
+		}
 		if strings.Contains(e.Message, canary) {
 			t.Errorf("event carries the password: %+v", e)
 		}
@@ -64,6 +77,25 @@ func TestDevModeServesTheAPIAndEventsFollowTheRecovery(t *testing.T) {
 		if !strings.Contains(joined, want) {
 			t.Errorf("followed events %v lack %s", kinds, want)
 		}
+	}
+	if meshAtDown == nil || meshAtDown.State != "dead" {
+		t.Errorf("compute-1's mesh view when it was declared down: %+v, want dead", meshAtDown)
+	}
+	hosts, err := cl.Hosts(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive := 0
+	for _, hs := range hosts.Hosts {
+		if hs.Host != "compute-1" && hs.MeshState == "alive" {
+			alive++
+		}
+	}
+	if alive < 5 {
+		t.Errorf("dev mode's /v1/hosts shows %d other computes alive in the mesh, want 5: %+v", alive, hosts.Hosts)
+	}
+	if c, err := cl.Cluster(ctx, false); err != nil || !c.Mesh.Wired || c.Mesh.States["alive"] < 6 {
+		t.Errorf("dev mode's /v1/cluster mesh: %+v %v", c.Mesh, err)
 	}
 	h, err := cl.Host(ctx, "compute-1", false)
 	if err != nil || (h.Phase != "done" && h.Phase != "reenabling") || len(h.Steps) == 0 {

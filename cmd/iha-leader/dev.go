@@ -143,7 +143,7 @@ func runDev(ctx context.Context, o devOptions) int {
 		fmt.Fprintf(o.stderr, "iha-leader -dev: %v\n", err)
 		return 1
 	}
-	if a := startDevAPI(sb.Node(), sb.Monitor(), s, o.stdout, log); a != nil {
+	if a := startDevAPI(sb.Node(), sb.Monitor(), s, mesh, o.stdout, log); a != nil {
 		sb.SetObserver(a.Observer())
 		defer a.Stop()
 	}

@@ -204,7 +204,7 @@ func runLeader(ctx context.Context, getenv func(string) string, opt leaderOption
 	rcfg := leader.ReconcilerConfig{Settings: s, Nova: nc, Fencers: fencers, Store: node, Logger: log.With("component", "reconciler")}
 	var meshRep leader.MeshReporter
 	if mesh != nil {
-		rcfg.Mesh, rcfg.Wake, rcfg.Kdump, meshRep = mesh, mesh.Wake(), mesh.kdump, mesh
+		rcfg.Mesh, rcfg.Wake, rcfg.Kdump, meshRep = mesh, mesh.Wake(), mesh.KdumpLog(), mesh
 	}
 	// 4c. CHECK_KDUMP without a mesh: this controller's own fence_kdump
 	// listener, as InstanceHA's (the source address mapped by reverse DNS).
