@@ -129,8 +129,8 @@ type Reconciler struct {
 
 	obs Observer
 
-	repMu        sync.Mutex
-	reportedOnce map[string]bool
+	// reportedOnce: conditions reported once for this term.
+	reportedOnce episodes
 
 	// mine holds the operation ids this reconciler began. An intent without
 	// a result that is not in it was left by an earlier term, whose request
@@ -175,11 +175,13 @@ type Reconciler struct {
 	polls, pollErrors int
 	lastSummary       time.Time
 
-	ready     atomic.Bool
-	failures  atomic.Int32
-	lastPoll  atomic.Int64 // unix nanos of the last successful poll
-	lastSkips map[string]string
-	stale     bool // AllServicesStale reported, to log it once per episode
+	ready    atomic.Bool
+	failures atomic.Int32
+	lastPoll atomic.Int64 // unix nanos of the last successful poll
+	// skips: the skipped conditions reported once per episode (events
+	// and logs), touched only by the cycle's goroutine.
+	skips episodes
+	stale bool // AllServicesStale reported, to log it once per episode
 	// unforceRefused follows hosts whose forced_down=false Nova refuses
 	// (see noteUnforceRefused); touched only by the cycle's goroutine.
 	unforceRefused map[string]*unforceRefusal
@@ -228,7 +230,7 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 	}
 	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff, follow: c.FollowInterval, poke: make(chan struct{}, 1),
-		sem: make(chan struct{}, workers), running: map[string]bool{}, lastSkips: map[string]string{}, unforceRefused: map[string]*unforceRefusal{},
+		sem: make(chan struct{}, workers), running: map[string]bool{}, unforceRefused: map[string]*unforceRefusal{},
 		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}, kdumpDNS: kdumpCheck{resolver: c.Resolver},
 		heartbeats: c.Heartbeats, contested: map[string]string{},
 		clock: novaClock{interval: reportInterval(c.Settings.NovaReportInterval), margin: verdictMargin}}
@@ -711,22 +713,19 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 			cands = append(cands, s)
 			why[s.Host], verdicts[s.Host] = reason, v
 		case VerdictKdumpIgnored:
-			if r.lastSkips["kdump:"+s.Host] == "" {
-				r.lastSkips["kdump:"+s.Host] = "reported"
+			if r.skips.Once(episodeKdumpIgnored, s.Host) {
 				r.log.Warn("kdump notice for a host whose agent is alive: not acted on while it is", "host", s.Host, "evidence", reason)
 				r.event(ctx, s.Host, "KdumpNoticeIgnored", reason, true)
 			}
 			continue
 		case VerdictNovaBroken:
-			if r.lastSkips["nova:"+s.Host] == "" {
-				r.lastSkips["nova:"+s.Host] = "reported"
+			if r.skips.Once(episodeNovaBroken, s.Host) {
 				r.log.Warn("nova-compute is down on a live host: not evacuating", "host", s.Host, "verdict", v, "evidence", reason)
 				r.event(ctx, s.Host, "NovaComputeBroken", reason, true)
 			}
 			continue
 		case VerdictHeartbeatAlive:
-			if r.lastSkips["hb:"+s.Host] == "" {
-				r.lastSkips["hb:"+s.Host] = "reported"
+			if r.skips.Once(episodeHeartbeatAlive, s.Host) {
 				r.log.Warn("reported down by Nova but its heartbeat is fresh: not fencing", "host", s.Host, "evidence", reason)
 				r.event(ctx, s.Host, EventHostReachable, reason, true)
 			}
@@ -735,9 +734,9 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 			r.log.Info("not judged yet", "host", s.Host, "verdict", v, "evidence", reason)
 			r.lookAt(look)
 		}
-		delete(r.lastSkips, "nova:"+s.Host)
-		delete(r.lastSkips, "kdump:"+s.Host)
-		delete(r.lastSkips, "hb:"+s.Host)
+		r.skips.Clear(episodeNovaBroken, s.Host)
+		r.skips.Clear(episodeKdumpIgnored, s.Host)
+		r.skips.Clear(episodeHeartbeatAlive, s.Host)
 	}
 	for h := range r.kdumpWait {
 		if _, failed := verdicts[h]; !failed {
@@ -848,8 +847,7 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 					pct, strings.Join(lost, ", "), r.cfg.Threshold)
 			}
 			key := fmt.Sprintf("threshold:%d", len(admitted))
-			if r.lastSkips[""] != key {
-				r.lastSkips[""] = key
+			if r.skips.OnceFor(episodeThreshold, "", key) {
 				r.event(ctx, "", "ThresholdExceeded", reason, true)
 			}
 			for _, s := range admitted {
@@ -857,7 +855,7 @@ func (r *Reconciler) admit(ctx context.Context, svcs, cands, resume []nova.Servi
 			}
 			return nil
 		}
-		delete(r.lastSkips, "")
+		r.skips.Clear(episodeThreshold, "")
 	}
 	// G7: per-aggregate limit.
 	if r.cfg.TaggedAggregates && len(admitted) > 0 {

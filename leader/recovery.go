@@ -520,8 +520,7 @@ func (r *Reconciler) reenable(ctx context.Context, byHost map[string]nova.Servic
 		if !strings.Contains(s.DisabledReason, MarkerComplete) {
 			// Enabled but forced down, with no record of ours: an operator
 			// did that (W9). Leave it alone, say so once.
-			if r.lastSkips[s.Host] != "forced" {
-				r.lastSkips[s.Host] = "forced"
+			if r.skips.Once(episodeForcedByOther, s.Host) {
 				r.event(ctx, s.Host, "ForcedDownByOther", "service is forced down but enabled and IHA did not do it: left alone", true)
 			}
 			continue
@@ -596,7 +595,7 @@ func (r *Reconciler) awaitEvacuations(ctx context.Context, rec *HostRecord) erro
 			return err
 		}
 		if r.now().Sub(since) > r.cfg.EvacuationTimeout {
-			if !r.reported(rec.Host, "poweron-wait") {
+			if r.reportedOnce.Once(episodePowerOnWait, rec.Host) {
 				r.event(ctx, rec.Host, "PowerOnWaiting", fmt.Sprintf("an evacuation from this host has run for more than EVACUATION_TIMEOUT %s (is its destination down?); "+
 					"the host stays off (a host that boots by itself: its nova-compute held by the gate) until it finishes, or until an operator sets FORCE_ENABLE", r.cfg.EvacuationTimeout), true)
 			}
@@ -758,20 +757,4 @@ func (r *Reconciler) noteUnforceRefused(ctx context.Context, rec *HostRecord, sv
 		host, w.advancedAt.UTC().Format(time.RFC3339), host)
 	r.log.Error("host stays forced down until its nova-compute restarts", "host", host, "heartbeat", svc.UpdatedAt, "reporting_since", w.advancedAt)
 	r.event(ctx, host, EventStuckForcedDown, msg, true)
-}
-
-// reported remembers, for this term, that an event about host and what was
-// written, so that a condition that lasts is reported once.
-func (r *Reconciler) reported(host, what string) bool {
-	r.repMu.Lock()
-	defer r.repMu.Unlock()
-	k := what + ":" + host
-	if r.reportedOnce[k] {
-		return true
-	}
-	if r.reportedOnce == nil {
-		r.reportedOnce = map[string]bool{}
-	}
-	r.reportedOnce[k] = true
-	return false
 }
