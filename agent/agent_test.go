@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/kdump"
 )
@@ -66,11 +67,11 @@ func TestAgentsRelayKdumpToTheController(t *testing.T) {
 	}
 	a, stopA, errA := start("agent-a", "127.0.0.2", "compute-a")
 	b, _, _ := start("agent-b", "127.0.0.3", "compute-b")
-	waitFor(t, scale(10*time.Second), "both agents joined", func() bool {
+	testkit.WaitFor(t, scale(10*time.Second), "both agents joined", func() bool {
 		return a.Mesh().Joined() && b.Mesh().Joined() && len(ctl.Members()) == 3 && len(a.Mesh().Members()) == 3
 	})
 
-	waitFor(t, scale(5*time.Second), "both agents' claims at the controller", func() bool {
+	testkit.WaitFor(t, scale(5*time.Second), "both agents' claims at the controller", func() bool {
 		ok := 0
 		for _, m := range ctl.Members() {
 			if m.Name == "agent-a" && m.Claim.Host == "compute-a" || m.Name == "agent-b" && m.Claim.Host == "compute-b" {
@@ -102,7 +103,7 @@ func TestAgentsRelayKdumpToTheController(t *testing.T) {
 	case <-time.After(scale(10 * time.Second)):
 		t.Fatal("agent did not stop")
 	}
-	waitFor(t, scale(5*time.Second), "agent-a left at the controller", func() bool {
+	testkit.WaitFor(t, scale(5*time.Second), "agent-a left at the controller", func() bool {
 		for _, m := range ctl.Members() {
 			if m.Name == "agent-a" {
 				return m.State == gossip.StateLeft

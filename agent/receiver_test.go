@@ -7,34 +7,18 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/kdump"
 )
 
-// scale stretches deadlines on slow machines (IHA_TEST_TIMEOUT_SCALE, default 2).
-func scale(d time.Duration) time.Duration {
-	f := 2.0
-	if v, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && v > 0 {
-		f = v
-	}
-	return time.Duration(float64(d) * f)
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// scale stretches deadlines on a slow or busy machine (testkit.ScaleEnv,
+// default 2).
+var scale = testkit.Scaler(2)
 
 type relayed struct {
 	mu      sync.Mutex
@@ -124,10 +108,10 @@ func TestReceiverMapsSourcesMeshThenMapThenDNS(t *testing.T) {
 		{"127.0.0.6", "compute-6"}, // two members share the address: the map decides
 	} {
 		sendFrom(t, tc.src, addr, pkt)
-		waitFor(t, scale(2*time.Second), "a notice for "+tc.src, func() bool { return len(rel.hosts()) > 0 && rel.hosts()[len(rel.hosts())-1] == tc.want })
+		testkit.WaitFor(t, scale(2*time.Second), "a notice for "+tc.src, func() bool { return len(rel.hosts()) > 0 && rel.hosts()[len(rel.hosts())-1] == tc.want })
 	}
 	sendFrom(t, "127.0.0.7", addr, pkt) // no PTR, not in any map
-	waitFor(t, scale(2*time.Second), "the unresolved count", func() bool { return r.Stats().Unresolved == 1 })
+	testkit.WaitFor(t, scale(2*time.Second), "the unresolved count", func() bool { return r.Stats().Unresolved == 1 })
 	if got := len(rel.hosts()); got != 5 {
 		t.Fatalf("relayed %d notices, want 5: %v", got, rel.hosts())
 	}
@@ -142,14 +126,14 @@ func TestReceiverDropsAndCountsMalformedPackets(t *testing.T) {
 	} {
 		sendFrom(t, "127.0.0.1", addr, b)
 	}
-	waitFor(t, scale(2*time.Second), "two drops", func() bool { return r.Stats().Received == 2 })
+	testkit.WaitFor(t, scale(2*time.Second), "two drops", func() bool { return r.Stats().Received == 2 })
 	s := r.Stats()
 	if s.Short != 1 || s.BadMagic != 1 || s.Relayed != 0 {
 		t.Fatalf("stats = %+v", s)
 	}
 	// Big-endian senders are accepted.
 	sendFrom(t, "127.0.0.1", addr, kdump.Encode(binary.BigEndian))
-	waitFor(t, scale(2*time.Second), "the big-endian packet relayed", func() bool { return len(rel.hosts()) == 1 })
+	testkit.WaitFor(t, scale(2*time.Second), "the big-endian packet relayed", func() bool { return len(rel.hosts()) == 1 })
 }
 
 // TestReceiverRelaysFenceKdumpVariants is issue 16 item 6 at the receiver:
@@ -163,7 +147,7 @@ func TestReceiverRelaysFenceKdumpVariants(t *testing.T) {
 	sendFrom(t, "127.0.0.2", addr, append(append([]byte{}, good...), "compute-2\x00"...)) // longer
 	sendFrom(t, "127.0.0.3", addr, []byte{0x40, 0x2a, 0x30, 0x1b, 2, 0, 0, 0})            // version 2
 	sendFrom(t, "127.0.0.4", addr, []byte{0x40, 0x2a, 0x30, 0x1b, 0, 0, 0, 1})            // version in the other order
-	waitFor(t, scale(2*time.Second), "three notices", func() bool { return len(rel.hosts()) == 3 })
+	testkit.WaitFor(t, scale(2*time.Second), "three notices", func() bool { return len(rel.hosts()) == 3 })
 	if s := r.Stats(); s.Relayed != 3 || s.Variant != 3 || s.Short+s.BadMagic != 0 {
 		t.Fatalf("stats = %+v, want 3 variants relayed", s)
 	}
@@ -177,7 +161,7 @@ func TestReceiverRelaysEachSourceOncePerIntervalAndSurvivesFloods(t *testing.T) 
 	})
 	pkt := kdump.Encode(binary.LittleEndian)
 	sendFrom(t, "127.0.0.2", addr, pkt)
-	waitFor(t, scale(2*time.Second), "the first notice", func() bool { return len(rel.hosts()) == 1 })
+	testkit.WaitFor(t, scale(2*time.Second), "the first notice", func() bool { return len(rel.hosts()) == 1 })
 	// A flood from one source: at most one more token bucket's worth is
 	// processed, the rest is counted as flood; nothing is relayed twice.
 	const flood = 2000
@@ -194,7 +178,7 @@ func TestReceiverRelaysEachSourceOncePerIntervalAndSurvivesFloods(t *testing.T) 
 	// The kernel may drop part of the flood itself; wait until what arrived
 	// has been counted and the count is stable.
 	prev := uint64(0)
-	waitFor(t, scale(5*time.Second), "the flood to be counted", func() bool {
+	testkit.WaitFor(t, scale(5*time.Second), "the flood to be counted", func() bool {
 		s := r.Stats()
 		stable := s.Received == prev
 		prev = s.Received
@@ -212,7 +196,7 @@ func TestReceiverRelaysEachSourceOncePerIntervalAndSurvivesFloods(t *testing.T) 
 	// Another source is still heard once the bucket refills.
 	time.Sleep(100 * time.Millisecond)
 	sendFrom(t, "127.0.0.3", addr, pkt)
-	waitFor(t, scale(2*time.Second), "the second source's notice", func() bool { return len(rel.hosts()) == 2 })
+	testkit.WaitFor(t, scale(2*time.Second), "the second source's notice", func() bool { return len(rel.hosts()) == 2 })
 }
 
 // TestReceiverAcceptsTheRealFenceKdumpSend runs fence-agents' sender.
@@ -231,7 +215,7 @@ func TestReceiverAcceptsTheRealFenceKdumpSend(t *testing.T) {
 		t.Fatalf("fence_kdump_send: %v\n%s", err, out)
 	}
 	t.Logf("fence_kdump_send: %s", out)
-	waitFor(t, scale(3*time.Second), "two packets", func() bool { return r.Stats().Received == 2 })
+	testkit.WaitFor(t, scale(3*time.Second), "two packets", func() bool { return r.Stats().Received == 2 })
 	if s := r.Stats(); s.Relayed != 2 || s.BadMagic+s.Short+s.Variant != 0 {
 		t.Fatalf("stats = %+v, want both packets relayed (1 s apart, interval 0.5 s)", s)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/identity"
 )
 
@@ -79,7 +80,7 @@ func benchAgentCost(b *testing.B, n int, prof string, encrypted bool) {
 			return false
 		}
 		if converged == nil {
-			waitFor(b, scale(2*time.Minute), "the controller to see the agent alive", seen)
+			testkit.WaitFor(b, scale(2*time.Minute), "the controller to see the agent alive", seen)
 			c.waitConverged(n, scale(2*time.Minute))
 		} else {
 			deadline := time.Now().Add(scale(time.Minute))

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/internal/testkit"
 )
 
 // BenchmarkAgentStall starves one real iha-agent process, a member of a mesh
@@ -283,7 +285,7 @@ func (c *benchCluster) startStallAgent(b testing.TB, bin string, p Profile) *sta
 	b.Cleanup(func() { _ = proc.Signal(syscall.SIGCONT) })
 	a := &stallAgent{pid: proc.Pid, proc: proc}
 	a.staller = staller{name: stallAgentName, stop: func() { a.signal(b, syscall.SIGSTOP) }, cont: func() { a.signal(b, syscall.SIGCONT) }}
-	waitFor(b, scale(2*time.Minute), "the controller to see the agent alive", func() bool { return memberState(c.ctl, a.name) == StateAlive })
+	testkit.WaitFor(b, scale(2*time.Minute), "the controller to see the agent alive", func() bool { return memberState(c.ctl, a.name) == StateAlive })
 	return a
 }
 
@@ -301,7 +303,7 @@ func memberState(m *Mesh, node string) State {
 // suspect, for two probe intervals in a row.
 func (s staller) waitHealthy(b testing.TB, c *benchCluster, p Profile) {
 	var since time.Time
-	waitFor(b, scale(5*time.Minute), s.name+" alive at the controller again", func() bool {
+	testkit.WaitFor(b, scale(5*time.Minute), s.name+" alive at the controller again", func() bool {
 		if memberState(c.ctl, s.name) != StateAlive {
 			since = time.Time{}
 			return false

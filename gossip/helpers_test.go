@@ -4,25 +4,18 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ihaproject/iha/gossip/memnet"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/internal/testlog"
 )
 
-// scale stretches test deadlines on slow or busy machines
-// (IHA_TEST_TIMEOUT_SCALE, default 2).
-func scale(d time.Duration) time.Duration {
-	f := 2.0
-	if v, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && v > 0 {
-		f = v
-	}
-	return time.Duration(float64(d) * f)
-}
+// scale stretches deadlines on a slow or busy machine (testkit.ScaleEnv,
+// default 2).
+var scale = testkit.Scaler(2)
 
 // testLogger logs to t until the test ends (memberlist's goroutines may
 // still log after Shutdown returns).
@@ -73,18 +66,6 @@ func (r *recorder) count(kind Kind) int {
 	return n
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 type cluster struct {
 	net    *memnet.Network
 	meshes []*Mesh
@@ -125,7 +106,7 @@ func startCluster(t testing.TB, n int, p Profile, level slog.Level) *cluster {
 			m.Shutdown()
 		}
 	})
-	waitFor(t, scale(time.Duration(n)*200*time.Millisecond+10*time.Second), "all members alive everywhere", func() bool {
+	testkit.WaitFor(t, scale(time.Duration(n)*200*time.Millisecond+10*time.Second), "all members alive everywhere", func() bool {
 		for _, m := range c.meshes {
 			alive := 0
 			for _, mem := range m.Members() {

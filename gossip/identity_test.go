@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/gossip/memnet"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/identity"
 )
 
@@ -76,7 +77,7 @@ func TestClaimsBindAMemberToItsHost(t *testing.T) {
 	start("nokey", "compute-4", nil)
 	rogue := start("rogue", "compute-5", nil) // holds the keyring (none here), not a host key
 
-	waitFor(t, scale(10*time.Second), "the good agents' claims", func() bool {
+	testkit.WaitFor(t, scale(10*time.Second), "the good agents' claims", func() bool {
 		return memberOf(ctl, "good").Claim.Host == "compute-1" && memberOf(ctl, "leaver").Claim.Host == "compute-3"
 	})
 	time.Sleep(time.Second) // five claim intervals: the others had their chances
@@ -123,13 +124,13 @@ func TestClaimsBindAMemberToItsHost(t *testing.T) {
 		t.Error("the leave announced by another member is not logged")
 	}
 	good.Shutdown() // dies without a word
-	waitFor(t, scale(15*time.Second), "good to be declared dead", func() bool { _, ok := rec.find(KindDead, "good"); return ok })
+	testkit.WaitFor(t, scale(15*time.Second), "good to be declared dead", func() bool { _, ok := rec.find(KindDead, "good"); return ok })
 	if e, ok := rec.find(KindLeft, "good"); ok {
 		t.Fatalf("a forged leave made a death count as a leave: %+v", e)
 	}
 	// A real leave, signed by the leaver's own key, still counts.
 	_ = leaver.Leave(scale(5 * time.Second))
-	waitFor(t, scale(10*time.Second), "leaver to be left", func() bool { _, ok := rec.find(KindLeft, "leaver"); return ok })
+	testkit.WaitFor(t, scale(10*time.Second), "leaver to be left", func() bool { _, ok := rec.find(KindLeft, "leaver"); return ok })
 	if _, ok := rec.find(KindDead, "leaver"); ok {
 		t.Error("a signed graceful leave counted as a death")
 	}

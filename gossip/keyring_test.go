@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/internal/testkit"
 )
 
 func TestLoadKeyringRejectsBadFilesWithoutShowingKeys(t *testing.T) {
@@ -70,7 +72,7 @@ func TestKeyRotationAcrossARunningMesh(t *testing.T) {
 		}
 		mesh = append(mesh, start(fmt.Sprintf("k%d", i), [][]byte{oldKey}, join))
 	}
-	waitFor(t, scale(10*time.Second), "three members", func() bool {
+	testkit.WaitFor(t, scale(10*time.Second), "three members", func() bool {
 		for _, m := range mesh {
 			if len(m.Members()) != 3 {
 				return false
@@ -108,9 +110,9 @@ func TestKeyRotationAcrossARunningMesh(t *testing.T) {
 		}
 	}
 	late := start("late-new", [][]byte{newKey}, []string{mesh[1].Addr()})
-	waitFor(t, scale(10*time.Second), "a new-key node to join", late.Joined)
+	testkit.WaitFor(t, scale(10*time.Second), "a new-key node to join", late.Joined)
 	stale := start("late-old", [][]byte{oldKey}, []string{mesh[1].Addr()})
-	waitFor(t, scale(10*time.Second), "the old-key node's join error", func() bool { return stale.LastJoinError() != nil })
+	testkit.WaitFor(t, scale(10*time.Second), "the old-key node's join error", func() bool { return stale.LastJoinError() != nil })
 	if stale.Joined() {
 		t.Fatal("a node with the removed key joined")
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/kdump"
 )
 
@@ -21,7 +22,7 @@ func TestKilledMemberIsDeclaredDeadWithinTheFormulasTime(t *testing.T) {
 	victim.Shutdown()
 
 	bound := scale(p.WorstDetection(n))
-	waitFor(t, bound, "dead event for node-3", func() bool { _, ok := obs.find(KindDead, "node-3"); return ok })
+	testkit.WaitFor(t, bound, "dead event for node-3", func() bool { _, ok := obs.find(KindDead, "node-3"); return ok })
 	dead, _ := obs.find(KindDead, "node-3")
 	took := dead.At.Sub(killed)
 	t.Logf("kill → dead at the controller: %v (formula: expected %v, worst %v)", took, p.ExpectedDetection(n), p.WorstDetection(n))
@@ -57,8 +58,8 @@ func TestGracefulLeaveIsLeftNotDead(t *testing.T) {
 	case <-time.After(scale(10 * time.Second)):
 		t.Fatal("Run did not return after its context ended")
 	}
-	waitFor(t, scale(5*time.Second), "left event at the controller", func() bool { _, ok := obs.find(KindLeft, "node-4"); return ok })
-	waitFor(t, scale(5*time.Second), "left event at a compute", func() bool { _, ok := other.find(KindLeft, "node-4"); return ok })
+	testkit.WaitFor(t, scale(5*time.Second), "left event at the controller", func() bool { _, ok := obs.find(KindLeft, "node-4"); return ok })
+	testkit.WaitFor(t, scale(5*time.Second), "left event at a compute", func() bool { _, ok := other.find(KindLeft, "node-4"); return ok })
 	// Wait past the time a crash would have been detected.
 	time.Sleep(FastProfile().ExpectedDetection(5))
 	for _, r := range []*recorder{obs, other} {
@@ -139,7 +140,7 @@ func TestStallShorterThanToleranceIsNotDead(t *testing.T) {
 	}
 	suspected := 0
 	for i := range freezes {
-		waitFor(t, scale(2*p.WorstDetection(n)), "node-2 alive at the controller and node-1", aliveEverywhere)
+		testkit.WaitFor(t, scale(2*p.WorstDetection(n)), "node-2 alive at the controller and node-1", aliveEverywhere)
 		time.Sleep(rand.N(p.ProbeInterval))
 		from := time.Now()
 		c.net.Isolate("node-2", true)
@@ -173,10 +174,10 @@ func TestStallShorterThanToleranceIsNotDead(t *testing.T) {
 	}
 	t.Logf("%d freezes of StallTolerance(%d) = %v (min suspicion %v), %d suspected at the controller, none declared dead", freezes, n, x, lo, suspected)
 
-	waitFor(t, scale(2*p.WorstDetection(n)), "node-2 alive at the controller and node-1", aliveEverywhere)
+	testkit.WaitFor(t, scale(2*p.WorstDetection(n)), "node-2 alive at the controller and node-1", aliveEverywhere)
 	from := time.Now()
 	c.net.Isolate("node-2", true)
-	waitFor(t, scale(2*p.WorstDetection(n)), "the controller to declare node-2, frozen, dead", func() bool {
+	testkit.WaitFor(t, scale(2*p.WorstDetection(n)), "the controller to declare node-2, frozen, dead", func() bool {
 		_, ok := recs[0].findFunc(func(e Event) bool { return e.Kind == KindDead && e.Node == "node-2" && !e.At.Before(from) })
 		return ok
 	})
@@ -220,11 +221,11 @@ func TestRejoinHealsAPartition(t *testing.T) {
 	obs := record(c.meshes[0])
 	// Cut node-3 off long enough for both sides to declare the other dead.
 	c.net.Isolate("node-3", true)
-	waitFor(t, scale(p.WorstDetection(4)), "node-3 dead at the controller", func() bool { _, ok := obs.find(KindDead, "node-3"); return ok })
+	testkit.WaitFor(t, scale(p.WorstDetection(4)), "node-3 dead at the controller", func() bool { _, ok := obs.find(KindDead, "node-3"); return ok })
 	c.net.Isolate("node-3", false)
 	// node-3 re-joins its Join address (node-0) every ~2 s; the controller
 	// must see it alive again.
-	waitFor(t, scale(15*time.Second), "node-3 alive again", func() bool {
+	testkit.WaitFor(t, scale(15*time.Second), "node-3 alive again", func() bool {
 		for _, mem := range c.meshes[0].Members() {
 			if mem.Name == "node-3" {
 				return mem.State == StateAlive
@@ -254,7 +255,7 @@ func TestWrongKeyCannotJoinAndSaysWhy(t *testing.T) {
 	}
 	t.Cleanup(intruder.Shutdown)
 	go func() { _ = intruder.Run(ctx) }()
-	waitFor(t, scale(10*time.Second), "a join error", func() bool { return intruder.LastJoinError() != nil })
+	testkit.WaitFor(t, scale(10*time.Second), "a join error", func() bool { return intruder.LastJoinError() != nil })
 	err = intruder.LastJoinError()
 	t.Logf("join error: %v", err)
 	if !errors.Is(err, ErrJoin) {
@@ -289,7 +290,7 @@ func TestDifferentLabelsNeverMerge(t *testing.T) {
 	t.Cleanup(cancel)
 	go func() { _ = a.Run(ctx) }()
 	go func() { _ = b.Run(ctx) }()
-	waitFor(t, scale(10*time.Second), "a join error", func() bool { return b.LastJoinError() != nil })
+	testkit.WaitFor(t, scale(10*time.Second), "a join error", func() bool { return b.LastJoinError() != nil })
 	if b.Joined() || len(a.Members()) != 1 {
 		t.Fatalf("meshes with different labels merged: %v", a.Members())
 	}

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/internal/testkit"
 )
 
 // TestStoppedAgentWithinToleranceIsNotDead proves the agent stall that
@@ -69,7 +71,7 @@ func TestStoppedAgentWithinToleranceIsNotDead(t *testing.T) {
 	w := ag.window(c)
 	ag.stop()
 	var dead Event
-	waitFor(t, scale(2*p.WorstDetection(n)), "the controller to declare the stopped agent dead", func() bool {
+	testkit.WaitFor(t, scale(2*p.WorstDetection(n)), "the controller to declare the stopped agent dead", func() bool {
 		e, ok := c.obs.findFunc(func(e Event) bool { return e.Kind == KindDead && e.Node == ag.name && !e.At.Before(w.from) })
 		dead = e
 		return ok
@@ -79,7 +81,7 @@ func TestStoppedAgentWithinToleranceIsNotDead(t *testing.T) {
 	if after < stop {
 		t.Fatalf("the stopped agent was declared dead %v after the stop, while stops of %v were not (StoppedTolerance(%d) = %v)", after, stop, n, x)
 	}
-	waitFor(t, scale(2*p.WorstDetection(n)), "the continued agent alive at the controller again", func() bool {
+	testkit.WaitFor(t, scale(2*p.WorstDetection(n)), "the continued agent alive at the controller again", func() bool {
 		return memberState(c.ctl, ag.name) == StateAlive
 	})
 	t.Logf("stopped until declared dead: dead %v after the stop (bound %v, expected detection %v), alive again once continued",

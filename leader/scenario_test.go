@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/internal/sandbox"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/internal/testlog"
 	"github.com/ihaproject/iha/leader"
 	"github.com/ihaproject/iha/pkg/config"
@@ -17,8 +18,9 @@ import (
 	"github.com/ihaproject/iha/pkg/novasim"
 )
 
-// scale stretches deadlines on a slow or busy machine.
-func scale(d time.Duration) time.Duration { return d * 3 }
+// scale stretches deadlines on a slow or busy machine (testkit.ScaleEnv,
+// default 3).
+var scale = testkit.Scaler(3)
 
 // fastSettings are InstanceHA's defaults with the clock turned up so that
 // a scenario takes seconds (ranges apply to files, not to tests).
@@ -84,16 +86,10 @@ func (w *world) start() {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or the deadline d (scaled) passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(scale(d))
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, scale(d), what, cond)
 }
 
 func (w *world) phase(host string) leader.Phase {

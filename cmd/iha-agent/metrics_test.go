@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ihaproject/iha/internal/testaddr"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/identity"
 )
 
@@ -79,7 +80,7 @@ func TestAgentServesMetrics(t *testing.T) {
 	startAgent(t, nil, "-config", cfg)
 	url := "http://" + metricsAddr + "/metrics"
 	var got map[string]float64
-	waitFor(t, scale(15*time.Second), "the agent joined, as its /metrics says", func() bool {
+	testkit.WaitFor(t, scale(15*time.Second), "the agent joined, as its /metrics says", func() bool {
 		m, err := scrapeMetrics(url)
 		if err == nil {
 			got = m
@@ -97,7 +98,7 @@ func TestAgentServesMetrics(t *testing.T) {
 	}
 	_, _ = c.Write([]byte{1, 2, 3, 4, 1, 0, 0, 0})
 	c.Close()
-	waitFor(t, scale(5*time.Second), "the bad packet counted", func() bool {
+	testkit.WaitFor(t, scale(5*time.Second), "the bad packet counted", func() bool {
 		m, err := scrapeMetrics(url)
 		return err == nil && m["iha_agent_kdump_packets_received_total"] == 1 && m["iha_agent_kdump_packets_total|outcome=bad_magic"] == 1
 	})

@@ -20,27 +20,13 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/gossip"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/identity"
 )
 
-func scale(d time.Duration) time.Duration {
-	f := 2.0
-	if v, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && v > 0 {
-		f = v
-	}
-	return time.Duration(float64(d) * f)
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// scale stretches deadlines on a slow or busy machine (testkit.ScaleEnv,
+// default 2).
+var scale = testkit.Scaler(2)
 
 var (
 	buildOnce sync.Once
@@ -243,7 +229,7 @@ func TestAgentProcessLifecycle(t *testing.T) {
 			t.Fatalf("only %d of 3 agents said READY=1", i)
 		}
 	}
-	waitFor(t, scale(10*time.Second), "four alive members", func() bool {
+	testkit.WaitFor(t, scale(10*time.Second), "four alive members", func() bool {
 		return state(ctl, "frozen") == gossip.StateAlive && state(ctl, "killed") == gossip.StateAlive && state(ctl, "stopped") == gossip.StateAlive
 	})
 	p := gossip.DefaultProfile()
@@ -278,7 +264,7 @@ func TestAgentProcessLifecycle(t *testing.T) {
 		if err := procs["killed"].cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, scale(p.WorstDetection(n)), "a dead event", func() bool { _, ok := ev.find(gossip.KindDead, "killed"); return ok })
+		testkit.WaitFor(t, scale(p.WorstDetection(n)), "a dead event", func() bool { _, ok := ev.find(gossip.KindDead, "killed"); return ok })
 		e, _ := ev.find(gossip.KindDead, "killed")
 		t.Logf("SIGKILL → dead at the controller in %v (formula at N=%d: expected %v, worst %v); accusers %v, confirmations %d",
 			e.At.Sub(killed).Round(time.Millisecond), n, p.ExpectedDetection(n), p.WorstDetection(n), e.Accusers, e.Confirmations)
@@ -300,7 +286,7 @@ func TestAgentProcessLifecycle(t *testing.T) {
 		case <-time.After(scale(10 * time.Second)):
 			t.Fatal("iha-agent did not exit after SIGTERM")
 		}
-		waitFor(t, scale(5*time.Second), "a left event", func() bool { _, ok := ev.find(gossip.KindLeft, "stopped"); return ok })
+		testkit.WaitFor(t, scale(5*time.Second), "a left event", func() bool { _, ok := ev.find(gossip.KindLeft, "stopped"); return ok })
 		time.Sleep(p.ExpectedDetection(n))
 		if e, ok := ev.find(gossip.KindDead, "stopped"); ok {
 			t.Fatalf("a gracefully stopped agent was declared dead: %+v", e)

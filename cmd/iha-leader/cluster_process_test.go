@@ -3,16 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/internal/testaddr"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/api"
 	"github.com/ihaproject/iha/pkg/novasim"
 )
@@ -60,58 +54,23 @@ func buildBinaries(t *testing.T) (leaderBin, cliBin string) {
 // pki is a throw-away CA that issues controller certificates for
 // 127.0.0.1 and localhost, usable as TLS server and client.
 type pki struct {
-	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
+	ca     *testkit.CA
 	caFile string
 	dir    string
-	serial int64
 }
 
 func newPKI(t *testing.T, name string) *pki {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	p := &pki{cert: cert, key: key, dir: t.TempDir(), serial: 1}
+	p := &pki{ca: testkit.NewCA(t, name), dir: t.TempDir()}
 	p.caFile = filepath.Join(p.dir, "ca.crt")
-	writeFile(t, p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	p.ca.WriteFile(t, p.caFile)
 	return p
 }
 
 // issue returns the paths of a certificate and key for name.
 func (p *pki) issue(t *testing.T, name string) (certFile, keyFile string) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &k.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(p.dir, name+".crt"), filepath.Join(p.dir, name+".key")
-	writeFile(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
-	return certFile, keyFile
+	return p.ca.IssueFiles(t, p.dir, name, "127.0.0.1", "localhost")
 }
 
 func writeFile(t testing.TB, path string, b []byte) {
@@ -233,14 +192,11 @@ func (c *controller) stop(t testing.TB) {
 // that must keep running exits.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string), running ...*controller) {
 	t.Helper()
-	deadline := time.Now().Add(d * slowFactor())
-	last := ""
-	for {
+	testkit.WaitForState(t, d*slowFactor(), 100*time.Millisecond, what, func() (bool, string) {
 		ok, detail := cond()
 		if ok {
-			return
+			return true, detail
 		}
-		last = detail
 		for _, c := range running {
 			select {
 			case <-c.exited:
@@ -248,11 +204,8 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, stri
 			default:
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s (last: %s)", d*slowFactor(), what, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, detail
+	})
 }
 
 // TestProcessesFormAQuorumOverTLSJoinAndRemove: two controllers bootstrap

@@ -16,14 +16,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/internal/testkit"
 )
 
-func scale(d time.Duration) time.Duration {
-	if v, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && v > 0 {
-		return time.Duration(float64(d) * v)
-	}
-	return 2 * d
-}
+// scale stretches deadlines on a slow or busy machine (testkit.ScaleEnv,
+// default 2).
+var scale = testkit.Scaler(2)
 
 var (
 	binOnce sync.Once

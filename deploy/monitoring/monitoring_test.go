@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,16 +21,14 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ihaproject/iha/internal/testaddr"
+	"github.com/ihaproject/iha/internal/testkit"
 )
 
-var update = flag.Bool("update", false, "rewrite iha-dashboard.json from Dashboard()")
+// scale stretches deadlines on a slow or busy machine (testkit.ScaleEnv,
+// default 2).
+var scale = testkit.Scaler(2)
 
-func scale(d time.Duration) time.Duration {
-	if v, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && v > 0 {
-		return time.Duration(float64(d) * v)
-	}
-	return 2 * d
-}
+var update = flag.Bool("update", false, "rewrite iha-dashboard.json from Dashboard()")
 
 type ruleFile struct {
 	Groups []struct {

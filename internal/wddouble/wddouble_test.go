@@ -12,27 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/internal/wddouble"
 	"github.com/ihaproject/iha/pkg/watchdog"
 )
 
-func scale(d time.Duration) time.Duration {
-	if f, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && f > 0 {
-		return time.Duration(float64(d) * f)
-	}
-	return d
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(scale(d))
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", scale(d), what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// scale stretches deadlines on a slow or busy machine (testkit.ScaleEnv,
+// default 1).
+var scale = testkit.Scaler(1)
 
 func alive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil {
@@ -70,7 +57,7 @@ func TestTheDoubleProcessKillsTheComputesGroup(t *testing.T) {
 	pgid := compute.Process.Pid
 	t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL); _ = compute.Wait() })
 	var members []int
-	waitUntil(t, 5*time.Second, "the compute's two processes", func() bool {
+	testkit.WaitFor(t, scale(5*time.Second), "the compute's two processes", func() bool {
 		members = groupMembers(pgid)
 		return len(members) == 2
 	})
@@ -93,7 +80,7 @@ func TestTheDoubleProcessKillsTheComputesGroup(t *testing.T) {
 		}
 	})
 	var d watchdog.Device
-	waitUntil(t, 10*time.Second, "the double's FIFO", func() bool {
+	testkit.WaitFor(t, scale(10*time.Second), "the double's FIFO", func() bool {
 		var err error
 		d, err = watchdog.Open(fifo, w, watchdog.Options{AllowFIFO: true})
 		return err == nil
@@ -114,7 +101,7 @@ func TestTheDoubleProcessKillsTheComputesGroup(t *testing.T) {
 		}
 	}
 	// Stop feeding: within W (and some slack) the group dies.
-	waitUntil(t, 10*time.Second, "the compute's processes to die", func() bool {
+	testkit.WaitFor(t, scale(10*time.Second), "the compute's processes to die", func() bool {
 		for _, p := range members {
 			if alive(p) {
 				return false

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/novasim"
 	"github.com/ihaproject/iha/pkg/secret"
@@ -44,17 +45,7 @@ func simCloud(sim *novasim.Sim) config.Cloud {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: not reached within %v; last state: %s", what, testTimeout, last)
+	testkit.WaitForState(t, testTimeout, 20*time.Millisecond, what, cond)
 }
 
 func TestSimKeystoneFlowAndNegotiation(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/pkg/novasim"
 	"github.com/ihaproject/iha/pkg/novasim/contract"
 )
@@ -85,21 +86,7 @@ func (h *simHarness) Token(t *testing.T) string {
 }
 
 // scale stretches timeouts on slow machines (IHA_TEST_TIMEOUT_SCALE, default 1).
-func scale() int {
-	if v := os.Getenv("IHA_TEST_TIMEOUT_SCALE"); v != "" {
-		var n int
-		for _, c := range v {
-			if c < '0' || c > '9' {
-				return 1
-			}
-			n = n*10 + int(c-'0')
-		}
-		if n > 0 {
-			return n
-		}
-	}
-	return 1
-}
+func scale() int { return max(1, int(testkit.Factor(1))) }
 
 // realHarness drives a real Nova described by the environment:
 //

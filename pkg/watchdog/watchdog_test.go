@@ -7,15 +7,19 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ihaproject/iha/internal/testkit"
 	"github.com/ihaproject/iha/internal/wddouble"
 	"github.com/ihaproject/iha/pkg/watchdog"
 )
+
+// scale stretches deadlines on a slow or busy machine (testkit.ScaleEnv,
+// default 1).
+var scale = testkit.Scaler(1)
 
 // open is the only way these tests open a device: it refuses anything
 // that could be a real watchdog (opening one would reset this machine).
@@ -25,13 +29,6 @@ func open(t *testing.T, path string, timeout time.Duration, opt watchdog.Options
 		t.Fatalf("test tried to open %s", path)
 	}
 	return watchdog.Open(path, timeout, opt)
-}
-
-func scale(d time.Duration) time.Duration {
-	if f, err := strconv.ParseFloat(os.Getenv("IHA_TEST_TIMEOUT_SCALE"), 64); err == nil && f > 0 {
-		return time.Duration(float64(d) * f)
-	}
-	return d
 }
 
 func TestOpenRefusesWhatIsNotAWatchdog(t *testing.T) {
@@ -140,22 +137,11 @@ func serve(t *testing.T, fifo string, w time.Duration, kill func() error) (stop 
 	}
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(scale(d))
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", scale(d), what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // openRetry opens the FIFO, retrying while the double's reader is not up.
 func openRetry(t *testing.T, fifo string, w time.Duration) watchdog.Device {
 	t.Helper()
 	var d watchdog.Device
-	waitUntil(t, 5*time.Second, "the double to read", func() bool {
+	testkit.WaitForEvery(t, scale(5*time.Second), 5*time.Millisecond, "the double to read", func() bool {
 		var err error
 		d, err = open(t, fifo, w, watchdog.Options{AllowFIFO: true})
 		return err == nil
@@ -205,7 +191,7 @@ func TestTheDoubleFollowsTheKernelsRules(t *testing.T) {
 		if err := d.Disarm(); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 5*time.Second, "disarmed", func() bool { return rec.has("disarmed") })
+		testkit.WaitForEvery(t, scale(5*time.Second), 5*time.Millisecond, "disarmed", func() bool { return rec.has("disarmed") })
 		time.Sleep(3 * w)
 		stop()
 	})
@@ -219,7 +205,7 @@ func TestTheDoubleFollowsTheKernelsRules(t *testing.T) {
 		d := openRetry(t, fifo, w)
 		_ = d.Feed()
 		_ = d.Close() // a crash
-		waitUntil(t, 5*time.Second, "the unexpected close", func() bool { return rec.has("unexpected-close") })
+		testkit.WaitForEvery(t, scale(5*time.Second), 5*time.Millisecond, "the unexpected close", func() bool { return rec.has("unexpected-close") })
 		// A restarted agent reopens within W and feeds.
 		d2 := openRetry(t, fifo, w)
 		defer d2.Close()
@@ -233,7 +219,7 @@ func TestTheDoubleFollowsTheKernelsRules(t *testing.T) {
 		if f {
 			t.Fatal("fired although the restarted writer fed it")
 		}
-		waitUntil(t, 5*time.Second, "fired once unfed", func() bool { mu.Lock(); defer mu.Unlock(); return fired })
+		testkit.WaitForEvery(t, scale(5*time.Second), 5*time.Millisecond, "fired once unfed", func() bool { mu.Lock(); defer mu.Unlock(); return fired })
 	})
 }
 

@@ -16,16 +16,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/internal/testkit"
 )
 
 // scale stretches every deadline on a slow or busy machine
 // (IHA_TEST_TIMEOUT_SCALE, default 1).
-func scale() time.Duration {
-	if n, err := strconv.Atoi(os.Getenv("IHA_TEST_TIMEOUT_SCALE")); err == nil && n > 0 {
-		return time.Duration(n)
-	}
-	return 1
-}
+func scale() time.Duration { return max(1, time.Duration(testkit.Factor(1))) }
 
 // lab is one lab brought up in its own state directory and port block.
 type lab struct {
@@ -239,16 +236,7 @@ func (l *lab) services() map[string]string {
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d * scale())
-	last := ""
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, last = cond(); ok {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s (last: %s)", d*scale(), what, last)
+	testkit.WaitForState(t, d*scale(), 200*time.Millisecond, what, cond)
 }
 
 // ctl runs $NOVA_CONTRACT_CTL as the contract suite does: with the test's

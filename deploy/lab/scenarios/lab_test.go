@@ -19,16 +19,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ihaproject/iha/internal/testkit"
 )
 
 // scale stretches every deadline on a slow or busy machine
 // (IHA_TEST_TIMEOUT_SCALE, default 1).
-func scale() time.Duration {
-	if n, err := strconv.Atoi(os.Getenv("IHA_TEST_TIMEOUT_SCALE")); err == nil && n > 0 {
-		return time.Duration(n)
-	}
-	return 1
-}
+func scale() time.Duration { return max(1, time.Duration(testkit.Factor(1))) }
 
 // lab is the real-Nova lab the scenarios run on: one the test brings up in
 // a directory and port block of its own, or (LAB_SCENARIO_REUSE=1) the one
@@ -387,19 +384,7 @@ func (l *lab) createServer(name, flavor, host string) string {
 // waitFor polls cond until it holds or d (scaled) passes.
 func waitFor(t testing.TB, what string, d time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d * scale())
-	last := ""
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		last = seen
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s (last: %s)", d*scale(), what, last)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	testkit.WaitForState(t, d*scale(), 500*time.Millisecond, what, cond)
 }
 
 // ---- the leaders ----
