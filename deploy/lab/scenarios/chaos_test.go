@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -151,6 +152,39 @@ func (c *ihaConfig) watchVerdicts(stop chan struct{}) (func() map[string][]strin
 		return out
 	}
 	return get, func() { <-done }
+}
+
+// chaosEvent is one event of GET /v1/events.
+type chaosEvent struct {
+	At      time.Time `json:"at"`
+	Host    string    `json:"host"`
+	Kind    string    `json:"kind"`
+	Message string    `json:"message"`
+	Warning bool      `json:"warning"`
+}
+
+// chaosEvents is GET /v1/events.
+type chaosEvents struct {
+	Events []chaosEvent `json:"events"`
+}
+
+// skewRE reads the estimate out of a NovaClockSkew message ("Nova's clock
+// runs about 30.4s behind this leader's …").
+var skewRE = regexp.MustCompile(`runs about (\S+) behind`)
+
+// skew is the first NovaClockSkew warning and the offset it estimates.
+func (e chaosEvents) skew() (*chaosEvent, time.Duration) {
+	for i, ev := range e.Events {
+		if ev.Kind != "NovaClockSkew" || !ev.Warning {
+			continue
+		}
+		var d time.Duration
+		if m := skewRE.FindStringSubmatch(ev.Message); m != nil {
+			d, _ = time.ParseDuration(m[1])
+		}
+		return &e.Events[i], d
+	}
+	return nil, 0
 }
 
 // readyz is node j's GET /readyz: the status code (0: no answer) and body.
@@ -646,7 +680,7 @@ func TestLabChaos(t *testing.T) {
 		t.Logf("timeline (%d runs since %s):\n%s", runs, t0.Format("15:04:05"), tl)
 	})
 
-	run("8", "Nova's clock 30 s behind the controllers': no false verdict on healthy hosts, nor on one cut from the mesh only", func(t *testing.T) {
+	run("8", "Nova's clock 30 s behind the controllers': no false verdict on healthy hosts, nor on one cut from the mesh only; the skew detected and reported", func(t *testing.T) {
 		tl := newTimeline()
 		l.ctl("nova-clock", "-30s")
 		tl.add("nova-api, nova-conductor and nova-scheduler restarted 30 s behind")
@@ -656,20 +690,46 @@ func TestLabChaos(t *testing.T) {
 			}
 		}()
 		l.settle(t)
+		started := time.Now()
 		c := cluster(t, nil)
+		tl.add("three leaders up, the whole mesh seen (%v)", time.Since(started).Round(100*time.Millisecond))
 		t0 := time.Now()
 		w := l.watchNova()
-		v := window(c, 60*time.Second)
-		tl.add("60 s with every host healthy: verdicts seen %v", v)
+		healthy := window(c, 60*time.Second)
+		tl.add("60 s with every host healthy: verdicts seen %v", healthy)
+		// The skew is detected and reported: a NovaClockSkew event (a
+		// warning, cluster-wide) on the acting leader's replica, estimating
+		// Nova about 30 s behind.
+		j := c.leader(t, time.Minute)
+		var evs chaosEvents
+		if err := c.getLocal(j, "/v1/events?kind=NovaClockSkew", &evs); err != nil {
+			t.Errorf("the acting leader %s's events: %v", c.nodes[j].name, err)
+		}
+		skewEv, est := evs.skew()
+		switch {
+		case skewEv == nil:
+			t.Errorf("no NovaClockSkew warning on the acting leader %s's replica after 60 s with Nova 30 s behind (events: %+v)", c.nodes[j].name, evs.Events)
+		default:
+			tl.add("NovaClockSkew on %s's replica at %v after the leaders started (host %q, warning %v): %s",
+				c.nodes[j].name, skewEv.At.Sub(started).Round(100*time.Millisecond), skewEv.Host, skewEv.Warning, skewEv.Message)
+			if skewEv.Host != "" {
+				t.Errorf("NovaClockSkew names host %q: want a cluster-wide event", skewEv.Host)
+			}
+			// The estimate is an upper bound: the offset plus updated_at's
+			// truncation (< 1 s) plus how long ago the freshest report came.
+			if est < 29*time.Second || est > 35*time.Second {
+				t.Errorf("NovaClockSkew estimates Nova %v behind, want about 30 s: %q", est, skewEv.Message)
+			}
+		}
 		h := hosts[4]
 		ids := l.evacServers(t, "c8-"+h, h, 1) // something to lose if it were judged failed
 		defer l.deleteServers(ids)
 		l.ctl("cut", h, "mesh")
 		tl.add("%s cut from the mesh only (Nova still hears it)", h)
 		defer func() { _, _ = l.sh(time.Minute, "ctl.sh", "mend", h, "mesh") }()
-		v = window(c, 90*time.Second)
+		v := window(c, 90*time.Second)
 		l.ctl("mend", h, "mesh")
-		tl.add("%s mended; its verdicts: %v", h, v[h])
+		tl.add("%s mended; verdicts seen during the cut: %v", h, v)
 		w.end()
 		ev, _ := c.iha("events", "--limit", "50", "-o", "wide")
 		t.Logf("timeline:\n%s\ncounts: %v\nevents:\n%s", tl, l.counts(t0), lastLines(ev, 20))
@@ -679,6 +739,18 @@ func TestLabChaos(t *testing.T) {
 		for _, kind := range []string{"HostDown", "HostSkipped", "FencingStarted", "EvacuationStarted"} {
 			if line := grepLines(ev, " "+kind+" "); line != "" {
 				t.Errorf("a healthy host judged failed under the skew (%s):\n%s", kind, line)
+			}
+		}
+		// Nor judged broken or failed, in either window: every host was
+		// healthy (the cut one heard by Nova all along).
+		for _, seen := range []map[string][]string{healthy, v} {
+			for host, vs := range seen {
+				for _, verdict := range vs {
+					switch verdict {
+					case "failed", "instanceha-rule", "nova-compute-broken", "kdump":
+						t.Errorf("%s judged %q under the skew (verdicts %v)", host, verdict, vs)
+					}
+				}
 			}
 		}
 	})
