@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -168,6 +169,9 @@ type chaosEvents struct {
 	Events []chaosEvent `json:"events"`
 }
 
+// consecutiveRE reads a failed poll cycle's count from the leader's log.
+var consecutiveRE = regexp.MustCompile(`consecutive_failures=(\d+)`)
+
 // skewRE reads the estimate out of a NovaClockSkew message ("Nova's clock
 // runs about 30.4s behind this leader's …").
 var skewRE = regexp.MustCompile(`runs about (\S+) behind`)
@@ -292,7 +296,16 @@ func TestLabChaos(t *testing.T) {
 	}
 	// cluster starts three leaders with IHA's defaults plus keys and waits
 	// for the whole mesh (3 leaders + 5 agents).
+	// LAB_CHAOS_LOGLEVEL (e.g. DEBUG) sets the leaders' LOGLEVEL: a
+	// debug log times every poll cycle.
 	cluster := func(t *testing.T, keys map[string]string) *ihaConfig {
+		if lv := os.Getenv("LAB_CHAOS_LOGLEVEL"); lv != "" {
+			k := map[string]string{"LOGLEVEL": lv}
+			for key, v := range keys {
+				k[key] = v
+			}
+			keys = k
+		}
 		c := l.writeConfig(t, l.bin, keys)
 		c.start(t)
 		t.Cleanup(func() { c.stop(t) })
@@ -550,11 +563,33 @@ func TestLabChaos(t *testing.T) {
 		tl.add("%s re-enabled", h)
 		close(stopReady)
 		<-readyDone
-		// Readiness is not a safety property: the leader turns not ready
-		// after 3 failed polls in a row, which at POLL 45 s and a hung API
-		// (NOVA_API_TIMEOUT 30 s) takes longer than this outage
-		// (FINDINGS 9). Logged, not asserted.
+		// The acting leader turns not ready after 3 failed poll cycles in a
+		// row; with POLL 45 s, NOVA_API_TIMEOUT 30 s and the failed cycles
+		// backing off POLL×2^n, a 60 s outage holds at most two (FINDINGS
+		// 10: none at all on the lab, the hung requests are answered once
+		// nova-api resumes). What is asserted is what the product promises:
+		// a leader that logged its third failed cycle in a row answered
+		// /readyz 503 until it reached Nova again.
 		tl.add("not-ready answers (seconds) per leader: %v", notReady)
+		failedPolls := 0
+		for _, n := range c.nodes {
+			for _, line := range strings.Split(grepLines(n.proc().logText(), `msg="poll cycle failed"`), "\n") {
+				if line == "" {
+					continue
+				}
+				tl.add("%s: %s", n.name, line)
+				if m := consecutiveRE.FindStringSubmatch(line); m != nil {
+					if k, _ := strconv.Atoi(m[1]); k >= 3 && notReady[n.name] == 0 {
+						t.Errorf("%s logged %d failed poll cycles in a row but never answered /readyz 503", n.name, k)
+					}
+				}
+				failedPolls++
+			}
+			if evs := grepLines(n.proc().logText(), `msg="evacuate refused"`); evs != "" {
+				tl.add("%s:\n%s", n.name, evs)
+			}
+		}
+		tl.add("%d failed poll cycle(s) logged during the outage", failedPolls)
 		for j, n := range c.nodes {
 			select {
 			case <-n.proc().done:
