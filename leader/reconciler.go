@@ -191,6 +191,10 @@ type Reconciler struct {
 	// skewReported says the NovaClockSkew event of this episode was raised.
 	clock        novaClock
 	skewReported bool
+	// novaSeen is r.nova (novaWatch): whether Nova answers at all
+	// (readiness); novaRaw the Nova it wraps (optional interfaces).
+	novaSeen *novaWatch
+	novaRaw  Nova
 	// hbStarted and hbLast are this cycle's reading of the InstanceHA
 	// heartbeats (CHECK_HEARTBEAT): the listener's start and each listed
 	// host's last heartbeat.
@@ -228,7 +232,8 @@ func NewReconciler(c ReconcilerConfig) *Reconciler {
 	if c.Observer == nil {
 		c.Observer = noObserver{}
 	}
-	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: c.Nova, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
+	watched := &novaWatch{Nova: c.Nova, now: c.Now}
+	return &Reconciler{obs: c.Observer, mesh: c.Mesh, wake: c.Wake, cfg: c.Settings, nova: watched, novaRaw: c.Nova, novaSeen: watched, fence: c.Fencers, store: c.Store, log: c.Logger, now: c.Now,
 		track: c.TrackInterval, first: c.InitialTrackDelay, backoff: c.RetryBackoff, follow: c.FollowInterval, poke: make(chan struct{}, 1),
 		sem: make(chan struct{}, workers), running: map[string]bool{}, unforceRefused: map[string]*unforceRefusal{},
 		kdump: c.Kdump, kdumpQuiet: c.KdumpQuiet, kdumpWait: map[string]time.Time{}, kdumpDNS: kdumpCheck{resolver: c.Resolver},
@@ -277,8 +282,11 @@ func (r *Reconciler) observeNovaClock(ctx context.Context, svcs []nova.Service, 
 	}
 }
 
-// Ready reports whether the last poll cycles reached Nova (readiness).
-func (r *Reconciler) Ready() bool { return r.ready.Load() }
+// Ready reports whether the last poll cycles reached Nova and Nova
+// answers (readiness): false from the third failed poll in a row, or while
+// Nova has left a request unanswered (its NOVA_API_TIMEOUT ran out, or the
+// connection failed) and answered none since.
+func (r *Reconciler) Ready() bool { return r.ready.Load() && r.novaSeen.silentSince().IsZero() }
 
 // LastPoll is when the last poll cycle succeeded (zero if never).
 func (r *Reconciler) LastPoll() time.Time {

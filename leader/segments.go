@@ -344,7 +344,7 @@ type aggregateAdder interface {
 // addToAggregates adds spare to every aggregate of failed that it is not
 // in yet (Masakari's add_reserved_host_to_aggregate) and says what it did.
 func (r *Reconciler) addToAggregates(ctx context.Context, failed, spare string) string {
-	ad, ok := r.nova.(aggregateAdder)
+	ad, ok := r.novaRaw.(aggregateAdder)
 	if !ok {
 		return "; ADD_RESERVED_HOST_TO_AGGREGATE: this Nova client cannot add hosts to aggregates"
 	}
