@@ -692,3 +692,45 @@ func TestNovaHungAtPOLL45(t *testing.T) {
 	w.Sim.ClearFaults()
 	waitFor(t, 30*time.Second, "ready once Nova answers", func() bool { return rec.Ready() })
 }
+
+// TestNovaHungDuringARecovery is chaos scenario 4 in process: Nova's API
+// hangs while a recovery is under way (here its os-migrations requests;
+// on the lab the paused nova-api queued everything). The recovery's own
+// requests time out long before the next poll (POLL 45 s), which later
+// succeeds: the leader is not ready from the first request Nova left
+// unanswered, ready again from the next one it answers, and the recovery
+// still finishes, once.
+func TestNovaHungDuringARecovery(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Poll = 45 * time.Second
+	s.NovaAPITimeout = 2 * time.Second
+	w := newWorld(t, s)
+	w.start()
+	var rec *leader.Reconciler
+	waitFor(t, 20*time.Second, "the leader ready", func() bool {
+		rec = w.Monitor().Current()
+		return rec != nil && rec.Ready()
+	})
+	w.Sim.SetFault(novasim.RouteMigrations, novasim.Fault{Latency: time.Hour})
+	w.Hang("c1")
+	time.Sleep(s.Delta + 1500*time.Millisecond) // stale for DELTA
+	rec.Poke()
+	waitFor(t, 30*time.Second, "not ready while Nova leaves the recovery's requests unanswered", func() bool { return !rec.Ready() })
+	if p := w.phase("c1"); p == "" || p == leader.PhaseDone {
+		t.Fatalf("c1 in phase %q when readiness dropped", p)
+	}
+	w.Sim.ClearFaults()
+	back := time.Now()
+	waitFor(t, 30*time.Second, "ready once Nova answers", func() bool { return rec.Ready() })
+	t.Logf("ready %s after Nova answered again", time.Since(back).Round(100*time.Millisecond))
+	if d := time.Since(back); d > scale(10*time.Second) {
+		t.Errorf("ready %s after Nova answered: the failed step must be retried within seconds, not at the next poll", d)
+	}
+	waitFor(t, 60*time.Second, "c1 recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
+	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
+		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
+			t.Errorf("%s evacuated %d times, want 1", name, n)
+		}
+	}
+}
