@@ -212,15 +212,15 @@ func Judge(in VerdictInput) (Verdict, string, time.Time) {
 			// Cut off from the mesh, not from Nova: the mesh's verdict on
 			// this host is void; only Nova's own rule can fail it now.
 			if novaDown {
-				return VerdictInstanceHA, fmt.Sprintf("mesh lost the host at %s but Nova heard it after that (updated_at %s), then not for DELTA: nova state %s (DELTA %s)",
-					fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), s.State, in.Delta), time.Time{}
+				return VerdictInstanceHA, fmt.Sprintf("mesh lost the host at %s but Nova heard it after that (updated_at %s%s), then not for DELTA: nova state %s (DELTA %s)",
+					fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), skewNote(in.NovaSkew), s.State, in.Delta), time.Time{}
 			}
 			next := s.UpdatedAt.Add(in.NovaSkew + in.Delta + time.Second)
 			if !next.After(in.Now) {
 				next = in.Now.Add(in.ReportInterval)
 			}
-			return VerdictWait, fmt.Sprintf("mesh lost the host at %s but Nova heard it at %s: cut off from the mesh, not dead; Nova's DELTA rule (%s) judges it from now on",
-				fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), in.Delta), next
+			return VerdictWait, fmt.Sprintf("mesh lost the host at %s but Nova heard it at %s%s: cut off from the mesh, not dead; Nova's DELTA rule (%s) judges it from now on",
+				fmtTime(in.MeshSince), fmtTime(s.UpdatedAt), skewNote(in.NovaSkew), in.Delta), next
 		}
 		heard := s.UpdatedAt
 		if !heard.IsZero() {
