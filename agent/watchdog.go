@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -102,6 +103,7 @@ type Keeper struct {
 	leaseEnd    time.Duration // boot clock: the lease's end (0: none)
 	lastSuccess time.Duration // boot clock: the last grant's arrival
 	downUntil   time.Duration // boot clock: a peer round's authority to feed
+	roundStart  time.Duration // boot clock: when the round whose verdict holds started
 	ticket      *lease.Ticket
 	ticketKey   ed25519.PublicKey
 	releasing   bool
@@ -445,31 +447,41 @@ func (k *Keeper) answer() []byte {
 }
 
 func (k *Keeper) roundLoop(ctx context.Context) {
+	// Rounds start every Round/2 and may overlap (at most two at once):
+	// the next verdict is then in by start + Round/2 + PeerTimeout (+ the
+	// time to count it), before this one's extension (start + Round +
+	// PeerTimeout) runs out, even when a silent member makes every round
+	// last its whole PeerTimeout. Rounds started one after the other left
+	// a gap of a few milliseconds every round when Round equals
+	// PeerTimeout (the defaults), or more under load: the keeper stopped
+	// feeding for a moment every round of an outage. Each verdict still
+	// extends feeding only to its own start + Round + PeerTimeout
+	// (lease.FencedAt's window), so asking more often changes nothing it
+	// proves; a verdict older than the one applied is dropped.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var inflight atomic.Int32
 	for ctx.Err() == nil {
 		k.mu.Lock()
 		// The first round starts one round before the lease's end, so that
 		// its verdict is in when the lease runs out: no gap in the feeding
-		// through a control-plane outage. A verdict only extends feeding
-		// to its own start + Round + PeerTimeout, wherever the lease is.
+		// through a control-plane outage.
 		p, armed, held := k.params, k.dev != nil, k.ticket != nil
-		start := bootClock()
-		expired := start >= k.leaseEnd-p.Round-p.PeerTimeout
+		expired := bootClock() >= k.leaseEnd-p.Round-p.PeerTimeout
 		k.mu.Unlock()
 		every := p.Round
 		if every <= 0 {
 			every = 500 * time.Millisecond
 		}
 		if armed && expired && held {
-			k.round(ctx, p)
-			// Rounds start every Round/2 from the previous start, not
-			// Round after its end: the next verdict is then in by
-			// start + Round/2 + PeerTimeout (+ the time to count it),
-			// before this one's extension (start + Round + PeerTimeout)
-			// runs out, even when a silent peer makes a round last its
-			// whole PeerTimeout. Each verdict still extends feeding only
-			// to its own start + Round + PeerTimeout (lease.FencedAt's
-			// window), so asking more often changes nothing it proves.
-			every = max(every/2-(bootClock()-start), time.Millisecond)
+			if inflight.Load() < 2 {
+				inflight.Add(1)
+				wg.Go(func() {
+					defer inflight.Add(-1)
+					k.round(ctx, p)
+				})
+			}
+			every = max(every/2, time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
@@ -485,9 +497,10 @@ func (k *Keeper) round(ctx context.Context, p lease.Params) {
 	answers, asked := k.cfg.Peers.AskPeers(ctx, gossip.RoleCompute, p.PeerTimeout)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if ctx.Err() != nil || k.ticket == nil {
-		return
+	if ctx.Err() != nil || k.ticket == nil || start < k.roundStart {
+		return // stopped, released, or a round started later has spoken
 	}
+	k.roundStart = start
 	var counted []lease.PeerAnswer
 	for _, a := range answers {
 		var pa peerAnswer
