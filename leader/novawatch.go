@@ -39,10 +39,12 @@ func unanswered(err error) bool {
 
 func (w *novaWatch) note(err error) {
 	switch {
-	case err == nil, !unanswered(err) && !errors.Is(err, context.Canceled):
-		w.silent.Store(0)
+	case errors.Is(err, context.Canceled):
+		// the caller gave up: says nothing of Nova
 	case unanswered(err):
 		w.silent.CompareAndSwap(0, w.now().UnixNano())
+	default:
+		w.silent.Store(0) // an answer, whatever its status
 	}
 }
 

@@ -317,7 +317,6 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		"quick_evacuate_level", r.cfg.QuickEvacuateLevel)
 	defer r.wg.Wait()
 	reconciled := false
-	var failingSince time.Time // start of the first failed cycle in a row
 	for {
 		wait := r.cfg.Poll
 		if reconciled && r.recordTakeover && !r.shadowing() {
@@ -353,15 +352,11 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			}
 			r.pollErrors++
 			n := r.failures.Add(1)
-			if n == 1 {
-				failingSince = start
-			}
 			r.obs.PollCycle(r.now().Sub(start), err, int(n))
-			// Not ready at the third failure in a row (R3.4), or once Nova
-			// has not answered for a whole NOVA_API_TIMEOUT (a hung API
-			// fails each poll only after the timeout: three would take
-			// minutes).
-			if n >= 3 || (r.cfg.NovaAPITimeout > 0 && r.now().Sub(failingSince) >= r.cfg.NovaAPITimeout) {
+			// Not ready at the third failure in a row (R3.4); a poll Nova
+			// left unanswered for NOVA_API_TIMEOUT makes it unready at once
+			// (novaWatch).
+			if n >= 3 {
 				r.ready.Store(false)
 			}
 			wait = retryAfter(r.cfg.Poll, int(n))

@@ -642,11 +642,7 @@ func TestNovaOutageAtPOLL45(t *testing.T) {
 	s.Poll = 45 * time.Second
 	w := newWorld(t, s)
 	w.start()
-	var rec *leader.Reconciler
-	waitFor(t, 20*time.Second, "the leader ready", func() bool {
-		rec = w.Monitor().Current()
-		return rec != nil && rec.Ready()
-	})
+	rec := w.readyReconciler()
 	w.Sim.SetFault(novasim.RouteServicesList, novasim.Fault{Status: 503})
 	down := time.Now()
 	rec.Poke() // the next poll (an agent's gate call does this too)
@@ -675,11 +671,7 @@ func TestNovaHungAtPOLL45(t *testing.T) {
 	s.NovaAPITimeout = 3 * time.Second
 	w := newWorld(t, s)
 	w.start()
-	var rec *leader.Reconciler
-	waitFor(t, 20*time.Second, "the leader ready", func() bool {
-		rec = w.Monitor().Current()
-		return rec != nil && rec.Ready()
-	})
+	rec := w.readyReconciler()
 	w.Sim.SetFault(novasim.RouteServicesList, novasim.Fault{Latency: time.Hour})
 	hung := time.Now()
 	rec.Poke()
@@ -707,11 +699,7 @@ func TestNovaHungDuringARecovery(t *testing.T) {
 	s.NovaAPITimeout = 2 * time.Second
 	w := newWorld(t, s)
 	w.start()
-	var rec *leader.Reconciler
-	waitFor(t, 20*time.Second, "the leader ready", func() bool {
-		rec = w.Monitor().Current()
-		return rec != nil && rec.Ready()
-	})
+	rec := w.readyReconciler()
 	w.Sim.SetFault(novasim.RouteMigrations, novasim.Fault{Latency: time.Hour})
 	w.Hang("c1")
 	time.Sleep(s.Delta + 1500*time.Millisecond) // stale for DELTA
@@ -733,4 +721,16 @@ func TestNovaHungDuringARecovery(t *testing.T) {
 			t.Errorf("%s evacuated %d times, want 1", name, n)
 		}
 	}
+}
+
+// readyReconciler waits until the leader's reconciler of this term is
+// ready and returns it.
+func (w *world) readyReconciler() *leader.Reconciler {
+	w.t.Helper()
+	var rec *leader.Reconciler
+	waitFor(w.t, 20*time.Second, "the leader ready", func() bool {
+		rec = w.Monitor().Current()
+		return rec != nil && rec.Ready()
+	})
+	return rec
 }

@@ -342,25 +342,7 @@ func TestShadowLeaderStartReleasesNoLockAndTakesNothingOver(t *testing.T) {
 	s := fastSettings()
 	s.Shadow = true
 	w := newWorld(t, s)
-	ctx := context.Background()
-	w.Hang("c1")
-	var c1 nova.Service
-	waitFor(t, 20*time.Second, "c1 down in Nova", func() bool {
-		svcs, err := w.Nova.ListServices(ctx, "nova-compute")
-		for _, x := range svcs {
-			if x.Host == "c1" {
-				c1 = x
-			}
-		}
-		return err == nil && c1.State == "down"
-	})
-	yes := true
-	if _, err := w.Nova.UpdateService(ctx, c1.ID, nova.ServiceUpdate{ForcedDown: &yes}); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Nova.Lock(ctx, w.servers["vm1"], leader.LockReason); err != nil {
-		t.Fatal(err)
-	}
+	w.orphanC1()
 	w.Sim.ResetCounters()
 	w.start()
 	waitFor(t, 20*time.Second, "the shadow's decision on the orphan c1", func() bool {
@@ -396,24 +378,7 @@ func TestShadowOffTakesOverTheOrphansTheOtherAgentLeft(t *testing.T) {
 	s.Shadow = true
 	w := newWorld(t, s)
 	ctx := context.Background()
-	w.Hang("c1")
-	var c1 nova.Service
-	waitFor(t, 20*time.Second, "c1 down in Nova", func() bool {
-		svcs, err := w.Nova.ListServices(ctx, "nova-compute")
-		for _, x := range svcs {
-			if x.Host == "c1" {
-				c1 = x
-			}
-		}
-		return err == nil && c1.State == "down"
-	})
-	yes := true
-	if _, err := w.Nova.UpdateService(ctx, c1.ID, nova.ServiceUpdate{ForcedDown: &yes}); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Nova.Lock(ctx, w.servers["vm1"], leader.LockReason); err != nil {
-		t.Fatal(err)
-	}
+	w.orphanC1()
 	w.start()
 	backend := leader.NewAPI(leader.APIConfig{Node: w.Node(), Monitor: w.Monitor(), Settings: s, Version: "test"})
 	t.Cleanup(backend.Close)
@@ -446,5 +411,31 @@ func TestShadowOffTakesOverTheOrphansTheOtherAgentLeft(t *testing.T) {
 	}
 	if srv, _ := w.Sim.Server(w.servers["vm1"]); srv.Locked {
 		t.Error("vm1 still under the other agent's evacuation lock")
+	}
+}
+
+// orphanC1 leaves c1 as another agent that stopped mid-recovery does: hung,
+// down in Nova, forced down but not disabled, vm1 under the evacuation
+// lock.
+func (w *world) orphanC1() {
+	w.t.Helper()
+	ctx := context.Background()
+	w.Hang("c1")
+	var c1 nova.Service
+	waitFor(w.t, 20*time.Second, "c1 down in Nova", func() bool {
+		svcs, err := w.Nova.ListServices(ctx, "nova-compute")
+		for _, x := range svcs {
+			if x.Host == "c1" {
+				c1 = x
+			}
+		}
+		return err == nil && c1.State == "down"
+	})
+	yes := true
+	if _, err := w.Nova.UpdateService(ctx, c1.ID, nova.ServiceUpdate{ForcedDown: &yes}); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := w.Nova.Lock(ctx, w.servers["vm1"], leader.LockReason); err != nil {
+		w.t.Fatal(err)
 	}
 }
