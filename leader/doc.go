@@ -9,10 +9,15 @@
 //     Nothing here may call time.Now or read config.
 //   - rules.go, tags.go: InstanceHA's decision rules as pure functions of
 //     Nova data (categorisation, gates, thresholds, tag filtering).
-//   - reconciler.go, recovery.go, evacuate.go: the side effects. Every step
-//     commits an intent to Raft, performs the effect, and commits the result,
-//     so a new leader resumes from the last committed step and re-checks the
-//     world for an intent without a result.
+//   - reconciler.go (the poll loop and Cycle) and one file per stage of a
+//     cycle: detect.go (which hosts failed), admit.go (the gates, as an
+//     ordered list), workflow.go and evacuate.go (fence, force-down, plan,
+//     evacuate, finish), reenable.go (bring a recovered host back). Every
+//     side effect commits an intent to Raft, performs the effect, and
+//     commits the result, so a new leader resumes from the last committed
+//     step and re-checks the world for an intent without a result. The
+//     reconciler reads its configuration as a Policy (policy.go) and Nova
+//     through NovaReader/NovaWriter; detect and admit hold only the reader.
 //
 // The package must never act before a Barrier of the current term, and never
 // evacuate a host whose fence is not confirmed, unless the operator chose

@@ -29,7 +29,7 @@ func HAEnabled(md map[string]string, key string) bool {
 // selectFor plans a host's servers: InstanceHA's rule (SelectServers) for
 // a host in no segment, the combined rule (SelectSegmentServers) for a host
 // of a failover segment.
-func (ix TagIndex) selectFor(s config.Settings, seg *config.Segment, host string, servers []nova.Server, resuming bool) []*ServerRecord {
+func (ix TagIndex) selectFor(s Policy, seg *config.Segment, host string, servers []nova.Server, resuming bool) []*ServerRecord {
 	if seg == nil {
 		return ix.SelectServers(s, host, servers, resuming)
 	}
@@ -47,7 +47,7 @@ func (ix TagIndex) selectFor(s config.Settings, seg *config.Segment, host string
 //
 // Opted-in servers come first in the plan (they are evacuated first); the
 // others keep their order after them.
-func (ix TagIndex) SelectSegmentServers(s config.Settings, host string, servers []nova.Server, resuming bool) []*ServerRecord {
+func (ix TagIndex) SelectSegmentServers(s Policy, host string, servers []nova.Server, resuming bool) []*ServerRecord {
 	out := make([]*ServerRecord, 0, len(servers))
 	for _, srv := range servers {
 		r := &ServerRecord{ID: srv.ID, Name: srv.Name, OrigStatus: srv.Status, From: host, State: ServerPending,

@@ -236,7 +236,7 @@ func TestServerSelection(t *testing.T) {
 	s.SkipServersWithName = []string{"test-*", "db?", "[xy]z"}
 	images := []nova.Image{{ID: "img-tagged", Tags: []string{"evacuable"}}, {ID: "img-plain"}}
 	flavors := []nova.Flavor{{ID: "f-tagged", ExtraSpecs: map[string]string{"evacuable": "true"}}}
-	ix := BuildTagIndex(s, images, flavors, nil, nil)
+	ix := BuildTagIndex(PolicyOf(s), images, flavors, nil, nil)
 	srv := func(name, status, image string, specs map[string]string) nova.Server {
 		return nova.Server{ID: name, Name: name, Status: status, ImageID: image, FlavorExtraSpecs: specs}
 	}
@@ -263,21 +263,21 @@ func TestServerSelection(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := ix.SelectServers(s, "h", []nova.Server{c.s}, c.resuming)[0]
+			got := ix.SelectServers(PolicyOf(s), "h", []nova.Server{c.s}, c.resuming)[0]
 			if got.State != c.want {
 				t.Fatalf("got %s (%s), want %s", got.State, got.Error, c.want)
 			}
 		})
 	}
 	// R6.5 (2): nothing tagged anywhere → evacuate all (fail-open).
-	none := BuildTagIndex(s, []nova.Image{{ID: "img-plain"}}, nil, nil, nil)
-	if !none.ServerEvacuable(s, srv("x", "ACTIVE", "img-plain", nil)) {
+	none := BuildTagIndex(PolicyOf(s), []nova.Image{{ID: "img-plain"}}, nil, nil, nil)
+	if !none.ServerEvacuable(PolicyOf(s), srv("x", "ACTIVE", "img-plain", nil)) {
 		t.Fatal("R6.5: no tagged resource → every server is evacuable")
 	}
 	// R6.5 (1): both filters off → evacuable.
 	off := s
 	off.TaggedImages, off.TaggedFlavors = false, false
-	if !ix.ServerEvacuable(off, srv("x", "ACTIVE", "img-plain", nil)) {
+	if !ix.ServerEvacuable(PolicyOf(off), srv("x", "ACTIVE", "img-plain", nil)) {
 		t.Fatal("R6.5: filters off → evacuable")
 	}
 }
@@ -285,21 +285,21 @@ func TestServerSelection(t *testing.T) {
 func TestAggregateScope(t *testing.T) {
 	s := config.Defaults()
 	aggs := []nova.Aggregate{{ID: 1, Hosts: []string{"a"}, Metadata: map[string]string{"evacuable": "true"}}, {ID: 2, Hosts: []string{"b"}}}
-	ix := BuildTagIndex(s, nil, nil, aggs, nil)
-	if !ix.HostInScope(s, "a") || ix.HostInScope(s, "b") {
+	ix := BuildTagIndex(PolicyOf(s), nil, nil, aggs, nil)
+	if !ix.HostInScope(PolicyOf(s), "a") || ix.HostInScope(PolicyOf(s), "b") {
 		t.Fatal("R6.9: only hosts of tagged aggregates are in scope")
 	}
-	empty := BuildTagIndex(s, nil, nil, []nova.Aggregate{{ID: 2, Hosts: []string{"b"}}}, nil)
-	if empty.HostInScope(s, "b") {
+	empty := BuildTagIndex(PolicyOf(s), nil, nil, []nova.Aggregate{{ID: 2, Hosts: []string{"b"}}}, nil)
+	if empty.HostInScope(PolicyOf(s), "b") {
 		t.Fatal("R6.10: no tagged aggregate → fail-closed")
 	}
-	failed := BuildTagIndex(s, nil, nil, nil, errors.New("boom"))
-	if !failed.HostInScope(s, "b") {
+	failed := BuildTagIndex(PolicyOf(s), nil, nil, nil, errors.New("boom"))
+	if !failed.HostInScope(PolicyOf(s), "b") {
 		t.Fatal("R6.10: aggregate list error → fail-open")
 	}
 	off := s
 	off.TaggedAggregates = false
-	if !empty.HostInScope(off, "b") {
+	if !empty.HostInScope(PolicyOf(off), "b") {
 		t.Fatal("TAGGED_AGGREGATES false → every host in scope")
 	}
 }
@@ -343,8 +343,8 @@ func TestOrchestratedPhases(t *testing.T) {
 		t.Fatal("R10.10: default 500, invalid 500, clamped 1–1000")
 	}
 	s := config.Defaults()
-	ix := BuildTagIndex(s, nil, nil, nil, nil)
-	plan := ix.SelectServers(s, "h", []nova.Server{
+	ix := BuildTagIndex(PolicyOf(s), nil, nil, nil, nil)
+	plan := ix.SelectServers(PolicyOf(s), "h", []nova.Server{
 		{ID: "web1", Name: "web1", Status: "ACTIVE", Metadata: md("100", "web")},
 		{ID: "db", Name: "db", Status: "ACTIVE", Metadata: md("900", "")},
 		{ID: "web2", Name: "web2", Status: "ACTIVE", Metadata: md("300", "web")},

@@ -72,7 +72,7 @@ func (r *Reconciler) segments(ctx context.Context, refresh bool) segmentView {
 	if c.set && (age < segmentRefreshMin || !refresh && age < segmentCacheTTL) {
 		return c.view // one resolution serves every candidate of a cycle
 	}
-	aggs, err := r.nova.ListAggregates(ctx)
+	aggs, err := r.read.ListAggregates(ctx)
 	if err != nil {
 		if c.set {
 			r.log.Warn("cannot list aggregates; keeping the last segment view", "err", err)
@@ -96,7 +96,7 @@ func (r *Reconciler) segments(ctx context.Context, refresh bool) segmentView {
 		return c.view
 	}
 	merged, problems, warnings := config.MergeSegments(r.cfg.Segments, from)
-	if svcs, err := r.nova.ListServices(ctx, "nova-compute"); err == nil {
+	if svcs, err := r.read.ListServices(ctx, "nova-compute"); err == nil {
 		known := make([]string, len(svcs))
 		for i, s := range svcs {
 			known[i] = s.Host
@@ -220,7 +220,7 @@ func (r *Reconciler) planSegment(ctx context.Context, rec *HostRecord, seg *conf
 	if rec.Segment != "" && rec.Method != "" {
 		return nil // decided before a failover
 	}
-	svcs, err := r.nova.ListServices(ctx, "nova-compute")
+	svcs, err := r.read.ListServices(ctx, "nova-compute")
 	if err != nil {
 		return err
 	}
@@ -348,7 +348,7 @@ func (r *Reconciler) addToAggregates(ctx context.Context, failed, spare string) 
 	if !ok {
 		return "; ADD_RESERVED_HOST_TO_AGGREGATE: this Nova client cannot add hosts to aggregates"
 	}
-	aggs, err := r.nova.ListAggregates(ctx)
+	aggs, err := r.read.ListAggregates(ctx)
 	if err != nil {
 		return "; could not list aggregates: " + err.Error()
 	}
@@ -441,7 +441,7 @@ func (r *Reconciler) segmentFallback(ctx context.Context, rec *HostRecord) bool 
 	if seg == nil {
 		return false
 	}
-	svcs, err := r.nova.ListServices(ctx, "nova-compute")
+	svcs, err := r.read.ListServices(ctx, "nova-compute")
 	if err != nil {
 		return false
 	}

@@ -545,7 +545,7 @@ func TestSelectSegmentServersOptIn(t *testing.T) {
 			s := config.Defaults()
 			s.EvacuateAllInstances, s.IgnoreInstancesInErrorState = tc.all, tc.ignore
 			s.TaggedImages, s.TaggedFlavors = tc.tagged, false
-			plan := ix.SelectSegmentServers(s, "c1", servers, false)
+			plan := ix.SelectSegmentServers(PolicyOf(s), "c1", servers, false)
 			var got []string
 			for _, r := range plan {
 				if r.State == ServerPending {
@@ -563,7 +563,7 @@ func TestSelectSegmentServersOptIn(t *testing.T) {
 	// A host in no segment is InstanceHA's rule: HA_Enabled is not looked at.
 	s := config.Defaults()
 	s.TaggedImages, s.TaggedFlavors = true, false
-	for _, r := range ix.selectFor(s, nil, "c1", servers, false) {
+	for _, r := range ix.selectFor(PolicyOf(s), nil, "c1", servers, false) {
 		if r.ID == "ha" && r.State != ServerSkipped {
 			t.Errorf("outside a segment an untagged HA_Enabled server is evacuated: %+v", r)
 		}

@@ -126,7 +126,7 @@ func (r *Reconciler) shadowPlan(ctx context.Context, host string) ShadowDecision
 		notes = append(notes, "the recovery would fail: "+segWhy)
 	case seg != nil:
 		d.Segment = seg.Name
-		svcs, err := r.nova.ListServices(ctx, "nova-compute")
+		svcs, err := r.read.ListServices(ctx, "nova-compute")
 		if err != nil {
 			notes = append(notes, "segment targets unknown: "+err.Error())
 			break
@@ -194,7 +194,7 @@ func (r *Reconciler) shadowPlan(ctx context.Context, host string) ShadowDecision
 // the evacuation migrations out of the host since its incident opened, on
 // their destination's listing (reads only, both recorded for a replay).
 func (r *Reconciler) serversOf(ctx context.Context, host string) ([]nova.Server, error) {
-	servers, err := r.nova.ListServers(ctx, host)
+	servers, err := r.read.ListServers(ctx, host)
 	if err != nil || !r.shadowing() {
 		return servers, err
 	}
@@ -203,7 +203,7 @@ func (r *Reconciler) serversOf(ctx context.Context, host string) ([]nova.Server,
 		return servers, nil
 	}
 	since := inc.Opened.Add(-migrationSkew)
-	migs, merr := r.nova.ListMigrations(ctx, nova.MigrationQuery{SourceCompute: host, MigrationType: "evacuation", ChangesSince: since, Limit: 1000})
+	migs, merr := r.read.ListMigrations(ctx, nova.MigrationQuery{SourceCompute: host, MigrationType: "evacuation", ChangesSince: since, Limit: 1000})
 	if merr != nil {
 		r.log.Debug("cannot list the other agent's evacuations", "host", host, "err", merr)
 		return servers, nil
@@ -237,7 +237,7 @@ func (r *Reconciler) serversOf(ctx context.Context, host string) ([]nova.Server,
 		}
 		list, ok := dest[m.DestCompute]
 		if !ok {
-			list, _ = r.nova.ListServers(ctx, m.DestCompute)
+			list, _ = r.read.ListServers(ctx, m.DestCompute)
 			dest[m.DestCompute] = list
 		}
 		for _, sv := range list {
@@ -346,7 +346,7 @@ func (r *Reconciler) observe(ctx context.Context, host string, o Observed) {
 // observeMigrations records the evacuation migrations from host since the
 // incident opened: when each was created, where to, and how it ended.
 func (r *Reconciler) observeMigrations(ctx context.Context, inc *Incident, host string) {
-	migs, err := r.nova.ListMigrations(ctx, nova.MigrationQuery{SourceCompute: host, MigrationType: "evacuation",
+	migs, err := r.read.ListMigrations(ctx, nova.MigrationQuery{SourceCompute: host, MigrationType: "evacuation",
 		ChangesSince: inc.Opened.Add(-migrationSkew), Limit: 1000})
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {

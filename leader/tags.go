@@ -1,10 +1,13 @@
 package leader
 
 import (
+	"context"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
-	"github.com/ihaproject/iha/pkg/config"
 	"github.com/ihaproject/iha/pkg/nova"
 )
 
@@ -50,7 +53,7 @@ type TagIndex struct {
 }
 
 // BuildTagIndex computes the index from Nova's lists.
-func BuildTagIndex(s config.Settings, images []nova.Image, flavors []nova.Flavor, aggs []nova.Aggregate, aggErr error) TagIndex {
+func BuildTagIndex(s Policy, images []nova.Image, flavors []nova.Flavor, aggs []nova.Aggregate, aggErr error) TagIndex {
 	ix := TagIndex{Tag: s.EvacuableTag, Images: map[string]bool{}, Known: map[string]bool{}}
 	if s.TaggedImages {
 		for _, im := range images {
@@ -109,13 +112,13 @@ func FlavorMatches(srv nova.Server, tag string) bool {
 
 // filtersImagesOrFlavors reports whether R6.5's image/flavor filter applies:
 // some kind is enabled and has at least one tagged resource.
-func (ix TagIndex) filtersImagesOrFlavors(s config.Settings) bool {
+func (ix TagIndex) filtersImagesOrFlavors(s Policy) bool {
 	return (s.TaggedImages && len(ix.Images) > 0) || (s.TaggedFlavors && ix.AnyTaggedFlavor)
 }
 
 // ServerEvacuable is R6.5–R6.7 for one server: fail-open when nothing is
 // tagged; otherwise image match OR flavor match.
-func (ix TagIndex) ServerEvacuable(s config.Settings, srv nova.Server) bool {
+func (ix TagIndex) ServerEvacuable(s Policy, srv nova.Server) bool {
 	if !s.TaggedImages && !s.TaggedFlavors {
 		return true
 	}
@@ -134,7 +137,7 @@ func (ix TagIndex) ServerEvacuable(s config.Settings, srv nova.Server) bool {
 // HostInScope is R6.9/R6.10: with TAGGED_AGGREGATES, only hosts of tagged
 // aggregates are recovered (fail-closed when no aggregate is tagged,
 // fail-open when the list could not be read).
-func (ix TagIndex) HostInScope(s config.Settings, host string) bool {
+func (ix TagIndex) HostInScope(s Policy, host string) bool {
 	if !s.TaggedAggregates || ix.EvacuableHosts == nil {
 		return true
 	}
@@ -144,7 +147,7 @@ func (ix TagIndex) HostInScope(s config.Settings, host string) bool {
 // SelectServers is R6.11–R6.13 (and the admission check R6.8 with the same
 // status filter, fixing W14): it returns every server of the host with its
 // plan: pending, or skipped with the reason.
-func (ix TagIndex) SelectServers(s config.Settings, host string, servers []nova.Server, resuming bool) []*ServerRecord {
+func (ix TagIndex) SelectServers(s Policy, host string, servers []nova.Server, resuming bool) []*ServerRecord {
 	out := make([]*ServerRecord, 0, len(servers))
 	for _, srv := range servers {
 		r := &ServerRecord{ID: srv.ID, Name: srv.Name, OrigStatus: srv.Status, From: host, State: ServerPending,
@@ -170,4 +173,108 @@ func anyPending(plan []*ServerRecord) bool {
 		}
 	}
 	return false
+}
+
+// tagCacheTTL is upstream's cache TTL for tagged images and flavors.
+const tagCacheTTL = 300 * time.Second
+
+// tagIndex returns the tag index, refreshed when forced or older than the
+// TTL. Fetch errors give empty lists (fail-open, as upstream).
+func (r *Reconciler) tagIndex(ctx context.Context, refresh bool) TagIndex {
+	r.tagMu.Lock()
+	defer r.tagMu.Unlock()
+	if r.tagSet && !refresh && r.now().Sub(r.tagAt) < tagCacheTTL {
+		return r.tagIx
+	}
+	// The three listings are independent: made at once, they cost the
+	// slowest of them, not their sum, on the path from verdict to fence.
+	var images []nova.Image
+	var flavors []nova.Flavor
+	var aggs []nova.Aggregate
+	var aggErr error
+	var wg sync.WaitGroup
+	if r.cfg.TaggedImages {
+		wg.Go(func() {
+			var err error
+			if images, err = r.read.ListImages(ctx); err != nil {
+				r.log.Warn("cannot list images; treating none as tagged", "err", err)
+			}
+		})
+	}
+	if r.cfg.TaggedFlavors {
+		wg.Go(func() {
+			var err error
+			if flavors, err = r.read.ListFlavors(ctx); err != nil {
+				r.log.Warn("cannot list flavors; treating none as tagged", "err", err)
+			}
+		})
+	}
+	if r.cfg.TaggedAggregates {
+		wg.Go(func() {
+			if aggs, aggErr = r.read.ListAggregates(ctx); aggErr != nil {
+				r.log.Warn("cannot list aggregates; not filtering by aggregate", "err", aggErr)
+			}
+		})
+	}
+	wg.Wait()
+	r.tagIx = BuildTagIndex(r.cfg, images, flavors, aggs, aggErr)
+	r.tagAt, r.tagSet = r.now(), true
+	return r.tagIx
+}
+
+// serverImages completes ix with the images of servers that Glance's list
+// did not show (hidden, or another project's), looked up one by one as
+// InstanceHA does (R6.6); an answer is kept for the tag cache's TTL, a
+// failed lookup counts as untagged and is tried again next time.
+func (r *Reconciler) serverImages(ctx context.Context, ix TagIndex, servers []nova.Server) TagIndex {
+	if !r.cfg.TaggedImages || !ix.filtersImagesOrFlavors(r.cfg) {
+		return ix
+	}
+	var missing []string
+	for _, srv := range servers {
+		if srv.ImageID != "" && !ix.Known[srv.ImageID] && !slices.Contains(missing, srv.ImageID) {
+			missing = append(missing, srv.ImageID)
+		}
+	}
+	if len(missing) == 0 {
+		return ix
+	}
+	out := ix
+	out.Images, out.Known = maps.Clone(ix.Images), maps.Clone(ix.Known)
+	if out.Images == nil {
+		out.Images = map[string]bool{}
+	}
+	if out.Known == nil {
+		out.Known = map[string]bool{}
+	}
+	for _, id := range missing {
+		r.imgMu.Lock()
+		l, ok := r.imgLookups[id]
+		r.imgMu.Unlock()
+		if !ok || r.now().Sub(l.at) >= tagCacheTTL {
+			im, err := r.read.GetImage(ctx, id)
+			if err != nil {
+				r.log.Warn("cannot look up a server's image; treating it as untagged", "image_id", id, "err", err)
+				continue
+			}
+			l = imageLookup{tagged: ImageTagged(im, r.cfg.EvacuableTag), at: r.now()}
+			r.imgMu.Lock()
+			if r.imgLookups == nil {
+				r.imgLookups = map[string]imageLookup{}
+			}
+			r.imgLookups[id] = l
+			r.imgMu.Unlock()
+			r.log.Info("image not in Glance's list looked up", "image_id", id, "hidden", im.Hidden, "tagged", l.tagged)
+		}
+		out.Known[id] = true
+		if l.tagged {
+			out.Images[id] = true
+		}
+	}
+	return out
+}
+
+type imageLookup struct {
+	tagged bool
+	at     time.Time
 }

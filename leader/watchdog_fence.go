@@ -11,7 +11,7 @@ import (
 // The fence step's watchdog path. FENCING order per host: the BMC; when it
 // fails and the host's agent was armed under a lease, its watchdog; else
 // the operator's confirm-fenced. This file is the whole of the watchdog
-// path: the fence step (recovery.go) calls watchdogAfterBMC when the BMC
+// path: the fence step (workflow.go) calls watchdogAfterBMC when the BMC
 // failed and watchdogStep once the path is chosen; both read only the
 // replicated lease records, this leader's clock and WATCHDOG_MARGIN.
 
