@@ -31,8 +31,20 @@ import (
 
 // Backend is what the server needs of the cluster. The leader package
 // implements it over a Raft node; tests use fakes. Every method may be
-// called from many goroutines at once.
+// called from many goroutines at once. It is four narrower interfaces, one
+// per kind of consumer: the probes and the forwarding logic (Replica), the
+// read-only status endpoints (StatusReader), the agents' gate (GateReader)
+// and the operator's commands (Mutator).
 type Backend interface {
+	Replica
+	StatusReader
+	GateReader
+	Mutator
+}
+
+// Replica is where this node stands: what /healthz, /readyz, forwarding to
+// the leader and consistent reads need.
+type Replica interface {
 	// Freshness describes this node's replica now. Cheap.
 	Freshness() Freshness
 	// LeaderAPI is the current leader's API address (host:port, "" when no
@@ -43,25 +55,36 @@ type Backend interface {
 	// that it leads and its replica holds every committed entry.
 	// ErrNotLeader on a follower.
 	ConsistentRead(ctx context.Context) error
+	// Ready returns nil when this node should receive traffic: a leader is
+	// known and reachable, the replica is caught up, and on the leader Nova
+	// answered recently. Otherwise the error says why.
+	Ready(ctx context.Context) error
+}
 
+// StatusReader is what the read-only status endpoints show (`iha status`,
+// `iha host`, `iha events`, the event stream).
+type StatusReader interface {
 	Cluster(ctx context.Context) (Cluster, error)
 	Hosts(ctx context.Context) ([]HostSummary, error)
 	// Host returns the full record of host, or ErrNotFound.
 	Host(ctx context.Context, host string) (Host, error)
 	Events(q EventQuery) []Event
-	Gate(host string) Gate
+}
 
+// GateReader answers an agent's question at boot: may its nova-compute
+// start (GET /v1/gate/{host}).
+type GateReader interface {
+	Gate(host string) Gate
+}
+
+// Mutator commits the operator's commands.
+type Mutator interface {
 	// Mutate commits an operator command through Raft and returns the seq
 	// of the audit event it wrote (0 when it cannot tell). Leader only:
 	// ErrNotLeader on a follower (the server forwards before calling it).
 	// ErrConflict or ErrNotFound when the command does not fit the state.
 	// Committing the same command twice is harmless (each is audited).
 	Mutate(ctx context.Context, m Mutation) (uint64, error)
-
-	// Ready returns nil when this node should receive traffic: a leader is
-	// known and reachable, the replica is caught up, and on the leader Nova
-	// answered recently. Otherwise the error says why.
-	Ready(ctx context.Context) error
 }
 
 // Config configures a Server.
