@@ -19,8 +19,14 @@ import (
 //     this node's suspicion timer declared X dead with N confirmations;
 //   - "Refuting a suspect message (from: F)": this node was suspected by F.
 //
-// The wording is memberlist v0.5.4's (pinned in go.mod); mesh_test.go fails
-// if an upgrade changes it. Write is called from memberlist's goroutines,
+// memberlist has no hook for these three: its delegates (Delegate,
+// EventDelegate, ConflictDelegate, MergeDelegate, AliveDelegate, and
+// PingDelegate, which sees successful probes only) report joins, leaves,
+// updates, merges and acks, never a suspicion, its accuser or a
+// refutation. What a delegate does report comes from the delegate (a
+// death: EventDelegate.NotifyLeave). The wording is memberlist v0.5.4's
+// (pinned in go.mod); TestMemberlistStillLogsWhatTheBridgeReads
+// (logbridge_test.go) fails if an upgrade changes it. Write is called from memberlist's goroutines,
 // sometimes with its node lock held, and log.Logger serialises writers: it
 // must never block, so what it observes runs later on the mesh's
 // log-action goroutine (dropped and counted if that falls far behind).
