@@ -9,7 +9,9 @@ STATICCHECK_VERSION ?= v0.6.1
 GOLANGCI_VERSION    ?= v2.6.2
 # Test parallelism: the crash and scenario suites mostly wait on timers.
 TEST_PARALLEL ?= 8
-TEST_FLAGS ?= -race -shuffle=on -count=1 -parallel $(TEST_PARALLEL) -timeout 45m
+# -tags dev: the demo's own tests (cmd/iha-leader/dev_test.go); the binaries
+# that make build ships are built without it (no simulator linked).
+TEST_FLAGS ?= -race -shuffle=on -count=1 -parallel $(TEST_PARALLEL) -timeout 45m -tags dev
 
 .DEFAULT_GOAL := help
 .PHONY: help build test test-deps check fmt vet staticcheck lint tidy-check dev bench fuzz fuzz-replay clean
@@ -29,7 +31,7 @@ test: test-deps ## install what the tests need, then run every test with the rac
 	GO=$(GO) scripts/go-test.sh $(TEST_FLAGS) ./...
 
 dev: ## run the demo: a simulated cloud where one compute fails and recovers
-	$(GO) run ./cmd/iha-leader -dev
+	$(GO) run -tags dev ./cmd/iha-leader -dev
 
 check: fmt vet tidy-check staticcheck lint ## the gate: gofmt, vet, go mod tidy, staticcheck, golangci-lint
 	@echo "check: all clean"
@@ -37,8 +39,9 @@ check: fmt vet tidy-check staticcheck lint ## the gate: gofmt, vet, go mod tidy,
 fmt: ## fail if a file is not gofmt'ed
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-vet: ## go vet
+vet: ## go vet (the production build, and with the demo's build tag)
 	$(GO) vet ./...
+	$(GO) vet -tags dev ./...
 
 tidy-check: ## fail if go mod tidy would change go.mod or go.sum
 	@cp go.mod /tmp/iha-go.mod.bak; cp go.sum /tmp/iha-go.sum.bak; \
@@ -49,6 +52,7 @@ tidy-check: ## fail if go mod tidy would change go.mod or go.sum
 
 staticcheck: ## staticcheck (installed at a pinned version on first use)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -tags dev ./cmd/iha-leader/
 
 lint: ## golangci-lint with .golangci.yml (import rules among them)
 	@command -v golangci-lint >/dev/null 2>&1 || GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)

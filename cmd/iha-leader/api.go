@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,7 +17,6 @@ import (
 	"github.com/ihaproject/iha/pkg/identity"
 	"github.com/ihaproject/iha/pkg/lease"
 	"github.com/ihaproject/iha/pkg/metrics"
-	"github.com/ihaproject/iha/pkg/secret"
 	"github.com/ihaproject/iha/pkg/version"
 )
 
@@ -156,30 +152,6 @@ func apiTLS(s config.Settings) (*tls.Config, error) {
 		// one. Verifying here against this pool (system roots) would admit
 		// any publicly issued certificate and refuse the cluster's own.
 		ClientAuth: tls.RequestClientCert}, nil
-}
-
-// devAPIAddr is where dev mode serves the status API (tests use port 0);
-// when it is taken, dev mode takes any free port.
-var devAPIAddr = "127.0.0.1:7421"
-
-// startDevAPI serves dev mode's status API with a fresh write token and
-// the mesh the leader judges by, and prints its URL and a one-line hint.
-// Dev mode works without it (nil).
-func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, mesh leader.MeshReporter, w io.Writer, log *slog.Logger) *statusAPI {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	tok := hex.EncodeToString(b)
-	s.APIToken = secret.New(tok)
-	a, err := startAPI(node, mon, s, devAPIAddr, mesh, controllerKeys{}, nil, log)
-	if err != nil {
-		a, err = startAPI(node, mon, s, "127.0.0.1:0", mesh, controllerKeys{}, nil, log)
-	}
-	if err != nil {
-		log.Warn("dev mode: status API not served", "err", err)
-		return nil
-	}
-	fmt.Fprintf(w, "status API: %s   in another terminal: export IHA_ADDR=%s IHA_TOKEN=%s; iha status; iha events -f\n\n", a.URL, a.URL, tok)
-	return a
 }
 
 // startLeases serves the watchdog leases when the cluster key (CLUSTER_KEY,

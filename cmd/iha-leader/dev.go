@@ -1,3 +1,5 @@
+//go:build dev
+
 package main
 
 import (
@@ -485,4 +487,28 @@ func (d *devAgents) waitAlive(ctx context.Context, m *meshNode, n int) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// devAPIAddr is where dev mode serves the status API (tests use port 0);
+// when it is taken, dev mode takes any free port.
+var devAPIAddr = "127.0.0.1:7421"
+
+// startDevAPI serves dev mode's status API with a fresh write token and
+// the mesh the leader judges by, and prints its URL and a one-line hint.
+// Dev mode works without it (nil).
+func startDevAPI(node *leader.Node, mon *leader.Monitor, s config.Settings, mesh leader.MeshReporter, w io.Writer, log *slog.Logger) *statusAPI {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	tok := hex.EncodeToString(b)
+	s.APIToken = secret.New(tok)
+	a, err := startAPI(node, mon, s, devAPIAddr, mesh, controllerKeys{}, nil, log)
+	if err != nil {
+		a, err = startAPI(node, mon, s, "127.0.0.1:0", mesh, controllerKeys{}, nil, log)
+	}
+	if err != nil {
+		log.Warn("dev mode: status API not served", "err", err)
+		return nil
+	}
+	fmt.Fprintf(w, "status API: %s   in another terminal: export IHA_ADDR=%s IHA_TOKEN=%s; iha status; iha events -f\n\n", a.URL, a.URL, tok)
+	return a
 }

@@ -1,3 +1,5 @@
+//go:build dev
+
 package main
 
 import (
@@ -12,6 +14,29 @@ import (
 
 	"github.com/ihaproject/iha/pkg/api"
 )
+
+// TestDevModeRecoversAndNeverPrintsThePassword runs the demo as `make dev`
+// does and checks its outcome, with a canary Keystone password that must
+// not appear anywhere in what it prints.
+func TestDevModeRecoversAndNeverPrintsThePassword(t *testing.T) {
+	const canary = "CanaryDevPassw0rd-7731"
+	var out, errOut syncBuf
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	code := runDev(ctx, devOptions{stdout: &out, stderr: &errOut, failAfter: time.Second, password: canary})
+	t.Log(out.String())
+	if code != 0 {
+		t.Fatalf("dev mode exited %d\n%s", code, errOut.String())
+	}
+	for _, want := range []string{"recovery done", "web-1", "result: every evacuable instance runs elsewhere", "FencingSucceeded", "HostReenabled"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("dev output lacks %q", want)
+		}
+	}
+	if strings.Contains(out.String()+errOut.String(), canary) {
+		t.Fatal("the Keystone password appeared in dev mode's output")
+	}
+}
 
 // TestDevModeServesTheAPIAndEventsFollowTheRecovery runs dev mode as
 // `iha-leader -dev -dev-keep` does, finds the API URL in the hint it
