@@ -29,6 +29,21 @@ type detection struct {
 	why           map[string]string
 	verdicts      map[string]Verdict
 	inflight      []string
+	// judged is every host's verdict this cycle and evidence what each
+	// rested on (kept only for an EvidenceObserver): the observer sees
+	// them when the cycle ends (reportVerdicts).
+	judged   map[string]Verdict
+	evidence map[string]Evidence
+}
+
+// reportVerdicts hands the cycle's verdicts (and evidence) to the observer
+// once the cycle's decisions are made: the status API's metrics, and the
+// decision log, which records them after the decisions they led to.
+func (r *Reconciler) reportVerdicts(d detection, now time.Time) {
+	r.obs.Verdicts(d.judged, now)
+	if evObs, ok := r.obs.(EvidenceObserver); ok {
+		evObs.Judgements(d.evidence, now)
+	}
 }
 
 // detectFailures is the detect stage: it reads this cycle's inputs once
@@ -95,18 +110,10 @@ func (r *Reconciler) readInputs(ctx context.Context, svcs []nova.Service, now ti
 // agent, a fresh InstanceHA heartbeat) is reported once per episode; one
 // to wait for sets the next look (no poll granularity).
 func (r *Reconciler) judgeHosts(ctx context.Context, d *detection, records map[string]*HostRecord, maintenance map[string]string, now time.Time) {
-	judged := make(map[string]Verdict, len(d.svcs))
-	evObs, wantEvidence := r.obs.(EvidenceObserver)
-	var evidence map[string]Evidence
-	if wantEvidence {
-		evidence = make(map[string]Evidence, len(d.svcs))
+	d.judged = make(map[string]Verdict, len(d.svcs))
+	if _, ok := r.obs.(EvidenceObserver); ok {
+		d.evidence = make(map[string]Evidence, len(d.svcs))
 	}
-	defer func() {
-		r.obs.Verdicts(judged, now)
-		if wantEvidence {
-			evObs.Judgements(evidence, now)
-		}
-	}()
 	for _, s := range d.svcs {
 		if rec := records[s.Host]; rec != nil && rec.Phase.Active() {
 			continue // G2: already in recovery
@@ -115,11 +122,11 @@ func (r *Reconciler) judgeHosts(ctx context.Context, d *detection, records map[s
 			continue // a host in maintenance is never a new failure
 		}
 		v, reason, look := r.judge(s, now)
-		judged[s.Host] = v
-		if wantEvidence {
+		d.judged[s.Host] = v
+		if d.evidence != nil {
 			ev := r.evidence(s, now, v, reason)
 			ev.Mode, ev.ForcedDown, ev.DisabledReason = r.cfg.DetectionMode, s.ForcedDown, s.DisabledReason
-			evidence[s.Host] = ev
+			d.evidence[s.Host] = ev
 		}
 		switch v {
 		case VerdictFailed, VerdictInstanceHA, VerdictKdump:

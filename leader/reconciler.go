@@ -444,6 +444,7 @@ func (r *Reconciler) Cycle(ctx context.Context) error {
 		svcs = r.shadowCycle(ctx, svcs, now) // watch the other agent (shadow.go)
 	}
 	d := r.detectFailures(ctx, svcs, now)
+	defer r.reportVerdicts(d, now)
 	if err := r.admit(ctx, d, now); err != nil {
 		return err
 	}
