@@ -307,6 +307,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 				return nil // the term ended while it ran
 			case err == nil:
 				reconciled = true
+			case errors.Is(err, errShadowChanged):
+				// Again at once, before any cycle judges in the new mode.
+				r.log.Info("shadow mode changed during the startup reconciliation: running it again in the new mode", "shadow", r.shadowing())
+				continue
 			case errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost):
 				// Its commit found this node no longer leading: raft tells
 				// the monitor, which ends this term (a regained leadership is

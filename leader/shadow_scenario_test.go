@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -411,6 +413,84 @@ func TestShadowOffTakesOverTheOrphansTheOtherAgentLeft(t *testing.T) {
 	}
 	if srv, _ := w.Sim.Server(w.servers["vm1"]); srv.Locked {
 		t.Error("vm1 still under the other agent's evacuation lock")
+	}
+}
+
+// flipAfterOrphan is the reconciler's store with a hook: flip runs once,
+// right after the startup reconciliation's OrphanedHostRecovered event
+// commits.
+type flipAfterOrphan struct {
+	leader.Store
+	once sync.Once
+	flip atomic.Pointer[func()]
+}
+
+func (f *flipAfterOrphan) Apply(ctx context.Context, t leader.CommandType, at time.Time, body any) (any, error) {
+	res, err := f.Store.Apply(ctx, t, at, body)
+	if ev, ok := body.(leader.EventCmd); ok && ev.Kind == "OrphanedHostRecovered" {
+		if fn := f.flip.Load(); fn != nil {
+			f.once.Do(*fn)
+		}
+	}
+	return res, err
+}
+
+// TestShadowOffDuringTheStartupReconciliationStillTakesOver: `iha shadow
+// off` committed while the first term's startup reconciliation is deciding
+// (in shadow) on InstanceHA's orphan c1. The takeover must not be recorded
+// by that pass (it adopted nothing: its decision on c1 was a shadow's), so
+// the first acting pass adopts c1 and recovers it once. (Seen under load:
+// the pass recorded the takeover "adopted c1", released the locks, and c1
+// stayed forced down for good.)
+func TestShadowOffDuringTheStartupReconciliationStillTakesOver(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Shadow = true
+	hook := &flipAfterOrphan{}
+	w := newWorld(t, s, func(o *sandbox.Options) {
+		o.WrapStore = func(st leader.Store) leader.Store { hook.Store = st; return hook }
+	})
+	ctx := context.Background()
+	w.orphanC1()
+	// The reconciler starts with the node; the operator's client comes
+	// with the API right after. The hook waits for it (holding the
+	// reconciliation between its decision on c1 and its takeover record).
+	var client atomic.Pointer[api.Client]
+	flipped := make(chan error, 1)
+	flip := func() {
+		for client.Load() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		_, err := client.Load().Mutate(ctx, api.MutShadowOff, "", "InstanceHA retired")
+		flipped <- err
+	}
+	hook.flip.Store(&flip)
+	w.start()
+	backend := leader.NewAPI(leader.APIConfig{Node: w.Node(), Monitor: w.Monitor(), Settings: s, Version: "test"})
+	t.Cleanup(backend.Close)
+	srv := httptest.NewServer(api.NewServer(api.Config{Backend: backend, Token: secret.New("rw-token")}))
+	t.Cleanup(srv.Close)
+	client.Store(&api.Client{Addrs: []string{srv.URL}, Token: "rw-token", Actor: "alice@test"})
+	select {
+	case err := <-flipped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(scale(20 * time.Second)):
+		t.Fatal("the startup reconciliation never decided on the orphan c1: the test did not reach the window it is about")
+	}
+	waitFor(t, 40*time.Second, "the orphan c1 adopted and recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
+	if rec := w.FSM().Host("c1"); !rec.Adopted || rec.Evidence.Source != "orphan" {
+		t.Errorf("c1's record: adopted %v, source %q", rec.Adopted, rec.Evidence.Source)
+	}
+	took := w.events("", "StartupReconciled")
+	if len(took) != 1 || !strings.Contains(took[0].Message, "adopted c1") {
+		t.Errorf("takeover events %+v", took)
+	}
+	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
+		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
+			t.Errorf("%s evacuated %d times", name, n)
+		}
 	}
 }
 

@@ -1,6 +1,9 @@
 package leader
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // What a new term does once before its first poll (Run): the startup
 // reconciliation (InstanceHA's orphans at IHA's first start, leftover
@@ -18,6 +21,11 @@ import "context"
 // the leader. Every term also releases evacuation locks left behind
 // (releaseLeftoverLocks).
 func (r *Reconciler) startupReconcile(ctx context.Context) error {
+	// Whether this pass decides as a shadow, read once: `iha shadow off`
+	// may commit while it runs, and a pass whose decisions were a shadow's
+	// adopted nothing, so it must not record the takeover (Run runs the
+	// takeover again once the term acts).
+	shadow := r.shadowing()
 	svcs, err := r.read.ListServices(ctx, "nova-compute")
 	if err != nil {
 		return err
@@ -52,8 +60,11 @@ func (r *Reconciler) startupReconcile(ctx context.Context) error {
 		_, _ = r.apply(ctx, CmdEvent, EventCmd{Host: s.Host, Kind: "OrphanedHostRecovered", Message: "forced down but not disabled: recovery adopted"})
 	}
 	// A shadow takes nothing over: the takeover is recorded by the first
-	// acting term (the orphans above are shadow decisions).
-	if r.recordTakeover && !r.shadowing() {
+	// acting pass (the orphans above are shadow decisions).
+	if shadow != r.shadowing() {
+		return errShadowChanged
+	}
+	if r.recordTakeover && !shadow {
 		if _, err := r.apply(ctx, CmdTakeover, TakeoverCmd{Adopted: adopted, Skipped: !*r.adoptOrphans}); err != nil {
 			return err
 		}
@@ -62,3 +73,7 @@ func (r *Reconciler) startupReconcile(ctx context.Context) error {
 	r.releaseLeftoverLocks(ctx, svcs)
 	return nil
 }
+
+// errShadowChanged ends a startup reconciliation during which shadow mode
+// was turned on or off: Run runs it again, in the mode now in force.
+var errShadowChanged = errors.New("shadow mode changed during the startup reconciliation")
