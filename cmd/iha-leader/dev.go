@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/agent"
+	"github.com/ihaproject/iha/pkg/nova"
 	"github.com/ihaproject/iha/pkg/version"
 
 	"github.com/ihaproject/iha/fence"
@@ -280,7 +281,7 @@ func reserve(sb *sandbox.Sandbox, host string) {
 	svc, _ := sb.Sim.Service(host)
 	disabled := "disabled"
 	reason := "reserved for instance HA"
-	_, _ = sb.Nova.UpdateService(context.Background(), svc.ID, novaUpdate(&disabled, &reason))
+	_, _ = sb.Nova.UpdateService(context.Background(), svc.ID, nova.ServiceUpdate{Status: &disabled, DisabledReason: &reason})
 }
 
 // evacuatedActive reports whether every server the record planned to move
