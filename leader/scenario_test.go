@@ -2,6 +2,7 @@ package leader_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -716,6 +717,47 @@ func TestNovaHungDuringARecovery(t *testing.T) {
 		t.Errorf("ready %s after Nova answered: the failed step must be retried within seconds, not at the next poll", d)
 	}
 	waitFor(t, 60*time.Second, "c1 recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
+	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
+		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
+			t.Errorf("%s evacuated %d times, want 1", name, n)
+		}
+	}
+}
+
+// TestFenceRetriedWithinSecondsOfTheBMCAnsweringAgain is lab chaos
+// scenario 6's tail in process: at POLL 45 a BMC that did not answer is
+// tried again seconds after the failed attempt, not a POLL later, so the
+// host is fenced (and its servers move) soon after the BMC answers again.
+func TestFenceRetriedWithinSecondsOfTheBMCAnsweringAgain(t *testing.T) {
+	t.Parallel()
+	s := fastSettings()
+	s.Poll = 45 * time.Second
+	w := newWorld(t, s)
+	w.start()
+	rec := w.readyReconciler()
+	w.BMC("c1").SetFailOff(errors.New("BMC unreachable"))
+	w.Hang("c1")
+	time.Sleep(s.Delta + 1500*time.Millisecond) // stale for DELTA
+	rec.Poke()
+	waitFor(t, 30*time.Second, "a failed fence attempt", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && r.FenceTries > 0
+	})
+	w.BMC("c1").SetFailOff(nil)
+	back := time.Now()
+	waitFor(t, 60*time.Second, "c1 fenced once its BMC answers", func() bool {
+		r := w.FSM().Host("c1")
+		return r != nil && r.Fence != nil
+	})
+	took := time.Since(back)
+	t.Logf("fenced %s after the BMC answered again (POLL %s)", took.Round(100*time.Millisecond), s.Poll)
+	if took > scale(10*time.Second) {
+		t.Errorf("fenced %s after the BMC answered again: a failed attempt must be retried within seconds, not at the next poll", took.Round(100*time.Millisecond))
+	}
+	waitFor(t, 60*time.Second, "c1's servers evacuated", func() bool {
+		p := w.phase("c1")
+		return p == leader.PhaseReenabling || p == leader.PhaseDone
+	})
 	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
 		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
 			t.Errorf("%s evacuated %d times, want 1", name, n)

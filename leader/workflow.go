@@ -21,6 +21,9 @@ import (
 // shorter).
 const stepRetry = 5 * time.Second
 
+// fenceRetry is how long after a failed fence attempt the next one starts.
+func (r *Reconciler) fenceRetry() time.Duration { return min(r.cfg.Poll, stepRetry) }
+
 // recoverHost drives one host's record until it waits for something, ends,
 // or ctx is cancelled. Each pass reads the committed record and performs the
 // next step, so it resumes correctly whatever the previous leader did.
@@ -112,9 +115,14 @@ func (r *Reconciler) fenceStep(ctx context.Context, rec *HostRecord) error {
 		r.log.Info("resuming a fence whose result was not recorded", "host", host, "op", op)
 	} else {
 		if rec.FenceTries > 0 {
-			// A failed attempt is retried at most once per poll interval.
+			// A failed attempt is tried again stepRetry (5 s; POLL when
+			// shorter) after it ended, not a POLL later: each attempt
+			// already spends its FENCING_TIMEOUT on the BMC's own retries,
+			// and a BMC that answers again must not leave the host
+			// unfenced for most of a minute (lab chaos scenario 6: 45 s
+			// between attempts at POLL 45).
 			last := rec.PhaseSince
-			if wait := r.cfg.Poll - r.now().Sub(last); wait > 0 {
+			if wait := r.fenceRetry() - r.now().Sub(last); wait > 0 {
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
@@ -136,6 +144,8 @@ func (r *Reconciler) fenceStep(ctx context.Context, rec *HostRecord) error {
 		if r.watchdogAfterBMC(ctx, rec, ferr) {
 			return nil // the next pass waits for the watchdog
 		}
+		r.log.Info("fence attempt failed: trying again", "host", host, "retry_in", r.fenceRetry())
+		time.AfterFunc(r.fenceRetry(), r.Poke)
 		return errWait
 	}
 	r.log.Warn("host fenced", "host", host, "method", res.Method, "power", res.State, "op", op)
