@@ -4,7 +4,8 @@
 #   start       start HOST's processes again (new PIDs recorded): its iha-agent
 #               and its gated nova-compute when the lab runs IHA; idempotent
 #   restart     graceful: TERM (KILL after 30 s), then start
-#   freeze/thaw SIGSTOP/SIGCONT HOST's processes (a hung host)
+#   freeze/thaw SIGSTOP/SIGCONT HOST's processes (a hung host), except its
+#               watchdog (LAB_WATCHDOG), which keeps counting as hardware does
 #   restart, freeze and thaw with PROC (nova-compute or iha-agent) act on
 #   that one process of the host only: a service restart, a hung daemon
 #   power       prints power:1 or power:0
@@ -81,6 +82,8 @@ proc_pidfiles() {
 signal_host() {
   local f
   for f in $(proc_pidfiles); do
+    # A hung host's hardware watchdog keeps counting (LAB_WATCHDOG).
+    [[ $f == *.watchdog.pid ]] && continue
     kill "-$1" -- "-$(cat "$f")" 2>/dev/null || kill "-$1" "$(cat "$f")" 2>/dev/null || true
   done
 }

@@ -25,9 +25,10 @@ stop_all() { # stop_all DEADLINE PIDFILE...: in parallel
 
 rc=0
 shopt -s nullglob
-# 1. BMCs and hosts first (nothing may restart a compute), then the
-#    OpenStack services, then their infrastructure, epmd last.
-stop_all "$DEADLINE" "$PIDS"/bmc-*.pid || rc=1
+# 1. BMCs and the hosts' watchdogs first (nothing may restart or reset a
+#    compute: an agent stopped without leaders stays armed), then the hosts
+#    and the OpenStack services, then their infrastructure, epmd last.
+stop_all "$DEADLINE" "$PIDS"/bmc-*.pid "$PIDS"/*.watchdog.pid || rc=1
 stop_all "$DEADLINE" "$PIDS"/*.nova-compute.pid "$PIDS"/*.iha-agent.pid "$PIDS"/nova-*.pid \
   "$PIDS"/glance-api.pid "$PIDS"/placement.pid "$PIDS"/neutron-stub.pid "$PIDS"/net-*.pid || rc=1
 stop_all 30 "$PIDS"/rabbitmq.pid "$PIDS"/mariadb.pid || rc=1

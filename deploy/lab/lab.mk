@@ -3,7 +3,7 @@
 LAB_COMPUTES ?= 3
 LAB_SH := deploy/lab
 
-.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-scenarios lab-test lab-bench lab-soak lab-chaos
+.PHONY: lab-install lab-up lab-down lab-status lab-contract lab-scenarios lab-test lab-bench lab-soak lab-chaos lab-watchdog
 
 lab-install: ## install the lab's Debian packages (real Nova, MariaDB, RabbitMQ, ipmi_sim), idempotent
 	$(LAB_SH)/install.sh
@@ -14,7 +14,8 @@ lab-install: ## install the lab's Debian packages (real Nova, MariaDB, RabbitMQ,
 LAB_IHA_BIN ?= $(CURDIR)/.cache/lab-iha-bin
 
 lab-up: lab-install ## start a real Nova (Zed) with LAB_COMPUTES fake computes, their ipmi_sim BMCs and iha-agents on 127.0.0.1
-	if [ -n "$(LAB_IHA_BIN)" ]; then mkdir -p "$(LAB_IHA_BIN)" && for c in iha-agent iha-leader iha; do go build -o "$(LAB_IHA_BIN)/$$c" ./cmd/$$c || exit 1; done; fi
+	if [ -n "$(LAB_IHA_BIN)" ]; then mkdir -p "$(LAB_IHA_BIN)" && for c in iha-agent iha-leader iha; do go build -o "$(LAB_IHA_BIN)/$$c" ./cmd/$$c || exit 1; done && \
+	  go build -o "$(LAB_IHA_BIN)/iha-wddouble" ./internal/wddouble/iha-wddouble; fi
 	LAB_IHA_BIN="$(LAB_IHA_BIN)" $(LAB_SH)/up.sh $(LAB_COMPUTES)
 
 lab-down: ## stop exactly the processes the lab started and verify they are gone
@@ -68,3 +69,14 @@ LAB_CHAOS_KILL_RUNS ?= 3
 lab-chaos: lab-install ## faults on the real-Nova lab: mesh/Nova/controller partitions, Nova API and RabbitMQ outages, a hung BMC, leader kills, clock skew
 	LAB_CHAOS_SCENARIOS=$(LAB_CHAOS_SCENARIOS) LAB_CHAOS_KILL_RUNS=$(LAB_CHAOS_KILL_RUNS) \
 	  scripts/go-test.sh -tags 'lab labchaos' -count=1 -timeout 90m -v -run '^TestLabChaos$$' ./deploy/lab/scenarios/
+
+# lab-watchdog: issue 17's watchdog self-fencing on a LAB_CHAOS=1 lab whose
+# every agent is armed with the device double (LAB_WATCHDOG=10s): a hung
+# host with a dead BMC, a host cut off with its BMC, every leader stopped,
+# the acting leader killed during the watchdog wait. LAB_WATCHDOG_SCENARIOS
+# (default a,b,c,d) picks some.
+LAB_WATCHDOG_SCENARIOS ?= a,b,c,d
+
+lab-watchdog: lab-install ## watchdog self-fencing on the real-Nova lab (~15 min): dead BMCs, a cut-off host, all leaders stopped, a leader killed mid-wait
+	LAB_WATCHDOG_SCENARIOS=$(LAB_WATCHDOG_SCENARIOS) \
+	  scripts/go-test.sh -tags 'lab labchaos' -count=1 -timeout 60m -v -run '^TestLabWatchdog$$' ./deploy/lab/scenarios/

@@ -46,6 +46,15 @@ LAB_IHA_PORT_BASE="${LAB_IHA_PORT_BASE:-$((LAB_PORT_BASE + 40))}"
 LAB_GATE_TIMEOUT="${LAB_GATE_TIMEOUT:-300}" # seconds; the drop-in's default is 600
 if [ -z "${LAB_IHA_BIN:-}" ] && [ -s "$LAB_DIR/iha/bin" ]; then LAB_IHA_BIN=$(cat "$LAB_DIR/iha/bin"); fi
 LAB_IHA_BIN="${LAB_IHA_BIN:-}"
+# Watchdog self-fencing (issue 17): with LAB_WATCHDOG=W (e.g. 10s) at up,
+# every host's agent is armed with a watchdog of timeout W, the device
+# double iha-wddouble (a host process, HOST.watchdog) whose firing SIGKILLs
+# the host's nova-compute and iha-agent, as a BMC power-off does. up.sh
+# records W in $LAB_DIR/iha/watchdog for ctl.sh and the BMCs.
+if [ -z "${LAB_WATCHDOG:-}" ] && [ -z "${LAB_UP:-}" ] && [ -s "$LAB_DIR/iha/watchdog" ]; then
+  LAB_WATCHDOG=$(cat "$LAB_DIR/iha/watchdog")
+fi
+LAB_WATCHDOG="${LAB_WATCHDOG:-}"
 
 PIDS="$LAB_DIR/pids"
 LOGS="$LAB_DIR/log"
@@ -238,6 +247,11 @@ gate_on_no_answer: start
 log_level: info
 metrics_listen: off
 AGENT
+    if [ -n "$LAB_WATCHDOG" ]; then
+      # The device double (start_watchdog) serves this FIFO; never a
+      # FIFO in production (allow_fifo warns at every start).
+      echo "watchdog: {device: $dir/watchdog, timeout: $LAB_WATCHDOG, allow_fifo: true}" >>"$dir/agent.yaml"
+    fi
   fi
   echo "$dir/agent.yaml"
 }
@@ -251,6 +265,23 @@ start_agent() {
   conf=$(agent_config "$host")
   if chaos_on; then pre=(ip netns exec "$(netns_of "$host")"); fi
   start_daemon "$host.iha-agent" "${pre[@]}" "$LAB_IHA_BIN/iha-agent" --config "$conf"
+}
+
+# start_watchdog HOST: HOST's watchdog (LAB_WATCHDOG), one of its host
+# processes: the device double serving $LAB_DIR/iha/agents/HOST/watchdog.
+# Armed when the agent opens it (after its first lease); unfed for W it
+# SIGKILLs the groups of HOST.nova-compute and HOST.iha-agent (pid files read
+# when it fires: either may have restarted), records "fired" in
+# watchdog.jsonl beside it and exits. Like hardware it keeps counting while
+# the host hangs (ctl.sh freeze leaves it alone) and dies with the host's
+# power (power_off).
+start_watchdog() {
+  local host=$1 dir
+  dir="$LAB_DIR/iha/agents/$host"
+  mkdir -p "$dir"
+  start_daemon "$host.watchdog" "$LAB_IHA_BIN/iha-wddouble" -fifo "$dir/watchdog" -timeout "$LAB_WATCHDOG" \
+    -pgid-file "$PIDS/$host.nova-compute.pid" -pgid-file "$PIDS/$host.iha-agent.pid" -record "$dir/watchdog.jsonl"
+  wait_for "$host's watchdog device" 10 test -p "$dir/watchdog"
 }
 
 # netns_name HOST: the network namespace of HOST, unique per port block.
@@ -314,6 +345,7 @@ power_off() {
 # power_on HOST: start HOST's processes unless running. Idempotent.
 power_on() {
   [ "$(power_state "$1")" = 1 ] && return 0
+  if [ -n "$LAB_IHA_BIN" ] && [ -n "$LAB_WATCHDOG" ]; then start_watchdog "$1"; fi
   if [ -n "$LAB_IHA_BIN" ]; then start_agent "$1"; fi
   start_compute "$1"
 }

@@ -41,6 +41,11 @@ if [ -n "$LAB_IHA_BIN" ]; then
   LAB_IHA_BIN=$(realpath "$LAB_IHA_BIN")
   mkdir -p "$LAB_DIR/iha"
   echo "$LAB_IHA_BIN" >"$LAB_DIR/iha/bin"
+  if [ -n "$LAB_WATCHDOG" ]; then
+    [[ $LAB_WATCHDOG =~ ^[1-9][0-9]*s$ ]] || die "LAB_WATCHDOG=$LAB_WATCHDOG: want whole seconds such as 10s"
+    [ -x "$LAB_IHA_BIN/iha-wddouble" ] || die "LAB_IHA_BIN=$LAB_IHA_BIN holds no iha-wddouble (LAB_WATCHDOG's device double)"
+    echo "$LAB_WATCHDOG" >"$LAB_DIR/iha/watchdog"
+  fi
   # The mesh's keys, made once as an operator makes them (docs/operations.md,
   # "The mesh's keys"): every agent.yaml (lib.sh) and the scenarios' leaders
   # use them; the mesh is encrypted as in production.
@@ -242,6 +247,7 @@ export LAB_IHA_KDUMP_ADDRS=$(iha_addrs kdump)
 export LAB_IHA_GATE_FILE=$LAB_DIR/iha/gate-on
 export LAB_IHA_KEYRING=$LAB_DIR/iha/gossip.keyring
 export LAB_IHA_CLUSTER_KEY=$LAB_DIR/iha/cluster.key
+export LAB_WATCHDOG=$LAB_WATCHDOG
 ENV
 fi
 if chaos_on; then

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,5 +171,71 @@ func TestRunNeedsATarget(t *testing.T) {
 	err := wddouble.Run(context.Background(), wddouble.Config{FIFO: filepath.Join(t.TempDir(), "x"), Timeout: time.Second})
 	if err == nil {
 		t.Fatal("Run without a process group nor Kill started")
+	}
+}
+
+// TestTheDoubleProcessKillsEveryGroupNamedInPidFiles is the lab's wiring: a
+// host there is several process groups (nova-compute, iha-agent), each in a
+// pid file read when the countdown runs out (a restart rewrites them). Both
+// groups die; a pid file that does not exist (a process of the host that is
+// not running) is no error.
+func TestTheDoubleProcessKillsEveryGroupNamedInPidFiles(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "iha-wddouble")
+	if out, err := exec.Command("go", "build", "-o", bin, "./iha-wddouble").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	var pidFiles []string
+	var leaders []int
+	for i := 0; i < 2; i++ {
+		g := exec.Command("sleep", "300")
+		g.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := g.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := g.Process.Pid
+		go func() { _ = g.Wait() }() // reap, so that a killed group is not a zombie
+		t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+		f := filepath.Join(dir, fmt.Sprintf("host.proc%d.pid", i))
+		if err := os.WriteFile(f, []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		pidFiles, leaders = append(pidFiles, f), append(leaders, pid)
+	}
+	fifo, record := filepath.Join(dir, "wd"), filepath.Join(dir, "events.jsonl")
+	w := scale(500 * time.Millisecond)
+	args := []string{"-fifo", fifo, "-timeout", w.String(), "-record", record,
+		"-pgid-file", pidFiles[0], "-pgid-file", filepath.Join(dir, "host.absent.pid"), "-pgid-file", pidFiles[1]}
+	double := exec.Command(bin, args...)
+	double.Stderr = os.Stderr
+	if err := double.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- double.Wait() }()
+	t.Cleanup(func() {
+		_ = double.Process.Kill()
+		<-exited
+	})
+	var d watchdog.Device
+	testkit.WaitFor(t, scale(10*time.Second), "the double's FIFO", func() bool {
+		var err error
+		d, err = watchdog.Open(fifo, w, watchdog.Options{AllowFIFO: true})
+		return err == nil
+	})
+	defer d.Close()
+	if err := d.Feed(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, scale(10*time.Second), "both groups to die", func() bool {
+		return !alive(leaders[0]) && !alive(leaders[1])
+	})
+	testkit.WaitFor(t, scale(10*time.Second), "the fired record", func() bool {
+		evs := readRecord(t, record)
+		return len(evs) > 0 && evs[len(evs)-1].Event == "fired"
+	})
+	evs := readRecord(t, record)
+	if fired := evs[len(evs)-1]; fired.Err != "" {
+		t.Fatalf("fired with an error: %s", fired.Err)
 	}
 }

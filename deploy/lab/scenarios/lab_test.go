@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ihaproject/iha/internal/testkit"
+	"github.com/ihaproject/iha/pkg/api"
 )
 
 // scale stretches every deadline on a slow or busy machine
@@ -430,7 +431,7 @@ type ihaConfig struct {
 	local []*http.Client
 }
 
-// build compiles iha-leader, iha and iha-agent once per test binary
+// build compiles iha-leader, iha, iha-agent and iha-wddouble once per test binary
 // (LAB_SCENARIO_BIN names a directory of prebuilt ones instead).
 func build(t testing.TB, root string) string {
 	if dir := os.Getenv("LAB_SCENARIO_BIN"); dir != "" {
@@ -442,9 +443,14 @@ func build(t testing.TB, root string) string {
 		return dir
 	}
 	dir := t.TempDir()
-	for _, c := range []string{"iha-leader", "iha", "iha-agent"} {
+	// iha-wddouble is the watchdog device double of a LAB_WATCHDOG lab.
+	for _, c := range []string{"iha-leader", "iha", "iha-agent", "iha-wddouble"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute*scale())
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c)
+		pkg := "./cmd/" + c
+		if c == "iha-wddouble" {
+			pkg = "./internal/wddouble/iha-wddouble"
+		}
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, c), pkg)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		cancel()
@@ -716,6 +722,9 @@ type hostView struct {
 		State       string `json:"state"`
 		MigrationID int    `json:"migration_id"`
 	} `json:"servers"`
+	// Watchdog is the host's watchdog lease and, during a watchdog fence,
+	// the wait (absent: its agent never asked for a lease).
+	Watchdog *api.Watchdog `json:"watchdog"`
 }
 
 // requested counts the servers whose evacuate Nova accepted.

@@ -5,44 +5,48 @@
 // processes), records the event and exits.
 //
 //	iha-wddouble -fifo /run/lab/compute-1.wd -timeout 10s -pgid 4242 -record events.jsonl
+//
+// -pgid-file may be given several times: a host of the real-Nova lab is
+// several process groups (its nova-compute, its iha-agent), each recorded in
+// a pid file that a restart rewrites, so the files are read when the
+// countdown runs out and every group named is killed.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ihaproject/iha/internal/wddouble"
 )
 
+// files is a repeatable flag.
+type files []string
+
+func (f *files) String() string     { return strings.Join(*f, ",") }
+func (f *files) Set(s string) error { *f = append(*f, s); return nil }
+
 func main() {
 	fifo := flag.String("fifo", "", "the device path (created as a FIFO)")
 	timeout := flag.Duration("timeout", 0, "W: the countdown")
 	pgid := flag.Int("pgid", 0, "the process group to SIGKILL when the countdown runs out")
-	pgidFile := flag.String("pgid-file", "", "read the process group from this file when the countdown runs out (the compute may restart)")
+	var pgidFiles files
+	flag.Var(&pgidFiles, "pgid-file", "read a process group to SIGKILL from this file when the countdown runs out (the compute may restart); repeatable")
 	record := flag.String("record", "", "append one JSON line per event to this file")
 	flag.Parse()
-	if *fifo == "" || *timeout <= 0 || (*pgid <= 1 && *pgidFile == "") {
-		fmt.Fprintln(os.Stderr, "usage: iha-wddouble -fifo PATH -timeout W (-pgid N | -pgid-file F) [-record FILE]")
+	if *fifo == "" || *timeout <= 0 || (*pgid <= 1 && len(pgidFiles) == 0) {
+		fmt.Fprintln(os.Stderr, "usage: iha-wddouble -fifo PATH -timeout W (-pgid N | -pgid-file F...) [-record FILE]")
 		os.Exit(2)
 	}
 	cfg := wddouble.Config{FIFO: *fifo, Timeout: *timeout, PGID: *pgid}
-	if *pgidFile != "" {
-		cfg.Kill = func() error {
-			var n int
-			b, err := os.ReadFile(*pgidFile)
-			if err == nil {
-				_, err = fmt.Sscan(string(b), &n)
-			}
-			if err != nil || n <= 1 {
-				return fmt.Errorf("process group from %s: %v (%d)", *pgidFile, err, n)
-			}
-			return syscall.Kill(-n, syscall.SIGKILL)
-		}
+	if len(pgidFiles) > 0 {
+		cfg.Kill = func() error { return killGroups(*pgid, pgidFiles) }
 	}
 	if *record != "" {
 		f, err := os.OpenFile(*record, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -63,4 +67,35 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "iha-wddouble: done after %v\n", time.Since(start).Round(time.Millisecond))
+}
+
+// killGroups SIGKILLs the group pgid (if > 1) and every group named in
+// files. A missing file or a group already gone is no error (that process
+// of the host was not running); every group is tried before returning.
+func killGroups(pgid int, files []string) error {
+	var errs []error
+	kill := func(n int, from string) {
+		if err := syscall.Kill(-n, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("kill group %d (%s): %w", n, from, err))
+		}
+	}
+	if pgid > 1 {
+		kill(pgid, "-pgid")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		var n int
+		if err == nil {
+			_, err = fmt.Sscan(string(b), &n)
+		}
+		if err != nil || n <= 1 {
+			errs = append(errs, fmt.Errorf("process group from %s: %v (%d)", f, err, n))
+			continue
+		}
+		kill(n, f)
+	}
+	return errors.Join(errs...)
 }
