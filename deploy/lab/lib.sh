@@ -345,6 +345,10 @@ power_off() {
 # power_on HOST: start HOST's processes unless running. Idempotent.
 power_on() {
   [ "$(power_state "$1")" = 1 ] && return 0
+  # A power-on is a new boot: the agent keeps the watchdog state of this
+  # boot only (its state file names /proc/sys/kernel/random/boot_id, which
+  # the lab's hosts share with the machine), so the last boot's goes.
+  if [ -n "$LAB_IHA_BIN" ]; then rm -f "$LAB_DIR/iha/agents/$1/state/watchdog.json"; fi
   if [ -n "$LAB_IHA_BIN" ] && [ -n "$LAB_WATCHDOG" ]; then start_watchdog "$1"; fi
   if [ -n "$LAB_IHA_BIN" ]; then start_agent "$1"; fi
   start_compute "$1"
