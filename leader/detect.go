@@ -161,13 +161,22 @@ func (r *Reconciler) judgeHosts(ctx context.Context, d *detection, records map[s
 }
 
 // letGoHealthy drops the record of a host judged failed but not yet fenced
-// that Nova reports healthy again: nothing was done to it.
+// that is healthy again: nothing was done to it. Healthy again means Nova
+// says up and fresh and the judge no longer fails it: in both mode Nova
+// says up for service_down_time after a dead host's last report, so Nova
+// alone would drop a record whose fence failed fast (a dead BMC) while the
+// mesh still says dead and Nova has not heard the host since, and the next
+// cycle would open it again and start the fence (and a watchdog wait) over.
 func (r *Reconciler) letGoHealthy(ctx context.Context, records map[string]*HostRecord, byHost map[string]nova.Service, now time.Time) {
 	for _, rec := range records {
 		if rec.Phase != PhaseDetected || rec.Pending != nil || rec.Adopted {
 			continue
 		}
 		if s, ok := byHost[rec.Host]; ok && s.State == "up" && !IsStale(s, r.novaNow(now), r.cfg.Delta) && !s.ForcedDown && !disabled(s) {
+			if v, reason, _ := r.judge(s, now); v == VerdictFailed || v == VerdictInstanceHA || v == VerdictKdump {
+				r.log.Debug("Nova says up, but the host is still failed: recovery kept", "host", rec.Host, "verdict", v, "evidence", reason)
+				continue
+			}
 			r.log.Info("host is healthy again before it was fenced: recovery dropped", "host", rec.Host)
 			_, _ = r.apply(ctx, CmdPhase, PhaseCmd{Host: rec.Host, Phase: PhaseSkipped, From: PhaseDetected,
 				Reason: "host reported up again before it was fenced"})

@@ -2,6 +2,7 @@ package leader_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -282,5 +283,64 @@ func TestScenarioNovaClockBehind(t *testing.T) {
 	waitFor(t, 30*time.Second, "c2 recovered", func() bool { return w.phase("c2") == leader.PhaseReenabling || w.phase("c2") == leader.PhaseDone })
 	if off, _, _ := w.BMC("c1").Counts(); off != 0 {
 		t.Fatalf("c1 powered off %d times", off)
+	}
+}
+
+// TestScenarioDeadBMCKeepsItsOneRecordWhileNovaStillSaysUp is what the
+// lab's watchdog scenario d found (deploy/lab/README.md, issue 17): in
+// both mode a host is failed while Nova still reports it up (Nova's state
+// turns down only service_down_time after the last report, 60 s by
+// default). When its BMC fence fails fast, the record is back in detected
+// with Nova still saying up and updated_at younger than DELTA: the next
+// poll cycle must not take that for "healthy again before it was fenced"
+// and drop the record (HostSkipped), re-judge it at once (a second
+// HostDown) and start the fence over; on the watchdog path the wait is
+// lost with it and a new leader, which polls on taking over, started the
+// BMC's timeout over. Healthy again means the judge no longer fails it:
+// the host back in the mesh and reporting to Nova, which the test then
+// makes true.
+func TestScenarioDeadBMCKeepsItsOneRecordWhileNovaStillSaysUp(t *testing.T) {
+	t.Parallel()
+	mesh := sandbox.NewMesh()
+	s := novaDefaultSettings()
+	s.Poll = time.Second // cycles within the window in which Nova still says up
+	s.NovaReportInterval = 2 * time.Second
+	w := newWorld(t, s, func(o *sandbox.Options) {
+		o.Mesh = mesh
+		o.Sim.ReportInterval, o.Sim.ServiceDownTime = 2*time.Second, 60*time.Second
+	})
+	w.start()
+	w.BMC("c1").SetFailOff(errors.New("BMC unreachable"))
+	w.Hang("c1")
+	mesh.Set("c1", leader.MeshDead, "c2", "c3")
+	waitFor(t, 20*time.Second, "c1's BMC fence failed", func() bool { return len(w.events("c1", "FencingFailed")) > 0 })
+	// Three more poll cycles, all well within DELTA (30 s) of c1's last
+	// report and service_down_time (60 s): Nova says up all along.
+	time.Sleep(3 * s.Poll)
+	if sv, _ := w.Sim.Service("c1"); sv.State != "up" {
+		t.Fatalf("Nova says c1 is %q: the scenario needs Nova to still say up", sv.State)
+	}
+	if n := len(w.events("c1", "HostDown")); n != 1 {
+		t.Errorf("%d HostDown events for c1, want its one recovery", n)
+	}
+	if ev := w.events("c1", "HostSkipped"); len(ev) > 0 {
+		t.Errorf("c1's recovery was dropped while the mesh still says it is dead and Nova has not heard it: %+v", ev[0])
+	}
+	if p := w.phase("c1"); !p.Active() {
+		t.Errorf("c1's recovery is %s, want it still under way (waiting for its BMC)", p)
+	}
+
+	// The host comes back before anything was done to it (its agent alive
+	// in the mesh, nova-compute reporting again): that is healthy again,
+	// and the record is let go, once.
+	w.Sim.StartCompute("c1")
+	mesh.Set("c1", leader.MeshAlive)
+	waitFor(t, 20*time.Second, "c1's recovery dropped once it is back", func() bool { return len(w.events("c1", "HostSkipped")) > 0 })
+	time.Sleep(3 * s.Poll)
+	if n, k := len(w.events("c1", "HostDown")), len(w.events("c1", "HostSkipped")); n != 1 || k != 1 {
+		t.Errorf("%d HostDown and %d HostSkipped events for c1, want one each", n, k)
+	}
+	if off, _, _ := w.BMC("c1").Counts(); off != 0 || w.evacuations() != 0 {
+		t.Errorf("c1: %d power-offs, %d evacuations: nothing was to be done", off, w.evacuations())
 	}
 }
