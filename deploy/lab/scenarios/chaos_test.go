@@ -16,25 +16,41 @@ import (
 	"time"
 )
 
-// timeline is what a chaos scenario prints: each event with its offset.
+// timeline is what a chaos scenario prints: each event with its offset,
+// in the order of their times.
 type timeline struct {
 	mu    sync.Mutex
 	t0    time.Time
-	lines []string
+	lines []tlLine
+}
+
+type tlLine struct {
+	off  time.Duration
+	text string
 }
 
 func newTimeline() *timeline { return &timeline{t0: time.Now()} }
 
-func (tl *timeline) add(format string, args ...any) {
+// add records an event that happens now.
+func (tl *timeline) add(format string, args ...any) { tl.addAt(time.Now(), format, args...) }
+
+// addAt records an event that happened at (read afterwards from a record).
+func (tl *timeline) addAt(at time.Time, format string, args ...any) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	tl.lines = append(tl.lines, fmt.Sprintf("+%6.1fs ", time.Since(tl.t0).Seconds())+fmt.Sprintf(format, args...))
+	tl.lines = append(tl.lines, tlLine{off: at.Sub(tl.t0), text: fmt.Sprintf(format, args...)})
 }
 
 func (tl *timeline) String() string {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	return strings.Join(tl.lines, "\n")
+	lines := append([]tlLine(nil), tl.lines...)
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].off < lines[j].off })
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = fmt.Sprintf("+%6.1fs %s", l.off.Seconds(), l.text)
+	}
+	return strings.Join(out, "\n")
 }
 
 // chaosCounts is what the BMC histories and Nova say happened to hosts

@@ -201,21 +201,21 @@ func TestLabWatchdog(t *testing.T) {
 		})
 	}
 	// armed waits until the acting leader's replica shows every host in
-	// hosts armed under a lease.
-	armed := func(t *testing.T, c *ihaConfig, hosts []string) {
+	// hosts armed under a lease granted after after.
+	armed := func(t *testing.T, c *ihaConfig, hosts []string, after time.Time) {
 		t.Helper()
 		start := time.Now()
-		waitFor(t, fmt.Sprintf("%d agents armed under a lease", len(hosts)), 3*time.Minute, func() (bool, string) {
+		waitFor(t, fmt.Sprintf("%d agents armed under a lease granted since %s", len(hosts), after.Format("15:04:05.000")), 3*time.Minute, func() (bool, string) {
 			var not []string
 			for _, h := range hosts {
 				r, ok := c.hostOnLeader(h)
-				if !ok || r.Watchdog == nil || !r.Watchdog.Armed {
+				if !ok || r.Watchdog == nil || !r.Watchdog.Armed || !r.Watchdog.LastGrant.After(after) {
 					not = append(not, h)
 				}
 			}
 			return len(not) == 0, fmt.Sprintf("not armed: %v", not)
 		})
-		t.Logf("%d agents armed %v after the mesh", len(hosts), time.Since(start).Round(100*time.Millisecond))
+		t.Logf("%d agents armed under a fresh lease %v after asked", len(hosts), time.Since(start).Round(100*time.Millisecond))
 	}
 	// cluster starts three leaders with IHA's defaults and the watchdog
 	// keys, waits for the whole mesh and every agent armed.
@@ -228,7 +228,7 @@ func TestLabWatchdog(t *testing.T) {
 		c.start(t)
 		t.Cleanup(func() { c.stop(t) })
 		l.waitMesh(t, c, "both")
-		armed(t, c, hosts)
+		armed(t, c, hosts, time.Time{})
 		return c
 	}
 	// dead fails t unless every process in procs is gone.
@@ -245,11 +245,12 @@ func TestLabWatchdog(t *testing.T) {
 	// agent is armed again.
 	boot := func(t *testing.T, c *ihaConfig, tl *timeline, h string) {
 		l.ctl("bmc-mend", h)
+		booted := time.Now()
 		l.ctl("start", h)
 		tl.add("%s booted again (ctl.sh start: watchdog, agent, gated nova-compute), BMC answering", h)
 		l.waitReenabled(t, h, 6*time.Minute)
 		tl.add("%s re-enabled", h)
-		armed(t, c, []string{h})
+		armed(t, c, []string{h}, booted)
 		tl.add("%s's agent armed again", h)
 	}
 	// recovered asserts what a, b and d share once every server is ACTIVE
@@ -263,29 +264,37 @@ func TestLabWatchdog(t *testing.T) {
 		rec, _ := c.hostOnLeader(h)
 		evs := c.hostEvents(j, h)
 		sp := wdSplit{judged: since(t0, rec.DetectedAt), allActive: since(t0, last), bmcFailed: -1, fired: -1, leaseExpired: -1, fenced: -1}
+		tl.addAt(rec.DetectedAt, "%s judged failed (%s: %s)", h, rec.Evidence.Verdict, rec.Evidence.Note)
 		fired, ok := l.wdFired(h, t0)
 		if !ok {
 			t.Errorf("%s's watchdog double never fired (record %+v)", h, l.wdEvents(h, t0))
 		} else {
 			sp.fired = since(t0, fired.At)
-			tl.add("%s's watchdog fired (%.1f s after its last feed; kill error %q)", h, fired.At.Sub(fired.LastFeed).Seconds(), fired.Err)
+			tl.addAt(fired.LastFeed, "%s's watchdog fed for the last time", h)
+			tl.addAt(fired.At, "%s's watchdog fired: nova-compute and iha-agent SIGKILLed (%.1f s after the last feed; kill error %q)", h, fired.At.Sub(fired.LastFeed).Seconds(), fired.Err)
 			if fired.Err != "" {
 				t.Errorf("the double's kill failed: %s", fired.Err)
 			}
 		}
 		dead(t, h, map[string]int{"nova-compute": procs["nova-compute"], "iha-agent": procs["iha-agent"]}, "after the recovery")
+		if e, ok := firstEvent(evs, "FencingStarted", t0); ok {
+			tl.addAt(e.At, "%s: %s", e.Kind, e.Message)
+		}
 		if e, ok := firstEvent(evs, "FencingFailed", t0); ok {
 			sp.bmcFailed = since(t0, e.At)
+			tl.addAt(e.At, "%s: %s", e.Kind, e.Message)
 		} else {
 			t.Errorf("no FencingFailed event for %s: the BMC fence was not tried and failed (events %+v)", h, evs)
 		}
-		if _, ok := firstEvent(evs, "WatchdogFencePending", t0); !ok {
+		if e, ok := firstEvent(evs, "WatchdogFencePending", t0); !ok {
 			t.Errorf("no WatchdogFencePending event for %s", h)
+		} else {
+			tl.addAt(e.At, "%s: %s", e.Kind, e.Message)
 		}
 		if e, ok := firstEvent(evs, "FencingSucceeded", t0); !ok || !strings.Contains(e.Message, "watchdog self-fence") {
 			t.Errorf("FencingSucceeded of %s = %+v (found %v): want a watchdog self-fence", h, e, ok)
 		} else {
-			tl.add("%s: %s", e.Kind, e.Message)
+			tl.addAt(e.At, "%s: %s", e.Kind, e.Message)
 		}
 		if rec.Fence == nil || rec.Fence.Method != "watchdog" {
 			t.Errorf("%s's fence = %+v, want method watchdog", h, rec.Fence)
@@ -297,8 +306,9 @@ func TestLabWatchdog(t *testing.T) {
 		} else {
 			sp.leaseExpired = since(t0, wd.LeaseExpires)
 			floor := wd.LastGrant.Add(lease + w + margin)
-			tl.add("%s: last grant %s (+%.1f s), lease expired +%.1f s, G + L + W + margin +%.1f s, fence deadline committed %s",
-				h, wd.LastGrant.Format("15:04:05.000"), since(t0, wd.LastGrant), sp.leaseExpired, since(t0, floor), wd.FenceDeadline.Format("15:04:05.000"))
+			tl.addAt(wd.LastGrant, "%s's last lease grant (G)", h)
+			tl.addAt(wd.LeaseExpires, "%s's lease expired (G + L)", h)
+			tl.addAt(floor, "G + L + W + margin (the committed fence deadline: %s)", wd.FenceDeadline.Format("15:04:05.000"))
 			if rec.Fence != nil && rec.Fence.At.Before(floor) {
 				t.Errorf("%s fenced at %s, before its last grant + L + W + margin (%s)", h, rec.Fence.At.Format(time.RFC3339Nano), floor.Format(time.RFC3339Nano))
 			}
@@ -310,7 +320,8 @@ func TestLabWatchdog(t *testing.T) {
 		migs := l.evacuations(h, t0)
 		firstMig := firstMigration(migs)
 		sp.firstEvacuate = since(t0, firstEvac)
-		tl.add("first evacuate step started +%.1f s; first evacuation migration created %s (Nova, whole seconds)", sp.firstEvacuate, firstMig.Format("15:04:05"))
+		tl.addAt(firstEvac, "the first evacuate step started")
+		tl.addAt(firstMig, "the first evacuation migration created (Nova's created_at, whole seconds: %s)", firstMig.Format("15:04:05"))
 		if ok {
 			if firstEvac.IsZero() || !fired.At.Before(firstEvac) {
 				t.Errorf("the watchdog fired at %s, not before the first evacuate step (%s)", fired.At.Format("15:04:05.000"), firstEvac.Format("15:04:05.000"))
@@ -362,10 +373,11 @@ func TestLabWatchdog(t *testing.T) {
 		cont()
 		stopped = false
 		tl.add("all three leaders SIGCONTed after 3 × L")
+		woke := time.Now()
 		j := c.leader(t, 2*time.Minute)
 		tl.add("%s leads", c.nodes[j].name)
-		armed(t, c, hosts)
-		tl.add("every agent holds a lease again")
+		armed(t, c, hosts, woke)
+		tl.add("every agent holds a fresh lease again")
 		time.Sleep(45 * time.Second) // a poll of the woken leaders
 		nw.end()
 		tl.add("45 s later")
