@@ -73,10 +73,12 @@ lab-chaos: lab-install ## faults on the real-Nova lab: mesh/Nova/controller part
 # lab-watchdog: issue 17's watchdog self-fencing on a LAB_CHAOS=1 lab whose
 # every agent is armed with the device double (LAB_WATCHDOG=10s): a hung
 # host with a dead BMC, a host cut off with its BMC, every leader stopped,
-# the acting leader killed during the watchdog wait. LAB_WATCHDOG_SCENARIOS
-# (default a,b,c,d) picks some.
-LAB_WATCHDOG_SCENARIOS ?= a,b,c,d
+# the acting leader killed during the watchdog wait, a hung host at the
+# default FENCING_TIMEOUT. LAB_WATCHDOG_SCENARIOS (default a,b,c,d,e) picks
+# some; LAB_WD_TRIALS repeats a.
+LAB_WATCHDOG_SCENARIOS ?= a,b,c,d,e
+LAB_WD_TRIALS ?= 1
 
-lab-watchdog: lab-install ## watchdog self-fencing on the real-Nova lab (~15 min): dead BMCs, a cut-off host, all leaders stopped, a leader killed mid-wait
-	LAB_WATCHDOG_SCENARIOS=$(LAB_WATCHDOG_SCENARIOS) \
+lab-watchdog: lab-install ## watchdog self-fencing on the real-Nova lab (~10 min): dead BMCs, a cut-off host, all leaders stopped, a leader killed mid-wait
+	LAB_WATCHDOG_SCENARIOS=$(LAB_WATCHDOG_SCENARIOS) LAB_WD_TRIALS=$(LAB_WD_TRIALS) \
 	  scripts/go-test.sh -tags 'lab labchaos' -count=1 -timeout 60m -v -run '^TestLabWatchdog$$' ./deploy/lab/scenarios/

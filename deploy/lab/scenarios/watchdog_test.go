@@ -152,7 +152,7 @@ func since(t0, at time.Time) float64 {
 // with the device double (W 10 s), three leaders at WATCHDOG_LEASE 15 s and
 // WATCHDOG_MARGIN 5 s (the shipped defaults) and FENCING_TIMEOUT 10 s
 // (LAB_WD_FENCING_TIMEOUT). Scenarios (LAB_WATCHDOG_SCENARIOS, default
-// c,a,b,d, run in that order):
+// a,b,c,d,e, run in the order c, a, e, b, d; LAB_WD_TRIALS repeats a):
 //
 //	a: a compute's BMC silent (ipmi_sim SIGSTOPped) and the compute hung
 //	   (SIGSTOP): the BMC fence fails, the watchdog fences it, every server
@@ -165,7 +165,9 @@ func since(t0, at time.Time) float64 {
 //	   compute's processes alive, nothing fenced, forced down or evacuated;
 //	d: as a, with the acting leader SIGKILLed during the watchdog wait: the
 //	   next leader fences at the committed grant's G + L + W + margin, not
-//	   from its own start; one recovery, one evacuation per server.
+//	   from its own start; one recovery, one evacuation per server;
+//	e: a at FENCING_TIMEOUT 30 s, the default: the figure with the BMC's
+//	   own timeout.
 func TestLabWatchdog(t *testing.T) {
 	const (
 		lease  = 15 * time.Second
@@ -184,7 +186,7 @@ func TestLabWatchdog(t *testing.T) {
 	}
 	fencingTimeout := envOr("LAB_WD_FENCING_TIMEOUT", "10")
 	want := map[string]bool{}
-	for _, s := range strings.Split(envOr("LAB_WATCHDOG_SCENARIOS", "a,b,c,d"), ",") {
+	for _, s := range strings.Split(envOr("LAB_WATCHDOG_SCENARIOS", "a,b,c,d,e"), ",") {
 		want[strings.TrimSpace(s)] = true
 	}
 	var figures []string
@@ -219,8 +221,8 @@ func TestLabWatchdog(t *testing.T) {
 	}
 	// cluster starts three leaders with IHA's defaults and the watchdog
 	// keys, waits for the whole mesh and every agent armed.
-	cluster := func(t *testing.T) *ihaConfig {
-		keys := map[string]string{"WATCHDOG_LEASE": lease.String(), "WATCHDOG_MARGIN": margin.String(), "FENCING_TIMEOUT": fencingTimeout}
+	cluster := func(t *testing.T, ft string) *ihaConfig {
+		keys := map[string]string{"WATCHDOG_LEASE": lease.String(), "WATCHDOG_MARGIN": margin.String(), "FENCING_TIMEOUT": ft}
 		if lv := os.Getenv("LAB_CHAOS_LOGLEVEL"); lv != "" {
 			keys["LOGLEVEL"] = lv
 		}
@@ -341,7 +343,7 @@ func TestLabWatchdog(t *testing.T) {
 	}
 
 	run("c", "every leader stopped for 3 × L: the peers find the control plane down, no compute resets", func(t *testing.T) {
-		c := cluster(t)
+		c := cluster(t, fencingTimeout)
 		tl := newTimeline()
 		procs := map[string]map[string]int{}
 		logFrom := map[string]int64{}
@@ -408,10 +410,11 @@ func TestLabWatchdog(t *testing.T) {
 		t.Logf("timeline:\n%s\ncounts: %v\nevents:\n%s", tl, l.counts(t0), lastLines(ev, 25))
 	})
 
-	run("a", "a hung compute whose BMC is silent: fenced by its watchdog, dead before the first evacuate, every server ACTIVE elsewhere", func(t *testing.T) {
-		c := cluster(t)
-		h := hosts[0]
-		ids := l.evacServers(t, "wa-"+h, h, 2)
+	// hung is scenarios a and e: a hung compute (SIGSTOP) whose BMC is
+	// silent, at FENCING_TIMEOUT ft.
+	hung := func(t *testing.T, name, ft string, h string) {
+		c := cluster(t, ft)
+		ids := l.evacServers(t, "w"+name+"-"+h, h, 2)
 		defer l.deleteServers(ids)
 		procs := l.hostProcs(h)
 		tl := newTimeline()
@@ -427,14 +430,35 @@ func TestLabWatchdog(t *testing.T) {
 		last := l.waitEvacuated(t, h, ids, nil, 5*time.Minute)
 		tl.add("last server ACTIVE elsewhere (%v after the failure)", last.Sub(t0).Round(100*time.Millisecond))
 		_, sp := recovered(t, c, tl, h, ids, procs, t0, last)
-		figures = append(figures, fmt.Sprintf("a (hung, BMC silent; load %.1f): %v", load, sp))
+		figures = append(figures, fmt.Sprintf("%s (hung, BMC silent, FENCING_TIMEOUT %s s; load %.1f): %v", name, ft, load, sp))
 		boot(t, c, tl, h)
 		l.untouched(t, []string{h}, t0)
 		t.Logf("timeline:\n%s\nsplit (s after the failure): %v\ncounts: %v", tl, sp, l.counts(t0))
+	}
+	// LAB_WD_TRIALS (default 1) runs a that many times, for the figure.
+	trials := envInt(t, "LAB_WD_TRIALS", 1)
+	run("a", "a hung compute whose BMC is silent: fenced by its watchdog, dead before the first evacuate, every server ACTIVE elsewhere", func(t *testing.T) {
+		if trials == 1 {
+			hung(t, "a", fencingTimeout, hosts[0])
+			return
+		}
+		for i := 0; i < trials; i++ {
+			t.Run(fmt.Sprintf("trial %d", i+1), func(t *testing.T) {
+				defer l.use(t)()
+				l.settle(t)
+				hung(t, fmt.Sprintf("a#%d", i+1), fencingTimeout, hosts[i%2*4])
+			})
+		}
+	})
+	// e is a at the shipped FENCING_TIMEOUT (30 s): a silent BMC fails only
+	// after it, past the watchdog's G + L + W + margin, so the BMC's timeout
+	// decides the figure.
+	run("e", "a at FENCING_TIMEOUT 30 s (the default): the silent BMC's timeout, not the watchdog, sets the time", func(t *testing.T) {
+		hung(t, "e", "30", hosts[3])
 	})
 
 	run("b", "a compute cut from the controllers, its peers and Nova, BMC silent: its agent stops feeding, the watchdog kills it, it is recovered", func(t *testing.T) {
-		c := cluster(t)
+		c := cluster(t, fencingTimeout)
 		h := hosts[1]
 		ids := l.evacServers(t, "wb-"+h, h, 2)
 		defer l.deleteServers(ids)
@@ -482,7 +506,7 @@ func TestLabWatchdog(t *testing.T) {
 	})
 
 	run("d", "the acting leader SIGKILLed during the watchdog wait: the next one fences at the committed grant's deadline, one recovery", func(t *testing.T) {
-		c := cluster(t)
+		c := cluster(t, fencingTimeout)
 		h := hosts[2]
 		ids := l.evacServers(t, "wd-"+h, h, 3)
 		defer l.deleteServers(ids)
@@ -559,6 +583,6 @@ func TestLabWatchdog(t *testing.T) {
 		t.Logf("timeline:\n%s\nsplit (s after the failure): %v\ncounts: %v", tl, sp, l.counts(t0))
 	})
 
-	t.Logf("watchdog figures (L %v, W %v, margin %v, FENCING_TIMEOUT %s s), seconds after the failure:\n%s",
-		lease, w, margin, fencingTimeout, strings.Join(figures, "\n"))
+	t.Logf("watchdog figures (L %v, W %v, margin %v), seconds after the failure:\n%s",
+		lease, w, margin, strings.Join(figures, "\n"))
 }
