@@ -164,8 +164,11 @@ func since(t0, at time.Time) float64 {
 //	c: all three leaders SIGSTOPped for 3 × L: no double fires, every
 //	   compute's processes alive, nothing fenced, forced down or evacuated;
 //	d: as a, with the acting leader SIGKILLed during the watchdog wait: the
-//	   next leader fences at the committed grant's G + L + W + margin, not
-//	   from its own start; one recovery, one evacuation per server;
+//	   next leader fences no earlier than the committed grant's G + L + W +
+//	   margin and before its own start + L + W + margin (resumed, not
+//	   started over), later than the deadline only while the other
+//	   holders' unbroken reach is missing (it says so); one recovery, one
+//	   evacuation per server;
 //	e: a at FENCING_TIMEOUT 30 s, the default: the figure with the BMC's
 //	   own timeout.
 func TestLabWatchdog(t *testing.T) {
@@ -183,6 +186,28 @@ func TestLabWatchdog(t *testing.T) {
 	hosts := l.computes()
 	if len(hosts) != 5 {
 		t.Fatalf("the watchdog scenarios need 5 computes, the lab has %d", len(hosts))
+	}
+	// LAB_KEEP_LOGS also keeps the agents' logs and the doubles' records
+	// (the lab's directory goes with it).
+	if keep := os.Getenv("LAB_KEEP_LOGS"); keep != "" {
+		t.Cleanup(func() {
+			dir := filepath.Join(keep, "agents")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Logf("LAB_KEEP_LOGS: %v", err)
+				return
+			}
+			for _, h := range hosts {
+				for src, dst := range map[string]string{
+					filepath.Join(l.dir, "log", h+".iha-agent.log"):            h + ".iha-agent.log",
+					filepath.Join(l.dir, "iha", "agents", h, "watchdog.jsonl"): h + ".watchdog.jsonl",
+				} {
+					if b, err := os.ReadFile(src); err == nil {
+						_ = os.WriteFile(filepath.Join(dir, dst), b, 0o644)
+					}
+				}
+			}
+			t.Logf("agents' logs and the doubles' records kept in %s", dir)
+		})
 	}
 	fencingTimeout := envOr("LAB_WD_FENCING_TIMEOUT", "10")
 	want := map[string]bool{}
@@ -565,8 +590,22 @@ func TestLabWatchdog(t *testing.T) {
 			if rec.Fence.At.Before(floor) {
 				t.Errorf("fenced at %s, before the committed deadline %s", rec.Fence.At.Format("15:04:05.000"), floor.Format("15:04:05.000"))
 			}
-			if late := rec.Fence.At.Sub(resume); late > 5*time.Second {
-				t.Errorf("fenced %v after the new leader could (%s): the wait was not resumed from the committed grant", late, resume.Format("15:04:05.000"))
+			if own := led.Add(lease + w + margin); !rec.Fence.At.Before(own) {
+				t.Errorf("fenced at %s, not before the new leader's start + L + W + margin (%s): the wait was started over, not resumed from the committed grant",
+					rec.Fence.At.Format("15:04:05.000"), own.Format("15:04:05.000"))
+			}
+			// Later than the deadline only for FencedAt's second condition:
+			// the other holders must have reached a controller without a
+			// break through the window before T (L·0.45 + … ≈ 18 s at the
+			// defaults), and a leader change breaks the renewal chains of
+			// the holders whose renewal fell in the election; the new
+			// leader says so in its log.
+			holders := grepLines(grepLines(c.nodes[nj].proc().logText(), `msg="waiting for the host's watchdog" component=reconciler host=`+h+" "), "reached a controller without a break")
+			if holders != "" {
+				tl.add("%s waited for the other holders' unbroken reach: %s", c.nodes[nj].name, lastLines(holders, 1))
+			}
+			if late := rec.Fence.At.Sub(resume); late > 5*time.Second && holders == "" {
+				t.Errorf("fenced %v after the new leader could (%s), and not for the holders' quorum: the wait was not resumed from the committed grant", late, resume.Format("15:04:05.000"))
 			}
 			if !rec.Fence.At.After(killed) {
 				t.Errorf("fenced at %s, before the kill at %s: not the new leader's fence", rec.Fence.At.Format("15:04:05.000"), killed.Format("15:04:05.000"))
