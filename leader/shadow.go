@@ -396,7 +396,19 @@ func actorActions(prev nova.Service, had bool, cur nova.Service, now time.Time) 
 		return out
 	}
 	if !prev.ForcedDown && cur.ForcedDown {
-		add(ObservedForceDown, "", changedAt(prev, cur, now))
+		at := changedAt(prev, cur, now)
+		// Nova keeps updated_at in whole seconds (truncated): a change it
+		// dates T happened within [T, T+1s). The in-progress marker written
+		// with the force-down (one PUT for IHA, two calls milliseconds
+		// apart for InstanceHA) carries its writer's finer time: within
+		// that second, it dates the force-down, which would otherwise look
+		// up to a second earlier than it was (and IHA later than it).
+		if markerOf(reason) == ObservedMarker && disabled(cur) && reason != prev.DisabledReason {
+			if mt := markerTime(reason, time.Time{}); !mt.Before(at) && mt.Before(at.Add(time.Second)) {
+				at = mt
+			}
+		}
+		add(ObservedForceDown, "", at)
 	}
 	if disabled(cur) && (reason != prev.DisabledReason || !disabled(prev)) {
 		switch k := markerOf(reason); k {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ihaproject/iha/pkg/nova"
 )
 
 func eventKinds(f *FSM, host string) []string {
@@ -219,6 +221,42 @@ func TestIncidentFindings(t *testing.T) {
 			}
 			if c.agreeIHA != nil && strings.Join(f.IHAServers, ",") != strings.Join(c.agreeIHA, ",") {
 				t.Fatalf("IHA servers %v", f.IHAServers)
+			}
+		})
+	}
+}
+
+// TestActorActionsDateTheForceDownWithinNovasSecond: Nova keeps a
+// service's updated_at in whole seconds, so a force-down it dates 21:05:42
+// happened within that second; the marker written by the same change
+// says when (lab scenario 7: the acting IHA forced the host down at
+// 42.597, the shadow would have acted at 42.411, and the truncated time
+// made the shadow look 0.4 s late instead of 0.2 s early).
+func TestActorActionsDateTheForceDownWithinNovasSecond(t *testing.T) {
+	sec := time.Date(2026, 12, 7, 21, 5, 42, 0, time.UTC)
+	seen := sec.Add(4 * time.Second)
+	prev := nova.Service{Host: "c1", Status: "enabled", State: "up", UpdatedAt: sec.Add(-12 * time.Second)}
+	for _, c := range []struct {
+		name   string
+		reason string
+		want   time.Time
+	}{
+		{"the marker of the same change, within Nova's second, dates it", "instanceha evacuation: 2026-12-07T21:05:42.597384+00:00", sec.Add(597384 * time.Microsecond)},
+		{"a marker outside Nova's second (the writer's clock off) does not", "instanceha evacuation: 2026-12-07T21:05:47.100000+00:00", sec},
+		{"a marker before Nova's second does not", "instanceha evacuation: 2026-12-07T21:05:41.900000+00:00", sec},
+		{"a reason that is no marker does not", "maintenance by bob", sec},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cur := prev
+			cur.ForcedDown, cur.Status, cur.State, cur.DisabledReason, cur.UpdatedAt = true, "disabled", "down", c.reason, sec
+			var got time.Time
+			for _, o := range actorActions(prev, true, cur, seen) {
+				if o.Kind == ObservedForceDown {
+					got = o.At
+				}
+			}
+			if !got.Equal(c.want) {
+				t.Fatalf("force-down dated %s, want %s", got.Format("15:04:05.000000"), c.want.Format("15:04:05.000000"))
 			}
 		})
 	}
