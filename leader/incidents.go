@@ -93,6 +93,22 @@ func (i *Incident) Findings() Findings {
 	} else {
 		f.IHAWhat = "no decision"
 	}
+	// Nova dates a migration in whole seconds (truncated): one created in
+	// the second of a force-down or marker dated finer came after it (Nova
+	// evacuates only from a host it holds down, and until the force-down
+	// it held this one up), so it is not the first action.
+	var held time.Time
+	for _, o := range i.Actor {
+		if (o.Kind == ObservedForceDown || o.Kind == ObservedMarker) && (held.IsZero() || o.At.Before(held)) {
+			held = o.At
+		}
+	}
+	actedAt := func(o *Observed) time.Time {
+		if o.Kind == ObservedEvacuation && !held.IsZero() && !held.Before(o.At) && held.Before(o.At.Add(time.Second)) {
+			return held
+		}
+		return o.At
+	}
 	var first *Observed
 	evac := map[string]Observed{}
 	for k := range i.Actor {
@@ -100,7 +116,8 @@ func (i *Incident) Findings() Findings {
 		if !actorActs[o.Kind] {
 			continue
 		}
-		if first == nil || o.At.Before(first.At) {
+		if first == nil || actedAt(o).Before(actedAt(first)) ||
+			actedAt(o).Equal(actedAt(first)) && first.Kind == ObservedEvacuation && o.Kind != ObservedEvacuation {
 			first = o
 		}
 		if o.Kind == ObservedEvacuation && o.ServerID != "" && !finishedBad(o.Status) {

@@ -198,6 +198,18 @@ func TestIncidentFindings(t *testing.T) {
 			Incident{Host: "c1", Closed: closed, IHA: []ShadowDecision{{At: t0, Kind: ShadowFence, Reserved: "spare", Servers: []ShadowServer{{ID: "v1", Evacuate: true, Target: "spare"}}}},
 				Actor: []Observed{fd, ev("v1", "c2", "done", t0.Add(time.Minute))}},
 			[]string{DisagreeTargets}, 30 * time.Second, true, "IHA would send it to spare, the other agent sent it to c2", nil},
+		// Nova dates migrations in whole seconds (truncated); lab scenario
+		// 7: the acting IHA forced the host down at 05.370 and Nova dated
+		// its evacuations 05.000, which made the shadow (05.321) look late.
+		{"an evacuation Nova dates in the second of the force-down came after it: the force-down is first",
+			Incident{Host: "c1", Closed: closed, IHA: []ShadowDecision{fence(t0.Add(5321*time.Millisecond), ShadowServer{ID: "v1", Evacuate: true})},
+				Actor: []Observed{{At: t0.Add(5370 * time.Millisecond), Kind: ObservedForceDown}, {At: t0.Add(5370 * time.Millisecond), Kind: ObservedMarker},
+					ev("v1", "c2", "done", t0.Add(5*time.Second))}},
+			nil, 49 * time.Millisecond, true, "", []string{"v1"}},
+		{"an evacuation dated a second or more before the force-down is first",
+			Incident{Host: "c1", Closed: closed, IHA: []ShadowDecision{fence(t0.Add(5321*time.Millisecond), ShadowServer{ID: "v1", Evacuate: true})},
+				Actor: []Observed{{At: t0.Add(5370 * time.Millisecond), Kind: ObservedForceDown}, ev("v1", "c2", "done", t0.Add(4*time.Second))}},
+			nil, -1321 * time.Millisecond, true, "", []string{"v1"}},
 		{"a failed migration does not count as evacuated",
 			Incident{Host: "c1", Closed: closed, IHA: []ShadowDecision{fence(t0, ShadowServer{ID: "v1", Evacuate: true})},
 				Actor: []Observed{fd, ev("v1", "c2", "error", t0.Add(time.Minute))}},
