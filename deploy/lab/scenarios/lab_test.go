@@ -504,14 +504,57 @@ func (l *lab) writeConfig(t testing.TB, bin string, extra map[string]string) *ih
 
 // writeConfigAs is writeConfig into $LAB_DIR/iha/<name>/.
 func (l *lab) writeConfigAs(t testing.TB, name, bin string, extra map[string]string) *ihaConfig {
+	return l.writeQuorum(t, name, bin, l.labQuorum(t), extra, nil)
+}
+
+// quorum is where one IHA quorum's three leaders listen and what they are
+// called: the lab's (up.sh's ports, lab-leader-j, the one the agents'
+// gate asks) or another one beside it (shadowQuorum).
+type quorum struct {
+	names                    []string
+	raft, api, gossip, kdump []string
+	// join is GOSSIP_JOIN: the quorum's own gossip addresses, and the
+	// lab's for a second quorum in the same mesh.
+	join []string
+	// token is the leaders' X-Auth-Token for Nova (the lab's noauth:
+	// user:project), so that nova-api's log tells their requests apart.
+	token string
+	// gate: start turns the lab's nova-compute gate on (only the lab's
+	// quorum: the agents' gate asks it alone).
+	gate bool
+	// netns: the leaders run in the lab's controller namespaces
+	// (LAB_CHAOS=1 labs).
+	netns bool
+}
+
+// labQuorum is the quorum up.sh made room for: its addresses are in env,
+// the agents join its gossip addresses and their gate asks its APIs.
+func (l *lab) labQuorum(t testing.TB) quorum {
+	q := quorum{raft: l.addrs(t, "LAB_IHA_RAFT_ADDRS"), api: l.addrs(t, "LAB_IHA_API_ADDRS"),
+		gossip: l.addrs(t, "LAB_IHA_GOSSIP_ADDRS"), kdump: l.addrs(t, "LAB_IHA_KDUMP_ADDRS"),
+		token: "admin:admin", gate: true, netns: true}
+	for j := range q.raft {
+		q.names = append(q.names, fmt.Sprintf("lab-leader-%d", j+1))
+	}
+	q.join = q.gossip
+	return q
+}
+
+// writeQuorum writes, for each of q's three leaders, config.yaml (extra
+// over the lab's keys, then nodeKeys(j, dir) for leader j whose directory
+// is dir), and the shared clouds.yaml and fencing.yaml, under
+// $LAB_DIR/iha/<name>/. An empty value removes a key (its default applies).
+func (l *lab) writeQuorum(t testing.TB, name, bin string, q quorum, extra map[string]string, nodeKeys func(j int, dir string) map[string]string) *ihaConfig {
 	dir := filepath.Join(l.dir, "iha", strings.ReplaceAll(name, "/", "_"))
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	raft, api, gossip, kdump := l.addrs(t, "LAB_IHA_RAFT_ADDRS"), l.addrs(t, "LAB_IHA_API_ADDRS"),
-		l.addrs(t, "LAB_IHA_GOSSIP_ADDRS"), l.addrs(t, "LAB_IHA_KDUMP_ADDRS")
-	c := &ihaConfig{dir: dir, bin: bin, gate: l.vars["LAB_IHA_GATE_FILE"], hc: &http.Client{Timeout: 3 * time.Second * scale()}}
-	if v := l.vars["LAB_IHA_NETNS"]; v != "" {
+	raft, api, gossip, kdump := q.raft, q.api, q.gossip, q.kdump
+	c := &ihaConfig{dir: dir, bin: bin, hc: &http.Client{Timeout: 3 * time.Second * scale()}}
+	if q.gate {
+		c.gate = l.vars["LAB_IHA_GATE_FILE"]
+	}
+	if v := l.vars["LAB_IHA_NETNS"]; v != "" && q.netns {
 		c.ns, c.ops = strings.Split(v, ","), l.vars["LAB_OPS_NETNS"]
 		c.hc = netnsClient(c.ops)
 		for _, ns := range c.ns {
@@ -520,10 +563,10 @@ func (l *lab) writeConfigAs(t testing.TB, name, bin string, extra map[string]str
 	}
 	var peers []string
 	for j := range raft {
-		peers = append(peers, fmt.Sprintf("lab-leader-%d=%s", j+1, raft[j]))
+		peers = append(peers, fmt.Sprintf("%s=%s", q.names[j], raft[j]))
 	}
-	clouds := fmt.Sprintf("clouds:\n  lab:\n    auth_type: noauth\n    auth:\n      endpoint: %s\n      image_endpoint: %s\n      token: admin:admin\n    region_name: RegionOne\n",
-		l.nova, l.glance)
+	clouds := fmt.Sprintf("clouds:\n  lab:\n    auth_type: noauth\n    auth:\n      endpoint: %s\n      image_endpoint: %s\n      token: %s\n    region_name: RegionOne\n",
+		l.nova, l.glance, q.token)
 	var fencing strings.Builder
 	fencing.WriteString("FencingConfig:\n")
 	for _, h := range l.computes() {
@@ -539,7 +582,7 @@ func (l *lab) writeConfigAs(t testing.TB, name, bin string, extra map[string]str
 		}
 	}
 	for j := range raft {
-		n := &ihaNode{name: fmt.Sprintf("lab-leader-%d", j+1), dir: filepath.Join(dir, fmt.Sprintf("lab-leader-%d", j+1)), api: api[j]}
+		n := &ihaNode{name: q.names[j], dir: filepath.Join(dir, q.names[j]), api: api[j]}
 		if err := os.MkdirAll(filepath.Join(n.dir, "data"), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -553,7 +596,7 @@ func (l *lab) writeConfigAs(t testing.TB, name, bin string, extra map[string]str
 			"NODE_NAME": n.name, "RAFT_ADDR": raft[j], "API_ADDR": api[j], "RAFT_PEERS": strings.Join(peers, ","),
 			"DATA_DIR": filepath.Join(n.dir, "data"),
 			// The mesh: the leaders join as controllers; the agents join them.
-			"GOSSIP_BIND": gossip[j], "GOSSIP_JOIN": strings.Join(gossip, ","), "GOSSIP_PROFILE": "fast",
+			"GOSSIP_BIND": gossip[j], "GOSSIP_JOIN": strings.Join(q.join, ","), "GOSSIP_PROFILE": "fast",
 			// The keys up.sh made for the lab's agents.
 			"GOSSIP_KEYRING": l.keyFile(t, "LAB_IHA_KEYRING"), "CLUSTER_KEY": l.keyFile(t, "LAB_IHA_CLUSTER_KEY"),
 			// CHECK_KDUMP stays false (InstanceHA's default): with it the
@@ -561,7 +604,17 @@ func (l *lab) writeConfigAs(t testing.TB, name, bin string, extra map[string]str
 			// fence. KDUMP_LISTEN is where a scenario that sets it listens.
 			"KDUMP_LISTEN": kdump[j],
 		}
-		for k, v := range extra {
+		over := extra
+		if nodeKeys != nil {
+			over = map[string]string{}
+			for k, v := range extra {
+				over[k] = v
+			}
+			for k, v := range nodeKeys(j, n.dir) {
+				over[k] = v
+			}
+		}
+		for k, v := range over {
 			if v == "" {
 				delete(keys, k) // the key's default
 				continue
@@ -703,11 +756,13 @@ type hostView struct {
 		At     time.Time `json:"at"`
 	} `json:"fence"`
 	Evidence struct {
-		Mode      string    `json:"mode"`
-		Source    string    `json:"source"`
-		Verdict   string    `json:"verdict"`
-		Note      string    `json:"note"`
-		MeshSince time.Time `json:"mesh_since"`
+		Mode          string    `json:"mode"`
+		Source        string    `json:"source"`
+		Verdict       string    `json:"verdict"`
+		Note          string    `json:"note"`
+		MeshState     string    `json:"mesh_state"`
+		MeshSince     time.Time `json:"mesh_since"`
+		NovaUpdatedAt time.Time `json:"nova_updated_at"`
 	} `json:"evidence"`
 	Steps []struct {
 		Step     string    `json:"step"`

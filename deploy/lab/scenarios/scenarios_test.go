@@ -205,6 +205,11 @@ func TestIHAOnRealNova(t *testing.T) {
 		}
 		l.untouched(t, victims, t0)
 	})
+
+	t.Run("7 a second quorum in shadow mode watches the acting one through a power loss: its incident agrees, it never acts", func(t *testing.T) {
+		defer l.use(t)()
+		l.shadowRun(t)
+	})
 }
 
 // countOff counts the BMC power-offs that found the host powered.
