@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -432,6 +433,9 @@ func (l *lab) shadowRun(t *testing.T) {
 	l.untouched(t, []string{victim}, t0)
 }
 
+// keyMaterial matches a key in a key file: base64, 16 characters or more.
+var keyMaterial = regexp.MustCompile(`[A-Za-z0-9+/_-]{16,}={0,2}`)
+
 // checkDecisionLogs returns the directory of the decision log that holds
 // c's decision on host (the node that led then), after checking that no
 // node's log holds a secret: the BMC password, the gossip keyring, the
@@ -444,11 +448,12 @@ func (l *lab) checkDecisionLogs(t testing.TB, c *ihaConfig, host string) string 
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range strings.Fields(string(b)) {
-			if len(f) >= 16 {
-				secrets = append(secrets, f)
-			}
+		// The keys themselves (the keyring is a JSON list of them).
+		keys := keyMaterial.FindAllString(string(b), -1)
+		if len(keys) == 0 {
+			t.Fatalf("%s: no key found in %s", k, l.keyFile(t, k))
 		}
+		secrets = append(secrets, keys...)
 	}
 	found := ""
 	for _, n := range c.nodes {
