@@ -13,7 +13,7 @@ import (
 
 // The decision log of a recovery on the real-Nova lab (lab scenario 7,
 // deploy/lab/scenarios/shadow_test.go, copied out with LAB_SHADOW_RECORD;
-// 2026-12-07, this branch at 89345fc): the acting quorum's leader
+// 2026-12-07, 21:20): the acting quorum's leader
 // lab-leader-1, Nova 26 at its defaults (report_interval 10 s), three
 // computes; lab-compute-1 powered off by its BMC at 21:20:44.8, its agent
 // dead in the mesh at 47.980 (verdict wait: Nova's heartbeat of 21:20:38
