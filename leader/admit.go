@@ -88,7 +88,13 @@ func (r *Reconciler) admit(ctx context.Context, d detection, now time.Time) erro
 		}
 	}
 	for _, s := range a.resume {
-		r.log.Warn("resuming a recovery marked in Nova", "host", s.Host, "disabled_reason", s.DisabledReason)
+		if r.shadowing() {
+			// The other agent's recovery, watched: the shadow decides, it
+			// does not resume anything (shadowDetect).
+			r.log.Info("a recovery marked in Nova by the acting agent: shadow decision only", "host", s.Host, "disabled_reason", s.DisabledReason)
+		} else {
+			r.log.Warn("resuming a recovery marked in Nova", "host", s.Host, "disabled_reason", s.DisabledReason)
+		}
 		ev := Evidence{Source: "marker", NovaState: s.State, NovaUpdatedAt: s.UpdatedAt, ForcedDown: s.ForcedDown,
 			DisabledReason: s.DisabledReason}
 		if err := r.detect(ctx, s, ev, true, ""); err != nil {
