@@ -39,9 +39,10 @@ check: fmt vet tidy-check staticcheck lint ## the gate: gofmt, vet, go mod tidy,
 fmt: ## fail if a file is not gofmt'ed
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-vet: ## go vet (the production build, and with the demo's build tag)
+vet: ## go vet (the production build, with the demo's build tag, and the lab's scenarios)
 	$(GO) vet ./...
 	$(GO) vet -tags dev ./...
+	$(GO) vet -tags 'lab labchaos labsoak' ./deploy/lab/...
 
 tidy-check: ## fail if go mod tidy would change go.mod or go.sum
 	@cp go.mod /tmp/iha-go.mod.bak; cp go.sum /tmp/iha-go.sum.bak; \

@@ -758,10 +758,9 @@ func TestLabChaos(t *testing.T) {
 			t.Errorf("the acting leader %s's events: %v", c.nodes[j].name, err)
 		}
 		skewEv, est := evs.skew()
-		switch {
-		case skewEv == nil:
+		if skewEv == nil {
 			t.Errorf("no NovaClockSkew warning on the acting leader %s's replica after 60 s with Nova 30 s behind (events: %+v)", c.nodes[j].name, evs.Events)
-		default:
+		} else {
 			tl.add("NovaClockSkew on %s's replica at %v after the leaders started (host %q, warning %v): %s",
 				c.nodes[j].name, skewEv.At.Sub(started).Round(100*time.Millisecond), skewEv.Host, skewEv.Warning, skewEv.Message)
 			if skewEv.Host != "" {
