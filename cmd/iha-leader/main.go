@@ -41,7 +41,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := flag.NewFlagSet("iha-leader", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dev := fs.Bool("dev", false, "run a simulated cloud (novasim, simulated BMCs, this leader) and fail one compute")
+	dev := fs.Bool("dev", false, "run a simulated cloud (novasim, simulated BMCs, this leader) and fail one compute (the demo build only: make dev)")
 	devKeep := fs.Bool("dev-keep", false, "with -dev: keep running after the demo instead of exiting")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -45,13 +46,19 @@ func binaries(t *testing.T) string {
 			binErr = fmt.Errorf("go build deploy/image: %v\n%s", err, out)
 			return
 		}
-		for _, c := range []string{"iha-leader", "iha"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -X github.com/ihaproject/iha/pkg/version.Version=v0.0.0-imagetest",
-				"-o", filepath.Join(binDir, "linux-amd64", c), "../../cmd/"+c)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binErr = fmt.Errorf("go build %s: %v\n%s", c, err, out)
-				return
+		// As make image builds them, and, under dev/, the same with the
+		// demo's build tag: the shipped iha-leader has no demo, and the
+		// demo image (tests only) shows the image's layout carries a whole
+		// leader run.
+		for _, v := range []struct{ dir, tags string }{{binDir, ""}, {filepath.Join(binDir, "dev"), "dev"}} {
+			for _, c := range []string{"iha-leader", "iha"} {
+				cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-tags", v.tags, "-ldflags", "-s -w -X github.com/ihaproject/iha/pkg/version.Version=v0.0.0-imagetest",
+					"-o", filepath.Join(v.dir, "linux-amd64", c), "../../cmd/"+c)
+				cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					binErr = fmt.Errorf("go build %s (tags %q): %v\n%s", c, v.tags, err, out)
+					return
+				}
 			}
 		}
 	})
@@ -66,37 +73,53 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
 	}
-	if shared.path != "" {
-		_ = os.RemoveAll(filepath.Dir(shared.path))
+	for _, b := range []*builtImage{&shared, &demo} {
+		if b.path != "" {
+			_ = os.RemoveAll(filepath.Dir(b.path))
+		}
 	}
 	os.Exit(code)
 }
 
-var shared struct {
+type builtImage struct {
 	once   sync.Once
 	path   string
 	digest string
 	err    error
 }
 
+// shared is the image as make image builds it; demo the same layout with
+// the demo's build of iha-leader (demoOpts).
+var shared, demo builtImage
+
 // image builds the test image once per test binary (the content, dev-mode
 // and podman tests read the same archive).
 func image(t *testing.T) (path, digest string) {
 	t.Helper()
-	o := opts(t)
-	shared.once.Do(func() {
+	return shared.get(t, opts(t))
+}
+
+// demoImage is the image with iha-leader built with the demo's tag.
+func demoImage(t *testing.T) (path, digest string) {
+	t.Helper()
+	return demo.get(t, demoOpts(t))
+}
+
+func (b *builtImage) get(t *testing.T, o Options) (path, digest string) {
+	t.Helper()
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "iha-image-")
 		if err != nil {
-			shared.err = err
+			b.err = err
 			return
 		}
-		shared.path = filepath.Join(dir, "image.tar")
-		shared.digest, shared.err = build(t, shared.path, o)
+		b.path = filepath.Join(dir, "image.tar")
+		b.digest, b.err = build(t, b.path, o)
 	})
-	if shared.err != nil {
-		t.Fatal(shared.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return shared.path, shared.digest
+	return b.path, b.digest
 }
 
 // build runs the image tool with o, as `make image` does, and returns the
@@ -119,6 +142,13 @@ func build(t *testing.T, out string, o Options) (string, error) {
 func opts(t *testing.T) Options {
 	return Options{BinDir: binaries(t), Arches: []string{"amd64"}, Version: "v0.0.0-imagetest",
 		Revision: "0123456789abcdef0123456789abcdef01234567", Created: time.Unix(1_796_644_008, 0).UTC(), RefName: "localhost/iha-leader:imagetest"}
+}
+
+// demoOpts builds the same image from the demo's binaries (binaries' dev/).
+func demoOpts(t *testing.T) Options {
+	o := opts(t)
+	o.BinDir, o.RefName = filepath.Join(o.BinDir, "dev"), "localhost/iha-leader:imagetest-demo"
+	return o
 }
 
 // layout is an OCI archive read back.
@@ -340,21 +370,40 @@ func runDev(t *testing.T, cmd *exec.Cmd) {
 }
 
 // TestImageBinaryRunsDevMode extracts the image's root file system and runs
-// its iha-leader -dev to completion: the static binary needs nothing of
-// this machine.
+// its iha-leader: the shipped binary runs with nothing of this machine
+// (-version) and has no demo (-dev exits 2 and says to run make dev); the
+// same layout with the demo's build runs a whole leader, Raft, API and a
+// recovery, to completion.
 func TestImageBinaryRunsDevMode(t *testing.T) {
 	out, _ := image(t)
 	root := t.TempDir()
 	extract(t, out, root)
-	cmd := exec.Command(filepath.Join(root, "usr/bin/iha-leader"), "-dev")
-	cmd.Dir = root
-	cmd.Env = []string{"PATH=/usr/bin", "SSL_CERT_FILE=" + filepath.Join(root, CAFile), "TMPDIR=" + t.TempDir()}
+	env := []string{"PATH=/usr/bin", "SSL_CERT_FILE=" + filepath.Join(root, CAFile), "TMPDIR=" + t.TempDir()}
+	ver := exec.Command(filepath.Join(root, "usr/bin/iha-leader"), "-version")
+	ver.Dir, ver.Env = root, env
+	if b, err := ver.CombinedOutput(); err != nil || !strings.Contains(string(b), "v0.0.0-imagetest") {
+		t.Fatalf("the image's iha-leader -version: %v\n%s", err, b)
+	}
+	dev := exec.Command(filepath.Join(root, "usr/bin/iha-leader"), "-dev")
+	dev.Dir, dev.Env = root, env
+	b, err := dev.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(b), "make dev") {
+		t.Fatalf("the shipped iha-leader -dev: %v, want exit 2 naming make dev\n%s", err, b)
+	}
+
+	demoOut, _ := demoImage(t)
+	demoRoot := t.TempDir()
+	extract(t, demoOut, demoRoot)
+	cmd := exec.Command(filepath.Join(demoRoot, "usr/bin/iha-leader"), "-dev")
+	cmd.Dir = demoRoot
+	cmd.Env = []string{"PATH=/usr/bin", "SSL_CERT_FILE=" + filepath.Join(demoRoot, CAFile), "TMPDIR=" + t.TempDir()}
 	runDev(t, cmd)
 }
 
 // TestImageRunsWithPodman loads the archive into podman and runs the image
 // itself, as its non-root user with a read-only root and no network: the
-// demo runs to completion. Podman runs containers on this kind of machine
+// demo (the image built with the demo's iha-leader) runs to completion. Podman runs containers on this kind of machine
 // with runc and cgroupfs (crun refuses its cgroup v1 hierarchy) and with
 // explicit ulimits (the sandbox refuses podman's defaults).
 func TestImageRunsWithPodman(t *testing.T) {
@@ -362,8 +411,8 @@ func TestImageRunsWithPodman(t *testing.T) {
 	if err != nil {
 		t.Fatalf("podman not found (Debian packages podman and runc; scripts/install-test-deps.sh): %v", err)
 	}
-	out, _ := image(t)
-	ref := opts(t).RefName
+	out, _ := demoImage(t)
+	ref := demoOpts(t).RefName
 	global := []string{"--runtime", "runc", "--cgroup-manager", "cgroupfs"}
 	if b, err := exec.Command(podman, append(global, "load", "-q", "-i", out)...).CombinedOutput(); err != nil || !strings.Contains(string(b), ref) {
 		t.Fatalf("podman load: %v\n%s", err, b)
