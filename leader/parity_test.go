@@ -183,11 +183,7 @@ func TestScenarioResumedKdumpMarkedHostIsNotPoweredOff(t *testing.T) {
 	if !strings.HasPrefix(marker, leader.MarkerComplete+leader.MarkerKdumpSuffix) {
 		t.Errorf("marker %q, want the complete (kdump) marker", marker)
 	}
-	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
-		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
-			t.Errorf("%s evacuated %d times, want 1", name, n)
-		}
-	}
+	w.evacuatedOnce("vm1", "vm2", "vm3", "off")
 }
 
 // TestScenarioResumedHostWithUnreachableBMCWaitsForTheOperator keeps a

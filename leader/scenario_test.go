@@ -155,6 +155,17 @@ func TestScenarioComputeFailsAndComesBack(t *testing.T) {
 
 func (w *world) evacuations() int { return w.Sim.Calls(novasim.RouteEvacuate) }
 
+// evacuatedOnce checks that each named server was evacuated exactly once
+// (call it from the test that made w, not from a subtest).
+func (w *world) evacuatedOnce(names ...string) {
+	w.t.Helper()
+	for _, name := range names {
+		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
+			w.t.Errorf("%s evacuated %d times, want 1", name, n)
+		}
+	}
+}
+
 func (w *world) fenceRequests() int {
 	n := 0
 	for _, h := range w.Hosts() {
@@ -625,11 +636,7 @@ func TestScenarioStartupAdoptsOrphans(t *testing.T) {
 	if !rec.Adopted || rec.Evidence.Source != "orphan" {
 		t.Errorf("record: adopted %v, source %q", rec.Adopted, rec.Evidence.Source)
 	}
-	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
-		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
-			t.Errorf("%s evacuated %d times", name, n)
-		}
-	}
+	w.evacuatedOnce("vm1", "vm2", "vm3", "off")
 }
 
 // TestNovaOutageAtPOLL45: at IHA's default POLL (45 s), a Nova API outage
@@ -717,11 +724,7 @@ func TestNovaHungDuringARecovery(t *testing.T) {
 		t.Errorf("ready %s after Nova answered: the failed step must be retried within seconds, not at the next poll", d)
 	}
 	waitFor(t, 60*time.Second, "c1 recovered", func() bool { return w.phase("c1") == leader.PhaseDone })
-	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
-		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
-			t.Errorf("%s evacuated %d times, want 1", name, n)
-		}
-	}
+	w.evacuatedOnce("vm1", "vm2", "vm3", "off")
 }
 
 // TestFenceRetriedWithinSecondsOfTheBMCAnsweringAgain is lab chaos
@@ -758,11 +761,7 @@ func TestFenceRetriedWithinSecondsOfTheBMCAnsweringAgain(t *testing.T) {
 		p := w.phase("c1")
 		return p == leader.PhaseReenabling || p == leader.PhaseDone
 	})
-	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
-		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
-			t.Errorf("%s evacuated %d times, want 1", name, n)
-		}
-	}
+	w.evacuatedOnce("vm1", "vm2", "vm3", "off")
 }
 
 // readyReconciler waits until the leader's reconciler of this term is

@@ -406,11 +406,7 @@ func TestShadowOffTakesOverTheOrphansTheOtherAgentLeft(t *testing.T) {
 	if len(took) != 1 || !strings.Contains(took[0].Message, "adopted c1") {
 		t.Errorf("takeover events %+v", took)
 	}
-	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
-		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
-			t.Errorf("%s evacuated %d times", name, n)
-		}
-	}
+	w.evacuatedOnce("vm1", "vm2", "vm3", "off")
 	if srv, _ := w.Sim.Server(w.servers["vm1"]); srv.Locked {
 		t.Error("vm1 still under the other agent's evacuation lock")
 	}
@@ -487,11 +483,7 @@ func TestShadowOffDuringTheStartupReconciliationStillTakesOver(t *testing.T) {
 	if len(took) != 1 || !strings.Contains(took[0].Message, "adopted c1") {
 		t.Errorf("takeover events %+v", took)
 	}
-	for _, name := range []string{"vm1", "vm2", "vm3", "off"} {
-		if n := w.Sim.ServerCalls(w.servers[name], novasim.RouteEvacuate); n != 1 {
-			t.Errorf("%s evacuated %d times", name, n)
-		}
-	}
+	w.evacuatedOnce("vm1", "vm2", "vm3", "off")
 }
 
 // orphanC1 leaves c1 as another agent that stopped mid-recovery does: hung,

@@ -18,11 +18,12 @@ import (
 // stopped and never repeats a side effect that completed.
 
 // stepRetry is how soon a failed recovery step is tried again (POLL when
-// shorter).
+// shorter: retryIn).
 const stepRetry = 5 * time.Second
 
-// fenceRetry is how long after a failed fence attempt the next one starts.
-func (r *Reconciler) fenceRetry() time.Duration { return min(r.cfg.Poll, stepRetry) }
+// retryIn is how long after a failed recovery step (a fence attempt
+// included) the next try starts.
+func (r *Reconciler) retryIn() time.Duration { return min(r.cfg.Poll, stepRetry) }
 
 // recoverHost drives one host's record until it waits for something, ends,
 // or ctx is cancelled. Each pass reads the committed record and performs the
@@ -55,7 +56,7 @@ func (r *Reconciler) recoverHost(ctx context.Context, host string) {
 				// that timed out) is tried again within seconds, not at the
 				// next poll: POLL 45 kept a host whose BMC came back
 				// unfenced for most of a minute (lab chaos scenario 6).
-				retry := min(r.cfg.Poll, stepRetry)
+				retry := r.retryIn()
 				r.log.Error("recovery step failed; retrying", "host", host, "phase", rec.Phase, "err", err, "retry_in", retry)
 				time.AfterFunc(retry, r.Poke)
 			}
@@ -122,7 +123,7 @@ func (r *Reconciler) fenceStep(ctx context.Context, rec *HostRecord) error {
 			// unfenced for most of a minute (lab chaos scenario 6: 45 s
 			// between attempts at POLL 45).
 			last := rec.PhaseSince
-			if wait := r.fenceRetry() - r.now().Sub(last); wait > 0 {
+			if wait := r.retryIn() - r.now().Sub(last); wait > 0 {
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
@@ -137,16 +138,15 @@ func (r *Reconciler) fenceStep(ctx context.Context, rec *HostRecord) error {
 	}
 	res, ferr := r.fence1(ctx, rec, op)
 	if ferr != nil {
-		r.log.Error("fencing failed", "host", host, "op", op, "err", ferr)
 		if err := r.end(ctx, StepEndCmd{Host: host, Step: StepFence, OpID: op, OK: false, Detail: ferr.Error()}); err != nil {
 			return err
 		}
 		if r.watchdogAfterBMC(ctx, rec, ferr) {
+			r.log.Error("fencing failed; the watchdog path takes over", "host", host, "op", op, "err", ferr)
 			return nil // the next pass waits for the watchdog
 		}
-		r.log.Info("fence attempt failed: trying again", "host", host, "retry_in", r.fenceRetry())
-		time.AfterFunc(r.fenceRetry(), r.Poke)
-		return errWait
+		// A failed step: recoverHost logs it and schedules the next try.
+		return fmt.Errorf("fencing (op %s): %w", op, ferr)
 	}
 	r.log.Warn("host fenced", "host", host, "method", res.Method, "power", res.State, "op", op)
 	return r.end(ctx, StepEndCmd{Host: host, Step: StepFence, OpID: op, OK: true, Fence: res,
